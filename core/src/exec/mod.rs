@@ -1,0 +1,130 @@
+//! The FP32 executor: constant folding at load time, then node-by-node evaluation with
+//! values freed after their last use and the im2col scratch reused across runs.
+
+mod ops;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::onnx::Limits;
+use crate::tensor::Tensor;
+
+/// Runs a [`Graph`] on f32 inputs.
+#[derive(Debug)]
+pub struct Executor {
+    graph: Graph,
+    limits: Limits,
+    /// For each value computed at run time, the index of the last node reading it.
+    last_use: Vec<Option<usize>>,
+    scratch: Vec<f32>,
+}
+
+/// Per-run state handed to op implementations.
+pub(crate) struct Ctx<'a> {
+    pub limits: &'a Limits,
+    pub scratch: &'a mut Vec<f32>,
+}
+
+impl Executor {
+    /// Folds every node whose inputs are all constants (shape sub-graphs, Constant chains) and
+    /// prepares the plan.
+    pub fn new(mut graph: Graph, limits: Limits) -> Result<Self> {
+        let mut scratch = Vec::new();
+        let nodes = std::mem::take(&mut graph.nodes);
+        let mut kept = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let foldable = node.inputs.iter().flatten().all(|&i| graph.consts[i].is_some());
+            if !foldable {
+                kept.push(node);
+                continue;
+            }
+            let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|i| graph.consts[i].as_ref())).collect();
+            let outs = ops::eval(&node, &ins, &mut Ctx { limits: &limits, scratch: &mut scratch })?;
+            for (id, t) in node.outputs.iter().zip(outs) {
+                graph.consts[*id] = Some(t);
+            }
+        }
+        graph.nodes = kept;
+        let mut last_use = vec![None; graph.values.len()];
+        for (ni, n) in graph.nodes.iter().enumerate() {
+            for &i in n.inputs.iter().flatten() {
+                last_use[i] = Some(ni);
+            }
+        }
+        for &o in &graph.outputs {
+            last_use[o] = None; // outputs are kept to the end
+        }
+        Ok(Executor { graph, limits, last_use, scratch })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the graph. `inputs` are in the order of [`Graph::inputs`]; returns the graph outputs
+    /// in order.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
+        }
+        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        for (&id, t) in g.inputs.iter().zip(inputs) {
+            check_input(g, id, &t)?;
+            vals[id] = Some(t);
+        }
+        for (ni, node) in g.nodes.iter().enumerate() {
+            let outs = {
+                let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
+                for i in &node.inputs {
+                    ins.push(match i {
+                        None => None,
+                        Some(id) => Some(g.consts[*id].as_ref().or(vals[*id].as_ref()).ok_or_else(|| {
+                            Error::node(&node.name, &node.op_type, format!("input '{}' has no value", g.values[*id].name))
+                        })?),
+                    });
+                }
+                ops::eval(node, &ins, &mut Ctx { limits: &self.limits, scratch: &mut self.scratch })?
+            };
+            for (id, t) in node.outputs.iter().zip(outs) {
+                vals[*id] = Some(t);
+            }
+            for &i in node.inputs.iter().flatten() {
+                if self.last_use[i] == Some(ni) && g.consts[i].is_none() {
+                    vals[i] = None;
+                }
+            }
+        }
+        g.outputs
+            .iter()
+            .map(|&o| {
+                g.consts[o].clone().or_else(|| vals[o].take()).ok_or_else(|| Error::Graph(format!("output '{}' was not computed", g.values[o].name)))
+            })
+            .collect()
+    }
+}
+
+/// Checks a given input against the declared rank and fixed dims.
+fn check_input(g: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
+    let v = &g.values[id];
+    let err = |msg: String| Error::Input { name: v.name.clone(), msg };
+    if t.as_f32().is_none() {
+        return Err(err(format!("expected float32 data, got {}", t.dtype_name())));
+    }
+    if let Some(dims) = v.ty.as_ref().and_then(|ty| ty.dims.as_ref()) {
+        if dims.len() != t.rank() {
+            return Err(err(format!("expected rank {} ({}), got shape {:?}", dims.len(), fmt_dims(dims), t.shape())));
+        }
+        for (d, &s) in dims.iter().zip(t.shape()) {
+            if let crate::graph::Dim::Fixed(f) = d {
+                if *f != s {
+                    return Err(err(format!("expected shape [{}], got {:?}", fmt_dims(dims), t.shape())));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn fmt_dims(dims: &[crate::graph::Dim]) -> String {
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,915 @@
+//! Op implementations over whole tensors. Kernels do the arithmetic; this file checks shapes,
+//! resolves attributes against inputs, and allocates outputs within the limits.
+
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::graph::{AutoPad, BinaryOp, CastTo, Node, Op, PadMode, UnaryOp, Window};
+use crate::kernels::{self, pool::PoolGeom, ConvGeom};
+use crate::tensor::{checked_numel, Tensor, TensorData};
+
+type Ins<'a, 'b> = &'a [Option<&'b Tensor>];
+
+struct E<'n> {
+    node: &'n Node,
+}
+
+impl E<'_> {
+    fn err(&self, msg: impl Into<String>) -> Error {
+        Error::node(&self.node.name, &self.node.op_type, msg)
+    }
+    fn input<'b>(&self, ins: Ins<'_, 'b>, i: usize) -> Result<&'b Tensor> {
+        ins.get(i).copied().flatten().ok_or_else(|| self.err(format!("input {i} is required")))
+    }
+    fn f32<'b>(&self, ins: Ins<'_, 'b>, i: usize) -> Result<&'b [f32]> {
+        let t = self.input(ins, i)?;
+        t.as_f32().ok_or_else(|| self.err(format!("input {i} must be float32, got {}", t.dtype_name())))
+    }
+    fn opt<'b>(&self, ins: Ins<'_, 'b>, i: usize) -> Option<&'b Tensor> {
+        ins.get(i).copied().flatten()
+    }
+    /// Checks an output size against the limits before allocating it.
+    fn numel(&self, ctx: &Ctx, shape: &[usize]) -> Result<usize> {
+        checked_numel(shape)
+            .filter(|&n| n <= ctx.limits.max_tensor_elements)
+            .ok_or_else(|| self.err(format!("output shape {shape:?} exceeds the limit of {} elements", ctx.limits.max_tensor_elements)))
+    }
+    fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
+        let r = rank as i64;
+        let a = if axis < 0 { axis + r } else { axis };
+        if (0..r).contains(&a) {
+            Ok(a as usize)
+        } else {
+            Err(self.err(format!("axis {axis} is out of range for rank {rank}")))
+        }
+    }
+}
+
+pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
+    let e = E { node };
+    let one = |t: Tensor| Ok(vec![t]);
+    match &node.op {
+        Op::Conv { window, group } => one(conv(&e, ins, ctx, window, *group)?),
+        Op::BatchNorm { epsilon } => one(batch_norm(&e, ins, *epsilon)?),
+        Op::Unary(u) => {
+            let x = e.input(ins, 0)?;
+            let d = e.f32(ins, 0)?;
+            let f = unary_fn(*u);
+            one(Tensor::from_parts_f32(x.shape().to_vec(), d.iter().map(|&v| f(v)).collect()))
+        }
+        Op::Clip { min, max } => {
+            let x = e.input(ins, 0)?;
+            let bound = |i: usize, attr: Option<f32>, default: f32| -> Result<f32> {
+                match e.opt(ins, i) {
+                    Some(t) if t.len() == 1 => Ok(t.to_f32_vec()[0]),
+                    Some(_) => Err(e.err(format!("input {i} (bound) must be a scalar"))),
+                    None => Ok(attr.unwrap_or(default)),
+                }
+            };
+            let lo = bound(1, *min, f32::NEG_INFINITY)?;
+            let hi = bound(2, *max, f32::INFINITY)?;
+            match x.data() {
+                TensorData::F32(d) => one(Tensor::from_parts_f32(x.shape().to_vec(), d.iter().map(|&v| v.max(lo).min(hi)).collect())),
+                TensorData::I64(d) => one(Tensor::from_parts_i64(x.shape().to_vec(), d.iter().map(|&v| v.max(lo as i64).min(hi as i64)).collect())),
+            }
+        }
+        Op::PRelu => {
+            let x = e.input(ins, 0)?;
+            let s = e.input(ins, 1)?;
+            let out = binary_f32(&e, ctx, x, s, |a, b| if a < 0.0 { a * b } else { a })?;
+            if out.shape() != x.shape() {
+                return Err(e.err("slope does not broadcast to the input shape"));
+            }
+            one(out)
+        }
+        Op::Binary(b) => one(binary(&e, ctx, ins, *b)?),
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            let x = e.input(ins, 0)?;
+            let d = e.f32(ins, 0)?;
+            if x.rank() < 3 {
+                return Err(e.err(format!("input must be [N, C, spatial...], got {:?}", x.shape())));
+            }
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let sp: usize = x.shape()[2..].iter().product();
+            let max = matches!(node.op, Op::GlobalMaxPool);
+            let out: Vec<f32> = (0..n * c)
+                .map(|i| {
+                    let s = &d[i * sp..(i + 1) * sp];
+                    if max {
+                        s.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                    } else {
+                        s.iter().sum::<f32>() / sp.max(1) as f32
+                    }
+                })
+                .collect();
+            let mut shape = vec![n, c];
+            shape.extend(std::iter::repeat(1).take(x.rank() - 2));
+            one(Tensor::from_parts_f32(shape, out))
+        }
+        Op::AveragePool { window, count_include_pad } => one(pool(&e, ins, ctx, window, Some(*count_include_pad))?),
+        Op::MaxPool { window } => one(pool(&e, ins, ctx, window, None)?),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => one(gemm_op(&e, ins, ctx, *alpha, *beta, *trans_a, *trans_b)?),
+        Op::MatMul => one(matmul(&e, ins, ctx)?),
+        Op::Flatten { axis } => {
+            let x = e.input(ins, 0)?;
+            let r = x.rank() as i64;
+            let a = if *axis < 0 { axis + r } else { *axis };
+            if !(0..=r).contains(&a) {
+                return Err(e.err(format!("axis {axis} is out of range for rank {r}")));
+            }
+            let outer: usize = x.shape()[..a as usize].iter().product();
+            let inner: usize = x.shape()[a as usize..].iter().product();
+            one(x.clone().reshaped(vec![outer, inner])?)
+        }
+        Op::Reshape { allowzero } => {
+            let x = e.input(ins, 0)?;
+            let spec = e.input(ins, 1)?.to_i64_vec();
+            one(x.clone().reshaped(reshape_dims(&e, x.shape(), &spec, *allowzero)?)?)
+        }
+        Op::Transpose { perm } => one(transpose(&e, e.input(ins, 0)?, perm.as_deref())?),
+        Op::Concat { axis } => one(concat(&e, ctx, ins, *axis)?),
+        Op::Squeeze { axes } => {
+            let x = e.input(ins, 0)?;
+            let axes = match (axes, e.opt(ins, 1)) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(t)) => Some(t.to_i64_vec()),
+                (None, None) => None,
+            };
+            let shape = match axes {
+                None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
+                Some(axes) => {
+                    let axes = axes.iter().map(|&a| e.axis(a, x.rank())).collect::<Result<Vec<_>>>()?;
+                    for &a in &axes {
+                        if x.shape()[a] != 1 {
+                            return Err(e.err(format!("cannot squeeze axis {a} of size {}", x.shape()[a])));
+                        }
+                    }
+                    x.shape().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+                }
+            };
+            one(x.clone().reshaped(shape)?)
+        }
+        Op::Unsqueeze { axes } => {
+            let x = e.input(ins, 0)?;
+            let axes = match axes {
+                Some(a) => a.clone(),
+                None => e.input(ins, 1)?.to_i64_vec(),
+            };
+            let out_rank = x.rank() + axes.len();
+            if out_rank > ctx.limits.max_rank {
+                return Err(e.err(format!("output rank {out_rank} is over the limit")));
+            }
+            let mut axes = axes.iter().map(|&a| e.axis(a, out_rank)).collect::<Result<Vec<_>>>()?;
+            axes.sort_unstable();
+            if axes.windows(2).any(|w| w[0] == w[1]) {
+                return Err(e.err("axes contain duplicates"));
+            }
+            let mut shape = Vec::with_capacity(out_rank);
+            let mut it = x.shape().iter();
+            for i in 0..out_rank {
+                if axes.contains(&i) {
+                    shape.push(1);
+                } else {
+                    shape.push(*it.next().ok_or_else(|| e.err("bad axes"))?);
+                }
+            }
+            one(x.clone().reshaped(shape)?)
+        }
+        Op::Softmax { axis, legacy } => one(softmax(&e, ins, *axis, *legacy)?),
+        Op::Pad { mode, pads, value } => one(pad(&e, ctx, ins, *mode, pads.as_deref(), *value)?),
+        Op::ReduceMean { axes, keepdims, noop_with_empty_axes } => {
+            let x = e.input(ins, 0)?;
+            let view = x.view_f32().ok_or_else(|| e.err("input must be float32"))?;
+            let axes = match (axes, e.opt(ins, 1)) {
+                (Some(a), _) => a.clone(),
+                (None, Some(t)) => t.to_i64_vec(),
+                (None, None) => vec![],
+            };
+            if axes.is_empty() && *noop_with_empty_axes {
+                return one(x.clone());
+            }
+            let mut axes: Vec<usize> = if axes.is_empty() {
+                (0..x.rank()).collect()
+            } else {
+                axes.iter().map(|&a| e.axis(a, x.rank())).collect::<Result<_>>()?
+            };
+            axes.sort_unstable();
+            axes.dedup();
+            let mut arr = view.to_owned();
+            for &a in axes.iter().rev() {
+                arr = arr.mean_axis(ndarray::Axis(a)).ok_or_else(|| e.err("cannot reduce an empty axis"))?;
+            }
+            let mut shape: Vec<usize> = arr.shape().to_vec();
+            if *keepdims {
+                for &a in &axes {
+                    shape.insert(a, 1);
+                }
+            }
+            one(Tensor::from_parts_f32(shape, arr.iter().copied().collect()))
+        }
+        Op::Identity | Op::Dropout => {
+            let x = e.input(ins, 0)?;
+            if node.outputs.len() > 1 {
+                let mask = Tensor::from_parts_f32(x.shape().to_vec(), vec![1.0; x.len()]);
+                return Ok(vec![x.clone(), mask]);
+            }
+            one(x.clone())
+        }
+        Op::Shape { start, end } => {
+            let x = e.input(ins, 0)?;
+            let r = x.rank() as i64;
+            let clampi = |v: i64| -> usize { (if v < 0 { v + r } else { v }).clamp(0, r) as usize };
+            let (s, en) = (clampi(*start), clampi(end.unwrap_or(r)));
+            let dims: Vec<i64> = if s < en { x.shape()[s..en].iter().map(|&d| d as i64).collect() } else { vec![] };
+            one(Tensor::from_parts_i64(vec![dims.len()], dims))
+        }
+        Op::Gather { axis } => one(gather(&e, ctx, ins, *axis)?),
+        Op::Cast { to } => {
+            let x = e.input(ins, 0)?;
+            one(match to {
+                CastTo::F32 => Tensor::from_parts_f32(x.shape().to_vec(), x.to_f32_vec()),
+                CastTo::I64 => Tensor::from_parts_i64(x.shape().to_vec(), x.to_i64_vec()),
+            })
+        }
+        Op::Slice => one(slice(&e, ctx, ins)?),
+        Op::ConstantOfShape { value, int } => {
+            let dims = e.input(ins, 0)?.to_i64_vec();
+            let shape = dims
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| e.err(format!("negative dimension {d}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let n = e.numel(ctx, &shape)?;
+            one(if *int {
+                Tensor::from_parts_i64(shape, vec![*value as i64; n])
+            } else {
+                Tensor::from_parts_f32(shape, vec![*value; n])
+            })
+        }
+    }
+}
+
+fn unary_fn(u: UnaryOp) -> impl Fn(f32) -> f32 {
+    move |x: f32| match u {
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::LeakyRelu(a) => if x < 0.0 { a * x } else { x },
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+        UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Erf => kernels::erf(x),
+        UnaryOp::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
+        UnaryOp::Elu(a) => if x < 0.0 { a * (x.exp() - 1.0) } else { x },
+        UnaryOp::Gelu => 0.5 * x * (1.0 + kernels::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+    }
+}
+
+/// Resolves auto_pad into explicit [top, left, bottom, right] pads.
+fn resolve_pads(w: &Window, hw: [usize; 2], kernel: [usize; 2]) -> [usize; 4] {
+    match w.auto_pad {
+        AutoPad::NotSet => w.pads,
+        AutoPad::Valid => [0; 4],
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let mut p = [0usize; 4];
+            for d in 0..2 {
+                let out = hw[d].div_ceil(w.strides[d]);
+                let ext = (kernel[d] - 1) * w.dilations[d] + 1;
+                let total = ((out - 1) * w.strides[d] + ext).saturating_sub(hw[d]);
+                let small = total / 2;
+                let (b, e) = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                p[d] = b;
+                p[d + 2] = e;
+            }
+            p
+        }
+    }
+}
+
+fn conv(e: &E, ins: Ins, ctx: &mut Ctx, w: &Window, group: usize) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let xd = e.f32(ins, 0)?;
+    let wt = e.input(ins, 1)?;
+    let wd = e.f32(ins, 1)?;
+    if x.rank() != 4 || wt.rank() != 4 {
+        return Err(e.err(format!("only 2-D convolution is supported (input {:?}, weight {:?})", x.shape(), wt.shape())));
+    }
+    let (n, c, h, wi) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (m, cg, kh, kw) = (wt.shape()[0], wt.shape()[1], wt.shape()[2], wt.shape()[3]);
+    if c % group != 0 || m % group != 0 || cg * group != c {
+        return Err(e.err(format!("input has {c} channels, weight {:?} and group {group} do not match", wt.shape())));
+    }
+    if let Some(k) = w.kernel {
+        if k != [kh, kw] {
+            return Err(e.err(format!("kernel_shape {k:?} does not match the weight {:?}", wt.shape())));
+        }
+    }
+    let bias = match e.opt(ins, 2) {
+        None => None,
+        Some(b) => {
+            let bd = b.as_f32().ok_or_else(|| e.err("bias must be float32"))?;
+            if bd.len() != m {
+                return Err(e.err(format!("bias has {} values for {m} output channels", bd.len())));
+            }
+            Some(bd)
+        }
+    };
+    let g = ConvGeom {
+        c_in: c,
+        h,
+        w: wi,
+        c_out: m,
+        kh,
+        kw,
+        stride: w.strides,
+        dilation: w.dilations,
+        pads: resolve_pads(w, [h, wi], [kh, kw]),
+        group,
+    };
+    let (oh, ow) = g.out_hw().ok_or_else(|| e.err(format!("kernel {kh}x{kw} does not fit the padded input {h}x{wi}")))?;
+    let out_shape = vec![n, m, oh, ow];
+    let total = e.numel(ctx, &out_shape)?;
+    if g.scratch_len() > ctx.limits.max_tensor_elements {
+        return Err(e.err("the im2col buffer would exceed the tensor element limit"));
+    }
+    let mut out = vec![0.0f32; total];
+    let (isz, osz) = (c * h * wi, m * oh * ow);
+    for b in 0..n {
+        kernels::conv2d(&g, &xd[b * isz..(b + 1) * isz], wd, bias, &mut out[b * osz..(b + 1) * osz], ctx.scratch);
+    }
+    Ok(Tensor::from_parts_f32(out_shape, out))
+}
+
+fn batch_norm(e: &E, ins: Ins, eps: f32) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let xd = e.f32(ins, 0)?;
+    if x.rank() < 2 {
+        return Err(e.err(format!("input must have a channel axis, got {:?}", x.shape())));
+    }
+    let c = x.shape()[1];
+    let p: Vec<&[f32]> = (1..5).map(|i| e.f32(ins, i)).collect::<Result<_>>()?;
+    if p.iter().any(|v| v.len() != c) {
+        return Err(e.err(format!("scale, bias, mean and var must each have {c} values")));
+    }
+    let sp: usize = x.shape()[2..].iter().product();
+    let mut out = Vec::with_capacity(xd.len());
+    for (i, chunk) in xd.chunks(sp.max(1)).enumerate() {
+        let ch = i % c;
+        let k = p[0][ch] / (p[3][ch] + eps).sqrt();
+        let b = p[1][ch] - p[2][ch] * k;
+        out.extend(chunk.iter().map(|&v| v * k + b));
+    }
+    Ok(Tensor::from_parts_f32(x.shape().to_vec(), out))
+}
+
+fn pool(e: &E, ins: Ins, ctx: &Ctx, w: &Window, avg_include_pad: Option<bool>) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let xd = e.f32(ins, 0)?;
+    if x.rank() != 4 {
+        return Err(e.err(format!("only 2-D pooling is supported, input {:?}", x.shape())));
+    }
+    let k = w.kernel.ok_or_else(|| e.err("kernel_shape is required"))?;
+    let (n, c, h, wi) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let pads = resolve_pads(w, [h, wi], k);
+    let mut o = [0usize; 2];
+    for d in 0..2 {
+        let ext = (k[d] - 1) * w.dilations[d] + 1;
+        let padded = [h, wi][d] + pads[d] + pads[d + 2];
+        if padded < ext {
+            return Err(e.err(format!("kernel {k:?} does not fit the padded input {h}x{wi}")));
+        }
+        let span = padded - ext;
+        o[d] = if w.ceil_mode { span.div_ceil(w.strides[d]) + 1 } else { span / w.strides[d] + 1 };
+        // A window must start inside the input or the leading padding.
+        if w.ceil_mode && (o[d] - 1) * w.strides[d] >= [h, wi][d] + pads[d] {
+            o[d] -= 1;
+        }
+    }
+    let g = PoolGeom { h, w: wi, oh: o[0], ow: o[1], kernel: k, stride: w.strides, dilation: w.dilations, pads };
+    let shape = vec![n, c, o[0], o[1]];
+    let total = e.numel(ctx, &shape)?;
+    let mut out = vec![0.0f32; total];
+    let (isz, osz) = (c * h * wi, c * o[0] * o[1]);
+    for b in 0..n {
+        let (src, dst) = (&xd[b * isz..(b + 1) * isz], &mut out[b * osz..(b + 1) * osz]);
+        match avg_include_pad {
+            Some(cip) => kernels::pool::avg_pool(&g, c, src, dst, cip),
+            None => kernels::pool::max_pool(&g, c, src, dst),
+        }
+    }
+    Ok(Tensor::from_parts_f32(shape, out))
+}
+
+/// Contiguous copy of a 2-D matrix, transposed if asked.
+fn mat(d: &[f32], rows: usize, cols: usize, trans: bool) -> std::borrow::Cow<'_, [f32]> {
+    if !trans {
+        return std::borrow::Cow::Borrowed(d);
+    }
+    let mut t = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = d[r * cols + c];
+        }
+    }
+    std::borrow::Cow::Owned(t)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_op(e: &E, ins: Ins, ctx: &Ctx, alpha: f32, beta: f32, ta: bool, tb: bool) -> Result<Tensor> {
+    let (a, b) = (e.input(ins, 0)?, e.input(ins, 1)?);
+    let (ad, bd) = (e.f32(ins, 0)?, e.f32(ins, 1)?);
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(e.err(format!("A and B must be matrices, got {:?} and {:?}", a.shape(), b.shape())));
+    }
+    let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    let (k2, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    if k != k2 {
+        return Err(e.err(format!("inner dimensions differ: A {:?} (transA={ta}) vs B {:?} (transB={tb})", a.shape(), b.shape())));
+    }
+    let total = e.numel(ctx, &[m, n])?;
+    let am = mat(ad, a.shape()[0], a.shape()[1], ta);
+    let bm = mat(bd, b.shape()[0], b.shape()[1], tb);
+    let mut out = vec![0.0f32; total];
+    kernels::gemm(m, n, k, &am, &bm, &mut out);
+    if alpha != 1.0 {
+        out.iter_mut().for_each(|v| *v *= alpha);
+    }
+    if let Some(c) = e.opt(ins, 2) {
+        let cd = c.as_f32().ok_or_else(|| e.err("C must be float32"))?;
+        let cs = c.shape();
+        let (cr, cc) = match cs.len() {
+            0 => (1, 1),
+            1 => (1, cs[0]),
+            2 => (cs[0], cs[1]),
+            _ => return Err(e.err(format!("C of shape {cs:?} cannot broadcast to [{m}, {n}]"))),
+        };
+        if !(cr == 1 || cr == m) || !(cc == 1 || cc == n) {
+            return Err(e.err(format!("C of shape {cs:?} cannot broadcast to [{m}, {n}]")));
+        }
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] += beta * cd[(if cr == 1 { 0 } else { i }) * cc + if cc == 1 { 0 } else { j }];
+            }
+        }
+    }
+    Ok(Tensor::from_parts_f32(vec![m, n], out))
+}
+
+fn matmul(e: &E, ins: Ins, ctx: &Ctx) -> Result<Tensor> {
+    let (a, b) = (e.input(ins, 0)?, e.input(ins, 1)?);
+    let (ad, bd) = (e.f32(ins, 0)?, e.f32(ins, 1)?);
+    if a.rank() == 0 || b.rank() == 0 {
+        return Err(e.err("MatMul inputs must have rank >= 1"));
+    }
+    let mut ash = a.shape().to_vec();
+    let mut bsh = b.shape().to_vec();
+    let a1 = ash.len() == 1;
+    let b1 = bsh.len() == 1;
+    if a1 {
+        ash.insert(0, 1);
+    }
+    if b1 {
+        bsh.push(1);
+    }
+    let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+    let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+    if k != k2 {
+        return Err(e.err(format!("inner dimensions differ: {:?} x {:?}", a.shape(), b.shape())));
+    }
+    let abatch = &ash[..ash.len() - 2];
+    let bbatch = &bsh[..bsh.len() - 2];
+    let batch = broadcast_shape(abatch, bbatch).ok_or_else(|| e.err(format!("batch dims {abatch:?} and {bbatch:?} do not broadcast")))?;
+    let nb: usize = batch.iter().product();
+    let mut shape = batch.clone();
+    if !a1 {
+        shape.push(m);
+    }
+    if !b1 {
+        shape.push(n);
+    }
+    let total = e.numel(ctx, &shape)?;
+    let mut out = vec![0.0f32; total];
+    let sa = bcast_strides(abatch, &batch);
+    let sb = bcast_strides(bbatch, &batch);
+    let mut idx = vec![0usize; batch.len()];
+    for bi in 0..nb {
+        let (oa, ob) = (dot(&idx, &sa), dot(&idx, &sb));
+        kernels::gemm(m, n, k, &ad[oa * m * k..(oa + 1) * m * k], &bd[ob * k * n..(ob + 1) * k * n], &mut out[bi * m * n..(bi + 1) * m * n]);
+        incr(&mut idx, &batch);
+    }
+    Ok(Tensor::from_parts_f32(shape, out))
+}
+
+fn dot(idx: &[usize], strides: &[usize]) -> usize {
+    idx.iter().zip(strides).map(|(a, b)| a * b).sum()
+}
+
+/// Odometer increment of a multi-index.
+fn incr(idx: &mut [usize], shape: &[usize]) {
+    for d in (0..shape.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < shape[d] {
+            return;
+        }
+        idx[d] = 0;
+    }
+}
+
+/// Multidirectional (numpy) broadcast of two shapes.
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            match (da, db) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Element strides of `shape` laid out in `out` (right-aligned), 0 on broadcast dims.
+fn bcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let r = out.len();
+    let mut s = vec![0usize; r];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        let oi = i + r - shape.len();
+        s[oi] = if shape[i] == 1 && out[oi] != 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    s
+}
+
+fn broadcast_apply<T: Copy, U>(
+    e: &E,
+    ctx: &Ctx,
+    (ash, ad): (&[usize], &[T]),
+    (bsh, bd): (&[usize], &[T]),
+    f: impl Fn(T, T) -> U,
+) -> Result<(Vec<usize>, Vec<U>)> {
+    let shape = broadcast_shape(ash, bsh).ok_or_else(|| e.err(format!("shapes {ash:?} and {bsh:?} do not broadcast")))?;
+    let total = e.numel(ctx, &shape)?;
+    if ash == bsh {
+        return Ok((shape, ad.iter().zip(bd).map(|(&x, &y)| f(x, y)).collect()));
+    }
+    if bd.len() == 1 && ad.len() == total {
+        let y = bd[0];
+        return Ok((shape, ad.iter().map(|&x| f(x, y)).collect()));
+    }
+    let mut out = Vec::with_capacity(total);
+    if total == 0 {
+        return Ok((shape, out));
+    }
+    let sa = bcast_strides(ash, &shape);
+    let sb = bcast_strides(bsh, &shape);
+    let r = shape.len();
+    let inner = shape[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    let outer_shape = &shape[..r - 1];
+    let mut idx = vec![0usize; r - 1];
+    for _ in 0..total / inner {
+        let (oa, ob) = (dot(&idx, &sa[..r - 1]), dot(&idx, &sb[..r - 1]));
+        for j in 0..inner {
+            out.push(f(ad[oa + j * ia], bd[ob + j * ib]));
+        }
+        incr(&mut idx, outer_shape);
+    }
+    Ok((shape, out))
+}
+
+fn binary_f32(e: &E, ctx: &Ctx, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    let (ad, bd) = match (a.as_f32(), b.as_f32()) {
+        (Some(x), Some(y)) => (x, y),
+        _ => return Err(e.err(format!("inputs must both be float32 ({} and {})", a.dtype_name(), b.dtype_name()))),
+    };
+    let (shape, out) = broadcast_apply(e, ctx, (a.shape(), ad), (b.shape(), bd), f)?;
+    Ok(Tensor::from_parts_f32(shape, out))
+}
+
+fn binary(e: &E, ctx: &Ctx, ins: Ins, op: BinaryOp) -> Result<Tensor> {
+    let (a, b) = (e.input(ins, 0)?, e.input(ins, 1)?);
+    match (a.data(), b.data()) {
+        (TensorData::I64(ad), TensorData::I64(bd)) => {
+            if op == BinaryOp::Div && bd.contains(&0) {
+                return Err(e.err("integer division by zero"));
+            }
+            let f = |x: i64, y: i64| match op {
+                BinaryOp::Add => x.wrapping_add(y),
+                BinaryOp::Sub => x.wrapping_sub(y),
+                BinaryOp::Mul => x.wrapping_mul(y),
+                BinaryOp::Div => x.wrapping_div(y),
+                BinaryOp::Min => x.min(y),
+                BinaryOp::Max => x.max(y),
+                BinaryOp::Pow => x.wrapping_pow(y.clamp(0, 64) as u32),
+            };
+            let (shape, out) = broadcast_apply(e, ctx, (a.shape(), ad), (b.shape(), bd), f)?;
+            Ok(Tensor::from_parts_i64(shape, out))
+        }
+        _ => {
+            if a.as_f32().is_none() && op != BinaryOp::Pow {
+                return Err(e.err(format!("inputs have different types ({} and {})", a.dtype_name(), b.dtype_name())));
+            }
+            let bf;
+            let b = if op == BinaryOp::Pow && b.as_f32().is_none() {
+                bf = Tensor::from_parts_f32(b.shape().to_vec(), b.to_f32_vec());
+                &bf
+            } else {
+                b
+            };
+            binary_f32(e, ctx, a, b, move |x, y| match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::Sub => x - y,
+                BinaryOp::Mul => x * y,
+                BinaryOp::Div => x / y,
+                BinaryOp::Min => x.min(y),
+                BinaryOp::Max => x.max(y),
+                BinaryOp::Pow => x.powf(y),
+            })
+        }
+    }
+}
+
+fn reshape_dims(e: &E, from: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let total: usize = from.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*from.get(i).ok_or_else(|| e.err(format!("shape entry {i} is 0 but the input has rank {}", from.len())))?),
+            d if d >= 0 => out.push(d as usize),
+            _ => return Err(e.err(format!("invalid shape {spec:?}"))),
+        }
+    }
+    let known = checked_numel(&out).ok_or_else(|| e.err(format!("shape {spec:?} overflows")))?;
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(e.err(format!("cannot reshape {from:?} ({total} elements) to {spec:?}")));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(e.err(format!("cannot reshape {from:?} ({total} elements) to {spec:?}")));
+    }
+    Ok(out)
+}
+
+fn transpose(e: &E, x: &Tensor, perm: Option<&[usize]>) -> Result<Tensor> {
+    let r = x.rank();
+    let perm: Vec<usize> = match perm {
+        Some(p) => p.to_vec(),
+        None => (0..r).rev().collect(),
+    };
+    let mut seen = vec![false; r];
+    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+        return Err(e.err(format!("perm {perm:?} is not a permutation of {r} axes")));
+    }
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+    Ok(match x.data() {
+        TensorData::F32(_) => {
+            let v = x.view_f32().ok_or_else(|| e.err("bad tensor"))?.permuted_axes(perm);
+            Tensor::from_parts_f32(shape, v.iter().copied().collect())
+        }
+        TensorData::I64(_) => {
+            let v = x.view_i64().ok_or_else(|| e.err("bad tensor"))?.permuted_axes(perm);
+            Tensor::from_parts_i64(shape, v.iter().copied().collect())
+        }
+    })
+}
+
+fn concat(e: &E, ctx: &Ctx, ins: Ins, axis: i64) -> Result<Tensor> {
+    let ts: Vec<&Tensor> = ins.iter().flatten().copied().collect();
+    let first = *ts.first().ok_or_else(|| e.err("needs at least one input"))?;
+    let ax = e.axis(axis, first.rank())?;
+    let mut shape = first.shape().to_vec();
+    shape[ax] = 0;
+    for t in &ts {
+        if t.rank() != first.rank()
+            || t.shape().iter().enumerate().any(|(i, &d)| i != ax && d != first.shape()[i])
+            || std::mem::discriminant(t.data()) != std::mem::discriminant(first.data())
+        {
+            return Err(e.err(format!("inputs {:?} and {:?} cannot be concatenated on axis {ax}", first.shape(), t.shape())));
+        }
+        shape[ax] += t.shape()[ax];
+    }
+    e.numel(ctx, &shape)?;
+    let outer: usize = shape[..ax].iter().product();
+    let inner: usize = shape[ax + 1..].iter().product();
+    fn cat<T: Copy>(parts: &[(&[T], usize)], outer: usize) -> Vec<T> {
+        let mut out = Vec::new();
+        for o in 0..outer {
+            for (d, chunk) in parts {
+                out.extend_from_slice(&d[o * chunk..(o + 1) * chunk]);
+            }
+        }
+        out
+    }
+    Ok(match first.data() {
+        TensorData::F32(_) => {
+            let parts: Vec<(&[f32], usize)> = ts.iter().map(|t| (t.as_f32().unwrap_or(&[]), t.shape()[ax] * inner)).collect();
+            Tensor::from_parts_f32(shape, cat(&parts, outer))
+        }
+        TensorData::I64(_) => {
+            let parts: Vec<(&[i64], usize)> = ts.iter().map(|t| (t.as_i64().unwrap_or(&[]), t.shape()[ax] * inner)).collect();
+            Tensor::from_parts_i64(shape, cat(&parts, outer))
+        }
+    })
+}
+
+fn softmax(e: &E, ins: Ins, axis: i64, legacy: bool) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let d = e.f32(ins, 0)?;
+    let r = x.rank();
+    let ax = e.axis(axis, r.max(1))?;
+    let (outer, n, inner) = if legacy {
+        (x.shape()[..ax].iter().product::<usize>(), x.shape()[ax..].iter().product::<usize>(), 1)
+    } else {
+        (x.shape()[..ax].iter().product(), x.shape().get(ax).copied().unwrap_or(1), x.shape()[ax + 1..].iter().product())
+    };
+    let mut out = d.to_vec();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| o * n * inner + j * inner + i;
+            let mx = (0..n).map(|j| d[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0.0f32;
+            for j in 0..n {
+                let v = (d[at(j)] - mx).exp();
+                out[at(j)] = v;
+                s += v;
+            }
+            for j in 0..n {
+                out[at(j)] /= s;
+            }
+        }
+    }
+    Ok(Tensor::from_parts_f32(x.shape().to_vec(), out))
+}
+
+fn pad(e: &E, ctx: &Ctx, ins: Ins, mode: PadMode, attr_pads: Option<&[i64]>, attr_value: f32) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let xd = e.f32(ins, 0)?;
+    let r = x.rank();
+    let raw: Vec<i64> = match attr_pads {
+        Some(p) => p.to_vec(),
+        None => e.input(ins, 1)?.to_i64_vec(),
+    };
+    let value = match e.opt(ins, 2) {
+        Some(t) if !t.is_empty() => t.to_f32_vec()[0],
+        _ => attr_value,
+    };
+    let axes: Vec<usize> = match e.opt(ins, 3) {
+        Some(t) => t.to_i64_vec().iter().map(|&a| e.axis(a, r)).collect::<Result<_>>()?,
+        None => (0..r).collect(),
+    };
+    if raw.len() != 2 * axes.len() {
+        return Err(e.err(format!("pads has {} values for {} axes", raw.len(), axes.len())));
+    }
+    let mut begin = vec![0i64; r];
+    let mut end = vec![0i64; r];
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] = raw[i];
+        end[a] = raw[i + axes.len()];
+    }
+    let mut shape = Vec::with_capacity(r);
+    for i in 0..r {
+        let d = x.shape()[i] as i64 + begin[i] + end[i];
+        if d < 0 {
+            return Err(e.err(format!("pads {raw:?} make axis {i} negative")));
+        }
+        if mode != PadMode::Constant && x.shape()[i] == 0 && d > 0 {
+            return Err(e.err("cannot reflect or edge-pad an empty axis"));
+        }
+        if mode == PadMode::Reflect && (begin[i] >= x.shape()[i] as i64 || end[i] >= x.shape()[i] as i64) && (begin[i] > 0 || end[i] > 0) {
+            return Err(e.err(format!("reflect pads must be smaller than axis {i} ({})", x.shape()[i])));
+        }
+        shape.push(d as usize);
+    }
+    let total = e.numel(ctx, &shape)?;
+    let mut out = Vec::with_capacity(total);
+    let strides: Vec<usize> = (0..r).map(|i| x.shape()[i + 1..].iter().product()).collect();
+    let mut idx = vec![0usize; r];
+    for _ in 0..total {
+        let mut off = 0usize;
+        let mut inside = true;
+        for d in 0..r {
+            let n = x.shape()[d] as i64;
+            let mut s = idx[d] as i64 - begin[d];
+            if s < 0 || s >= n {
+                match mode {
+                    PadMode::Constant => {
+                        inside = false;
+                        break;
+                    }
+                    PadMode::Edge => s = s.clamp(0, n - 1),
+                    PadMode::Reflect => {
+                        s = if s < 0 { -s } else { 2 * (n - 1) - s };
+                    }
+                }
+            }
+            off += s as usize * strides[d];
+        }
+        out.push(if inside { xd[off] } else { value });
+        incr(&mut idx, &shape);
+    }
+    Ok(Tensor::from_parts_f32(shape, out))
+}
+
+fn gather(e: &E, ctx: &Ctx, ins: Ins, axis: i64) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let idx_t = e.input(ins, 1)?;
+    let ax = e.axis(axis, x.rank())?;
+    let n = x.shape()[ax] as i64;
+    let idx: Vec<usize> = idx_t
+        .to_i64_vec()
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + n } else { i };
+            if (0..n).contains(&j) { Ok(j as usize) } else { Err(e.err(format!("index {i} is out of range for axis {ax} of size {n}"))) }
+        })
+        .collect::<Result<_>>()?;
+    let mut shape = x.shape()[..ax].to_vec();
+    shape.extend_from_slice(idx_t.shape());
+    shape.extend_from_slice(&x.shape()[ax + 1..]);
+    e.numel(ctx, &shape)?;
+    let outer: usize = x.shape()[..ax].iter().product();
+    let inner: usize = x.shape()[ax + 1..].iter().product();
+    fn g<T: Copy>(d: &[T], outer: usize, n: usize, inner: usize, idx: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(outer * idx.len() * inner);
+        for o in 0..outer {
+            for &i in idx {
+                out.extend_from_slice(&d[(o * n + i) * inner..(o * n + i + 1) * inner]);
+            }
+        }
+        out
+    }
+    Ok(match x.data() {
+        TensorData::F32(d) => Tensor::from_parts_f32(shape, g(d, outer, n as usize, inner, &idx)),
+        TensorData::I64(d) => Tensor::from_parts_i64(shape, g(d, outer, n as usize, inner, &idx)),
+    })
+}
+
+fn slice(e: &E, ctx: &Ctx, ins: Ins) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let r = x.rank();
+    let starts = e.input(ins, 1)?.to_i64_vec();
+    let ends = e.input(ins, 2)?.to_i64_vec();
+    let axes: Vec<usize> = match e.opt(ins, 3) {
+        Some(t) => t.to_i64_vec().iter().map(|&a| e.axis(a, r)).collect::<Result<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    let steps = match e.opt(ins, 4) {
+        Some(t) => t.to_i64_vec(),
+        None => vec![1; starts.len()],
+    };
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(e.err("starts, ends, axes and steps must have the same length"));
+    }
+    let mut st = vec![0i64; r];
+    let mut sp = vec![1i64; r];
+    let mut shape = x.shape().to_vec();
+    for i in 0..starts.len() {
+        let a = *axes.get(i).ok_or_else(|| e.err("bad axes"))?;
+        if a >= r {
+            return Err(e.err("axis out of range"));
+        }
+        let n = x.shape()[a] as i64;
+        let step = steps[i];
+        if step == 0 {
+            return Err(e.err("step 0 is invalid"));
+        }
+        let fix = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
+        let (s, en) = if step > 0 {
+            (fix(starts[i]).clamp(0, n), fix(ends[i]).clamp(0, n))
+        } else {
+            (fix(starts[i]).clamp(-1, n - 1), fix(ends[i]).clamp(-1, n - 1))
+        };
+        let len = if step > 0 { (en - s + step - 1).div_euclid(step).max(0) } else { (s - en + (-step) - 1).div_euclid(-step).max(0) };
+        st[a] = s;
+        sp[a] = step;
+        shape[a] = len as usize;
+    }
+    let total = e.numel(ctx, &shape)?;
+    let strides: Vec<usize> = (0..r).map(|i| x.shape()[i + 1..].iter().product()).collect();
+    let mut offs = Vec::with_capacity(total);
+    let mut idx = vec![0usize; r];
+    for _ in 0..total {
+        offs.push((0..r).map(|d| (st[d] + idx[d] as i64 * sp[d]) as usize * strides[d]).sum::<usize>());
+        incr(&mut idx, &shape);
+    }
+    Ok(match x.data() {
+        TensorData::F32(d) => Tensor::from_parts_f32(shape, offs.iter().map(|&o| d[o]).collect()),
+        TensorData::I64(d) => Tensor::from_parts_i64(shape, offs.iter().map(|&o| d[o]).collect()),
+    })
+}

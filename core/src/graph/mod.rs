@@ -1,0 +1,88 @@
+//! The in-memory model: values, typed nodes in topological order, constants.
+
+mod op;
+
+pub use op::{AutoPad, BinaryOp, CastTo, Op, PadMode, UnaryOp, Window};
+
+use crate::tensor::Tensor;
+
+/// Index of a value (tensor name) in [`Graph::values`].
+pub type ValueId = usize;
+
+/// A declared dimension of a graph input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    Symbolic(String),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(d) => write!(f, "{d}"),
+            Dim::Symbolic(s) if s.is_empty() => write!(f, "?"),
+            Dim::Symbolic(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Declared element type and shape of a graph input/output, when the model states them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeInfo {
+    pub elem_type: String,
+    pub dims: Option<Vec<Dim>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    pub name: String,
+    pub ty: Option<TypeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op_type: String,
+    pub op: Op,
+    /// `None` for an omitted optional input.
+    pub inputs: Vec<Option<ValueId>>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A validated model graph. Invariants: `nodes` is in topological order; every node input is
+/// a graph input, a constant, or an output of an earlier node; no value has two producers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    pub values: Vec<Value>,
+    pub nodes: Vec<Node>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// Constant tensors (initializers, Constant nodes, folded sub-graphs), indexed by ValueId.
+    pub consts: Vec<Option<Tensor>>,
+    /// Default-domain opset.
+    pub opset: i64,
+}
+
+impl Graph {
+    pub fn value_name(&self, id: ValueId) -> &str {
+        &self.values[id].name
+    }
+    pub fn find_value(&self, name: &str) -> Option<ValueId> {
+        self.values.iter().position(|v| v.name == name)
+    }
+    /// Number of f32 parameters held in constants.
+    pub fn parameter_count(&self) -> usize {
+        self.consts.iter().flatten().filter(|t| t.as_f32().is_some()).map(|t| t.len()).sum()
+    }
+    /// Op-type histogram in first-seen order.
+    pub fn op_counts(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for n in &self.nodes {
+            match out.iter_mut().find(|(k, _)| *k == n.op_type) {
+                Some((_, c)) => *c += 1,
+                None => out.push((n.op_type.clone(), 1)),
+            }
+        }
+        out
+    }
+}

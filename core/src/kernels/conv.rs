@@ -1,0 +1,196 @@
+//! 2-D convolution over one NCHW image: im2col + [`gemm`] for the general case, the input used
+//! as the column matrix directly for 1x1/stride-1/unpadded kernels, and a direct loop for
+//! depthwise convolutions. [`conv2d_naive`] is the reference.
+
+use super::gemm::gemm;
+
+/// Geometry of one convolution (one image; batch is looped by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// [top, left, bottom, right]
+    pub pads: [usize; 4],
+    pub group: usize,
+}
+
+impl ConvGeom {
+    /// Output height and width; `None` when the kernel does not fit.
+    pub fn out_hw(&self) -> Option<(usize, usize)> {
+        let eh = self.dilation[0] * (self.kh.checked_sub(1)?) + 1;
+        let ew = self.dilation[1] * (self.kw.checked_sub(1)?) + 1;
+        let ph = self.h + self.pads[0] + self.pads[2];
+        let pw = self.w + self.pads[1] + self.pads[3];
+        if ph < eh || pw < ew || self.stride[0] == 0 || self.stride[1] == 0 {
+            return None;
+        }
+        Some(((ph - eh) / self.stride[0] + 1, (pw - ew) / self.stride[1] + 1))
+    }
+    fn is_depthwise(&self) -> bool {
+        self.group == self.c_in && self.group == self.c_out && self.group > 1
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pads == [0; 4]
+    }
+    /// Elements of the im2col scratch buffer this geometry needs.
+    pub fn scratch_len(&self) -> usize {
+        if self.is_depthwise() || self.is_pointwise() {
+            return 0;
+        }
+        let (oh, ow) = self.out_hw().unwrap_or((0, 0));
+        (self.c_in / self.group) * self.kh * self.kw * oh * ow
+    }
+}
+
+/// Reference: direct 7-loop convolution. `weight` is [c_out, c_in/group, kh, kw].
+pub fn conv2d_naive(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (oh, ow) = g.out_hw().expect("conv geometry");
+    let cg = g.c_in / g.group;
+    let mg = g.c_out / g.group;
+    for m in 0..g.c_out {
+        let grp = m / mg;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = bias.map_or(0.0, |b| b[m]);
+                for c in 0..cg {
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                            let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let ci = grp * cg + c;
+                            s += weight[((m * cg + c) * g.kh + ky) * g.kw + kx]
+                                * input[(ci * g.h + iy as usize) * g.w + ix as usize];
+                        }
+                    }
+                }
+                out[(m * oh + oy) * ow + ox] = s;
+            }
+        }
+    }
+}
+
+/// Fast convolution of one image. `scratch` is grown as needed and reused across calls.
+pub fn conv2d(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], scratch: &mut Vec<f32>) {
+    let (oh, ow) = g.out_hw().expect("conv geometry");
+    let hw = oh * ow;
+    if g.is_depthwise() {
+        depthwise(g, input, weight, out, oh, ow);
+    } else {
+        let cg = g.c_in / g.group;
+        let mg = g.c_out / g.group;
+        let kk = cg * g.kh * g.kw;
+        for grp in 0..g.group {
+            let x = &input[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
+            let wg = &weight[grp * mg * kk..(grp + 1) * mg * kk];
+            let o = &mut out[grp * mg * hw..(grp + 1) * mg * hw];
+            if g.is_pointwise() {
+                gemm(mg, hw, kk, wg, x, o);
+            } else {
+                let need = kk * hw;
+                if scratch.len() < need {
+                    scratch.resize(need, 0.0);
+                }
+                im2col(g, x, cg, oh, ow, &mut scratch[..need]);
+                gemm(mg, hw, kk, wg, &scratch[..need], o);
+            }
+        }
+    }
+    if let Some(b) = bias {
+        for (m, &bv) in b.iter().enumerate().take(g.c_out) {
+            for v in &mut out[m * hw..(m + 1) * hw] {
+                *v += bv;
+            }
+        }
+    }
+}
+
+/// Column matrix [cg*kh*kw, oh*ow] of one group's input.
+fn im2col(g: &ConvGeom, x: &[f32], cg: usize, oh: usize, ow: usize, col: &mut [f32]) {
+    let hw = oh * ow;
+    for c in 0..cg {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * hw..][..hw];
+                let (xlo, xhi) = valid_range(ow, g.stride[1], kx * g.dilation[1], g.pads[1], g.w);
+                for oy in 0..oh {
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= g.h as isize || xlo >= xhi {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
+                    dst[..xlo].fill(0.0);
+                    dst[xhi..].fill(0.0);
+                    let off = kx * g.dilation[1];
+                    if g.stride[1] == 1 {
+                        let s0 = xlo + off - g.pads[1];
+                        dst[xlo..xhi].copy_from_slice(&src[s0..s0 + (xhi - xlo)]);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
+                            *d = src[ox * g.stride[1] + off - g.pads[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output positions `o` in `lo..hi` whose input index `o*stride + off - pad` lies in `0..len`.
+fn valid_range(out_len: usize, stride: usize, off: usize, pad: usize, len: usize) -> (usize, usize) {
+    // o*stride + off >= pad  and  o*stride + off < pad + len
+    let lo = if off >= pad { 0 } else { (pad - off).div_ceil(stride) };
+    let hi = if pad + len > off { ((pad + len - off - 1) / stride + 1).min(out_len) } else { 0 };
+    (lo.min(out_len), hi.max(lo.min(out_len)))
+}
+
+/// Direct depthwise convolution: one input channel per output channel.
+fn depthwise(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize) {
+    let hw = oh * ow;
+    let kk = g.kh * g.kw;
+    for c in 0..g.c_out {
+        let x = &input[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let wc = &weight[c * kk..(c + 1) * kk];
+        let o = &mut out[c * hw..(c + 1) * hw];
+        o.fill(0.0);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let wv = wc[ky * g.kw + kx];
+                let off = kx * g.dilation[1];
+                let (xlo, xhi) = valid_range(ow, g.stride[1], off, g.pads[1], g.w);
+                if xlo >= xhi {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let dst = &mut o[oy * ow..(oy + 1) * ow];
+                    if g.stride[1] == 1 {
+                        let s0 = xlo + off - g.pads[1];
+                        for (d, s) in dst[xlo..xhi].iter_mut().zip(&src[s0..s0 + (xhi - xlo)]) {
+                            *d += wv * s;
+                        }
+                    } else {
+                        let st = g.stride[1];
+                        for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
+                            *d += wv * src[ox * st + off - g.pads[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! f32 matrix multiply `C = A * B` (row-major, A: m x k, B: k x n, C: m x n).
+//!
+//! Blocked over k (`KC`) and tiled into 4 x 8 register blocks; the micro-kernel is explicit
+//! SIMD128 on wasm32 and plain Rust (auto-vectorised) elsewhere. [`gemm_naive`] is the reference.
+
+const MR: usize = 4;
+const NR: usize = 8;
+const KC: usize = 256;
+const NC: usize = 512;
+
+/// Reference triple loop: `c = a * b`.
+pub fn gemm_naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for p in 0..k {
+                s += a[i * k + p] * b[p * n + j];
+            }
+            c[i * n + j] = s;
+        }
+    }
+}
+
+/// `c = a * b`. Panics if a slice is shorter than its dimensions say (callers size them).
+pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
+    c[..m * n].fill(0.0);
+    if k == 0 {
+        return;
+    }
+    let mut j0 = 0;
+    while j0 < n {
+        let nc = NC.min(n - j0);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let mut i = 0;
+            while i + MR <= m {
+                let mut j = j0;
+                while j + NR <= j0 + nc {
+                    // SAFETY: i+MR <= m, j+NR <= n, k0+kc <= k and the length checks above keep
+                    // every access of the micro-kernel inside a, b and c.
+                    unsafe { micro_4x8(kc, a.as_ptr().add(i * k + k0), k, b.as_ptr().add(k0 * n + j), n, c.as_mut_ptr().add(i * n + j), n) };
+                    j += NR;
+                }
+                if j < j0 + nc {
+                    edge(MR, j0 + nc - j, kc, &a[i * k + k0..], k, &b[k0 * n + j..], n, &mut c[i * n + j..], n);
+                }
+                i += MR;
+            }
+            if i < m {
+                edge(m - i, nc, kc, &a[i * k + k0..], k, &b[k0 * n + j0..], n, &mut c[i * n + j0..], n);
+            }
+            k0 += kc;
+        }
+        j0 += nc;
+    }
+}
+
+/// Scalar block for the ragged edges: `c[mr x nr] += a[mr x kc] * b[kc x nr]`.
+#[allow(clippy::too_many_arguments)]
+fn edge(mr: usize, nr: usize, kc: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize) {
+    for r in 0..mr {
+        for j in 0..nr {
+            let mut s = 0.0f32;
+            for p in 0..kc {
+                s += a[r * lda + p] * b[p * ldb + j];
+            }
+            c[r * ldc + j] += s;
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        let brow = &*(b.add(p * ldb) as *const [f32; NR]);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = *a.add(r * lda + p);
+            for j in 0..NR {
+                row[j] += av * brow[j];
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let crow = &mut *(c.add(r * ldc) as *mut [f32; NR]);
+        for j in 0..NR {
+            crow[j] += row[j];
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+    use core::arch::wasm32::*;
+    let z = f32x4_splat(0.0);
+    let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
+    let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
+    let (a0, a1, a2, a3) = (a, a.add(lda), a.add(2 * lda), a.add(3 * lda));
+    for p in 0..kc {
+        let bp = b.add(p * ldb);
+        let b0 = v128_load(bp as *const v128);
+        let b1 = v128_load(bp.add(4) as *const v128);
+        let x = f32x4_splat(*a0.add(p));
+        c00 = f32x4_add(c00, f32x4_mul(x, b0));
+        c01 = f32x4_add(c01, f32x4_mul(x, b1));
+        let x = f32x4_splat(*a1.add(p));
+        c10 = f32x4_add(c10, f32x4_mul(x, b0));
+        c11 = f32x4_add(c11, f32x4_mul(x, b1));
+        let x = f32x4_splat(*a2.add(p));
+        c20 = f32x4_add(c20, f32x4_mul(x, b0));
+        c21 = f32x4_add(c21, f32x4_mul(x, b1));
+        let x = f32x4_splat(*a3.add(p));
+        c30 = f32x4_add(c30, f32x4_mul(x, b0));
+        c31 = f32x4_add(c31, f32x4_mul(x, b1));
+    }
+    for (r, (v0, v1)) in [(c00, c01), (c10, c11), (c20, c21), (c30, c31)].into_iter().enumerate() {
+        let cp = c.add(r * ldc);
+        v128_store(cp as *mut v128, f32x4_add(v128_load(cp as *const v128), v0));
+        v128_store(cp.add(4) as *mut v128, f32x4_add(v128_load(cp.add(4) as *const v128), v1));
+    }
+}

@@ -1,0 +1,17 @@
+//! qplay-core: everything qplay computes, with no dependency on the web platform.
+//! Builds natively and for wasm32 (with SIMD128 kernels).
+
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod kernels;
+pub mod npy;
+pub mod onnx;
+pub mod preprocess;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use exec::Executor;
+pub use graph::Graph;
+pub use onnx::{load_model, Limits, ModelInfo};
+pub use tensor::Tensor;

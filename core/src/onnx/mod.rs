@@ -1,0 +1,10 @@
+//! ONNX protobuf -> [`crate::graph::Graph`]: decoding with prost, limits checked before
+//! allocating, tensor conversion and graph validation.
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto;
+mod load;
+mod tensor;
+
+pub use load::{load_model, Limits, ModelInfo};
+pub(crate) use tensor::tensor_from_proto;
