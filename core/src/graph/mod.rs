@@ -70,9 +70,27 @@ impl Graph {
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
         self.values.iter().position(|v| v.name == name)
     }
-    /// Number of f32 parameters held in constants.
+    /// Number of f32 parameters held in constants, not counting BatchNormalization's running
+    /// mean and variance (statistics) nor Clip's bounds (PyTorch's parameter count agrees).
     pub fn parameter_count(&self) -> usize {
-        self.consts.iter().flatten().filter(|t| t.as_f32().is_some()).map(|t| t.len()).sum()
+        let stats: std::collections::HashSet<ValueId> = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                let skip = match n.op {
+                    Op::BatchNorm { .. } => 3,
+                    Op::Clip { .. } => 1,
+                    _ => n.inputs.len(),
+                };
+                n.inputs.iter().skip(skip).flatten().copied()
+            })
+            .collect();
+        self.consts
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| !stats.contains(i) && t.as_ref().is_some_and(|t| t.as_f32().is_some()))
+            .map(|(_, t)| t.as_ref().map_or(0, Tensor::len))
+            .sum()
     }
     /// Op-type histogram in first-seen order.
     pub fn op_counts(&self) -> Vec<(String, usize)> {

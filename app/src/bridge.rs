@@ -1,0 +1,81 @@
+//! The page's side of the worker: one worker, requests posted with transferable payloads,
+//! responses applied to [`AppState`].
+
+use crate::protocol::{Request, Response};
+use crate::state::{AppState, Busy};
+use js_sys::Array;
+use std::cell::{Cell, RefCell};
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{MessageEvent, Worker};
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    static NEXT_JOB: Cell<u32> = const { Cell::new(1) };
+}
+
+/// Starts the worker and routes its responses into `state`.
+pub fn start(state: AppState) -> Result<(), String> {
+    let w = Worker::new("./worker_loader.js").map_err(|e| format!("cannot start the worker: {e:?}"))?;
+    let onmsg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let data: Array = ev.data().unchecked_into();
+        match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
+            Ok(r) => apply(state, r),
+            Err(e) => state.fail(format!("unreadable message from the worker: {e}")),
+        }
+    });
+    w.set_onmessage(Some(onmsg.as_ref().unchecked_ref()));
+    onmsg.forget();
+    let onerr = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
+        state.fail(format!("the compute worker failed: {}", ev.message()));
+    });
+    w.set_onerror(Some(onerr.as_ref().unchecked_ref()));
+    onerr.forget();
+    WORKER.with(|slot| *slot.borrow_mut() = Some(w));
+    Ok(())
+}
+
+pub fn next_job() -> u32 {
+    NEXT_JOB.with(|j| {
+        let v = j.get();
+        j.set(v + 1);
+        v
+    })
+}
+
+/// Posts a request; `payload` (a Uint8Array or Blob) goes along, array buffers are transferred.
+pub fn send(req: &Request, payload: JsValue) -> Result<(), String> {
+    let msg = Array::new();
+    msg.push(&serde_wasm_bindgen::to_value(req).map_err(|e| e.to_string())?);
+    msg.push(&payload);
+    let transfer = Array::new();
+    if let Some(u8a) = payload.dyn_ref::<js_sys::Uint8Array>() {
+        transfer.push(&u8a.buffer());
+    }
+    WORKER.with(|slot| match slot.borrow().as_ref() {
+        Some(w) => w.post_message_with_transfer(&msg, &transfer).map_err(|e| format!("cannot reach the worker: {e:?}")),
+        None => Err("the compute worker is not running".into()),
+    })
+}
+
+fn apply(state: AppState, r: Response) {
+    match r {
+        Response::Ready => state.worker_ready.set(true),
+        Response::Loaded { summary, .. } => {
+            state.classification.set(None);
+            state.digits.set(None);
+            state.summary.set(Some(summary));
+            state.busy.set(Busy::Idle);
+        }
+        Response::Classified { result, .. } => {
+            state.classification.set(Some((state.pending_photo.get_untracked(), result)));
+            state.busy.set(Busy::Idle);
+        }
+        Response::DigitsEvaluated { result, .. } => {
+            state.digits.set(Some(result));
+            state.busy.set(Busy::Idle);
+        }
+        Response::Failed { message, .. } => state.fail(message),
+    }
+}

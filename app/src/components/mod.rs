@@ -1,0 +1,97 @@
+//! UI components, one per file.
+
+mod input_panel;
+mod model_card;
+mod model_picker;
+mod results;
+
+use crate::bridge;
+use crate::state::{AppState, Busy};
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+pub use input_panel::InputPanel;
+pub use model_card::ModelCard;
+pub use model_picker::ModelPicker;
+pub use results::Results;
+
+/// The page.
+#[component]
+pub fn App() -> impl IntoView {
+    let state = AppState::new();
+    provide_context(state);
+    if let Err(e) = bridge::start(state) {
+        state.fail(e);
+    }
+    wasm_bindgen_futures::spawn_local(async move {
+        match fetch(&format!("{}/imagenet_classes.txt", crate::state::MODELS_DIR)).await {
+            Ok(resp) => {
+                if let Ok(p) = resp.text() {
+                    if let Ok(t) = JsFuture::from(p).await {
+                        let text = t.as_string().unwrap_or_default();
+                        state.labels.set(text.lines().map(str::to_string).collect());
+                    }
+                }
+            }
+            Err(e) => state.fail(e),
+        }
+    });
+    view! {
+        <header class="top">
+            <h1>"qplay"</h1>
+            <p class="tagline">"A model-efficiency playground that runs in your browser tab. Nothing is uploaded: the model never leaves this page."</p>
+        </header>
+        <main>
+            <ErrorBanner/>
+            <BusyLine/>
+            <ModelPicker/>
+            <ModelCard/>
+            <InputPanel/>
+            <Results/>
+        </main>
+        <footer>
+            <p>
+                "Photos: scikit-image and scikit-learn sample images. china.jpg and flower.jpg: CC BY 2.0, "
+                "\"Some rights reserved by danielbuechele\" (flower.jpg linked to Flickr user vultilion). "
+                "EfficientNet-Lite0 weights: Apache-2.0 (converted from Google's TF checkpoints). "
+                <a href="assets/PROVENANCE.md">"Provenance and licences"</a>
+            </p>
+        </footer>
+    }
+}
+
+#[component]
+fn ErrorBanner() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    move || {
+        state.error.get().map(|e| {
+            view! {
+                <div class="error" role="alert" data-testid="error">
+                    <span>{e}</span>
+                    <button class="dismiss" aria-label="Dismiss error" on:click=move |_| state.error.set(None)>"×"</button>
+                </div>
+            }
+        })
+    }
+}
+
+#[component]
+fn BusyLine() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    move || match state.busy.get() {
+        Busy::Idle => None,
+        Busy::Working(what) => Some(view! { <div class="busy" data-testid="busy" aria-live="polite"><span class="spinner"></span>{what}</div> }),
+    }
+}
+
+/// `fetch(url)` from the page's own origin; non-2xx is an error.
+pub(crate) async fn fetch(url: &str) -> Result<web_sys::Response, String> {
+    let win = web_sys::window().ok_or("no window")?;
+    let resp = JsFuture::from(win.fetch_with_str(url)).await.map_err(|_| format!("cannot fetch {url}"))?;
+    let resp: web_sys::Response = resp.unchecked_into();
+    if !resp.ok() {
+        return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,60 @@
+//! FP32 results: top-5 with class names and probabilities, or digits accuracy.
+
+use crate::state::AppState;
+use leptos::prelude::*;
+
+#[component]
+pub fn Results() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let class_name = move |i: usize| -> String {
+        state.labels.with(|l| if l.len() == 1000 { l.get(i).cloned() } else { None }).unwrap_or_else(|| format!("class {i}"))
+    };
+    let photo = move || {
+        state.classification.get().map(|(name, c)| {
+            let rows = c
+                .top5
+                .iter()
+                .enumerate()
+                .map(|(rank, p)| {
+                    let label = class_name(p.class);
+                    let pct = p.prob * 100.0;
+                    view! {
+                        <li class:first=rank == 0 data-testid=format!("rank-{}", rank + 1) data-class=p.class.to_string()>
+                            <span class="label">{label}</span>
+                            <span class="bar" style=format!("width:{:.1}%", pct.max(0.5))></span>
+                            <span class="pct">{format!("{pct:.1}%")}</span>
+                        </li>
+                    }
+                })
+                .collect_view();
+            let top1 = c.top5.first().map(|p| p.class).unwrap_or(0);
+            view! {
+                <section class="panel results" data-testid="results" aria-labelledby="res-h">
+                    <h2 id="res-h"><span class="step">"4"</span>"FP32 prediction for "{name}</h2>
+                    <p class="top1">"Top-1: "<strong data-testid="top1" data-class=top1.to_string()>{class_name(top1)}</strong></p>
+                    <ol class="top5">{rows}</ol>
+                    <p class="timing" data-testid="infer-ms">
+                        {format!("inference {:.1} ms, preprocessing {:.1} ms (image {}x{}), in the worker", c.infer_ms, c.preprocess_ms, c.image_width, c.image_height)}
+                    </p>
+                </section>
+            }
+        })
+    };
+    let digits = move || {
+        state.digits.get().map(|d| {
+            let acc = 100.0 * d.correct as f64 / d.n.max(1) as f64;
+            view! {
+                <section class="panel results" data-testid="digits-results">
+                    <h2><span class="step">"4"</span>"FP32 accuracy"</h2>
+                    <p class="top1"><strong data-testid="digits-accuracy">{format!("{acc:.2}%")}</strong>{format!(" ({} of {} correct) in {:.1} ms", d.correct, d.n, d.infer_ms)}</p>
+                    <div class="digit-samples">
+                        {d.samples.iter().map(|&(t, p)| view! {
+                            <span class="digit" class:wrong=(t as usize) != p title=format!("true {t}, predicted {p}")>{p}</span>
+                        }).collect_view()}
+                    </div>
+                </section>
+            }
+        })
+    };
+    view! { {photo} {digits} }
+}

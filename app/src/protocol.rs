@@ -1,0 +1,85 @@
+//! Messages between the page and the compute worker. Each message is a two-element JS array:
+//! `[serde value of Request/Response, payload]`, where the payload is a `Uint8Array` (model
+//! bytes), a `Blob` (a photo) or `undefined`, so large buffers are transferred, not serialised.
+
+use serde::{Deserialize, Serialize};
+
+/// Page -> worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Payload: the .onnx bytes.
+    Load { job: u32, name: String },
+    /// Payload: the encoded photo (PNG/JPEG/...) as a Blob; the worker decodes it.
+    Classify { job: u32 },
+    /// Run the loaded digits model over the bundled digits test set.
+    EvalDigits { job: u32 },
+}
+
+/// Worker -> page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Ready,
+    Loaded { job: u32, summary: ModelSummary },
+    Classified { job: u32, result: Classification },
+    DigitsEvaluated { job: u32, result: DigitsEval },
+    Failed { job: u32, message: String },
+}
+
+/// What kind of input the loaded model takes, as far as the playground can feed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InputKind {
+    /// NCHW RGB image of this size.
+    Image { height: usize, width: usize },
+    /// The 8x8 digits ([N,1,8,8] or [N,64]).
+    Digits,
+    /// Anything else: summary only.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IoDesc {
+    pub name: String,
+    pub elem_type: String,
+    pub shape: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub file_bytes: usize,
+    pub ir_version: i64,
+    pub opset: i64,
+    pub producer: String,
+    pub inputs: Vec<IoDesc>,
+    pub outputs: Vec<IoDesc>,
+    pub op_counts: Vec<(String, usize)>,
+    pub parameters: usize,
+    pub input_kind: InputKind,
+    pub load_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub class: usize,
+    pub prob: f32,
+    pub logit: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub top5: Vec<Prediction>,
+    /// Inference time in the worker (preprocessing excluded).
+    pub infer_ms: f64,
+    pub preprocess_ms: f64,
+    pub image_width: u32,
+    pub image_height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigitsEval {
+    pub n: usize,
+    pub correct: usize,
+    pub infer_ms: f64,
+    /// (true label, predicted) of the first samples, for display.
+    pub samples: Vec<(u8, usize)>,
+}

@@ -1,0 +1,84 @@
+//! Page state shared by the components (all signals are `Copy`).
+
+use crate::protocol::{Classification, DigitsEval, ModelSummary};
+use leptos::prelude::*;
+
+/// A bundled sample model.
+pub struct Sample {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub file: &'static str,
+    pub blurb: &'static str,
+}
+
+pub const SAMPLES: &[Sample] = &[
+    Sample { id: "efficientnet_lite0", label: "EfficientNet-Lite0", file: "efficientnet_lite0.onnx", blurb: "ImageNet classifier, 4.7 M parameters, 18.8 MB" },
+    Sample { id: "digits_mobilenet", label: "Digits MobileNet", file: "digits_mobilenet.onnx", blurb: "8x8 digits, depthwise-separable CNN, 9 k parameters" },
+    Sample { id: "digits_mlp", label: "Digits MLP", file: "digits_mlp.onnx", blurb: "8x8 digits, 64-32-10 MLP, 2.4 k parameters" },
+];
+
+/// A bundled photo: file name and a short description.
+pub const PHOTOS: &[(&str, &str)] = &[
+    ("chelsea.png", "cat"),
+    ("coffee.png", "coffee cup"),
+    ("camera.png", "man with a camera"),
+    ("rocket.jpg", "rocket launch"),
+    ("china.jpg", "temple"),
+    ("flower.jpg", "flower"),
+    ("astronaut.png", "astronaut"),
+    ("retina.jpg", "retina"),
+    ("hubble_deep_field.jpg", "deep field"),
+    ("ihc.png", "microscopy"),
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Busy {
+    Idle,
+    Working(String),
+}
+
+#[derive(Clone, Copy)]
+pub struct AppState {
+    pub busy: RwSignal<Busy>,
+    pub error: RwSignal<Option<String>>,
+    pub summary: RwSignal<Option<ModelSummary>>,
+    pub classification: RwSignal<Option<(String, Classification)>>,
+    pub digits: RwSignal<Option<DigitsEval>>,
+    pub labels: RwSignal<Vec<String>>,
+    pub worker_ready: RwSignal<bool>,
+    /// Name of the photo being classified (for the result heading).
+    pub pending_photo: RwSignal<String>,
+}
+
+impl AppState {
+    pub fn new() -> Self {
+        AppState {
+            busy: RwSignal::new(Busy::Idle),
+            error: RwSignal::new(None),
+            summary: RwSignal::new(None),
+            classification: RwSignal::new(None),
+            digits: RwSignal::new(None),
+            labels: RwSignal::new(Vec::new()),
+            worker_ready: RwSignal::new(false),
+            pending_photo: RwSignal::new(String::new()),
+        }
+    }
+    pub fn fail(&self, msg: impl Into<String>) {
+        self.error.set(Some(msg.into()));
+        self.busy.set(Busy::Idle);
+    }
+    pub fn start(&self, what: impl Into<String>) {
+        self.error.set(None);
+        self.busy.set(Busy::Working(what.into()));
+    }
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where trunk puts the bundled models and photos (relative to the page).
+pub const MODELS_DIR: &str = "assets/models";
+pub const PHOTOS_DIR: &str = "assets/images";

@@ -1,0 +1,201 @@
+//! The compute worker: owns the loaded model and runs every heavy job, so the page never
+//! computes. Started by `bin/worker.rs`.
+
+use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, ModelSummary, Prediction, Request, Response};
+use js_sys::{Array, Uint8Array};
+use qplay_core::graph::Dim;
+use qplay_core::npy::read_npy;
+use qplay_core::preprocess::{Crop, Preprocess, Resize};
+use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+const DIGITS_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
+const DIGITS_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
+const LITE0_PREPROCESS: &str = include_str!("../../assets/models/efficientnet_lite0.json");
+
+struct Loaded {
+    exec: Executor,
+    kind: InputKind,
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn now() -> f64 {
+    scope().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+}
+
+fn post(resp: &Response) {
+    let msg = Array::new();
+    msg.push(&serde_wasm_bindgen::to_value(resp).unwrap_or(JsValue::NULL));
+    let _ = scope().post_message(&msg);
+}
+
+/// Installs the message handler and announces readiness.
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let state: Rc<RefCell<Option<Loaded>>> = Rc::new(RefCell::new(None));
+    let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let state = state.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let data: Array = ev.data().unchecked_into();
+            let req: Result<Request, _> = serde_wasm_bindgen::from_value(data.get(0));
+            let resp = match req {
+                Err(e) => Response::Failed { job: 0, message: format!("bad request: {e}") },
+                Ok(req) => {
+                    let job = job_of(&req);
+                    handle(&state, req, data.get(1)).await.unwrap_or_else(|message| Response::Failed { job, message })
+                }
+            };
+            post(&resp);
+        });
+    });
+    scope().set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    handler.forget();
+    post(&Response::Ready);
+}
+
+fn job_of(r: &Request) -> u32 {
+    match r {
+        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } => *job,
+    }
+}
+
+async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsValue) -> Result<Response, String> {
+    match req {
+        Request::Load { job, name } => {
+            let bytes = payload.dyn_into::<Uint8Array>().map_err(|_| "no model bytes were sent".to_string())?.to_vec();
+            let t0 = now();
+            let limits = Limits::default();
+            let (graph, info) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
+            let mut summary = summarize(&name, &graph, &info);
+            let exec = Executor::new(graph, limits).map_err(|e| e.to_string())?;
+            summary.load_ms = now() - t0;
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone() });
+            Ok(Response::Loaded { job, summary })
+        }
+        Request::Classify { job } => {
+            let blob = payload.dyn_into::<web_sys::Blob>().map_err(|_| "no photo was sent".to_string())?;
+            let (rgb, w, h) = decode_image(&blob).await?;
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let InputKind::Image { height, width } = loaded.kind else {
+                return Err("this model does not take an RGB image".into());
+            };
+            let t0 = now();
+            let pre = image_preprocess(height, width)?;
+            let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
+            let t1 = now();
+            let y = loaded.exec.run(vec![x]).map_err(|e| e.to_string())?;
+            let t2 = now();
+            let logits = y.first().map(Tensor::to_f32_vec).unwrap_or_default();
+            Ok(Response::Classified {
+                job,
+                result: Classification { top5: top_k(&logits, 5), infer_ms: t2 - t1, preprocess_ms: t1 - t0, image_width: w, image_height: h },
+            })
+        }
+        Request::EvalDigits { job } => {
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            if loaded.kind != InputKind::Digits {
+                return Err("this model does not take 8x8 digits".into());
+            }
+            let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?;
+            let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
+            let n = y.len();
+            let rank = loaded.exec.graph().values[loaded.exec.graph().inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+            let shape = if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] };
+            let x = x.reshaped(shape).map_err(|e| e.to_string())?;
+            let t0 = now();
+            let out = loaded.exec.run(vec![x]).map_err(|e| e.to_string())?;
+            let infer_ms = now() - t0;
+            let logits = out.first().map(Tensor::to_f32_vec).unwrap_or_default();
+            if logits.len() != n * 10 {
+                return Err(format!("expected {n}x10 logits, got {} values", logits.len()));
+            }
+            let pred: Vec<usize> = logits.chunks(10).map(|r| top_k(r, 1)[0].class).collect();
+            let correct = pred.iter().zip(&y).filter(|(p, t)| **p as i64 == **t).count();
+            let samples = y.iter().zip(&pred).take(24).map(|(&t, &p)| (t as u8, p)).collect();
+            Ok(Response::DigitsEvaluated { job, result: DigitsEval { n, correct, infer_ms, samples } })
+        }
+    }
+}
+
+/// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.
+fn image_preprocess(height: usize, width: usize) -> Result<Preprocess, String> {
+    let mut p = Preprocess::from_json(LITE0_PREPROCESS).map_err(|e| e.to_string())?;
+    if [height, width] != p.crop.size {
+        p.shape = vec![1, 3, height, width];
+        p.crop = Crop { size: [height, width] };
+        p.resize = Resize { shorter_side: (height.max(width) * 256).div_ceil(224) };
+    }
+    Ok(p)
+}
+
+fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {
+    let io = |ids: &[usize]| -> Vec<IoDesc> {
+        ids.iter()
+            .map(|&i| {
+                let v = &g.values[i];
+                IoDesc {
+                    name: v.name.clone(),
+                    elem_type: v.ty.as_ref().map_or("?".into(), |t| t.elem_type.clone()),
+                    shape: v.ty.as_ref().and_then(|t| t.dims.as_ref()).map(|d| d.iter().map(Dim::to_string).collect()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    };
+    let dims: Vec<Option<usize>> = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref()).map(|d| d.iter().map(|x| if let Dim::Fixed(v) = x { Some(*v) } else { None }).collect()).unwrap_or_default();
+    let input_kind = match dims.as_slice() {
+        [_, Some(3), h, w] => InputKind::Image { height: h.unwrap_or(224), width: w.unwrap_or(224) },
+        [_, Some(1), Some(8), Some(8)] | [_, Some(64)] => InputKind::Digits,
+        _ => InputKind::Other,
+    };
+    ModelSummary {
+        name: name.to_string(),
+        file_bytes: info.file_bytes,
+        ir_version: info.ir_version,
+        opset: info.opset,
+        producer: info.producer.clone(),
+        inputs: io(&g.inputs),
+        outputs: io(&g.outputs),
+        op_counts: info.op_counts.clone(),
+        parameters: g.parameter_count(),
+        input_kind,
+        load_ms: 0.0,
+    }
+}
+
+fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
+    let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|v| (v - mx).exp()).sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| Prediction { class: i, prob: (logits[i] - mx).exp() / sum, logit: logits[i] }).collect()
+}
+
+/// Decodes a photo with the browser's decoders (in the worker) into RGB bytes.
+async fn decode_image(blob: &web_sys::Blob) -> Result<(Vec<u8>, u32, u32), String> {
+    let js = |e: JsValue| format!("cannot decode the image: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")));
+    let opts = web_sys::ImageBitmapOptions::new();
+    opts.set_color_space_conversion(web_sys::ColorSpaceConversion::None);
+    opts.set_premultiply_alpha(web_sys::PremultiplyAlpha::None);
+    let promise = scope().create_image_bitmap_with_blob_and_image_bitmap_options(blob, &opts).map_err(js)?;
+    let bmp: web_sys::ImageBitmap = JsFuture::from(promise).await.map_err(|_| "cannot decode the image: not a supported image file".to_string())?.unchecked_into();
+    let (w, h) = (bmp.width(), bmp.height());
+    if w == 0 || h == 0 || w > 8192 || h > 8192 {
+        return Err(format!("image size {w}x{h} is out of range (1 to 8192 pixels a side)"));
+    }
+    let canvas = web_sys::OffscreenCanvas::new(w, h).map_err(js)?;
+    let ctx: web_sys::OffscreenCanvasRenderingContext2d = canvas.get_context("2d").map_err(js)?.ok_or("no 2d context")?.unchecked_into();
+    ctx.draw_image_with_image_bitmap(&bmp, 0.0, 0.0).map_err(js)?;
+    let rgba = ctx.get_image_data(0.0, 0.0, w as f64, h as f64).map_err(js)?.data().0;
+    let rgb = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    Ok((rgb, w, h))
+}

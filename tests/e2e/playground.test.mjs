@@ -1,0 +1,87 @@
+// End-to-end tests of the playground in Chromium: the page as a person uses it.
+// Run: node --test tests/e2e/  (after `trunk build --release`, which fills dist/)
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { serve } from "./serve.mjs";
+import { launch } from "./browser.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const dist = path.join(root, "dist");
+const TIMEOUT = 120_000;
+
+let srv, browser, page;
+const consoleErrors = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(dist, "index.html")), "dist/ is missing: run trunk build --release first");
+  srv = await serve(dist);
+  browser = await launch();
+  page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  page.on("request", (r) => {
+    if (!r.url().startsWith(srv.url) && !r.url().startsWith("data:") && !r.url().startsWith("blob:")) consoleErrors.push(`third-party request: ${r.url()}`);
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  srv?.server.close();
+});
+
+async function waitReady() {
+  await page.locator('[data-testid="model-sample-efficientnet_lite0"]:enabled').waitFor();
+}
+
+test("page loads with no console errors and the worker starts", async () => {
+  await page.goto(srv.url);
+  await waitReady();
+  assert.match(await page.title(), /qplay/);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("EfficientNet-Lite0 on the cat photo: top-1 equals onnxruntime's", async () => {
+  const ref = JSON.parse(fs.readFileSync(path.join(root, "tests/reference/efficientnet_lite0/top5.json"), "utf8"));
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-card"]').waitFor();
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "EfficientNet-Lite0");
+  assert.equal(await page.textContent('[data-testid="param-count"]'), "4652008");
+  for (const stem of ["chelsea", "coffee"]) {
+    const file = fs.readdirSync(path.join(root, "assets/images")).find((f) => f.startsWith(stem + "."));
+    await page.click(`[data-testid="photo-${stem}"]`);
+    await page.locator(`[data-testid="results"] h2:has-text("${file}")`).waitFor();
+    const top1 = await page.getAttribute('[data-testid="top1"]', "data-class");
+    assert.equal(Number(top1), ref[file].top5[0].index, `${file}: top-1`);
+    assert.equal(await page.textContent('[data-testid="top1"]'), ref[file].top5[0].name);
+  }
+  fs.mkdirSync(path.join(root, "tests/output"), { recursive: true });
+  await page.screenshot({ path: path.join(root, "tests/output/playground.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("uploading a model via the file input shows its summary and runs it", async () => {
+  await page.setInputFiles('[data-testid="model-file"]', path.join(root, "assets/models/digits_mobilenet.onnx"));
+  await page.locator('[data-testid="model-name"]:has-text("digits_mobilenet.onnx")').waitFor();
+  assert.equal(await page.textContent('[data-testid="param-count"]'), "9034");
+  await page.click('[data-testid="eval-digits"]');
+  // onnxruntime's accuracy on the 450 test digits is 97.33 % (438/450), see shared/samples/README.md.
+  assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "97.33%");
+});
+
+test("random bytes give a readable error and the page keeps working", async () => {
+  const junk = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 2654435761) >>> 24));
+  await page.setInputFiles('[data-testid="model-file"]', { name: "junk.onnx", mimeType: "application/octet-stream", buffer: junk });
+  const err = page.locator('[data-testid="error"]');
+  await err.waitFor();
+  assert.match(await err.textContent(), /not an ONNX model|protobuf|graph|opset/i);
+  await page.click('[data-testid="model-sample-digits_mlp"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MLP")').waitFor();
+  assert.equal(await err.count(), 0, "the error is cleared by the next action");
+  await page.click('[data-testid="eval-digits"]');
+  assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "98.00%");
+});
