@@ -1,0 +1,156 @@
+//! The `qplay` binary as users and scripts call it: golden outputs through the CLI, image
+//! preprocessing against the reference tensors, and one-line errors on bad files.
+
+use prost::Message;
+use qplay_core::npy::read_npy;
+use qplay_core::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn qplay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qplay")).args(args).current_dir(root()).output().expect("run qplay")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qplay-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn load_f32(p: &Path) -> (Vec<usize>, Vec<f32>) {
+    let t = read_npy(&std::fs::read(p).unwrap(), 1 << 26).unwrap();
+    (t.shape().to_vec(), t.to_f32_vec())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+}
+
+/// Acceptance: `qplay run --input --output` matches onnxruntime within 1e-4 * max|ref|, top-1 equal.
+#[test]
+fn run_matches_onnxruntime_on_every_reference_input() {
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    for stem in ["astronaut", "camera", "chelsea", "china", "coffee", "flower", "hubble_deep_field", "ihc", "retina", "rocket"] {
+        cases.push((
+            "assets/models/efficientnet_lite0.onnx".into(),
+            format!("tests/reference/efficientnet_lite0/{stem}.input.npy"),
+            format!("tests/reference/efficientnet_lite0/{stem}.logits.npy"),
+        ));
+    }
+    for m in ["digits_mobilenet", "digits_mlp"] {
+        cases.push((format!("assets/models/{m}.onnx"), format!("tests/reference/{m}.input_first32.npy"), format!("tests/reference/{m}.logits_first32.npy")));
+    }
+    for (i, (model, input, reference)) in cases.iter().enumerate() {
+        let out = tmp(&format!("y{i}.npy"));
+        let o = qplay(&["run", model, "--input", input, "--output", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{model} {input}: {}", String::from_utf8_lossy(&o.stderr));
+        let (ys, y) = load_f32(&out);
+        let (rs, r) = load_f32(&root().join(reference));
+        assert_eq!(ys, rs);
+        let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = y.iter().zip(&r).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-4 * scale, "{input}: max |diff| {diff} > 1e-4 * {scale}");
+        let k = *rs.last().unwrap();
+        for (yr, rr) in y.chunks(k).zip(r.chunks(k)) {
+            assert_eq!(argmax(yr), argmax(rr), "{input}: top-1");
+        }
+    }
+}
+
+/// `--image --preprocess`: PNGs decode losslessly, so the tensor must equal the reference input;
+/// JPEG decoders may differ by one grey level, so for those only the prediction is compared.
+#[test]
+fn image_preprocessing_matches_the_reference_tensors() {
+    let top5: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("tests/reference/efficientnet_lite0/top5.json")).unwrap()).unwrap();
+    for file in ["chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "china.jpg"] {
+        let out = tmp(&format!("{file}.npy"));
+        let o = qplay(&[
+            "run", "assets/models/efficientnet_lite0.onnx", "--image", &format!("assets/images/{file}"),
+            "--preprocess", "assets/models/efficientnet_lite0.json", "--output", out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let want = &top5[file]["top5"][0];
+        let (_, y) = load_f32(&out);
+        assert_eq!(argmax(&y) as u64, want["index"].as_u64().unwrap(), "{file}");
+        assert!(stdout.contains(want["name"].as_str().unwrap()), "{file}: class name printed: {stdout}");
+    }
+    // The preprocessed tensor itself, through the library, for lossless PNGs (decoded with the
+    // same `image` crate the CLI uses).
+    let pre = qplay_core::preprocess::Preprocess::from_json(&std::fs::read_to_string(root().join("assets/models/efficientnet_lite0.json")).unwrap()).unwrap();
+    for stem in ["chelsea", "camera", "coffee"] {
+        let img = image::load_from_memory(&std::fs::read(root().join(format!("assets/images/{stem}.png"))).unwrap()).unwrap().to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let x = pre.apply(img.as_raw(), w, h).unwrap().to_f32_vec();
+        let (_, r) = load_f32(&root().join(format!("tests/reference/efficientnet_lite0/{stem}.input.npy")));
+        let diff = x.iter().zip(&r).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5, "{stem}.png preprocessing differs by {diff}");
+    }
+}
+
+#[test]
+fn inspect_json_describes_the_model() {
+    let o = qplay(&["inspect", "assets/models/efficientnet_lite0.onnx", "--json"]);
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["opset"], 13);
+    assert_eq!(j["inputs"][0]["shape"], serde_json::json!(["1", "3", "224", "224"]));
+    assert_eq!(j["op_counts"]["Conv"], 49);
+    assert_eq!(j["op_counts"]["BatchNormalization"], 49);
+    assert_eq!(j["op_counts"]["Clip"], 33);
+    assert_eq!(j["nodes"], 143);
+    let o = qplay(&["inspect", "assets/models/digits_mobilenet.onnx", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["parameters"], 9034, "PyTorch's count in shared/samples/README.md");
+}
+
+fn tiny_model(node: NodeProto, init: Vec<TensorProto>) -> Vec<u8> {
+    let vi = |n: &str| ValueInfoProto { name: Some(n.into()), ..Default::default() };
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto { node: vec![node], initializer: init, input: vec![vi("x")], output: vec![vi("y")], ..Default::default() }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Acceptance: bad files exit non-zero with one line naming what is wrong, and never panic.
+#[test]
+fn inspect_rejects_bad_files_with_one_line() {
+    let lite0 = std::fs::read(root().join("assets/models/efficientnet_lite0.onnx")).unwrap();
+    let unknown = tiny_model(
+        NodeProto { op_type: Some("Frobnicate".into()), name: Some("n0".into()), input: vec!["x".into()], output: vec!["y".into()], ..Default::default() },
+        vec![],
+    );
+    let mismatch = tiny_model(
+        NodeProto { op_type: Some("Add".into()), name: Some("add".into()), input: vec!["x".into(), "W".into()], output: vec!["y".into()], ..Default::default() },
+        vec![TensorProto { name: Some("W".into()), dims: vec![3, 3], data_type: Some(1), raw_data: Some(vec![0; 12]), ..Default::default() }],
+    );
+    let random: Vec<u8> = (0u32..5000).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.onnx", vec![], "empty"),
+        ("random.onnx", random, "not an ONNX model"),
+        ("truncated.onnx", lite0[..lite0.len() / 2].to_vec(), "not an ONNX model"),
+        ("unknown.onnx", unknown, "'Frobnicate'"),
+        ("mismatch.onnx", mismatch, "raw_data has 12 bytes"),
+    ];
+    for (name, bytes, expect) in cases {
+        let p = tmp(name);
+        std::fs::write(&p, bytes).unwrap();
+        let o = qplay(&["inspect", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+        assert!(err.starts_with("qplay: error: ") && err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+    let o = qplay(&["inspect", "does/not/exist.onnx"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = qplay(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}

@@ -1,0 +1,127 @@
+//! Fast kernels against their naive references: proptest natively, and a seeded sweep that runs
+//! both natively and in wasm32 (where the SIMD128 micro-kernel is the one under test).
+
+use qplay_core::kernels::{conv2d, conv2d_naive, gemm, gemm_naive, ConvGeom};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// Small deterministic generator (SplitMix64), so wasm and native see the same cases.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
+    }
+}
+
+/// Float kernels may sum in a different order: allow 1e-5 of the magnitude of the terms.
+fn check_close(what: &str, fast: &[f32], naive: &[f32], k_terms: usize) {
+    assert_eq!(fast.len(), naive.len());
+    let tol = 1e-5 * (k_terms.max(1) as f32);
+    for (i, (a, b)) in fast.iter().zip(naive).enumerate() {
+        assert!((a - b).abs() <= tol, "{what}: element {i}: fast {a} vs naive {b} (tol {tol})");
+    }
+}
+
+fn check_gemm(m: usize, n: usize, k: usize, seed: u64) {
+    let mut r = Rng(seed);
+    let a = r.f32s(m * k);
+    let b = r.f32s(k * n);
+    let mut c1 = vec![f32::NAN; m * n];
+    let mut c2 = vec![0.0; m * n];
+    gemm(m, n, k, &a, &b, &mut c1);
+    gemm_naive(m, n, k, &a, &b, &mut c2);
+    check_close(&format!("gemm {m}x{n}x{k}"), &c1, &c2, k);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv(g: ConvGeom, with_bias: bool, seed: u64) {
+    let Some((oh, ow)) = g.out_hw() else { return };
+    let mut r = Rng(seed);
+    let x = r.f32s(g.c_in * g.h * g.w);
+    let w = r.f32s(g.c_out * (g.c_in / g.group) * g.kh * g.kw);
+    let b = r.f32s(g.c_out);
+    let bias = with_bias.then_some(b.as_slice());
+    let mut y1 = vec![f32::NAN; g.c_out * oh * ow];
+    let mut y2 = vec![0.0; g.c_out * oh * ow];
+    let mut scratch = vec![f32::NAN; 7]; // dirty scratch must not leak into results
+    conv2d(&g, &x, &w, bias, &mut y1, &mut scratch);
+    conv2d_naive(&g, &x, &w, bias, &mut y2);
+    check_close(&format!("{g:?}"), &y1, &y2, (g.c_in / g.group) * g.kh * g.kw + 1);
+}
+
+fn random_geom(r: &mut Rng) -> ConvGeom {
+    let depthwise = r.below(3) == 0;
+    let group = if depthwise { 1 + r.below(6) } else { [1, 1, 2, 3][r.below(4)] };
+    let (c_in, c_out) = if depthwise { (group, group) } else { (group * (1 + r.below(5)), group * (1 + r.below(5))) };
+    let k = [1, 1, 2, 3, 3, 5][r.below(6)];
+    ConvGeom {
+        c_in,
+        h: 1 + r.below(12),
+        w: 1 + r.below(12),
+        c_out,
+        kh: k,
+        kw: [k, 1 + r.below(3)][r.below(2)],
+        stride: [1 + r.below(2), 1 + r.below(3)],
+        dilation: [1 + r.below(2), 1 + r.below(2)],
+        pads: [r.below(3), r.below(3), r.below(3), r.below(3)],
+        group,
+    }
+}
+
+#[test]
+fn gemm_matches_naive_on_seeded_sizes() {
+    let mut r = Rng(1);
+    for case in 0..300 {
+        let (m, n, k) = (1 + r.below(19), 1 + r.below(40), r.below(70));
+        check_gemm(m, n, k, case);
+    }
+    // Sizes that cross the KC/NC blocking.
+    check_gemm(9, 530, 300, 7);
+    check_gemm(4, 8, 257, 8);
+}
+
+#[test]
+fn conv_matches_naive_on_seeded_geometries() {
+    let mut r = Rng(2);
+    for case in 0..400 {
+        let g = random_geom(&mut r);
+        check_conv(g, case % 2 == 0, case);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn gemm_agrees(m in 1usize..24, n in 1usize..70, k in 0usize..300, seed in any::<u64>()) {
+            check_gemm(m, n, k, seed);
+        }
+
+        #[test]
+        fn conv_agrees(
+            group in 1usize..4, cg in 1usize..4, mg in 1usize..4, depthwise in any::<bool>(),
+            h in 1usize..14, w in 1usize..14, kh in 1usize..6, kw in 1usize..6,
+            sh in 1usize..4, sw in 1usize..4, dh in 1usize..3, dw in 1usize..3,
+            pads in proptest::array::uniform4(0usize..4), bias in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let (c_in, c_out) = if depthwise { (group * 2, group * 2) } else { (group * cg, group * mg) };
+            let group = if depthwise { group * 2 } else { group };
+            let g = ConvGeom { c_in, h, w, c_out, kh, kw, stride: [sh, sw], dilation: [dh, dw], pads, group };
+            check_conv(g, bias, seed);
+        }
+    }
+}
