@@ -11,7 +11,7 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
-  qplay bench MODEL.onnx [--runs N]   (FP32 latency on a fixed input)";
+  qplay bench MODEL.onnx [--input X.npy] [--runs N] [--json]   (FP32 latency)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,7 +100,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &[], &["input", "image", "preprocess", "output", "labels"])?),
-        "bench" => bench(&Opts::parse(rest, &[], &["runs"])?),
+        "bench" => bench(&Opts::parse(rest, &["json"], &["runs", "input", "image", "preprocess"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -245,28 +245,42 @@ fn top_k(v: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx
 }
 
+/// Latency of the FP32 executor: 3 warm-up runs, then `--runs` timed runs on `--input` (or a
+/// fixed synthetic tensor of the declared input shape).
 fn bench(o: &Opts) -> CliResult<()> {
     let (g, _) = load(&o.model)?;
-    let runs: usize = o.value("runs").map(|r| r.parse().map_err(|_| CliError::Usage("--runs takes a number".into()))).transpose()?.unwrap_or(20);
-    let id = *g.inputs.first().ok_or_else(|| CliError::Failed("the model has no input".into()))?;
-    let shape: Vec<usize> = match g.values[id].ty.as_ref().and_then(|t| t.dims.clone()) {
-        Some(d) => d.iter().map(|x| if let Dim::Fixed(v) = x { *v } else { 1 }).collect(),
-        None => return Err(CliError::Failed("the input shape is not declared".into())),
+    let runs: usize = o.value("runs").map(|r| r.parse().map_err(|_| CliError::Usage("--runs takes a number".into()))).transpose()?.unwrap_or(20).max(1);
+    let x = if o.value("input").is_some() {
+        input_tensor(o)?
+    } else {
+        let id = *g.inputs.first().ok_or_else(|| CliError::Failed("the model has no input".into()))?;
+        let shape: Vec<usize> = match g.values[id].ty.as_ref().and_then(|t| t.dims.clone()) {
+            Some(d) => d.iter().map(|x| if let Dim::Fixed(v) = x { *v } else { 1 }).collect(),
+            None => return Err(CliError::Failed("the input shape is not declared; pass --input".into())),
+        };
+        let n: usize = shape.iter().product();
+        Tensor::f32(shape, (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect())?
     };
-    let n: usize = shape.iter().product();
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
     let mut exec = Executor::new(g, Limits::default())?;
     let mut times = Vec::with_capacity(runs);
+    let mut y = Vec::new();
     for i in 0..runs + 3 {
         let t0 = Instant::now();
-        exec.run(vec![Tensor::f32(shape.clone(), x.clone())?])?;
+        let out = exec.run(vec![x.clone()])?;
         if i >= 3 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
+        y = out[0].to_f32_vec();
     }
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
-    println!("{{\"engine\":\"qplay-fp32-native\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs}}}");
+    let k = x.shape().first().map_or(y.len(), |&b| y.len() / b.max(1));
+    let top1 = top_k(&y[..k.min(y.len())], 1).first().map_or(0, |t| t.0);
+    if o.flag("json") {
+        println!("{{\"engine\":\"qplay-fp32-native\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs},\"top1\":{top1}}}");
+    } else {
+        println!("qplay FP32 native: median {med:.2} ms, p90 {p90:.2} ms over {runs} runs (top-1 of the first row: {top1})");
+    }
     Ok(())
 }

@@ -1,0 +1,106 @@
+// The benchmark driver (see bench/run). Times each engine on the same input in one process run,
+// checks each engine's top-1 against onnxruntime's reference logits, prints a table with ratios
+// (or JSON lines with --json).
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(path.join(root, "tests/e2e/package.json"));
+const ort = require("onnxruntime-web");
+const { Session } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
+const json = args.includes("--json");
+const runs = Number(opt("--runs", 20));
+const only = opt("--model", null);
+
+const MODELS = {
+  efficientnet_lite0: { model: "assets/models/efficientnet_lite0.onnx", input: "tests/reference/efficientnet_lite0/chelsea.input.npy", ref: "tests/reference/efficientnet_lite0/chelsea.logits.npy", batch: 1 },
+  digits_mobilenet: { model: "assets/models/digits_mobilenet.onnx", input: "tests/reference/digits_mobilenet.input_first32.npy", ref: "tests/reference/digits_mobilenet.logits_first32.npy", batch: 1 },
+};
+
+function readNpy(file) {
+  const buf = fs.readFileSync(path.join(root, file));
+  const hlen = buf.readUInt16LE(8);
+  const header = buf.subarray(10, 10 + hlen).toString("latin1");
+  if (!header.includes("'<f4'")) throw new Error(`${file}: expected float32`);
+  const shape = header.match(/\(([^)]*)\)/)[1].split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  const data = new Float32Array(buf.buffer.slice(buf.byteOffset + 10 + hlen, buf.byteOffset + buf.length));
+  return { shape, data };
+}
+
+const argmax = (a) => a.reduce((bi, v, i) => (v > a[bi] ? i : bi), 0);
+
+function stats(times) {
+  const s = [...times].sort((a, b) => a - b);
+  return { median_ms: s[Math.floor(s.length / 2)], p90_ms: s[Math.min(s.length - 1, Math.floor(s.length * 0.9))] };
+}
+
+async function time(fn, n) {
+  for (let i = 0; i < 3; i++) await fn(); // warm-up
+  const t = [];
+  let out;
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    out = await fn();
+    t.push(performance.now() - t0);
+  }
+  return { ...stats(t), out };
+}
+
+async function benchModel(name, m) {
+  const full = readNpy(m.input);
+  const per = full.data.length / full.shape[0];
+  const shape = [m.batch, ...full.shape.slice(1)];
+  const x = full.data.slice(0, per * m.batch);
+  const ref = readNpy(m.ref);
+  const refTop1 = argmax(ref.data.slice(0, ref.data.length / ref.shape[0]));
+  const bytes = fs.readFileSync(path.join(root, m.model));
+  const rows = [];
+
+  const sess = new Session(bytes);
+  const q = await time(() => sess.run(x, Uint32Array.from(shape)), runs);
+  rows.push({ engine: "qplay-fp32-wasm", ...q, top1_ok: argmax(q.out) === refTop1 });
+
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.simd = true;
+  const os = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  const feeds = { [os.inputNames[0]]: new ort.Tensor("float32", x, shape) };
+  const o = await time(async () => (await os.run(feeds))[os.outputNames[0]].data, runs);
+  rows.push({ engine: "ortweb-fp32", ...o, top1_ok: argmax(o.out) === refTop1 });
+
+  const tmp = path.join(root, "target", `bench-input-${name}.npy`);
+  writeNpy(tmp, x, shape);
+  const nat = JSON.parse(execFileSync(path.join(root, "target/release/qplay"), ["bench", m.model, "--input", tmp, "--runs", String(runs), "--json"], { cwd: root }).toString());
+  rows.push({ engine: "qplay-fp32-native", median_ms: nat.median_ms, p90_ms: nat.p90_ms, top1_ok: nat.top1 === refTop1 });
+  return rows.map((r) => ({ model: name, engine: r.engine, median_ms: +r.median_ms.toFixed(3), p90_ms: +r.p90_ms.toFixed(3), runs, top1_ok: r.top1_ok }));
+}
+
+function writeNpy(file, data, shape) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
+  while ((10 + header.length + 1) % 64) header += " ";
+  header += "\n";
+  const pre = Buffer.alloc(10);
+  Buffer.from("\x93NUMPY", "latin1").copy(pre);
+  pre[6] = 1; pre[7] = 0; pre.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
+}
+
+const all = [];
+for (const [name, m] of Object.entries(MODELS)) {
+  if (only && only !== name) continue;
+  const rows = await benchModel(name, m);
+  all.push(...rows);
+  if (json) { for (const r of rows) console.log(JSON.stringify(r)); continue; }
+  const by = Object.fromEntries(rows.map((r) => [r.engine, r]));
+  console.log(`\n${name} (FP32, batch 1, single thread, ${runs} runs after 3 warm-up)`);
+  console.log("engine               median ms    p90 ms   top-1");
+  for (const r of rows) console.log(`${r.engine.padEnd(20)} ${r.median_ms.toFixed(2).padStart(9)} ${r.p90_ms.toFixed(2).padStart(9)}   ${r.top1_ok ? "ok" : "WRONG"}`);
+  const ratio = (a, b) => (by[a].median_ms / by[b].median_ms).toFixed(2);
+  console.log(`ratios: onnxruntime-web / qplay-wasm = ${ratio("ortweb-fp32", "qplay-fp32-wasm")}x (above 1: qplay faster); qplay-wasm / qplay-native = ${ratio("qplay-fp32-wasm", "qplay-fp32-native")}x`);
+}
+if (all.some((r) => !r.top1_ok)) { console.error("a top-1 differs from onnxruntime's reference"); process.exit(1); }
