@@ -13,6 +13,10 @@ use web_sys::{MessageEvent, Worker};
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
     static NEXT_JOB: Cell<u32> = const { Cell::new(1) };
+    /// The loaded model (name, bytes), kept so a crashed worker can be restarted with it.
+    static MODEL: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
+    /// The model of the Load request in flight; a crash then is that model's fault (no auto-reload).
+    static PENDING: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
 }
 
 /// Starts the worker and routes its responses into `state`.
@@ -28,12 +32,45 @@ pub fn start(state: AppState) -> Result<(), String> {
     w.set_onmessage(Some(onmsg.as_ref().unchecked_ref()));
     onmsg.forget();
     let onerr = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
-        state.fail(format!("the compute worker failed: {}", ev.message()));
+        ev.prevent_default();
+        restart(state, ev.message());
     });
     w.set_onerror(Some(onerr.as_ref().unchecked_ref()));
     onerr.forget();
     WORKER.with(|slot| *slot.borrow_mut() = Some(w));
     Ok(())
+}
+
+/// Replaces a crashed worker and, unless the crash happened while loading, reloads the model.
+fn restart(state: AppState, why: String) {
+    WORKER.with(|slot| {
+        if let Some(w) = slot.borrow_mut().take() {
+            w.terminate();
+        }
+    });
+    state.worker_ready.set(false);
+    let was_loading = PENDING.with(|p| p.borrow_mut().take()).is_some();
+    if let Err(e) = start(state) {
+        state.fail(e);
+        return;
+    }
+    let model = if was_loading { None } else { MODEL.with(|m| m.borrow().clone()) };
+    match model {
+        Some((name, bytes)) => {
+            state.fail(format!("The compute worker failed ({why}); it was restarted and {name} reloaded."));
+            let _ = load(&name, &bytes);
+        }
+        None => {
+            state.summary.set(None);
+            state.fail(format!("The compute worker failed ({why}) and was restarted; choose a model again."));
+        }
+    }
+}
+
+/// Sends a model to the worker, keeping a copy of its bytes for a restart.
+pub fn load(name: &str, bytes: &js_sys::Uint8Array) -> Result<(), String> {
+    PENDING.with(|p| *p.borrow_mut() = Some((name.to_string(), bytes.clone())));
+    send(&Request::Load { job: next_job(), name: name.to_string() }, bytes.slice(0, bytes.length()).into())
 }
 
 pub fn next_job() -> u32 {
@@ -63,6 +100,9 @@ fn apply(state: AppState, r: Response) {
     match r {
         Response::Ready => state.worker_ready.set(true),
         Response::Loaded { summary, .. } => {
+            if let Some(m) = PENDING.with(|p| p.borrow_mut().take()) {
+                MODEL.with(|slot| *slot.borrow_mut() = Some(m));
+            }
             state.classification.set(None);
             state.digits.set(None);
             state.summary.set(Some(summary));
@@ -76,6 +116,9 @@ fn apply(state: AppState, r: Response) {
             state.digits.set(Some(result));
             state.busy.set(Busy::Idle);
         }
-        Response::Failed { message, .. } => state.fail(message),
+        Response::Failed { message, .. } => {
+            PENDING.with(|p| p.borrow_mut().take());
+            state.fail(message)
+        }
     }
 }

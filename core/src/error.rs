@@ -36,6 +36,8 @@ pub enum Error {
     Image(String),
     #[error("preprocessing description: {0}")]
     Preprocess(String),
+    #[error("quantization: {0}")]
+    Quant(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,7 +7,9 @@ pub mod graph;
 pub mod kernels;
 pub mod npy;
 pub mod onnx;
+pub mod passes;
 pub mod preprocess;
+pub mod quant;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -2,7 +2,6 @@
 
 use super::fetch;
 use crate::bridge;
-use crate::protocol::Request;
 use crate::state::{AppState, MODELS_DIR, SAMPLES};
 use leptos::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -12,7 +11,7 @@ const MAX_MODEL_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
 fn load_bytes(state: AppState, name: String, bytes: js_sys::Uint8Array) {
     state.start(format!("Loading {name} in the worker…"));
-    if let Err(e) = bridge::send(&Request::Load { job: bridge::next_job(), name }, bytes.into()) {
+    if let Err(e) = bridge::load(&name, &bytes) {
         state.fail(e);
     }
 }

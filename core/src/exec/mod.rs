@@ -1,6 +1,8 @@
-//! The FP32 executor: constant folding at load time, then node-by-node evaluation with
-//! values freed after their last use and the im2col scratch reused across runs.
+//! The FP32 executor: constant folding and Conv+BN(+activation) fusion at load time, then
+//! node-by-node evaluation with values freed after their last use and the im2col scratch reused
+//! across runs.
 
+mod fuse;
 mod ops;
 
 use crate::error::{Error, Result};
@@ -15,6 +17,8 @@ pub struct Executor {
     limits: Limits,
     /// For each value computed at run time, the index of the last node reading it.
     last_use: Vec<Option<usize>>,
+    /// Per node: an activation clamp fused into its output (Conv followed by Relu/Clip).
+    clamps: Vec<Option<(f32, f32)>>,
     scratch: Vec<f32>,
 }
 
@@ -22,12 +26,24 @@ pub struct Executor {
 pub(crate) struct Ctx<'a> {
     pub limits: &'a Limits,
     pub scratch: &'a mut Vec<f32>,
+    /// Clamp the node's output to this range (a fused activation).
+    pub clamp: Option<(f32, f32)>,
 }
 
+/// Hook called with each value as it is computed (graph inputs first, then every node output):
+/// observers use it to collect statistics, quantization simulation to quantize in place.
+pub type ValueHook<'h> = dyn FnMut(ValueId, &mut Tensor) -> Result<()> + 'h;
+
 impl Executor {
-    /// Folds every node whose inputs are all constants (shape sub-graphs, Constant chains) and
-    /// prepares the plan.
-    pub fn new(mut graph: Graph, limits: Limits) -> Result<Self> {
+    /// Folds every node whose inputs are all constants (shape sub-graphs, Constant chains), fuses
+    /// Conv+BatchNormalization(+Relu/Clip), and prepares the plan.
+    pub fn new(graph: Graph, limits: Limits) -> Result<Self> {
+        Self::with_fusion(graph, limits, true)
+    }
+
+    /// Like [`Executor::new`]; with `fuse = false` every value of the graph stays observable
+    /// (needed when a hook must see the output of each node as stored).
+    pub fn with_fusion(mut graph: Graph, limits: Limits, fuse: bool) -> Result<Self> {
         let mut scratch = Vec::new();
         let nodes = std::mem::take(&mut graph.nodes);
         let mut kept = Vec::with_capacity(nodes.len());
@@ -38,12 +54,18 @@ impl Executor {
                 continue;
             }
             let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|i| graph.consts[i].as_ref())).collect();
-            let outs = ops::eval(&node, &ins, &mut Ctx { limits: &limits, scratch: &mut scratch })?;
+            let outs = ops::eval(&node, &ins, &mut Ctx { limits: &limits, scratch: &mut scratch, clamp: None })?;
             for (id, t) in node.outputs.iter().zip(outs) {
                 graph.consts[*id] = Some(t);
             }
         }
         graph.nodes = kept;
+        let clamps = if fuse {
+            fuse::fold_batch_norms(&mut graph);
+            fuse::fuse_activations(&mut graph)
+        } else {
+            vec![None; graph.nodes.len()]
+        };
         let mut last_use = vec![None; graph.values.len()];
         for (ni, n) in graph.nodes.iter().enumerate() {
             for &i in n.inputs.iter().flatten() {
@@ -53,7 +75,7 @@ impl Executor {
         for &o in &graph.outputs {
             last_use[o] = None; // outputs are kept to the end
         }
-        Ok(Executor { graph, limits, last_use, scratch })
+        Ok(Executor { graph, limits, last_use, clamps, scratch })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -63,13 +85,19 @@ impl Executor {
     /// Runs the graph. `inputs` are in the order of [`Graph::inputs`]; returns the graph outputs
     /// in order.
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_with_hook(inputs, &mut |_, _| Ok(()))
+    }
+
+    /// [`Executor::run`], calling `hook` on every value as it is produced.
+    pub fn run_with_hook(&mut self, inputs: Vec<Tensor>, hook: &mut ValueHook) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
         }
         let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
-        for (&id, t) in g.inputs.iter().zip(inputs) {
+        for (&id, mut t) in g.inputs.iter().zip(inputs) {
             check_input(g, id, &t)?;
+            hook(id, &mut t)?;
             vals[id] = Some(t);
         }
         for (ni, node) in g.nodes.iter().enumerate() {
@@ -83,9 +111,10 @@ impl Executor {
                         })?),
                     });
                 }
-                ops::eval(node, &ins, &mut Ctx { limits: &self.limits, scratch: &mut self.scratch })?
+                ops::eval(node, &ins, &mut Ctx { limits: &self.limits, scratch: &mut self.scratch, clamp: self.clamps[ni] })?
             };
-            for (id, t) in node.outputs.iter().zip(outs) {
+            for (id, mut t) in node.outputs.iter().zip(outs) {
+                hook(*id, &mut t)?;
                 vals[*id] = Some(t);
             }
             for &i in node.inputs.iter().flatten() {

@@ -342,6 +342,9 @@ fn conv(e: &E, ins: Ins, ctx: &mut Ctx, w: &Window, group: usize) -> Result<Tens
     for b in 0..n {
         kernels::conv2d(&g, &xd[b * isz..(b + 1) * isz], wd, bias, &mut out[b * osz..(b + 1) * osz], ctx.scratch);
     }
+    if let Some((lo, hi)) = ctx.clamp {
+        out.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
+    }
     Ok(Tensor::from_parts_f32(out_shape, out))
 }
 

@@ -1,6 +1,6 @@
 //! f32 matrix multiply `C = A * B` (row-major, A: m x k, B: k x n, C: m x n).
 //!
-//! Blocked over k (`KC`) and tiled into 4 x 8 register blocks; the micro-kernel is explicit
+//! Blocked over k (`KC`) and n (`NC`), `b` packed into panels, 4 x 8 register blocks; the micro-kernel is explicit
 //! SIMD128 on wasm32 and plain Rust (auto-vectorised) elsewhere. [`gemm_naive`] is the reference.
 
 const MR: usize = 4;
@@ -22,38 +22,61 @@ pub fn gemm_naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f
 }
 
 /// `c = a * b`. Panics if a slice is shorter than its dimensions say (callers size them).
+///
+/// Each `KC x NC` block of `b` is first packed into `NR`-wide column panels stored k-major, so
+/// the micro-kernel streams `b` contiguously whatever `n` is; `a` is read in place.
 pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
     c[..m * n].fill(0.0);
-    if k == 0 {
+    if k == 0 || m == 0 || n == 0 {
         return;
     }
-    let mut j0 = 0;
-    while j0 < n {
-        let nc = NC.min(n - j0);
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = KC.min(k - k0);
-            let mut i = 0;
-            while i + MR <= m {
-                let mut j = j0;
-                while j + NR <= j0 + nc {
-                    // SAFETY: i+MR <= m, j+NR <= n, k0+kc <= k and the length checks above keep
-                    // every access of the micro-kernel inside a, b and c.
-                    unsafe { micro_4x8(kc, a.as_ptr().add(i * k + k0), k, b.as_ptr().add(k0 * n + j), n, c.as_mut_ptr().add(i * n + j), n) };
-                    j += NR;
+    PACK.with(|cell| {
+        let mut pack = cell.borrow_mut();
+        let mut j0 = 0;
+        while j0 < n {
+            let nc = NC.min(n - j0);
+            let full = nc / NR * NR;
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = KC.min(k - k0);
+                pack_b(&b[k0 * n + j0..], n, kc, full, &mut pack);
+                let mut i = 0;
+                while i + MR <= m {
+                    for (p, j) in (j0..j0 + full).step_by(NR).enumerate() {
+                        let panel = &pack[p * kc * NR..(p + 1) * kc * NR];
+                        // SAFETY: i+MR <= m, j+NR <= n, k0+kc <= k, the panel holds kc*NR values and
+                        // the length checks above keep every access of the micro-kernel in bounds.
+                        unsafe { micro_4x8(kc, a.as_ptr().add(i * k + k0), k, panel.as_ptr(), c.as_mut_ptr().add(i * n + j), n) };
+                    }
+                    if full < nc {
+                        edge(MR, nc - full, kc, &a[i * k + k0..], k, &b[k0 * n + j0 + full..], n, &mut c[i * n + j0 + full..], n);
+                    }
+                    i += MR;
                 }
-                if j < j0 + nc {
-                    edge(MR, j0 + nc - j, kc, &a[i * k + k0..], k, &b[k0 * n + j..], n, &mut c[i * n + j..], n);
+                if i < m {
+                    edge(m - i, nc, kc, &a[i * k + k0..], k, &b[k0 * n + j0..], n, &mut c[i * n + j0..], n);
                 }
-                i += MR;
+                k0 += kc;
             }
-            if i < m {
-                edge(m - i, nc, kc, &a[i * k + k0..], k, &b[k0 * n + j0..], n, &mut c[i * n + j0..], n);
-            }
-            k0 += kc;
+            j0 += nc;
         }
-        j0 += nc;
+    });
+}
+
+thread_local! {
+    static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Packs `kc` rows x `cols` (a multiple of NR) columns of `b` (row stride `ldb`) into panels of
+/// NR columns, each stored as kc consecutive rows of NR values.
+fn pack_b(b: &[f32], ldb: usize, kc: usize, cols: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.reserve(kc * cols);
+    for j in (0..cols).step_by(NR) {
+        for p in 0..kc {
+            out.extend_from_slice(&b[p * ldb + j..p * ldb + j + NR]);
+        }
     }
 }
 
@@ -73,10 +96,10 @@ fn edge(mr: usize, nr: usize, kc: usize, a: &[f32], lda: usize, b: &[f32], ldb: 
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
-unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize) {
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
-        let brow = &*(b.add(p * ldb) as *const [f32; NR]);
+        let brow = &*(b.add(p * NR) as *const [f32; NR]);
         for (r, row) in acc.iter_mut().enumerate() {
             let av = *a.add(r * lda + p);
             for j in 0..NR {
@@ -94,14 +117,14 @@ unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: us
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize) {
     use core::arch::wasm32::*;
     let z = f32x4_splat(0.0);
     let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
     let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
     let (a0, a1, a2, a3) = (a, a.add(lda), a.add(2 * lda), a.add(3 * lda));
     for p in 0..kc {
-        let bp = b.add(p * ldb);
+        let bp = b.add(p * NR);
         let b0 = v128_load(bp as *const v128);
         let b1 = v128_load(bp.add(4) as *const v128);
         let x = f32x4_splat(*a0.add(p));

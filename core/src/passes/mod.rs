@@ -1,0 +1,3 @@
+//! Graph transformations, one file per pass; each is `Graph -> (Graph, Report)`.
+
+pub mod bn_fold;

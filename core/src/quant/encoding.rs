@@ -1,0 +1,94 @@
+//! Quantization encodings exactly as AIMET computes them (aimet-onnx 2.42,
+//! `quantization_utils.cpp:getComputedEncodings`, `trim_functions.cpp:quantizeValueCpu`; see
+//! tests/aimet/SEMANTICS.md). `Δ` is the scale, `o <= 0` the integer offset, `n = 2^bw - 1`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Smallest scale AIMET allows (2^-23).
+pub const MIN_SCALE: f64 = 1.0 / 8_388_608.0;
+
+/// Symmetric (signed grid `[-2^(b-1), 2^(b-1)-1]`) or asymmetric (unsigned grid `[0, 2^b-1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuantScheme {
+    Symmetric,
+    Asymmetric,
+}
+
+/// One quantization grid: values `(q + offset) * scale` for integers `q` in `0..=2^bw-1`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Encoding {
+    pub bw: u8,
+    /// Δ, as AIMET exports it (computed in f64).
+    pub scale: f64,
+    pub offset: i64,
+    pub symmetric: bool,
+}
+
+/// Checks a bit-width (2 to 16).
+pub fn check_bits(bw: u32) -> Result<u8> {
+    if (2..=16).contains(&bw) {
+        Ok(bw as u8)
+    } else {
+        Err(Error::Quant(format!("bit-width {bw} is not supported (2 to 16)")))
+    }
+}
+
+impl Encoding {
+    /// AIMET's min-max encoding of the observed range `[mn, mx]`:
+    /// the range is widened to include 0; symmetric: `Δ = max(mx/⌊n/2⌋, -mn/(n-⌊n/2⌋))`,
+    /// `o = -(n-⌊n/2⌋)`; asymmetric: `Δ = (mx-mn)/n`, `o = clamp(round(mn/Δ), -n, 0)`;
+    /// then `Δ >= 2^-23`.
+    pub fn from_min_max(mn: f32, mx: f32, bw: u8, scheme: QuantScheme) -> Result<Encoding> {
+        if !mn.is_finite() || !mx.is_finite() {
+            return Err(Error::Quant(format!("observed range [{mn}, {mx}] is not finite (NaN or infinity in the data)")));
+        }
+        let lim = 0.99 * f32::MAX as f64;
+        let mn = (mn as f64).min(0.0).max(-lim);
+        let mx = (mx as f64).max(0.0).min(lim);
+        let n = ((1u64 << bw) - 1) as f64;
+        match scheme {
+            QuantScheme::Symmetric => {
+                let npos = (n / 2.0).floor();
+                let nneg = n - npos;
+                let pos_div = if bw == 2 { npos + 1.0 } else { npos };
+                let scale = (mx / pos_div).max(-mn / nneg).max(MIN_SCALE);
+                Ok(Encoding { bw, scale, offset: -(nneg as i64), symmetric: true })
+            }
+            QuantScheme::Asymmetric => {
+                let scale = ((mx - mn) / n).max(MIN_SCALE);
+                let offset = (mn / scale).round().clamp(-n, 0.0) as i64;
+                Ok(Encoding { bw, scale, offset, symmetric: false })
+            }
+        }
+    }
+
+    /// Number of steps `n = 2^bw - 1`.
+    pub fn steps(&self) -> i64 {
+        (1i64 << self.bw) - 1
+    }
+    /// Lowest representable value `Δ * o`.
+    pub fn min(&self) -> f32 {
+        (self.scale * self.offset as f64) as f32
+    }
+    /// Highest representable value `Δ * (o + n)`.
+    pub fn max(&self) -> f32 {
+        (self.scale * (self.offset + self.steps()) as f64) as f32
+    }
+
+    /// Quantize-dequantize in f32 as AIMET: `x_c = clamp(x, min, max)`, `q = round(x_c/Δ - o)`
+    /// (ties away from zero; the argument is >= 0), result `(q + o) * Δ`.
+    pub fn qdq(&self, x: f32) -> f32 {
+        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
+        let q = (x.clamp(lo, hi) / d - o).round();
+        (q + o) * d
+    }
+
+    /// Quantize-dequantize a slice in place.
+    pub fn qdq_slice(&self, xs: &mut [f32]) {
+        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
+        for x in xs {
+            *x = ((x.clamp(lo, hi) / d - o).round() + o) * d;
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Quantization with AIMET's semantics: encodings (pure functions), observers that collect
+//! statistics, and the quantization simulation that places quantizers and calibrates them.
+
+pub mod encoding;
+pub mod observer;
+pub mod sim;
+
+pub use encoding::{Encoding, QuantScheme};
+pub use sim::{QuantSim, QuantSimConfig};

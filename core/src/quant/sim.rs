@@ -1,0 +1,314 @@
+//! Quantization simulation following AIMET's default quantsim configs (aimet-onnx 2.42,
+//! `default_config.json` / `default_config_per_channel.json`; tests/aimet/SEMANTICS.md sec. 2):
+//! - parameters: Conv/Gemm/MatMul weights, symmetric, per tensor or per output channel
+//!   (Conv axis 0, Gemm axis 0 with transB=1 else 1, MatMul last axis); biases not quantized;
+//! - activations, asymmetric: model inputs, every op output except shape/layout ops and the first
+//!   op of a supergroup `[Conv, Relu|Clip]`, `[Add, Relu]`, `[Gemm, Relu]` (depthwise and grouped
+//!   Conv excluded, so their outputs are quantized before the activation), and float constants
+//!   that are not parameters (e.g. Clip bounds);
+//! - calibration observes activations on a forward pass with quantized weights and unquantized
+//!   activations; encodings from min-max.
+
+use super::encoding::{check_bits, Encoding, QuantScheme};
+use super::observer::MinMax;
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::graph::{Graph, Op, UnaryOp, ValueId};
+use crate::onnx::Limits;
+use crate::tensor::Tensor;
+
+/// What to quantize and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantSimConfig {
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    /// One encoding per output channel for weights.
+    pub per_channel: bool,
+}
+
+impl Default for QuantSimConfig {
+    fn default() -> Self {
+        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }
+    }
+}
+
+/// A weight quantizer: one encoding, or one per slice along `axis`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamQuantizer {
+    pub value: ValueId,
+    pub axis: Option<usize>,
+    pub encodings: Vec<Encoding>,
+}
+
+/// An activation quantizer (also used for non-parameter constants such as Clip bounds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActQuantizer {
+    pub value: ValueId,
+    pub encoding: Option<Encoding>,
+}
+
+/// A graph with quantizers placed; calibrate it, then run it quantized.
+#[derive(Debug)]
+pub struct QuantSim {
+    graph: Graph,
+    config: QuantSimConfig,
+    weight_bits: u8,
+    act_bits: u8,
+    pub params: Vec<ParamQuantizer>,
+    pub acts: Vec<ActQuantizer>,
+}
+
+const IGNORED_OUTPUT_OPS: &[&str] =
+    &["Flatten", "Reshape", "Gather", "Shape", "Squeeze", "Unsqueeze", "Split", "Transpose", "Identity", "Cast", "Dropout"];
+
+impl QuantSim {
+    /// Places the quantizers on `graph` (BN should already be folded, as AIMET's recipes do).
+    pub fn new(graph: Graph, config: QuantSimConfig) -> Result<Self> {
+        let weight_bits = check_bits(config.weight_bits)?;
+        let act_bits = check_bits(config.act_bits)?;
+        let mut readers = vec![0usize; graph.values.len()];
+        for n in &graph.nodes {
+            for &i in n.inputs.iter().flatten() {
+                readers[i] += 1;
+            }
+        }
+        for &o in &graph.outputs {
+            readers[o] += 1;
+        }
+        let mut params = Vec::new();
+        let mut acts: Vec<ActQuantizer> = graph.inputs.iter().map(|&v| ActQuantizer { value: v, encoding: None }).collect();
+        let mut param_ids = std::collections::HashSet::new();
+        for n in &graph.nodes {
+            // Parameters (and which inputs are parameters: weights and biases).
+            let weight = match &n.op {
+                Op::Conv { .. } => Some(0),
+                Op::Gemm { trans_b, .. } => Some(if *trans_b { 0 } else { 1 }),
+                Op::MatMul => None, // axis depends on rank, set below
+                _ => None,
+            };
+            let is_layer = matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul);
+            if is_layer {
+                if let Some(w) = n.inputs.get(1).copied().flatten().filter(|&w| graph.consts[w].as_ref().is_some_and(|t| t.as_f32().is_some())) {
+                    let rank = graph.consts[w].as_ref().map_or(0, Tensor::rank);
+                    let axis_of = weight.or_else(|| rank.checked_sub(1));
+                    let axis = if config.per_channel { axis_of } else { None };
+                    if param_ids.insert(w) {
+                        params.push(ParamQuantizer { value: w, axis, encodings: vec![] });
+                    }
+                }
+                if let Some(b) = n.inputs.get(2).copied().flatten() {
+                    param_ids.insert(b);
+                }
+            }
+        }
+        for n in &graph.nodes {
+            // Constant float inputs that are not parameters get an activation quantizer.
+            for &i in n.inputs.iter().flatten() {
+                let is_float_const = graph.consts[i].as_ref().is_some_and(|t| t.as_f32().is_some());
+                let bn_param = matches!(n.op, Op::BatchNorm { .. });
+                if is_float_const && !param_ids.contains(&i) && !bn_param && !acts.iter().any(|a| a.value == i) {
+                    acts.push(ActQuantizer { value: i, encoding: None });
+                }
+            }
+            if IGNORED_OUTPUT_OPS.contains(&n.op_type.as_str()) || supergroup_head(&graph, n, &readers) {
+                continue;
+            }
+            for &o in &n.outputs {
+                if graph.consts[o].is_none() {
+                    acts.push(ActQuantizer { value: o, encoding: None });
+                }
+            }
+        }
+        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    pub fn config(&self) -> &QuantSimConfig {
+        &self.config
+    }
+
+    /// Weight encodings from the weights themselves, then activation encodings from a min-max
+    /// pass over `samples` (each a full input tensor) with quantized weights.
+    pub fn calibrate(&mut self, samples: &[Tensor]) -> Result<()> {
+        if samples.is_empty() {
+            return Err(Error::Quant("the calibration set is empty".into()));
+        }
+        for p in &mut self.params {
+            let t = self.graph.consts[p.value].as_ref().ok_or_else(|| Error::Quant("parameter is not constant".into()))?;
+            p.encodings = param_encodings(t, p.axis, self.weight_bits).map_err(|e| Error::Quant(format!("weight '{}': {e}", self.graph.values[p.value].name)))?;
+        }
+        let mut stats: Vec<MinMax> = vec![MinMax::default(); self.acts.len()];
+        let slot: std::collections::HashMap<ValueId, usize> = self.acts.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
+        for (i, a) in self.acts.iter().enumerate() {
+            if let Some(t) = &self.graph.consts[a.value] {
+                stats[i].observe(&t.to_f32_vec());
+            }
+        }
+        let mut exec = Executor::with_fusion(self.quantized_weights_graph(), Limits::default(), false)?;
+        for x in samples {
+            exec.run_with_hook(vec![x.clone()], &mut |id, t| {
+                if let (Some(&i), Some(d)) = (slot.get(&id), t.as_f32()) {
+                    stats[i].observe(d);
+                }
+                Ok(())
+            })?;
+        }
+        for (a, s) in self.acts.iter_mut().zip(&stats) {
+            let name = &self.graph.values[a.value].name;
+            if s.saw_nan {
+                return Err(Error::Quant(format!("tensor '{name}': NaN in the calibration data")));
+            }
+            if s.count == 0 {
+                continue; // never computed (e.g. an unused branch)
+            }
+            a.encoding = Some(Encoding::from_min_max(s.min, s.max, self.act_bits, QuantScheme::Asymmetric).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
+        }
+        Ok(())
+    }
+
+    /// A copy of the graph whose weights are quantize-dequantized with their encodings.
+    fn quantized_weights_graph(&self) -> Graph {
+        let mut g = self.graph.clone();
+        for p in &self.params {
+            if let Some(t) = g.consts[p.value].take() {
+                g.consts[p.value] = Some(qdq_param(t, p.axis, &p.encodings));
+            }
+        }
+        g
+    }
+
+    /// Runs the simulated quantized model (weights, constants and activations quantize-dequantized).
+    pub fn executor(&self) -> Result<SimExecutor> {
+        if self.params.iter().any(|p| p.encodings.is_empty()) {
+            return Err(Error::Quant("calibrate the simulation first".into()));
+        }
+        let mut g = self.quantized_weights_graph();
+        let mut act = vec![None; g.values.len()];
+        for a in &self.acts {
+            if let Some(e) = a.encoding {
+                match g.consts[a.value].as_mut().and_then(|t| t.as_f32().map(|d| d.to_vec()).map(|d| (t, d))) {
+                    Some((t, mut d)) => {
+                        e.qdq_slice(&mut d);
+                        *t = Tensor::from_parts_f32(t.shape().to_vec(), d);
+                    }
+                    None => act[a.value] = Some(e),
+                }
+            }
+        }
+        Ok(SimExecutor { exec: Executor::with_fusion(g, Limits::default(), false)?, act })
+    }
+
+    /// Encodings in AIMET's JSON format, version 1.0.0.
+    pub fn to_aimet_json(&self) -> serde_json::Value {
+        let enc = |name: &str, e: &[Encoding], per_channel: bool| {
+            serde_json::json!({
+                "bw": e.first().map_or(0, |x| x.bw),
+                "dtype": "INT",
+                "enc_type": if per_channel { "PER_CHANNEL" } else { "PER_TENSOR" },
+                "is_sym": e.first().is_some_and(|x| x.symmetric),
+                "name": name,
+                "offset": e.iter().map(|x| x.offset as f64).collect::<Vec<_>>(),
+                "scale": e.iter().map(|x| x.scale).collect::<Vec<_>>(),
+            })
+        };
+        let acts: Vec<_> = self.acts.iter().filter_map(|a| a.encoding.map(|e| enc(&self.graph.values[a.value].name, &[e], false))).collect();
+        let params: Vec<_> = self.params.iter().map(|p| enc(&self.graph.values[p.value].name, &p.encodings, p.axis.is_some())).collect();
+        serde_json::json!({
+            "version": "1.0.0",
+            "activation_encodings": acts,
+            "param_encodings": params,
+            "quantizer_args": {
+                "activation_bitwidth": self.act_bits,
+                "param_bitwidth": self.weight_bits,
+                "dtype": "int",
+                "is_symmetric": true,
+                "per_channel_quantization": self.config.per_channel,
+                "quant_scheme": "min_max",
+            },
+            "producer": {"name": "qplay", "version": env!("CARGO_PKG_VERSION")},
+        })
+    }
+}
+
+/// Whether node `n` is the first op of one of AIMET's default supergroups.
+fn supergroup_head(g: &Graph, n: &crate::graph::Node, readers: &[usize]) -> bool {
+    let Some(&out) = n.outputs.first() else { return false };
+    if readers[out] != 1 || g.outputs.contains(&out) {
+        return false;
+    }
+    let Some(next) = g.nodes.iter().find(|m| m.inputs.iter().flatten().any(|&i| i == out)) else { return false };
+    let relu = matches!(next.op, Op::Unary(UnaryOp::Relu));
+    match &n.op {
+        Op::Conv { group, .. } => *group == 1 && (relu || matches!(next.op, Op::Clip { .. })),
+        Op::Binary(crate::graph::BinaryOp::Add) | Op::Gemm { .. } => relu,
+        _ => false,
+    }
+}
+
+/// Symmetric weight encodings, one per slice along `axis` (or one for the tensor).
+fn param_encodings(t: &Tensor, axis: Option<usize>, bw: u8) -> Result<Vec<Encoding>> {
+    let d = t.as_f32().ok_or_else(|| Error::Quant("weights must be float32".into()))?;
+    let ranges = match axis {
+        None => vec![min_max(d.iter().copied())],
+        Some(ax) => {
+            if ax >= t.rank() {
+                return Err(Error::Quant(format!("per-channel axis {ax} does not exist in shape {:?}", t.shape())));
+            }
+            let (outer, ch, inner) = split(t.shape(), ax);
+            (0..ch).map(|c| min_max((0..outer).flat_map(|o| d[(o * ch + c) * inner..(o * ch + c + 1) * inner].iter().copied()))).collect()
+        }
+    };
+    ranges.into_iter().map(|(mn, mx)| Encoding::from_min_max(mn, mx, bw, QuantScheme::Symmetric)).collect()
+}
+
+fn split(shape: &[usize], ax: usize) -> (usize, usize, usize) {
+    (shape[..ax].iter().product(), shape[ax], shape[ax + 1..].iter().product())
+}
+
+fn min_max(it: impl Iterator<Item = f32>) -> (f32, f32) {
+    it.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
+        if x.is_nan() { (f32::NAN, f32::NAN) } else { (a.min(x), b.max(x)) }
+    })
+}
+
+fn qdq_param(t: Tensor, axis: Option<usize>, enc: &[Encoding]) -> Tensor {
+    let shape = t.shape().to_vec();
+    let mut d = t.into_f32().unwrap_or_default();
+    match axis {
+        None => enc[0].qdq_slice(&mut d),
+        Some(ax) => {
+            let (outer, ch, inner) = split(&shape, ax);
+            for o in 0..outer {
+                for (c, e) in enc.iter().enumerate().take(ch) {
+                    e.qdq_slice(&mut d[(o * ch + c) * inner..(o * ch + c + 1) * inner]);
+                }
+            }
+        }
+    }
+    Tensor::from_parts_f32(shape, d)
+}
+
+/// Executes the simulated quantized model.
+#[derive(Debug)]
+pub struct SimExecutor {
+    exec: Executor,
+    act: Vec<Option<Encoding>>,
+}
+
+impl SimExecutor {
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let act = &self.act;
+        self.exec.run_with_hook(inputs, &mut |id, t| {
+            if let Some(e) = act[id] {
+                if let Some(d) = t.as_f32() {
+                    let mut v = d.to_vec();
+                    e.qdq_slice(&mut v);
+                    *t = Tensor::from_parts_f32(t.shape().to_vec(), v);
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! qplay's quantization simulation against AIMET 2.42's own exports (tests/aimet, copied from
+//! shared/samples/aimet): encodings of every quantized tensor and the resulting accuracy, with
+//! AIMET's calibration data (first 256 rows of the digits training split, 8 batches of 32).
+
+use qplay_core::npy::read_npy;
+use qplay_core::passes::bn_fold::fold_batch_norms;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::{load_model, Limits, Tensor};
+use serde_json::Value;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const MOBILENET: &[u8] = include_bytes!("../../assets/models/digits_mobilenet.onnx");
+const MLP: &[u8] = include_bytes!("../../assets/models/digits_mlp.onnx");
+const TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
+const TEST_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
+const TEST_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
+
+fn digits(bytes: &[u8], rows: usize, flat: bool) -> Tensor {
+    let t = read_npy(bytes, 1 << 24).unwrap();
+    let d = t.as_f32().unwrap()[..rows * 64].to_vec();
+    Tensor::f32(if flat { vec![rows, 64] } else { vec![rows, 1, 8, 8] }, d).unwrap()
+}
+
+fn calib_batches(flat: bool) -> Vec<Tensor> {
+    let all = digits(TRAIN_X, 256, flat).to_f32_vec();
+    all.chunks(32 * 64).map(|c| Tensor::f32(if flat { vec![32, 64] } else { vec![32, 1, 8, 8] }, c.to_vec()).unwrap()).collect()
+}
+
+fn sim(model: &[u8], flat: bool, config: QuantSimConfig) -> QuantSim {
+    let (g, _) = load_model(model, &Limits::default()).unwrap();
+    let (g, report) = fold_batch_norms(g);
+    assert!(report.unfolded.is_empty(), "every BN folds: {:?}", report.unfolded);
+    let mut s = QuantSim::new(g, config).unwrap();
+    s.calibrate(&calib_batches(flat)).unwrap();
+    s
+}
+
+/// Every AIMET encoding has a qplay twin with the same name: scale within 1e-5 relative,
+/// identical offsets, bit-widths and kinds; and qplay quantizes nothing AIMET does not.
+fn compare(ours: &Value, aimet: &Value, what: &str) {
+    for kind in ["activation_encodings", "param_encodings"] {
+        let a = aimet[kind].as_array().unwrap();
+        let o = ours[kind].as_array().unwrap();
+        let names = |v: &Vec<Value>| {
+            let mut n: Vec<String> = v.iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(o), names(a), "{what} {kind}: quantized tensors");
+        for ae in a {
+            let name = ae["name"].as_str().unwrap();
+            let oe = o.iter().find(|e| e["name"] == ae["name"]).unwrap();
+            for k in ["bw", "enc_type", "is_sym", "dtype"] {
+                assert_eq!(oe[k], ae[k], "{what} {name}: {k}");
+            }
+            let (os, as_) = (oe["scale"].as_array().unwrap(), ae["scale"].as_array().unwrap());
+            assert_eq!(os.len(), as_.len(), "{what} {name}: channels");
+            for (c, (x, y)) in os.iter().zip(as_).enumerate() {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-5 * y.abs(), "{what} {name}[{c}]: scale {x} vs AIMET {y}");
+            }
+            assert_eq!(oe["offset"], ae["offset"], "{what} {name}: offsets");
+        }
+    }
+}
+
+fn aimet_json(path: &str) -> Value {
+    serde_json::from_str(path).unwrap()
+}
+
+macro_rules! aimet_case {
+    ($name:ident, $model:expr, $flat:expr, $file:literal, $w:expr, $pc:expr) => {
+        #[test]
+        fn $name() {
+            let s = sim($model, $flat, QuantSimConfig { weight_bits: $w, act_bits: 8, per_channel: $pc });
+            let aimet = aimet_json(include_str!(concat!("../../tests/aimet/", $file)));
+            compare(&s.to_aimet_json(), &aimet, $file);
+        }
+    };
+}
+
+aimet_case!(encodings_mobilenet_w8a8_pt, MOBILENET, false, "digits_mobilenet/w8a8_pt/digits_mobilenet_w8a8_pt.encodings", 8, false);
+aimet_case!(encodings_mobilenet_w8a8_pc, MOBILENET, false, "digits_mobilenet/w8a8_pc/digits_mobilenet_w8a8_pc.encodings", 8, true);
+aimet_case!(encodings_mobilenet_w4a8_pc, MOBILENET, false, "digits_mobilenet/w4a8_pc/digits_mobilenet_w4a8_pc.encodings", 4, true);
+aimet_case!(encodings_mlp_w8a8_pt, MLP, true, "digits_mlp/w8a8_pt/digits_mlp_w8a8_pt.encodings", 8, false);
+aimet_case!(encodings_mlp_w8a8_pc, MLP, true, "digits_mlp/w8a8_pc/digits_mlp_w8a8_pc.encodings", 8, true);
+aimet_case!(encodings_mlp_w4a8_pc, MLP, true, "digits_mlp/w4a8_pc/digits_mlp_w4a8_pc.encodings", 4, true);
+
+fn accuracy(model: &[u8], flat: bool, config: QuantSimConfig) -> f64 {
+    let s = sim(model, flat, config);
+    let mut ex = s.executor().unwrap();
+    let y = ex.run(vec![digits(TEST_X, 450, flat)]).unwrap().remove(0).to_f32_vec();
+    let labels = read_npy(TEST_Y, 1 << 20).unwrap().to_i64_vec();
+    let correct = y
+        .chunks(10)
+        .zip(&labels)
+        .filter(|(r, &l)| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as i64 == l)
+        .count();
+    100.0 * correct as f64 / labels.len() as f64
+}
+
+/// AIMET's accuracy for the same recipe, from its results.json.
+fn aimet_accuracy(results: &str, recipe: &str) -> f64 {
+    100.0 * aimet_json(results)[recipe]["accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn digits_accuracy_within_0_3_points_of_aimet() {
+    let mob = include_str!("../../tests/aimet/digits_mobilenet/results.json");
+    let mlp = include_str!("../../tests/aimet/digits_mlp/results.json");
+    for (model, flat, results, recipe, config) in [
+        (MOBILENET, false, mob, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }),
+        (MOBILENET, false, mob, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true }),
+        (MLP, true, mlp, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }),
+        (MLP, true, mlp, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true }),
+    ] {
+        let ours = accuracy(model, flat, config);
+        let theirs = aimet_accuracy(results, recipe);
+        println!("{recipe}: qplay {ours:.2} % vs AIMET {theirs:.2} %");
+        assert!((ours - theirs).abs() <= 0.3, "{recipe}: qplay {ours:.2} % vs AIMET {theirs:.2} %");
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    for bits in [1, 17] {
+        let e = QuantSim::new(g.clone(), QuantSimConfig { weight_bits: bits, act_bits: 8, per_channel: false }).unwrap_err();
+        assert!(e.to_string().contains(&format!("bit-width {bits}")), "{e}");
+    }
+    let mut s = QuantSim::new(g.clone(), QuantSimConfig::default()).unwrap();
+    assert!(s.calibrate(&[]).unwrap_err().to_string().contains("empty"));
+    let mut nan = digits(TRAIN_X, 4, false).to_f32_vec();
+    nan[5] = f32::NAN;
+    let e = s.calibrate(&[Tensor::f32(vec![4, 1, 8, 8], nan).unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("NaN"), "{e}");
+}
