@@ -11,7 +11,7 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
-  qplay bench MODEL.onnx [--input X.npy] [--runs N] [--json]   (FP32 latency)";
+  qplay bench MODEL.onnx [--input X.npy] [--runs N] [--json] [--profile]   (FP32 latency)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,7 +100,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &[], &["input", "image", "preprocess", "output", "labels"])?),
-        "bench" => bench(&Opts::parse(rest, &["json"], &["runs", "input", "image", "preprocess"])?),
+        "bench" => bench(&Opts::parse(rest, &["json", "profile"], &["runs", "input", "image", "preprocess"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -238,6 +238,42 @@ fn run(o: &Opts) -> CliResult<()> {
     Ok(())
 }
 
+/// Time per op type over one run, measured between consecutive node outputs.
+fn profile(exec: &mut Executor, x: &Tensor) -> CliResult<()> {
+    let producer: std::collections::HashMap<usize, String> =
+        exec.graph().nodes.iter().flat_map(|n| n.outputs.iter().map(move |&o| (o, format!("{} {}", n.op_type, n.name)))).collect();
+    let mut spans: Vec<(String, f64)> = Vec::new();
+    let mut last = Instant::now();
+    exec.run_with_hook(vec![x.clone()], &mut |id, _| {
+        let now = Instant::now();
+        if let Some(p) = producer.get(&id) {
+            spans.push((p.clone(), (now - last).as_secs_f64() * 1e3));
+        }
+        last = now;
+        Ok(())
+    })?;
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for (p, ms) in &spans {
+        let op = p.split(' ').next().unwrap_or("").to_string();
+        match by_op.iter_mut().find(|(k, _, _)| *k == op) {
+            Some(e) => {
+                e.1 += ms;
+                e.2 += 1;
+            }
+            None => by_op.push((op, *ms, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (op, ms, n) in by_op {
+        eprintln!("{op:<20} {n:>4} nodes {ms:>9.2} ms");
+    }
+    spans.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (p, ms) in spans.iter().take(12) {
+        eprintln!("  {ms:>8.2} ms  {p}");
+    }
+    Ok(())
+}
+
 fn top_k(v: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<(usize, f32)> = v.iter().copied().enumerate().collect();
     idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -271,6 +307,9 @@ fn bench(o: &Opts) -> CliResult<()> {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         y = out[0].to_f32_vec();
+    }
+    if o.flag("profile") {
+        profile(&mut exec, &x)?;
     }
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];

@@ -125,3 +125,14 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn dot_matches_sequential_sum() {
+    let mut r = Rng(3);
+    for n in 0..100 {
+        let (a, b) = (r.f32s(n), r.f32s(n));
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let got = qplay_core::kernels::dot(&a, &b);
+        assert!((got - want).abs() <= 1e-5 * n.max(1) as f32, "n={n}: {got} vs {want}");
+    }
+}

@@ -435,10 +435,20 @@ fn gemm_op(e: &E, ins: Ins, ctx: &Ctx, alpha: f32, beta: f32, ta: bool, tb: bool
         return Err(e.err(format!("inner dimensions differ: A {:?} (transA={ta}) vs B {:?} (transB={tb})", a.shape(), b.shape())));
     }
     let total = e.numel(ctx, &[m, n])?;
-    let am = mat(ad, a.shape()[0], a.shape()[1], ta);
-    let bm = mat(bd, b.shape()[0], b.shape()[1], tb);
     let mut out = vec![0.0f32; total];
-    kernels::gemm(m, n, k, &am, &bm, &mut out);
+    if tb && !ta && m < 4 {
+        // Few rows against a [n, k] weight (a classifier head at batch 1): row dot products,
+        // without transposing the weight.
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = kernels::dot(&ad[i * k..(i + 1) * k], &bd[j * k..(j + 1) * k]);
+            }
+        }
+    } else {
+        let am = mat(ad, a.shape()[0], a.shape()[1], ta);
+        let bm = mat(bd, b.shape()[0], b.shape()[1], tb);
+        kernels::gemm(m, n, k, &am, &bm, &mut out);
+    }
     if alpha != 1.0 {
         out.iter_mut().for_each(|v| *v *= alpha);
     }

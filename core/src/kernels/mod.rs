@@ -6,7 +6,7 @@ pub mod gemm;
 pub mod pool;
 
 pub use conv::{conv2d, conv2d_naive, ConvGeom};
-pub use gemm::{gemm, gemm_naive};
+pub use gemm::{dot, gemm, gemm_naive};
 
 /// Error function from the Chebyshev fit of erfc (Numerical Recipes' `erfcc`),
 /// fractional error below 1.2e-7 everywhere, evaluated in f64.
