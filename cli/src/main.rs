@@ -3,6 +3,7 @@
 use qplay_core::graph::Dim;
 use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,10 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
+            [--encodings E.json]
+  qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
+            [--scheme minmax] [--encodings E.json] [--report R.json]
+  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--runs N] [--json] [--profile]   (FP32 latency)";
 
 fn main() -> ExitCode {
@@ -99,7 +104,9 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     let rest = &args[1..];
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
-        "run" => run(&Opts::parse(rest, &[], &["input", "image", "preprocess", "output", "labels"])?),
+        "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out"])?),
+        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile"], &["runs", "input", "image", "preprocess"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
@@ -206,9 +213,9 @@ fn run(o: &Opts) -> CliResult<()> {
     if g.inputs.len() != 1 {
         return Err(CliError::Failed(format!("the model has {} inputs; qplay run feeds exactly one", g.inputs.len())));
     }
-    let mut exec = Executor::new(g, Limits::default())?;
+    let mut model = Model::new(g, o)?;
     let t0 = Instant::now();
-    let outs = exec.run(vec![x])?;
+    let outs = model.run(x)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     let y = &outs[0];
     let data = y.to_f32_vec();
@@ -270,6 +277,187 @@ fn profile(exec: &mut Executor, x: &Tensor) -> CliResult<()> {
     spans.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (p, ms) in spans.iter().take(12) {
         eprintln!("  {ms:>8.2} ms  {p}");
+    }
+    Ok(())
+}
+
+/// The FP32 executor, or the simulated quantized model when `--encodings` is given.
+enum Model {
+    Fp32(Executor),
+    Sim(qplay_core::quant::sim::SimExecutor),
+}
+
+impl Model {
+    fn new(g: Graph, o: &Opts) -> CliResult<Model> {
+        if o.flag("int8") {
+            return Err(CliError::Failed("--int8: the integer engine is not available yet; without --int8 the quantized model is simulated".into()));
+        }
+        Ok(match o.value("encodings") {
+            None => Model::Fp32(Executor::new(g, Limits::default())?),
+            Some(path) => {
+                let (g, _) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+                let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
+                let config = encodings_config(&text);
+                let mut sim = QuantSim::new(g, config)?;
+                sim.import_aimet_json(&text).map_err(|e| CliError::Failed(format!("{path}: {e}")))?;
+                Model::Sim(sim.executor()?)
+            }
+        })
+    }
+    fn run(&mut self, x: Tensor) -> CliResult<Vec<Tensor>> {
+        Ok(match self {
+            Model::Fp32(e) => e.run(vec![x])?,
+            Model::Sim(e) => e.run(vec![x])?,
+        })
+    }
+}
+
+/// Quantizer placement for an imported file: per-channel when any parameter has several encodings.
+fn encodings_config(text: &str) -> QuantSimConfig {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let per_channel = v["quantizer_args"]["per_channel_quantization"].as_bool().unwrap_or_else(|| {
+        v["param_encodings"].as_array().is_some_and(|l| l.iter().any(|e| e["scale"].as_array().is_some_and(|s| s.len() > 1)))
+            || v["param_encodings"].as_object().is_some_and(|m| m.values().any(|e| e.as_array().is_some_and(|l| l.len() > 1)))
+    });
+    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel }
+}
+
+/// Samples for calibration or evaluation from one .npy (N along axis 0) or a directory of .npy
+/// files (sorted by name). Models with a fixed batch of 1 get one sample per tensor; others get
+/// batches of up to `batch`.
+fn samples(g: &Graph, path: &Path, batch: usize) -> CliResult<Vec<Tensor>> {
+    let limits = Limits::default();
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(CliError::Failed(format!("{}: no .npy files", path.display())));
+    }
+    let fixed_batch = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref()).and_then(|d| match d.first() {
+        Some(Dim::Fixed(b)) => Some(*b),
+        _ => None,
+    });
+    let step = fixed_batch.unwrap_or(batch).max(1);
+    let mut out = Vec::new();
+    for f in files.drain(..) {
+        let t = read_npy(&read_file(&f, limits.max_file_bytes)?, limits.max_tensor_elements).map_err(|e| CliError::Failed(format!("{}: {e}", f.display())))?;
+        let n = *t.shape().first().ok_or_else(|| CliError::Failed(format!("{}: a scalar is not a sample", f.display())))?;
+        let d = t.to_f32_vec();
+        let per = if n == 0 { 0 } else { d.len() / n };
+        let mut i = 0;
+        while i < n {
+            let b = step.min(n - i);
+            let mut shape = t.shape().to_vec();
+            shape[0] = b;
+            out.push(Tensor::f32(shape, d[i * per..(i + b) * per].to_vec())?);
+            i += b;
+        }
+    }
+    Ok(out)
+}
+
+fn quantize(o: &Opts) -> CliResult<()> {
+    let (g, _) = load(&o.model)?;
+    match o.value("recipe").unwrap_or("none") {
+        "none" => {}
+        r @ ("dfq" | "adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none)"))),
+        r => return Err(CliError::Usage(format!("unknown recipe '{r}' (none, dfq, adaround, dfq+adaround)"))),
+    }
+    match o.value("scheme").unwrap_or("minmax") {
+        "minmax" => {}
+        s @ ("sqnr" | "percentile") => return Err(CliError::Failed(format!("scheme '{s}' is not implemented yet (available: minmax)"))),
+        s => return Err(CliError::Usage(format!("unknown scheme '{s}' (minmax, sqnr, percentile)"))),
+    }
+    for flag in ["out", "fp32-out"] {
+        if o.value(flag).is_some() {
+            return Err(CliError::Failed(format!("--{flag}: ONNX export is not implemented yet")));
+        }
+    }
+    let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
+    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel") };
+    let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
+    let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+    let data = samples(&g, Path::new(calib), 32)?;
+    let t0 = Instant::now();
+    let mut sim = QuantSim::new(g, config.clone())?;
+    sim.calibrate(&data)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let enc = sim.to_aimet_json();
+    if let Some(p) = o.value("encodings") {
+        std::fs::write(p, serde_json::to_string_pretty(&enc).unwrap_or_default()).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
+    }
+    let n_act = enc["activation_encodings"].as_array().map_or(0, Vec::len);
+    let n_par = enc["param_encodings"].as_array().map_or(0, Vec::len);
+    if let Some(p) = o.value("report") {
+        let report = serde_json::json!({
+            "model": o.model.display().to_string(),
+            "recipe": "none",
+            "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": "minmax"},
+            "bn_fold": fold,
+            "calibration_batches": data.len(),
+            "activation_quantizers": n_act,
+            "param_quantizers": n_par,
+            "seconds": secs,
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
+    }
+    println!(
+        "quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s",
+        fold.folded.len(),
+        data.len()
+    );
+    Ok(())
+}
+
+fn eval(o: &Opts) -> CliResult<()> {
+    let (g, _) = load(&o.model)?;
+    let data = samples(&g, Path::new(o.value("data").ok_or_else(|| CliError::Usage("--data is required".into()))?), 64)?;
+    let mut model = Model::new(g, o)?;
+    let mut logits = Vec::new();
+    let mut k = 0;
+    for x in data {
+        let y = model.run(x)?.remove(0);
+        k = *y.shape().last().unwrap_or(&1);
+        logits.extend(y.to_f32_vec());
+    }
+    let n = logits.len() / k.max(1);
+    let limits = Limits::default();
+    let mut result = serde_json::json!({"n": n});
+    if let Some(l) = o.value("labels") {
+        let labels = read_npy(&read_file(Path::new(l), limits.max_file_bytes)?, limits.max_tensor_elements)?.to_i64_vec();
+        if labels.len() != n {
+            return Err(CliError::Failed(format!("{l}: {} labels for {n} samples", labels.len())));
+        }
+        result["accuracy"] = qplay_core::metrics::accuracy(&logits, &labels, k).into();
+    }
+    if let Some(r) = o.value("reference") {
+        let reference = read_npy(&read_file(Path::new(r), limits.max_file_bytes)?, limits.max_tensor_elements)?.to_f32_vec();
+        if reference.len() != logits.len() {
+            return Err(CliError::Failed(format!("{r}: {} values, the model produced {}", reference.len(), logits.len())));
+        }
+        result["sqnr_db"] = qplay_core::metrics::sqnr_db(&reference, &logits).into();
+        result["top1_agreement"] = qplay_core::metrics::top1_agreement(&reference, &logits, k).into();
+    }
+    if result.get("accuracy").is_none() && result.get("sqnr_db").is_none() {
+        return Err(CliError::Usage("give --labels Y.npy or --reference R.npy".into()));
+    }
+    if o.flag("json") {
+        println!("{result}");
+    } else {
+        if let Some(a) = result["accuracy"].as_f64() {
+            println!("accuracy {:.2} % on {n} samples", a * 100.0);
+        }
+        if let Some(s) = result["sqnr_db"].as_f64() {
+            println!("logits SQNR {s:.2} dB (pooled), top-1 agreement {:.2} % on {n} samples", result["top1_agreement"].as_f64().unwrap_or(0.0) * 100.0);
+        }
     }
     Ok(())
 }

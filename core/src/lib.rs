@@ -5,6 +5,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod kernels;
+pub mod metrics;
 pub mod npy;
 pub mod onnx;
 pub mod passes;

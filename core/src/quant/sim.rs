@@ -165,7 +165,60 @@ impl QuantSim {
             }
             a.encoding = Some(Encoding::from_min_max(s.min, s.max, self.act_bits, QuantScheme::Asymmetric).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
         }
+        self.adjust_weight_scales_against_overflow();
         Ok(())
+    }
+
+    fn act_encoding(&self, v: ValueId) -> Option<Encoding> {
+        self.acts.iter().find(|a| a.value == v).and_then(|a| a.encoding)
+    }
+
+    /// AIMET's `_adjust_weight_scales_against_overflow` (quantsim.py): widens weight scales so
+    /// that the int32 bias and output-offset terms of an integer kernel cannot overflow. With
+    /// `N = 2^31 - 2^15`, input scale `s_x`, output `(s_y, z_y)` and float bias `b`:
+    /// `s_w >= |b| / (N s_x)`; if the output is quantized `s_w >= 2^-23.5 s_y / s_x`; and
+    /// `s_w >= |round(b/(s_x s_w)) + round(z_y s_y/(s_x s_w))| s_w / N`. Offsets are kept.
+    /// In practice this only touches dead channels (|w| ~ 0).
+    fn adjust_weight_scales_against_overflow(&mut self) {
+        const N: f64 = 2_147_483_648.0 - 32_768.0;
+        let min_ratio = 2f64.powf(-23.5);
+        let mut updates: Vec<(usize, Vec<f64>)> = Vec::new();
+        for n in &self.graph.nodes {
+            if !matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul) {
+                continue;
+            }
+            let (Some(x), Some(w)) = (n.inputs.first().copied().flatten(), n.inputs.get(1).copied().flatten()) else { continue };
+            let Some(sx) = self.act_encoding(x).map(|e| e.scale) else { continue };
+            let Some(pi) = self.params.iter().position(|p| p.value == w) else { continue };
+            let p = &self.params[pi];
+            let channels = p.encodings.len();
+            let bias: Vec<f64> = match n.inputs.get(2).copied().flatten().and_then(|b| self.graph.consts[b].as_ref()).and_then(Tensor::as_f32) {
+                Some(b) if channels == 1 => vec![b.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()))],
+                Some(b) if b.len() == channels => b.iter().map(|&v| v as f64).collect(),
+                _ => vec![0.0; channels],
+            };
+            let out = n.outputs.first().and_then(|&o| self.act_encoding(o));
+            let scales = p
+                .encodings
+                .iter()
+                .zip(&bias)
+                .map(|(e, &b)| {
+                    let mut sw = e.scale.max(b.abs() / (N * sx));
+                    let (sy, zy) = out.map_or((0.0, 0.0), |o| (o.scale, o.offset as f64));
+                    if out.is_some() {
+                        sw = sw.max(min_ratio * sy / sx);
+                    }
+                    let acc = (b / (sx * sw)).round() + (zy * sy / (sx * sw)).round();
+                    sw.max((acc * sx * sw).abs() / (N * sx))
+                })
+                .collect();
+            updates.push((pi, scales));
+        }
+        for (pi, scales) in updates {
+            for (e, s) in self.params[pi].encodings.iter_mut().zip(scales) {
+                e.scale = s;
+            }
+        }
     }
 
     /// A copy of the graph whose weights are quantize-dequantized with their encodings.
@@ -200,6 +253,55 @@ impl QuantSim {
         Ok(SimExecutor { exec: Executor::with_fusion(g, Limits::default(), false)?, act })
     }
 
+    /// Sets every quantizer's encodings from an AIMET encodings file (format 1.0.0, or 0.6.1's
+    /// name-keyed maps). All or nothing: on any error the simulation is left unchanged.
+    /// Quantizers the file does not mention stay as they are (disabled if never calibrated).
+    pub fn import_aimet_json(&mut self, text: &str) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Quant(format!("encodings file is not valid JSON: {e}")))?;
+        let entries = |kind: &str| -> Result<Vec<(String, Vec<Encoding>)>> {
+            match &v[kind] {
+                serde_json::Value::Null => Ok(vec![]),
+                serde_json::Value::Array(list) => list.iter().map(parse_v1).collect(),
+                serde_json::Value::Object(map) => map.iter().map(|(name, e)| parse_v06(name, e)).collect(),
+                _ => Err(Error::Quant(format!("'{kind}' must be a list (1.0.0) or an object (0.6.1)"))),
+            }
+        };
+        let (acts_in, params_in) = (entries("activation_encodings")?, entries("param_encodings")?);
+        let mut params = self.params.clone();
+        let mut acts = self.acts.clone();
+        for (name, encs) in params_in {
+            let p = params
+                .iter_mut()
+                .find(|p| self.graph.values[p.value].name == name)
+                .ok_or_else(|| Error::Quant(format!("tensor '{name}': not a quantized parameter of this model")))?;
+            let t = self.graph.consts[p.value].as_ref().ok_or_else(|| Error::Quant(format!("tensor '{name}': not constant")))?;
+            let want = match p.axis {
+                Some(ax) => t.shape().get(ax).copied().unwrap_or(0),
+                None => 1,
+            };
+            if encs.len() != want {
+                return Err(Error::Quant(format!("tensor '{name}': {} encodings for {want} channels (per-channel is {})", encs.len(), p.axis.is_some())));
+            }
+            p.encodings = encs;
+        }
+        for (name, encs) in acts_in {
+            let a = acts
+                .iter_mut()
+                .find(|a| self.graph.values[a.value].name == name)
+                .ok_or_else(|| Error::Quant(format!("tensor '{name}': not a quantized activation of this model")))?;
+            if encs.len() != 1 {
+                return Err(Error::Quant(format!("tensor '{name}': activations take one encoding, got {}", encs.len())));
+            }
+            a.encoding = Some(encs[0]);
+        }
+        if let Some(p) = params.iter().find(|p| p.encodings.is_empty()) {
+            return Err(Error::Quant(format!("tensor '{}': the file has no encoding for this weight", self.graph.values[p.value].name)));
+        }
+        self.params = params;
+        self.acts = acts;
+        Ok(())
+    }
+
     /// Encodings in AIMET's JSON format, version 1.0.0.
     pub fn to_aimet_json(&self) -> serde_json::Value {
         let enc = |name: &str, e: &[Encoding], per_channel: bool| {
@@ -230,6 +332,57 @@ impl QuantSim {
             "producer": {"name": "qplay", "version": env!("CARGO_PKG_VERSION")},
         })
     }
+}
+
+fn encoding_from(name: &str, bw: &serde_json::Value, scale: f64, offset: f64, sym: bool) -> Result<Encoding> {
+    let bw = bw.as_u64().ok_or_else(|| Error::Quant(format!("tensor '{name}': 'bw' is missing")))?;
+    let bw = check_bits(bw as u32).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?;
+    if !(scale.is_finite() && scale > 0.0) || offset.fract() != 0.0 || offset > 0.0 || offset < -(((1u64 << bw) - 1) as f64) {
+        return Err(Error::Quant(format!("tensor '{name}': invalid scale {scale} / offset {offset}")));
+    }
+    Ok(Encoding { bw, scale, offset: offset as i64, symmetric: sym })
+}
+
+/// One entry of a 1.0.0 file: `{name, bw, dtype, enc_type, is_sym, offset: [..], scale: [..]}`.
+fn parse_v1(e: &serde_json::Value) -> Result<(String, Vec<Encoding>)> {
+    let name = e["name"].as_str().ok_or_else(|| Error::Quant("an encoding has no 'name'".into()))?.to_string();
+    if e["dtype"].as_str().is_some_and(|d| d != "INT") {
+        return Err(Error::Quant(format!("tensor '{name}': dtype {} is not supported (INT only)", e["dtype"])));
+    }
+    let nums = |k: &str| -> Result<Vec<f64>> {
+        e[k].as_array()
+            .ok_or_else(|| Error::Quant(format!("tensor '{name}': '{k}' must be a list")))?
+            .iter()
+            .map(|x| x.as_f64().ok_or_else(|| Error::Quant(format!("tensor '{name}': '{k}' holds a non-number"))))
+            .collect()
+    };
+    let (scale, offset) = (nums("scale")?, nums("offset")?);
+    if scale.len() != offset.len() || scale.is_empty() {
+        return Err(Error::Quant(format!("tensor '{name}': {} scales and {} offsets", scale.len(), offset.len())));
+    }
+    let sym = e["is_sym"].as_bool().unwrap_or(false);
+    let encs = scale.iter().zip(&offset).map(|(&s, &o)| encoding_from(&name, &e["bw"], s, o, sym)).collect::<Result<_>>()?;
+    Ok((name, encs))
+}
+
+/// One entry of a 0.6.1 file: `"name": [{bitwidth, is_symmetric, max, min, offset, scale}, ...]`.
+fn parse_v06(name: &str, e: &serde_json::Value) -> Result<(String, Vec<Encoding>)> {
+    let list = e.as_array().ok_or_else(|| Error::Quant(format!("tensor '{name}': expected a list of encodings")))?;
+    let encs = list
+        .iter()
+        .map(|x| {
+            let sym = x["is_symmetric"].as_str().map_or_else(|| x["is_symmetric"].as_bool().unwrap_or(false), |s| s == "True");
+            let (s, o) = (x["scale"].as_f64(), x["offset"].as_f64());
+            match (s, o) {
+                (Some(s), Some(o)) => encoding_from(name, &x["bitwidth"], s, o, sym),
+                _ => Err(Error::Quant(format!("tensor '{name}': 'scale' and 'offset' are required"))),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if encs.is_empty() {
+        return Err(Error::Quant(format!("tensor '{name}': empty encoding list")));
+    }
+    Ok((name.to_string(), encs))
 }
 
 /// Whether node `n` is the first op of one of AIMET's default supergroups.

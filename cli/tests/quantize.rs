@@ -1,0 +1,139 @@
+//! `qplay quantize` and `qplay eval` against AIMET 2.42 on EfficientNet-Lite0 (tests/aimet,
+//! copied from shared/samples/aimet): the same 40 calibration samples must give AIMET's
+//! encodings, and evaluating must give AIMET's logits SQNR.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn qplay(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_qplay")).args(args).current_dir(root()).output().expect("run qplay");
+    assert!(o.status.success(), "qplay {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qplay-quantize-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// The 10 reference inputs and onnxruntime logits stacked into [10, ...] arrays (sorted by name,
+/// the order of AIMET's evaluation set).
+fn eval_set() -> (PathBuf, PathBuf) {
+    let dir = root().join("tests/reference/efficientnet_lite0");
+    let mut stems: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str().and_then(|f| f.strip_suffix(".input.npy")).map(str::to_string))
+        .collect();
+    stems.sort();
+    assert_eq!(stems.len(), 10);
+    let stack = |suffix: &str, out: &str| {
+        let mut data = Vec::new();
+        let mut shape = Vec::new();
+        for s in &stems {
+            let t = qplay_core::npy::read_npy(&std::fs::read(dir.join(format!("{s}.{suffix}.npy"))).unwrap(), 1 << 24).unwrap();
+            shape = t.shape().to_vec();
+            data.extend(t.to_f32_vec());
+        }
+        shape[0] = stems.len();
+        let p = tmp(out);
+        std::fs::write(&p, qplay_core::npy::write_npy_f32(&shape, &data)).unwrap();
+        p
+    };
+    (stack("input", "x.npy"), stack("logits", "ref.npy"))
+}
+
+fn compare_encodings(ours: &Value, aimet: &Value, what: &str) {
+    for kind in ["activation_encodings", "param_encodings"] {
+        let (o, a) = (ours[kind].as_array().unwrap(), aimet[kind].as_array().unwrap());
+        assert_eq!(o.len(), a.len(), "{what} {kind}: count");
+        for ae in a {
+            let name = ae["name"].as_str().unwrap();
+            let oe = o.iter().find(|e| e["name"] == ae["name"]).unwrap_or_else(|| panic!("{what}: no encoding for {name}"));
+            assert_eq!(oe["offset"], ae["offset"], "{what} {name}: offsets");
+            assert_eq!((oe["bw"].clone(), oe["is_sym"].clone(), oe["enc_type"].clone()), (ae["bw"].clone(), ae["is_sym"].clone(), ae["enc_type"].clone()), "{what} {name}");
+            for (x, y) in oe["scale"].as_array().unwrap().iter().zip(ae["scale"].as_array().unwrap()) {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-5 * y, "{what} {name}: scale {x} vs AIMET {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn lite0_encodings_and_sqnr_match_aimet() {
+    let aimet_dir = root().join("tests/aimet/efficientnet_lite0");
+    let results = json(&aimet_dir.join("results.json"));
+    let (x, reference) = eval_set();
+    let (x, reference) = (x.to_str().unwrap(), reference.to_str().unwrap());
+    for (recipe, per_channel) in [("w8a8_pt", false), ("w8a8_pc", true)] {
+        let enc = tmp(&format!("{recipe}.json"));
+        let calib = aimet_dir.join("calib40.npy");
+        let mut args = vec!["quantize", "assets/models/efficientnet_lite0.onnx", "--calib", calib.to_str().unwrap(), "--encodings", enc.to_str().unwrap()];
+        if per_channel {
+            args.push("--per-channel");
+        }
+        qplay(&args);
+        let aimet_enc = aimet_dir.join(recipe).join(format!("efficientnet_lite0_{recipe}.encodings"));
+        compare_encodings(&json(&enc), &json(&aimet_enc), recipe);
+
+        let aimet_sqnr = results[recipe]["sqnr_db_pooled"].as_f64().unwrap();
+        for (label, e, tol) in [("qplay's encodings", &enc, 0.5), ("AIMET's encodings", &aimet_enc, 0.1)] {
+            let out: Value = serde_json::from_str(&qplay(&["eval", "assets/models/efficientnet_lite0.onnx", "--data", x, "--reference", reference, "--encodings", e.to_str().unwrap(), "--json"])).unwrap();
+            let sqnr = out["sqnr_db"].as_f64().unwrap();
+            println!("{recipe} with {label}: SQNR {sqnr:.3} dB (AIMET {aimet_sqnr:.3} dB), top-1 agreement {}", out["top1_agreement"]);
+            assert!((sqnr - aimet_sqnr).abs() <= tol, "{recipe} with {label}: SQNR {sqnr} vs AIMET {aimet_sqnr}");
+            assert_eq!(out["top1_agreement"].as_f64().unwrap(), results[recipe]["top1_agreement_with_fp32"].as_f64().unwrap());
+        }
+    }
+}
+
+#[test]
+fn digits_quantize_then_eval() {
+    let calib = tmp("calib256.npy");
+    let t = qplay_core::npy::read_npy(&std::fs::read(root().join("assets/data/digits_train_x.npy")).unwrap(), 1 << 24).unwrap();
+    std::fs::write(&calib, qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64])).unwrap();
+    let enc = tmp("digits.json");
+    let report = tmp("digits_report.json");
+    qplay(&["quantize", "assets/models/digits_mobilenet.onnx", "--calib", calib.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert_eq!(json(&report)["bn_fold"]["folded"].as_array().unwrap().len(), 7);
+    let out: Value = serde_json::from_str(&qplay(&[
+        "eval", "assets/models/digits_mobilenet.onnx", "--data", "assets/data/digits_test_x.npy",
+        "--labels", "assets/data/digits_test_y.npy", "--encodings", enc.to_str().unwrap(), "--json",
+    ]))
+    .unwrap();
+    let aimet = json(&root().join("tests/aimet/digits_mobilenet/results.json"))["w8a8_pt"]["accuracy"].as_f64().unwrap();
+    assert!((out["accuracy"].as_f64().unwrap() - aimet).abs() <= 0.003, "{out} vs AIMET {aimet}");
+    assert_eq!(out["n"], 450);
+}
+
+#[test]
+fn bad_encodings_files_are_refused_whole() {
+    let cases = [
+        ("not json", "{", "not valid JSON"),
+        ("unknown tensor", r#"{"version":"1.0.0","activation_encodings":[{"name":"ghost","bw":8,"dtype":"INT","enc_type":"PER_TENSOR","is_sym":false,"offset":[0],"scale":[0.1]}],"param_encodings":[]}"#, "'ghost'"),
+        ("wrong channel count", r#"{"version":"1.0.0","quantizer_args":{"per_channel_quantization":true},"activation_encodings":[],"param_encodings":[{"name":"features.0.weight","bw":8,"dtype":"INT","enc_type":"PER_CHANNEL","is_sym":true,"offset":[-128,-128],"scale":[0.1,0.1]}]}"#, "features.0.weight"),
+        ("bad scale", r#"{"version":"1.0.0","activation_encodings":[{"name":"input","bw":8,"dtype":"INT","enc_type":"PER_TENSOR","is_sym":false,"offset":[0],"scale":[-1]}],"param_encodings":[]}"#, "'input'"),
+    ];
+    for (what, text, expect) in cases {
+        let p = tmp("bad.json");
+        std::fs::write(&p, text).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_qplay"))
+            .args(["run", "assets/models/digits_mobilenet.onnx", "--input", "tests/reference/digits_mobilenet.input_first32.npy", "--encodings", p.to_str().unwrap()])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(expect) && err.lines().count() == 1, "{what}: {err}");
+    }
+}
