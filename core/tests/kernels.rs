@@ -136,3 +136,91 @@ fn dot_matches_sequential_sum() {
         assert!((got - want).abs() <= 1e-5 * n.max(1) as f32, "n={n}: {got} vs {want}");
     }
 }
+
+mod int8 {
+    use super::Rng;
+    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, dot_gemm, dot_gemm_naive, padded, DwGeom};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// Activations in [-255, 255] (q - zero point), weights in [-128, 127].
+    fn ints(r: &mut Rng, n: usize, lo: i32, hi: i32) -> Vec<i16> {
+        (0..n).map(|_| (lo + r.below((hi - lo + 1) as usize) as i32) as i16).collect()
+    }
+
+    pub fn check_dot_gemm(p: usize, m: usize, k: usize, seed: u64) {
+        let mut r = Rng(seed);
+        let kp = padded(k);
+        let mut x = ints(&mut r, p * kp, -255, 255);
+        let mut w = ints(&mut r, m * kp, -128, 127);
+        for row in x.chunks_mut(kp).chain(w.chunks_mut(kp)) {
+            row[k..].fill(0);
+        }
+        let (mut a, mut b) = (vec![7; p * m], vec![0; p * m]);
+        dot_gemm(p, m, kp, &x, &w, &mut a);
+        dot_gemm_naive(p, m, kp, &x, &w, &mut b);
+        assert_eq!(a, b, "dot_gemm {p}x{m}x{k}");
+    }
+
+    pub fn check_depthwise(g: DwGeom, seed: u64) {
+        let mut r = Rng(seed);
+        let x = ints(&mut r, g.h * g.w * g.c, -255, 255);
+        let w = ints(&mut r, g.kh * g.kw * g.c, -128, 127);
+        let (mut a, mut b) = (vec![7; g.oh * g.ow * g.c], vec![0; g.oh * g.ow * g.c]);
+        depthwise_nhwc(&g, &x, &w, &mut a);
+        depthwise_nhwc_naive(&g, &x, &w, &mut b);
+        assert_eq!(a, b, "{g:?}");
+    }
+
+    pub fn dw_geom(r: &mut Rng) -> Option<DwGeom> {
+        let (h, w, k) = (1 + r.below(9), 1 + r.below(9), [1, 3, 5][r.below(3)]);
+        let (stride, dilation) = ([1 + r.below(2), 1 + r.below(2)], [1 + r.below(2), 1]);
+        let pads = [r.below(3), r.below(3), r.below(3), r.below(3)];
+        let eh = (k - 1) * dilation[0] + 1;
+        let ew = (k - 1) * dilation[1] + 1;
+        if h + pads[0] + pads[2] < eh || w + pads[1] + pads[3] < ew {
+            return None;
+        }
+        let oh = (h + pads[0] + pads[2] - eh) / stride[0] + 1;
+        let ow = (w + pads[1] + pads[3] - ew) / stride[1] + 1;
+        Some(DwGeom { h, w, c: 1 + r.below(20), oh, ow, kh: k, kw: k, stride, dilation, pads })
+    }
+
+    #[test]
+    fn dot_gemm_is_bit_exact_on_seeded_sizes() {
+        let mut r = Rng(11);
+        for case in 0..300 {
+            check_dot_gemm(1 + r.below(9), 1 + r.below(11), 1 + r.below(300), case);
+        }
+        check_dot_gemm(3, 5, 4608, 1); // long K: sums stay exact in i32
+    }
+
+    #[test]
+    fn depthwise_is_bit_exact_on_seeded_geometries() {
+        let mut r = Rng(12);
+        for case in 0..300 {
+            if let Some(g) = dw_geom(&mut r) {
+                check_depthwise(g, case);
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod prop {
+        use proptest::prelude::*;
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+            #[test]
+            fn dot_gemm_agrees(p in 1usize..12, m in 1usize..12, k in 1usize..200, seed in any::<u64>()) {
+                super::check_dot_gemm(p, m, k, seed);
+            }
+            #[test]
+            fn depthwise_agrees(seed in any::<u64>()) {
+                let mut r = super::Rng(seed);
+                if let Some(g) = super::dw_geom(&mut r) {
+                    super::check_depthwise(g, seed);
+                }
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! across runs.
 
 mod fuse;
+pub mod int8;
 mod ops;
 
 use crate::error::{Error, Result};
@@ -133,7 +134,7 @@ impl Executor {
 }
 
 /// Checks a given input against the declared rank and fixed dims.
-fn check_input(g: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
+pub(crate) fn check_input(g: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
     let v = &g.values[id];
     let err = |msg: String| Error::Input { name: v.name.clone(), msg };
     if t.as_f32().is_none() {

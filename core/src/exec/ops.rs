@@ -270,6 +270,11 @@ fn unary_fn(u: UnaryOp) -> impl Fn(f32) -> f32 {
     }
 }
 
+/// [`resolve_pads`] for the integer engine.
+pub(crate) fn resolve_pads_pub(w: &Window, hw: [usize; 2], kernel: [usize; 2]) -> [usize; 4] {
+    resolve_pads(w, hw, kernel)
+}
+
 /// Resolves auto_pad into explicit [top, left, bottom, right] pads.
 fn resolve_pads(w: &Window, hw: [usize; 2], kernel: [usize; 2]) -> [usize; 4] {
     match w.auto_pad {

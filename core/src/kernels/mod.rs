@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod gemm;
+pub mod int8;
 pub mod pool;
 
 pub use conv::{conv2d, conv2d_naive, ConvGeom};

@@ -84,6 +84,12 @@ impl Encoding {
         (q + o) * d
     }
 
+    /// The integer grid index `q` in `0..=n` that [`Encoding::qdq`] maps `x` to.
+    pub fn quantize(&self, x: f32) -> i32 {
+        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
+        (x.clamp(lo, hi) / d - o).round() as i32
+    }
+
     /// Quantize-dequantize a slice in place.
     pub fn qdq_slice(&self, xs: &mut [f32]) {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);

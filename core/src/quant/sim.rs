@@ -232,8 +232,9 @@ impl QuantSim {
         g
     }
 
-    /// Runs the simulated quantized model (weights, constants and activations quantize-dequantized).
-    pub fn executor(&self) -> Result<SimExecutor> {
+    /// The graph as the simulation runs it — weights and quantized constants replaced by their
+    /// quantize-dequantized values — and the activation encoding of every computed value.
+    pub(crate) fn simulated_graph(&self) -> Result<(Graph, Vec<Option<Encoding>>)> {
         if self.params.iter().any(|p| p.encodings.is_empty()) {
             return Err(Error::Quant("calibrate the simulation first".into()));
         }
@@ -250,7 +251,18 @@ impl QuantSim {
                 }
             }
         }
+        Ok((g, act))
+    }
+
+    /// Runs the simulated quantized model (weights, constants and activations quantize-dequantized).
+    pub fn executor(&self) -> Result<SimExecutor> {
+        let (g, act) = self.simulated_graph()?;
         Ok(SimExecutor { exec: Executor::with_fusion(g, Limits::default(), false)?, act })
+    }
+
+    /// The weight encodings of each parameter value.
+    pub(crate) fn param_encodings_of(&self, v: ValueId) -> Option<&[Encoding]> {
+        self.params.iter().find(|p| p.value == v).map(|p| p.encodings.as_slice())
     }
 
     /// Sets every quantizer's encodings from an AIMET encodings file (format 1.0.0, or 0.6.1's

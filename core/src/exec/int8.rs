@@ -1,0 +1,616 @@
+//! The integer engine: runs a calibrated [`QuantSim`] with 8-bit activations and weights and
+//! i32 accumulation. Activations live as `v = q - zero_point` (i16 containers) in NHWC layout for
+//! convolutions; Conv (regular and depthwise), Gemm, Add, GlobalAveragePool and element-wise
+//! activations (as 256-entry tables) run in integers; any other op runs in float between a
+//! dequantize and a quantize, exactly as the simulation does.
+//!
+//! Agreement with the simulation: Add and table ops are bit-identical; Conv/Gemm accumulate
+//! exactly in integers where the simulation sums floats, and requantize with an f32 multiplier
+//! (`q = floor(acc * s_x s_w / s_y + b / s_y - o_y + 0.5)`), so an output can differ by one
+//! quantization step where the float sum lands within rounding error of a half step; likewise
+//! GlobalAveragePool (integer sum vs float mean).
+
+use super::ops;
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, Op, UnaryOp, ValueId};
+use crate::kernels::int8::{depthwise_nhwc, dot_gemm, padded, requantize, DwGeom};
+use crate::kernels::ConvGeom;
+use crate::onnx::Limits;
+use crate::quant::{Encoding, QuantSim};
+use crate::tensor::Tensor;
+
+/// An activation encoding in integer form: real = v * scale, v in [offset, offset + n].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct QEnc {
+    enc: Encoding,
+}
+
+impl QEnc {
+    fn scale(&self) -> f32 {
+        self.enc.scale as f32
+    }
+    fn offset(&self) -> i32 {
+        self.enc.offset as i32
+    }
+    fn n(&self) -> i32 {
+        self.enc.steps() as i32
+    }
+    /// v = q + offset for the real value x (the simulation's rounding).
+    fn quantize(&self, x: f32) -> i16 {
+        (self.enc.quantize(x) + self.offset()) as i16
+    }
+}
+
+/// A quantized tensor; `shape` is the logical NCHW shape, data NHWC when `nhwc`.
+#[derive(Debug, Clone)]
+struct QTensor {
+    shape: Vec<usize>,
+    nhwc: bool,
+    v: Vec<i16>,
+    enc: QEnc,
+}
+
+#[derive(Debug, Clone)]
+enum Val {
+    Q(QTensor),
+    F(Tensor),
+}
+
+/// How a Conv/Gemm step gets its rows.
+#[derive(Debug, Clone)]
+enum LinearKind {
+    /// 2-D convolution. Regular: weights [M][Kp] with K ordered (ky, kx, c); depthwise:
+    /// weights [taps][C].
+    Conv { kh: usize, kw: usize, depthwise: bool, window: crate::graph::Window },
+    /// Gemm with a [M, K] weight (rows of the input are dotted with rows of the weight).
+    Gemm,
+}
+
+#[derive(Debug, Clone)]
+struct Linear {
+    input: ValueId,
+    output: ValueId,
+    kind: LinearKind,
+    m: usize,
+    k: usize,
+    kp: usize,
+    /// Packed integer weights.
+    w: Vec<i16>,
+    /// Per output channel: weight scale and float bias.
+    sw: Vec<f32>,
+    bias: Vec<f32>,
+    out: QEnc,
+    /// Clamp of a fused activation, in real values.
+    clamp: (f32, f32),
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Linear(Box<Linear>),
+    Add { a: ValueId, b: ValueId, out: ValueId, enc: QEnc },
+    Gap { input: ValueId, out: ValueId, enc: QEnc },
+    /// Element-wise op as a table over the input's 2^b values.
+    Table { input: ValueId, out: ValueId, in_offset: i32, table: Vec<i16>, enc: QEnc },
+    /// Any other node: dequantize, run in float, quantize outputs that have an encoding.
+    Float { node: usize },
+}
+
+/// Executes a calibrated quantization simulation in integer arithmetic.
+#[derive(Debug)]
+pub struct Int8Executor {
+    graph: Graph,
+    qenc: Vec<Option<QEnc>>,
+    steps: Vec<Step>,
+    last_use: Vec<Option<usize>>,
+    limits: Limits,
+    scratch: Vec<f32>,
+}
+
+fn step_io(s: &Step, g: &Graph) -> (Vec<ValueId>, Vec<ValueId>) {
+    match s {
+        Step::Linear(l) => (vec![l.input], vec![l.output]),
+        Step::Add { a, b, out, .. } => (vec![*a, *b], vec![*out]),
+        Step::Gap { input, out, .. } | Step::Table { input, out, .. } => (vec![*input], vec![*out]),
+        Step::Float { node } => (g.nodes[*node].inputs.iter().flatten().copied().collect(), g.nodes[*node].outputs.clone()),
+    }
+}
+
+const LAYOUT_OPS: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"];
+
+impl Int8Executor {
+    /// Plans the integer execution of a calibrated simulation (weights and activations of at
+    /// most 8 bits).
+    pub fn new(sim: &QuantSim) -> Result<Self> {
+        let cfg = sim.config();
+        if cfg.weight_bits > 8 || cfg.act_bits > 8 {
+            return Err(Error::Quant(format!(
+                "the integer engine runs at most 8-bit weights and activations (asked W{}A{}); use the simulation",
+                cfg.weight_bits, cfg.act_bits
+            )));
+        }
+        let (graph, acts) = sim.simulated_graph()?;
+        let mut qenc: Vec<Option<QEnc>> = acts.iter().map(|a| a.map(|enc| QEnc { enc })).collect();
+        for n in &graph.nodes {
+            if LAYOUT_OPS.contains(&n.op_type.as_str()) {
+                if let (Some(Some(i)), Some(&o)) = (n.inputs.first(), n.outputs.first()) {
+                    if qenc[o].is_none() {
+                        qenc[o] = qenc[*i];
+                    }
+                }
+            }
+        }
+        let mut readers = vec![0usize; graph.values.len()];
+        for n in &graph.nodes {
+            for &i in n.inputs.iter().flatten() {
+                readers[i] += 1;
+            }
+        }
+        for &o in &graph.outputs {
+            readers[o] += 1;
+        }
+        let mut steps = Vec::new();
+        let mut skip = vec![false; graph.nodes.len()];
+        for ni in 0..graph.nodes.len() {
+            if skip[ni] {
+                continue;
+            }
+            let step = plan_node(sim, &graph, &qenc, &readers, ni, &mut skip)?;
+            steps.push(step.unwrap_or(Step::Float { node: ni }));
+        }
+        let mut last_use = vec![None; graph.values.len()];
+        for (si, s) in steps.iter().enumerate() {
+            for i in step_io(s, &graph).0 {
+                last_use[i] = Some(si);
+            }
+        }
+        for &o in &graph.outputs {
+            last_use[o] = None;
+        }
+        Ok(Int8Executor { graph, qenc, steps, last_use, limits: Limits::default(), scratch: Vec::new() })
+    }
+
+    /// How many steps run in integers and how many fall back to float.
+    pub fn integer_steps(&self) -> (usize, usize) {
+        let float = self.steps.iter().filter(|s| matches!(s, Step::Float { .. })).count();
+        (self.steps.len() - float, float)
+    }
+
+    /// Runs on float inputs (quantized with the model-input encodings); outputs are dequantized.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
+        }
+        let mut vals: Vec<Option<Val>> = vec![None; g.values.len()];
+        for (&id, t) in g.inputs.iter().zip(inputs) {
+            super::check_input(g, id, &t)?;
+            vals[id] = Some(match self.qenc[id] {
+                Some(enc) => Val::Q(quantize_tensor(&t, enc)?),
+                None => Val::F(t),
+            });
+        }
+        for si in 0..self.steps.len() {
+            let step = &self.steps[si];
+            let outs = self.exec_step(step, &vals)?;
+            for (id, v) in outs {
+                vals[id] = Some(v);
+            }
+            for i in step_io(step, &self.graph).0 {
+                if self.last_use[i] == Some(si) && self.graph.consts[i].is_none() {
+                    vals[i] = None;
+                }
+            }
+        }
+        self.graph
+            .outputs
+            .iter()
+            .map(|&o| match (&self.graph.consts[o], vals[o].take()) {
+                (Some(c), _) => Ok(c.clone()),
+                (None, Some(v)) => Ok(to_float(v)),
+                _ => Err(Error::Graph(format!("output '{}' was not computed", self.graph.values[o].name))),
+            })
+            .collect()
+    }
+
+    fn get<'a>(&'a self, vals: &'a [Option<Val>], id: ValueId) -> Result<&'a Val> {
+        vals[id].as_ref().ok_or_else(|| Error::Graph(format!("value '{}' has not been computed", self.graph.values[id].name)))
+    }
+
+    fn exec_step(&self, step: &Step, vals: &[Option<Val>]) -> Result<Vec<(ValueId, Val)>> {
+        let q_input = |id: ValueId| -> Result<QTensor> {
+            match self.get(vals, id)? {
+                Val::Q(q) => Ok(q.clone()),
+                Val::F(t) => Err(Error::Graph(format!("value '{}' ({:?}) is not quantized", self.graph.values[id].name, t.shape()))),
+            }
+        };
+        Ok(match step {
+            Step::Linear(l) => {
+                let x = match self.get(vals, l.input)? {
+                    Val::Q(q) => q,
+                    Val::F(_) => return Err(Error::Graph(format!("input of '{}' is not quantized", self.graph.values[l.output].name))),
+                };
+                vec![(l.output, Val::Q(run_linear(l, x, &self.limits)?))]
+            }
+            Step::Add { a, b, out, enc } => {
+                let (qa, qb) = (q_input(*a)?, q_input(*b)?);
+                let qb = if qb.nhwc != qa.nhwc { relayout(qb, qa.nhwc) } else { qb };
+                if qa.shape != qb.shape {
+                    let fa = to_float(Val::Q(qa));
+                    let fb = to_float(Val::Q(qb));
+                    let t = self.float_node_eval_binary(&fa, &fb, *out)?;
+                    vec![(*out, Val::Q(quantize_tensor(&t, *enc)?))]
+                } else {
+                    let (sa, sb) = (qa.enc.scale(), qb.enc.scale());
+                    let v = qa.v.iter().zip(&qb.v).map(|(&x, &y)| enc.quantize(x as f32 * sa + y as f32 * sb)).collect();
+                    vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]
+                }
+            }
+            Step::Gap { input, out, enc } => {
+                let x = relayout(q_input(*input)?, true);
+                if x.shape.len() != 4 {
+                    return Err(Error::Graph("GlobalAveragePool needs a 4-D input".into()));
+                }
+                let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+                let s = x.enc.scale();
+                let mut v = Vec::with_capacity(n * c);
+                for b in 0..n {
+                    let mut acc = vec![0i32; c];
+                    for p in 0..hw {
+                        for (a, &xv) in acc.iter_mut().zip(&x.v[(b * hw + p) * c..(b * hw + p + 1) * c]) {
+                            *a += xv as i32;
+                        }
+                    }
+                    v.extend(acc.iter().map(|&a| enc.quantize(a as f32 * s / hw as f32)));
+                }
+                vec![(*out, Val::Q(QTensor { shape: vec![n, c, 1, 1], nhwc: false, v, enc: *enc }))]
+            }
+            Step::Table { input, out, in_offset, table, enc } => {
+                let x = q_input(*input)?;
+                let v = x.v.iter().map(|&xv| table[(xv as i32 - in_offset).clamp(0, table.len() as i32 - 1) as usize]).collect();
+                vec![(*out, Val::Q(QTensor { shape: x.shape, nhwc: x.nhwc, v, enc: *enc }))]
+            }
+            Step::Float { node } => {
+                let n = &self.graph.nodes[*node];
+                let ins: Vec<Option<Tensor>> = n
+                    .inputs
+                    .iter()
+                    .map(|i| match i {
+                        None => Ok(None),
+                        Some(id) => match &self.graph.consts[*id] {
+                            Some(c) => Ok(Some(c.clone())),
+                            None => Ok(Some(to_float(self.get(vals, *id)?.clone()))),
+                        },
+                    })
+                    .collect::<Result<_>>()?;
+                let refs: Vec<Option<&Tensor>> = ins.iter().map(Option::as_ref).collect();
+                let mut scratch = Vec::new();
+                let outs = ops::eval(n, &refs, &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?;
+                n.outputs
+                    .iter()
+                    .zip(outs)
+                    .map(|(&o, t)| Ok((o, match self.qenc[o] {
+                        Some(enc) if t.as_f32().is_some() => Val::Q(quantize_tensor(&t, enc)?),
+                        _ => Val::F(t),
+                    })))
+                    .collect::<Result<_>>()?
+            }
+        })
+    }
+
+    /// Broadcasting Add in float (shapes differ), for the node producing `out`.
+    fn float_node_eval_binary(&self, a: &Tensor, b: &Tensor, out: ValueId) -> Result<Tensor> {
+        let n = self.graph.nodes.iter().find(|n| n.outputs.contains(&out)).ok_or_else(|| Error::Graph("no producer".into()))?;
+        let mut scratch = Vec::new();
+        Ok(ops::eval(n, &[Some(a), Some(b)], &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?.remove(0))
+    }
+
+    /// Scratch kept for future buffer reuse.
+    #[allow(dead_code)]
+    fn scratch(&mut self) -> &mut Vec<f32> {
+        &mut self.scratch
+    }
+}
+
+fn quantize_tensor(t: &Tensor, enc: QEnc) -> Result<QTensor> {
+    let d = t.as_f32().ok_or_else(|| Error::Graph(format!("cannot quantize a {} tensor", t.dtype_name())))?;
+    Ok(QTensor { shape: t.shape().to_vec(), nhwc: false, v: d.iter().map(|&x| enc.quantize(x)).collect(), enc })
+}
+
+fn to_float(v: Val) -> Tensor {
+    match v {
+        Val::F(t) => t,
+        Val::Q(q) => {
+            let q = relayout(q, false);
+            let s = q.enc.scale();
+            Tensor::from_parts_f32(q.shape, q.v.iter().map(|&x| x as f32 * s).collect())
+        }
+    }
+}
+
+/// Converts a rank-4 tensor between NCHW and NHWC storage (other ranks are unchanged).
+fn relayout(mut q: QTensor, nhwc: bool) -> QTensor {
+    if q.nhwc == nhwc || q.shape.len() != 4 {
+        q.nhwc = nhwc && q.shape.len() == 4;
+        return q;
+    }
+    let (n, c, hw) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3]);
+    let mut out = vec![0i16; q.v.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                let (nchw, nhwc_i) = ((b * c + ch) * hw + p, (b * hw + p) * c + ch);
+                if nhwc {
+                    out[nhwc_i] = q.v[nchw];
+                } else {
+                    out[nchw] = q.v[nhwc_i];
+                }
+            }
+        }
+    }
+    q.v = out;
+    q.nhwc = nhwc;
+    q
+}
+
+/// Integer weights `q + o` of a symmetric encoding, as the simulation rounds them.
+fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) -> Vec<i16> {
+    w.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let e = if encs.len() == 1 { &encs[0] } else if axis0 { &encs[i / per] } else { &encs[i % m] };
+            (e.quantize(x) + e.offset as i32) as i16
+        })
+        .collect()
+}
+
+/// The (real) output range of node `ai` if it is Relu or a Clip with constant bounds.
+fn activation_clamp(g: &Graph, n: &Node) -> Option<(f32, f32)> {
+    match n.op {
+        Op::Unary(UnaryOp::Relu) => Some((0.0, f32::INFINITY)),
+        Op::Clip { min, max } => {
+            let b = |k: usize, attr: Option<f32>, d: f32| -> Option<f32> {
+                match n.inputs.get(k).copied().flatten() {
+                    None => Some(attr.unwrap_or(d)),
+                    Some(id) => g.consts[id].as_ref().filter(|t| t.len() == 1).map(|t| t.to_f32_vec()[0]),
+                }
+            };
+            Some((b(1, min, f32::NEG_INFINITY)?, b(2, max, f32::INFINITY)?))
+        }
+        _ => None,
+    }
+}
+
+/// Integer plan of node `ni`, or None for the float fallback.
+fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize], ni: usize, skip: &mut [bool]) -> Result<Option<Step>> {
+    let n = &g.nodes[ni];
+    let input = n.inputs.first().copied().flatten();
+    let Some(&out) = n.outputs.first() else { return Ok(None) };
+    let in_q = input.and_then(|i| if g.consts[i].is_none() { qenc[i] } else { None });
+    match &n.op {
+        Op::Conv { .. } | Op::Gemm { .. } => {
+            let (Some(x), Some(_)) = (input, in_q) else { return Ok(None) };
+            let Some(w_id) = n.inputs.get(1).copied().flatten() else { return Ok(None) };
+            let (Some(w), Some(encs)) = (g.consts[w_id].as_ref(), sim.param_encodings_of(w_id)) else { return Ok(None) };
+            // Output encoding: the node's own, or that of a Relu/Clip it feeds alone (fused).
+            let (target, clamp, output) = match qenc[out] {
+                Some(e) => (e, (f32::NEG_INFINITY, f32::INFINITY), out),
+                None => {
+                    if readers[out] != 1 || g.outputs.contains(&out) {
+                        return Ok(None);
+                    }
+                    let Some(ai) = g.nodes.iter().position(|m| m.inputs.iter().flatten().any(|&i| i == out)) else { return Ok(None) };
+                    let act = &g.nodes[ai];
+                    let (Some(c), Some(&aout)) = (activation_clamp(g, act), act.outputs.first()) else { return Ok(None) };
+                    let Some(e) = qenc[aout] else { return Ok(None) };
+                    skip[ai] = true;
+                    (e, c, aout)
+                }
+            };
+            let wd = w.as_f32().unwrap_or(&[]);
+            let bias_of = |m: usize| -> Option<Vec<f32>> {
+                match n.inputs.get(2).copied().flatten() {
+                    None => Some(vec![0.0; m]),
+                    Some(b) => {
+                        let t = g.consts[b].as_ref()?;
+                        let d = t.to_f32_vec();
+                        if d.len() == m {
+                            Some(d)
+                        } else if d.len() == 1 {
+                            Some(vec![d[0]; m])
+                        } else {
+                            None
+                        }
+                    }
+                }
+            };
+            let sw_of = |m: usize| -> Vec<f32> { (0..m).map(|j| encs[if encs.len() == 1 { 0 } else { j }].scale as f32).collect() };
+            let linear = match &n.op {
+                Op::Conv { window, group } => {
+                    if w.rank() != 4 {
+                        return Ok(None);
+                    }
+                    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+                    let depthwise = *group > 1 && cg == 1 && m == *group;
+                    if *group != 1 && !depthwise {
+                        return Ok(None);
+                    }
+                    let wq = int_weights(wd, cg * kh * kw, encs, true, m);
+                    let Some(bias) = bias_of(m) else { return Ok(None) };
+                    if depthwise {
+                        let mut packed = vec![0i16; kh * kw * m];
+                        for c in 0..m {
+                            for t in 0..kh * kw {
+                                packed[t * m + c] = wq[c * kh * kw + t];
+                            }
+                        }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                    } else {
+                        let k = cg * kh * kw;
+                        let kp = padded(k);
+                        let mut packed = vec![0i16; m * kp];
+                        for j in 0..m {
+                            for c in 0..cg {
+                                for t in 0..kh * kw {
+                                    packed[j * kp + t * cg + c] = wq[(j * cg + c) * kh * kw + t];
+                                }
+                            }
+                        }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                    }
+                }
+                Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                    if *alpha != 1.0 || *beta != 1.0 || *trans_a || w.rank() != 2 {
+                        return Ok(None);
+                    }
+                    let (m, k) = if *trans_b { (w.shape()[0], w.shape()[1]) } else { (w.shape()[1], w.shape()[0]) };
+                    let wq = int_weights(wd, k, encs, *trans_b, m);
+                    let kp = padded(k);
+                    let mut packed = vec![0i16; m * kp];
+                    for j in 0..m {
+                        for kk in 0..k {
+                            packed[j * kp + kk] = if *trans_b { wq[j * k + kk] } else { wq[kk * m + j] };
+                        }
+                    }
+                    let Some(bias) = bias_of(m) else { return Ok(None) };
+                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                }
+                _ => return Ok(None),
+            };
+            Ok(Some(Step::Linear(Box::new(linear))))
+        }
+        Op::Binary(crate::graph::BinaryOp::Add) => {
+            let (Some(a), Some(b)) = (n.inputs.first().copied().flatten(), n.inputs.get(1).copied().flatten()) else { return Ok(None) };
+            let q = |v: ValueId| g.consts[v].is_none() && qenc[v].is_some();
+            match qenc[out] {
+                Some(enc) if q(a) && q(b) => Ok(Some(Step::Add { a, b, out, enc })),
+                _ => Ok(None),
+            }
+        }
+        Op::GlobalAveragePool => match (input, in_q, qenc[out]) {
+            (Some(i), Some(_), Some(enc)) => Ok(Some(Step::Gap { input: i, out, enc })),
+            _ => Ok(None),
+        },
+        Op::Unary(_) | Op::Clip { .. } => {
+            let (Some(i), Some(ie), Some(enc)) = (input, in_q, qenc[out]) else { return Ok(None) };
+            if n.inputs.iter().skip(1).flatten().any(|&c| g.consts[c].is_none()) {
+                return Ok(None);
+            }
+            let grid: Vec<f32> = (0..=ie.n()).map(|q| (q + ie.offset()) as f32 * ie.scale()).collect();
+            let x = Tensor::from_parts_f32(vec![grid.len()], grid);
+            let mut ins: Vec<Option<&Tensor>> = vec![Some(&x)];
+            ins.extend(n.inputs.iter().skip(1).map(|c| c.and_then(|c| g.consts[c].as_ref())));
+            let mut scratch = Vec::new();
+            let limits = Limits::default();
+            let y = ops::eval(n, &ins, &mut Ctx { limits: &limits, scratch: &mut scratch, clamp: None })?.remove(0);
+            let table = y.to_f32_vec().iter().map(|&v| enc.quantize(v)).collect();
+            Ok(Some(Step::Table { input: i, out, in_offset: ie.offset(), table, enc }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Runs a Conv/Gemm step on a quantized input.
+fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
+    let sx = x.enc.scale();
+    let sy = l.out.scale();
+    let o = l.out.offset();
+    let mult: Vec<f32> = l.sw.iter().map(|&sw| sx * sw / sy).collect();
+    let add: Vec<f32> = l.bias.iter().map(|&b| b / sy - o as f32 + 0.5).collect();
+    let (qlo, qhi) = (
+        if l.clamp.0.is_finite() { l.out.enc.quantize(l.clamp.0).max(0) } else { 0 },
+        if l.clamp.1.is_finite() { l.out.enc.quantize(l.clamp.1).min(l.out.n()) } else { l.out.n() },
+    );
+    let too_big = |n: usize| -> Result<()> {
+        if n > limits.max_tensor_elements {
+            Err(Error::Limit(format!("integer buffer of {n} elements")))
+        } else {
+            Ok(())
+        }
+    };
+    match &l.kind {
+        LinearKind::Gemm => {
+            if x.shape.len() != 2 || x.shape[1] != l.k {
+                return Err(Error::Graph(format!("Gemm input {:?} does not match K = {}", x.shape, l.k)));
+            }
+            let p = x.shape[0];
+            let rows = pad_rows(&x.v, p, l.k, l.kp);
+            let mut acc = vec![0i32; p * l.m];
+            dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
+            let mut v = vec![0i16; p * l.m];
+            requantize(&acc, l.m, &mult, &add, qlo, qhi, -o, &mut v);
+            Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
+        }
+        LinearKind::Conv { kh, kw, depthwise, window } => {
+            let (depthwise, stride, dilation) = (*depthwise, &window.strides, &window.dilations);
+            let x = relayout(x.clone(), true);
+            if x.shape.len() != 4 {
+                return Err(Error::Graph(format!("Conv input {:?} is not 4-D", x.shape)));
+            }
+            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+            let pads = ops::resolve_pads_pub(window, [h, w], [*kh, *kw]);
+            let geom = ConvGeom { c_in: c, h, w, c_out: l.m, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads, group: 1 };
+            let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
+            if (!depthwise && c * kh * kw != l.k) || (depthwise && c != l.m) {
+                return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
+            }
+            let p = oh * ow;
+            too_big(n * p * l.m)?;
+            too_big(p * l.kp)?;
+            let mut v = vec![0i16; n * p * l.m];
+            let mut acc = vec![0i32; p * l.m];
+            for b in 0..n {
+                let xb = &x.v[b * h * w * c..(b + 1) * h * w * c];
+                if depthwise {
+                    let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
+                    depthwise_nhwc(&dg, xb, &l.w, &mut acc);
+                } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
+                    dot_gemm(p, l.m, l.kp, xb, &l.w, &mut acc);
+                } else {
+                    let rows = im2row(&geom, xb, oh, ow, l.kp);
+                    dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
+                }
+                requantize(&acc, l.m, &mult, &add, qlo, qhi, -o, &mut v[b * p * l.m..(b + 1) * p * l.m]);
+            }
+            Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })
+        }
+    }
+}
+
+/// Copies `p` rows of `k` values into rows of `kp` (zero padded).
+fn pad_rows(x: &[i16], p: usize, k: usize, kp: usize) -> std::borrow::Cow<'_, [i16]> {
+    if k == kp {
+        return std::borrow::Cow::Borrowed(&x[..p * k]);
+    }
+    let mut out = vec![0i16; p * kp];
+    for r in 0..p {
+        out[r * kp..r * kp + k].copy_from_slice(&x[r * k..(r + 1) * k]);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// NHWC patches: one row of `kp` values per output pixel, ordered (ky, kx, c), zeros for padding.
+fn im2row(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize) -> Vec<i16> {
+    let c = g.c_in;
+    let mut rows = vec![0i16; oh * ow * kp];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &mut rows[(oy * ow + ox) * kp..(oy * ow + ox + 1) * kp];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let t = ky * g.kw + kx;
+                    row[t * c..(t + 1) * c].copy_from_slice(&x[(iy as usize * g.w + ix as usize) * c..][..c]);
+                }
+            }
+        }
+    }
+    rows
+}

@@ -1,0 +1,197 @@
+//! Integer kernels of the INT8 engine. Activations are held as `v = q - zero_point` in i16
+//! (8-bit values, 9-bit range after the shift), weights as their signed 8-bit (or narrower)
+//! values in i16, accumulation in i32. On wasm32 the GEMM uses `i32x4.dot_i16x8_s`.
+//! Every kernel has a naive twin; integer results are bit-exact (tests/kernels.rs).
+
+/// Rows are padded to a multiple of this many values (zeros), the dot-product block.
+pub const KBLOCK: usize = 8;
+
+/// Rounds `k` up to the padded row length.
+pub fn padded(k: usize) -> usize {
+    k.div_ceil(KBLOCK) * KBLOCK
+}
+
+/// `out[i * m + j] = Σ_k x[i * kp + k] * w[j * kp + k]` for `i < p`, `j < m` (reference).
+pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
+    for i in 0..p {
+        for j in 0..m {
+            out[i * m + j] = (0..kp).map(|k| x[i * kp + k] as i32 * w[j * kp + k] as i32).sum();
+        }
+    }
+}
+
+/// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
+/// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
+pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
+    assert!(kp % KBLOCK == 0 && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
+    let mut i = 0;
+    while i + 2 <= p {
+        let mut j = 0;
+        while j + 4 <= m {
+            let r = block_2x4(&x[i * kp..(i + 2) * kp], &w[j * kp..(j + 4) * kp], kp);
+            out[i * m + j..i * m + j + 4].copy_from_slice(&r[0]);
+            out[(i + 1) * m + j..(i + 1) * m + j + 4].copy_from_slice(&r[1]);
+            j += 4;
+        }
+        for jj in j..m {
+            for ii in i..i + 2 {
+                out[ii * m + jj] = dot(&x[ii * kp..(ii + 1) * kp], &w[jj * kp..(jj + 1) * kp]);
+            }
+        }
+        i += 2;
+    }
+    for ii in i..p {
+        for jj in 0..m {
+            out[ii * m + jj] = dot(&x[ii * kp..(ii + 1) * kp], &w[jj * kp..(jj + 1) * kp]);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    let mut acc = [0i32; KBLOCK];
+    for (x, y) in a.chunks_exact(KBLOCK).zip(b.chunks_exact(KBLOCK)) {
+        for l in 0..KBLOCK {
+            acc[l] += x[l] as i32 * y[l] as i32;
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn block_2x4(x: &[i16], w: &[i16], kp: usize) -> [[i32; 4]; 2] {
+    let mut acc = [[[0i32; KBLOCK]; 4]; 2];
+    for k0 in (0..kp).step_by(KBLOCK) {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let xs = &x[r * kp + k0..r * kp + k0 + KBLOCK];
+            for (c, a) in row.iter_mut().enumerate() {
+                let ws = &w[c * kp + k0..c * kp + k0 + KBLOCK];
+                for l in 0..KBLOCK {
+                    a[l] += xs[l] as i32 * ws[l] as i32;
+                }
+            }
+        }
+    }
+    acc.map(|row| row.map(|a| a.iter().sum()))
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    use core::arch::wasm32::*;
+    let mut acc = i32x4_splat(0);
+    for (x, y) in a.chunks_exact(KBLOCK).zip(b.chunks_exact(KBLOCK)) {
+        // SAFETY: each chunk holds exactly 8 i16 = 16 bytes; unaligned loads are allowed.
+        let (vx, vy) = unsafe { (v128_load(x.as_ptr() as *const v128), v128_load(y.as_ptr() as *const v128)) };
+        acc = i32x4_add(acc, i32x4_dot_i16x8(vx, vy));
+    }
+    hsum(acc)
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn hsum(v: core::arch::wasm32::v128) -> i32 {
+    use core::arch::wasm32::*;
+    i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn block_2x4(x: &[i16], w: &[i16], kp: usize) -> [[i32; 4]; 2] {
+    use core::arch::wasm32::*;
+    let z = i32x4_splat(0);
+    let mut a = [[z; 4]; 2];
+    let (x0, x1) = (x.as_ptr(), x[kp..].as_ptr());
+    let wp = [w.as_ptr(), w[kp..].as_ptr(), w[2 * kp..].as_ptr(), w[3 * kp..].as_ptr()];
+    let mut k0 = 0;
+    while k0 < kp {
+        // SAFETY: x holds 2 rows and w 4 rows of kp values; k0 + 8 <= kp.
+        unsafe {
+            let vx0 = v128_load(x0.add(k0) as *const v128);
+            let vx1 = v128_load(x1.add(k0) as *const v128);
+            for c in 0..4 {
+                let vw = v128_load(wp[c].add(k0) as *const v128);
+                a[0][c] = i32x4_add(a[0][c], i32x4_dot_i16x8(vx0, vw));
+                a[1][c] = i32x4_add(a[1][c], i32x4_dot_i16x8(vx1, vw));
+            }
+        }
+        k0 += KBLOCK;
+    }
+    a.map(|row| row.map(hsum))
+}
+
+/// Geometry of an NHWC depthwise convolution over one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DwGeom {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// [top, left, bottom, right]
+    pub pads: [usize; 4],
+}
+
+/// Depthwise convolution, NHWC: `out[(oy*ow+ox)*c + ch] = Σ_taps x[(iy*w+ix)*c + ch] * wt[tap*c + ch]`,
+/// padding contributing zero. The loop over channels is contiguous and vectorises.
+pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
+    let c = g.c;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let acc = &mut out[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
+            acc.fill(0);
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xs = &x[(iy as usize * g.w + ix as usize) * c..][..c];
+                    let ws = &wt[(ky * g.kw + kx) * c..][..c];
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += xv as i32 * wv as i32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reference for [`depthwise_nhwc`], written from the definition.
+pub fn depthwise_nhwc_naive(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for ch in 0..g.c {
+                let mut s = 0i32;
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                        let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                            s += x[(iy as usize * g.w + ix as usize) * g.c + ch] as i32 * wt[(ky * g.kw + kx) * g.c + ch] as i32;
+                        }
+                    }
+                }
+                out[(oy * g.ow + ox) * g.c + ch] = s;
+            }
+        }
+    }
+}
+
+/// Requantizes accumulators of `m` channels (row-major [rows, m]):
+/// `q = clamp(floor(acc * mult[j] + add[j]), lo, hi)`, stored as `q - zp` (f32 arithmetic, the
+/// same on every target).
+pub fn requantize(acc: &[i32], m: usize, mult: &[f32], add: &[f32], lo: i32, hi: i32, zp: i32, out: &mut [i16]) {
+    for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
+        for j in 0..m {
+            let q = (row_a[j] as f32 * mult[j] + add[j]).floor().clamp(lo as f32, hi as f32) as i32;
+            row_o[j] = (q - zp) as i16;
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The integer engine against the simulation it executes: top-1 identical and every output
+//! element within one quantization step of the logits encoding. Native and wasm32.
+
+use qplay_core::exec::int8::Int8Executor;
+use qplay_core::npy::read_npy;
+use qplay_core::passes::bn_fold::fold_batch_norms;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::{load_model, Limits, Tensor};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const MOBILENET: &[u8] = include_bytes!("../../assets/models/digits_mobilenet.onnx");
+const MLP: &[u8] = include_bytes!("../../assets/models/digits_mlp.onnx");
+const TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
+const TEST_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
+
+fn digits(bytes: &[u8], rows: usize, flat: bool) -> Tensor {
+    let d = read_npy(bytes, 1 << 24).unwrap().to_f32_vec()[..rows * 64].to_vec();
+    Tensor::f32(if flat { vec![rows, 64] } else { vec![rows, 1, 8, 8] }, d).unwrap()
+}
+
+fn argmax(r: &[f32]) -> usize {
+    r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+}
+
+fn check(model: &[u8], flat: bool, config: QuantSimConfig) {
+    let (g, _) = load_model(model, &Limits::default()).unwrap();
+    let (g, _) = fold_batch_norms(g);
+    let mut sim = QuantSim::new(g, config.clone()).unwrap();
+    sim.calibrate(&[digits(TRAIN_X, 256, flat)]).unwrap();
+    let step = sim.to_aimet_json()["activation_encodings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "logits")
+        .unwrap()["scale"][0]
+        .as_f64()
+        .unwrap() as f32;
+    let x = digits(TEST_X, 450, flat);
+    let ys = sim.executor().unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec();
+    let mut int = Int8Executor::new(&sim).unwrap();
+    let (ints, floats) = int.integer_steps();
+    assert!(ints > 0, "some steps run in integers");
+    let yi = int.run(vec![x]).unwrap().remove(0).to_f32_vec();
+    let mut off_by_one = 0;
+    for (a, b) in ys.iter().zip(&yi) {
+        let d = ((a - b) / step).abs();
+        assert!(d <= 1.0 + 1e-3, "{config:?}: sim {a} vs int {b} differ by {d} steps");
+        if d > 0.5 {
+            off_by_one += 1;
+        }
+    }
+    let mut top1_diff = 0;
+    for (r1, r2) in ys.chunks(10).zip(yi.chunks(10)) {
+        if argmax(r1) != argmax(r2) {
+            top1_diff += 1;
+        }
+    }
+    println!("{config:?}: {ints} integer / {floats} float steps, {off_by_one} of {} elements one step apart, {top1_diff} top-1 differences", ys.len());
+    assert_eq!(top1_diff, 0, "top-1 identical on the 450 test digits");
+}
+
+#[test]
+fn mobilenet_int8_matches_simulation() {
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false });
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true });
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true });
+}
+
+#[test]
+fn mlp_int8_matches_simulation() {
+    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false });
+    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true });
+}
+
+#[test]
+fn more_than_8_bits_is_refused() {
+    let (g, _) = load_model(MLP, &Limits::default()).unwrap();
+    let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 16, act_bits: 8, per_channel: false }).unwrap();
+    sim.calibrate(&[digits(TRAIN_X, 16, true)]).unwrap();
+    assert!(Int8Executor::new(&sim).unwrap_err().to_string().contains("at most 8-bit"));
+}
