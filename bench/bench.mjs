@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
@@ -19,8 +19,14 @@ const runs = Number(opt("--runs", 20));
 const only = opt("--model", null);
 
 const MODELS = {
-  efficientnet_lite0: { model: "assets/models/efficientnet_lite0.onnx", input: "tests/reference/efficientnet_lite0/chelsea.input.npy", ref: "tests/reference/efficientnet_lite0/chelsea.logits.npy", batch: 1 },
-  digits_mobilenet: { model: "assets/models/digits_mobilenet.onnx", input: "tests/reference/digits_mobilenet.input_first32.npy", ref: "tests/reference/digits_mobilenet.logits_first32.npy", batch: 1 },
+  efficientnet_lite0: {
+    model: "assets/models/efficientnet_lite0.onnx", input: "tests/reference/efficientnet_lite0/chelsea.input.npy",
+    ref: "tests/reference/efficientnet_lite0/chelsea.logits.npy", batch: 1, calib: "tests/aimet/efficientnet_lite0/calib40.npy", calibRows: 40,
+  },
+  digits_mobilenet: {
+    model: "assets/models/digits_mobilenet.onnx", input: "tests/reference/digits_mobilenet.input_first32.npy",
+    ref: "tests/reference/digits_mobilenet.logits_first32.npy", batch: 1, calib: "assets/data/digits_train_x.npy", calibRows: 256,
+  },
 };
 
 function readNpy(file) {
@@ -64,7 +70,16 @@ async function benchModel(name, m) {
 
   const sess = new Session(bytes);
   const q = await time(() => sess.run(x, Uint32Array.from(shape)), runs);
-  rows.push({ engine: "qplay-fp32-wasm", ...q, top1_ok: argmax(q.out) === refTop1 });
+  rows.push({ engine: "qplay-fp32-wasm", ...q, top1_ok: argmax(q.out) === refTop1, mem_mb: memory_bytes() / 1e6 });
+
+  // W8A8 per-channel, min-max encodings from the AIMET calibration set, integer engine.
+  const cal = readNpy(m.calib);
+  const calRows = m.calibRows;
+  const calShape = [calRows, ...cal.shape.slice(1)];
+  const calData = cal.data.slice(0, (cal.data.length / cal.shape[0]) * calRows);
+  const isess = Session.int8(bytes, calData, Uint32Array.from(calShape), true);
+  const qi = await time(() => isess.run(x, Uint32Array.from(shape)), runs);
+  rows.push({ engine: "qplay-int8-wasm", ...qi, top1_ok: argmax(qi.out) === refTop1, mem_mb: memory_bytes() / 1e6 });
 
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.simd = true;
@@ -73,11 +88,26 @@ async function benchModel(name, m) {
   const o = await time(async () => (await os.run(feeds))[os.outputNames[0]].data, runs);
   rows.push({ engine: "ortweb-fp32", ...o, top1_ok: argmax(o.out) === refTop1 });
 
+  const qbytes = fs.readFileSync(path.join(root, "target/bench", `${name}.int8.onnx`));
+  const oq = await ort.InferenceSession.create(qbytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  const oqo = await time(async () => (await oq.run({ [oq.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[oq.outputNames[0]].data, runs);
+  rows.push({ engine: "ortweb-int8", ...oqo, top1_ok: argmax(oqo.out) === refTop1 });
+
   const tmp = path.join(root, "target", `bench-input-${name}.npy`);
   writeNpy(tmp, x, shape);
-  const nat = JSON.parse(execFileSync(path.join(root, "target/release/qplay"), ["bench", m.model, "--input", tmp, "--runs", String(runs), "--json"], { cwd: root }).toString());
+  const qplay = (args) => JSON.parse(execFileSync(path.join(root, "target/release/qplay"), args, { cwd: root }).toString().trim().split("\n").pop());
+  const nat = qplay(["bench", m.model, "--input", tmp, "--runs", String(runs), "--json"]);
   rows.push({ engine: "qplay-fp32-native", median_ms: nat.median_ms, p90_ms: nat.p90_ms, top1_ok: nat.top1 === refTop1 });
-  return rows.map((r) => ({ model: name, engine: r.engine, median_ms: +r.median_ms.toFixed(3), p90_ms: +r.p90_ms.toFixed(3), runs, top1_ok: r.top1_ok }));
+  const calTmp = path.join(root, "target", `bench-calib-${name}.npy`);
+  writeNpy(calTmp, calData, calShape);
+  const enc = path.join(root, "target", `bench-${name}.encodings.json`);
+  execFileSync(path.join(root, "target/release/qplay"), ["quantize", m.model, "--calib", calTmp, "--per-channel", "--encodings", enc], { cwd: root });
+  const nati = qplay(["bench", m.model, "--input", tmp, "--encodings", enc, "--int8", "--runs", String(runs), "--json"]);
+  rows.push({ engine: "qplay-int8-native", median_ms: nati.median_ms, p90_ms: nati.p90_ms, top1_ok: nati.top1 === refTop1 });
+  return rows.map((r) => ({
+    model: name, engine: r.engine, median_ms: +r.median_ms.toFixed(3), p90_ms: +r.p90_ms.toFixed(3), runs, top1_ok: r.top1_ok,
+    ...(r.mem_mb ? { wasm_memory_mb: +r.mem_mb.toFixed(1) } : {}),
+  }));
 }
 
 function writeNpy(file, data, shape) {
@@ -97,10 +127,14 @@ for (const [name, m] of Object.entries(MODELS)) {
   all.push(...rows);
   if (json) { for (const r of rows) console.log(JSON.stringify(r)); continue; }
   const by = Object.fromEntries(rows.map((r) => [r.engine, r]));
-  console.log(`\n${name} (FP32, batch 1, single thread, ${runs} runs after 3 warm-up)`);
-  console.log("engine               median ms    p90 ms   top-1");
-  for (const r of rows) console.log(`${r.engine.padEnd(20)} ${r.median_ms.toFixed(2).padStart(9)} ${r.p90_ms.toFixed(2).padStart(9)}   ${r.top1_ok ? "ok" : "WRONG"}`);
+  console.log(`\n${name} (batch 1, single thread, ${runs} runs after 3 warm-up; INT8 = W8A8 per-channel)`);
+  console.log("engine               median ms    p90 ms   top-1 vs FP32 reference   wasm memory");
+  for (const r of rows) console.log(`${r.engine.padEnd(20)} ${r.median_ms.toFixed(2).padStart(9)} ${r.p90_ms.toFixed(2).padStart(9)}   ${(r.top1_ok ? "same" : "differs").padEnd(24)}  ${r.wasm_memory_mb ? r.wasm_memory_mb + " MB" : ""}`);
   const ratio = (a, b) => (by[a].median_ms / by[b].median_ms).toFixed(2);
-  console.log(`ratios: onnxruntime-web / qplay-wasm = ${ratio("ortweb-fp32", "qplay-fp32-wasm")}x (above 1: qplay faster); qplay-wasm / qplay-native = ${ratio("qplay-fp32-wasm", "qplay-fp32-native")}x`);
+  const ortBest = by["ortweb-fp32"].median_ms < by["ortweb-int8"].median_ms ? "ortweb-fp32" : "ortweb-int8";
+  console.log(`qplay INT8 wasm vs qplay FP32 wasm: ${ratio("qplay-fp32-wasm", "qplay-int8-wasm")}x faster`);
+  console.log(`qplay INT8 wasm vs onnxruntime-web's faster path (${ortBest}): ${ratio(ortBest, "qplay-int8-wasm")}x faster`);
+  console.log(`qplay FP32 wasm vs onnxruntime-web FP32: ${ratio("ortweb-fp32", "qplay-fp32-wasm")}x faster; onnxruntime-web INT8 vs its FP32: ${ratio("ortweb-fp32", "ortweb-int8")}x faster`);
+  console.log("(ratios above 1: the first engine is faster; INT8 top-1 may legitimately differ from FP32)");
 }
-if (all.some((r) => !r.top1_ok)) { console.error("a top-1 differs from onnxruntime's reference"); process.exit(1); }
+if (all.some((r) => !r.top1_ok && r.engine.includes("fp32"))) { console.error("an FP32 top-1 differs from onnxruntime's reference"); process.exit(1); }

@@ -3,6 +3,7 @@
 use qplay_core::graph::Dim;
 use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
+use qplay_core::exec::int8::Int8Executor;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
@@ -12,11 +13,11 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
-            [--encodings E.json]
+            [--encodings E.json [--int8]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
             [--scheme minmax] [--encodings E.json] [--report R.json]
-  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json] [--json]
-  qplay bench MODEL.onnx [--input X.npy] [--runs N] [--json] [--profile]   (FP32 latency)";
+  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8]] [--json]
+  qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -107,7 +108,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings"])?),
         "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings"])?),
-        "bench" => bench(&Opts::parse(rest, &["json", "profile"], &["runs", "input", "image", "preprocess"])?),
+        "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -281,18 +282,18 @@ fn profile(exec: &mut Executor, x: &Tensor) -> CliResult<()> {
     Ok(())
 }
 
-/// The FP32 executor, or the simulated quantized model when `--encodings` is given.
+/// The FP32 executor, the simulated quantized model (`--encodings`), or the integer engine
+/// (`--encodings --int8`).
 enum Model {
     Fp32(Executor),
     Sim(qplay_core::quant::sim::SimExecutor),
+    Int8(Box<Int8Executor>),
 }
 
 impl Model {
     fn new(g: Graph, o: &Opts) -> CliResult<Model> {
-        if o.flag("int8") {
-            return Err(CliError::Failed("--int8: the integer engine is not available yet; without --int8 the quantized model is simulated".into()));
-        }
         Ok(match o.value("encodings") {
+            None if o.flag("int8") => return Err(CliError::Usage("--int8 needs --encodings E.json (from qplay quantize)".into())),
             None => Model::Fp32(Executor::new(g, Limits::default())?),
             Some(path) => {
                 let (g, _) = qplay_core::passes::bn_fold::fold_batch_norms(g);
@@ -300,7 +301,11 @@ impl Model {
                 let config = encodings_config(&text);
                 let mut sim = QuantSim::new(g, config)?;
                 sim.import_aimet_json(&text).map_err(|e| CliError::Failed(format!("{path}: {e}")))?;
-                Model::Sim(sim.executor()?)
+                if o.flag("int8") {
+                    Model::Int8(Box::new(Int8Executor::new(&sim)?))
+                } else {
+                    Model::Sim(sim.executor()?)
+                }
             }
         })
     }
@@ -308,6 +313,7 @@ impl Model {
         Ok(match self {
             Model::Fp32(e) => e.run(vec![x])?,
             Model::Sim(e) => e.run(vec![x])?,
+            Model::Int8(e) => e.run(vec![x])?,
         })
     }
 }
@@ -485,19 +491,20 @@ fn bench(o: &Opts) -> CliResult<()> {
         let n: usize = shape.iter().product();
         Tensor::f32(shape, (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect())?
     };
-    let mut exec = Executor::new(g, Limits::default())?;
+    let int8 = o.flag("int8");
+    let mut model = Model::new(g.clone(), o)?;
     let mut times = Vec::with_capacity(runs);
     let mut y = Vec::new();
     for i in 0..runs + 3 {
         let t0 = Instant::now();
-        let out = exec.run(vec![x.clone()])?;
+        let out = model.run(x.clone())?;
         if i >= 3 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         y = out[0].to_f32_vec();
     }
     if o.flag("profile") {
-        profile(&mut exec, &x)?;
+        profile(&mut Executor::new(g, Limits::default())?, &x)?;
     }
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
@@ -505,9 +512,10 @@ fn bench(o: &Opts) -> CliResult<()> {
     let k = x.shape().first().map_or(y.len(), |&b| y.len() / b.max(1));
     let top1 = top_k(&y[..k.min(y.len())], 1).first().map_or(0, |t| t.0);
     if o.flag("json") {
-        println!("{{\"engine\":\"qplay-fp32-native\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs},\"top1\":{top1}}}");
+        let engine = if int8 { "qplay-int8-native" } else if o.value("encodings").is_some() { "qplay-sim-native" } else { "qplay-fp32-native" };
+        println!("{{\"engine\":\"{engine}\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs},\"top1\":{top1}}}");
     } else {
-        println!("qplay FP32 native: median {med:.2} ms, p90 {p90:.2} ms over {runs} runs (top-1 of the first row: {top1})");
+        println!("qplay native: median {med:.2} ms, p90 {p90:.2} ms over {runs} runs (top-1 of the first row: {top1})");
     }
     Ok(())
 }

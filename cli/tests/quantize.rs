@@ -94,6 +94,24 @@ fn lite0_encodings_and_sqnr_match_aimet() {
             assert!((sqnr - aimet_sqnr).abs() <= tol, "{recipe} with {label}: SQNR {sqnr} vs AIMET {aimet_sqnr}");
             assert_eq!(out["top1_agreement"].as_f64().unwrap(), results[recipe]["top1_agreement_with_fp32"].as_f64().unwrap());
         }
+
+        // The integer engine runs the same encodings: per image, the same top-1 as the
+        // simulation, and an end-to-end SQNR within 0.2 dB of it (per-layer rounding differences
+        // of one step accumulate over 49 convolutions; see exec/int8.rs).
+        let e = enc.to_str().unwrap();
+        let sim: Value = serde_json::from_str(&qplay(&["eval", "assets/models/efficientnet_lite0.onnx", "--data", x, "--reference", reference, "--encodings", e, "--json"])).unwrap();
+        let int: Value = serde_json::from_str(&qplay(&["eval", "assets/models/efficientnet_lite0.onnx", "--data", x, "--reference", reference, "--encodings", e, "--int8", "--json"])).unwrap();
+        println!("{recipe}: integer engine SQNR {:.3} dB vs simulation {:.3} dB", int["sqnr_db"], sim["sqnr_db"]);
+        assert!((int["sqnr_db"].as_f64().unwrap() - sim["sqnr_db"].as_f64().unwrap()).abs() <= 0.2);
+        let sim_logits = tmp("sim_logits.npy");
+        let int_logits = tmp("int_logits.npy");
+        for stem in ["astronaut", "camera", "chelsea", "china", "coffee", "flower", "hubble_deep_field", "ihc", "retina", "rocket"] {
+            let input = format!("tests/reference/efficientnet_lite0/{stem}.input.npy");
+            qplay(&["run", "assets/models/efficientnet_lite0.onnx", "--input", &input, "--encodings", e, "--output", sim_logits.to_str().unwrap()]);
+            qplay(&["run", "assets/models/efficientnet_lite0.onnx", "--input", &input, "--encodings", e, "--int8", "--output", int_logits.to_str().unwrap()]);
+            let load = |p: &Path| qplay_core::npy::read_npy(&std::fs::read(p).unwrap(), 1 << 20).unwrap().to_f32_vec();
+            assert_eq!(qplay_core::metrics::argmax(&load(&sim_logits)), qplay_core::metrics::argmax(&load(&int_logits)), "{recipe} {stem}: top-1");
+        }
     }
 }
 

@@ -1,28 +1,68 @@
-//! A minimal JS surface over qplay-core for benchmarking under Node: load a model, run it.
+//! A minimal JS surface over qplay-core for benchmarking under Node: load a model (FP32, or
+//! quantized and run by the integer engine), run it.
 
+use qplay_core::exec::int8::Int8Executor;
+use qplay_core::passes::bn_fold::fold_batch_norms;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Limits, Tensor};
 use wasm_bindgen::prelude::*;
 
+enum Engine {
+    Fp32(Executor),
+    Int8(Box<Int8Executor>),
+}
+
 #[wasm_bindgen]
 pub struct Session {
-    exec: Executor,
+    engine: Engine,
+}
+
+fn js(e: qplay_core::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn tensor(data: &[f32], shape: &[u32]) -> Result<Tensor, JsError> {
+    Tensor::f32(shape.iter().map(|&d| d as usize).collect(), data.to_vec()).map_err(js)
 }
 
 #[wasm_bindgen]
 impl Session {
-    /// Loads an ONNX model from its bytes.
+    /// Loads an ONNX model from its bytes for FP32 execution.
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> Result<Session, JsError> {
-        let (g, _) = load_model(bytes, &Limits::default()).map_err(|e| JsError::new(&e.to_string()))?;
-        let exec = Executor::new(g, Limits::default()).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(Session { exec })
+        let (g, _) = load_model(bytes, &Limits::default()).map_err(js)?;
+        Ok(Session { engine: Engine::Fp32(Executor::new(g, Limits::default()).map_err(js)?) })
+    }
+
+    /// Loads a model, folds BN, calibrates W8A8 min-max encodings on `calib` (samples along axis
+    /// 0, one batch each) and prepares the integer engine.
+    pub fn int8(bytes: &[u8], calib: &[f32], calib_shape: &[u32], per_channel: bool) -> Result<Session, JsError> {
+        let (g, _) = load_model(bytes, &Limits::default()).map_err(js)?;
+        let (g, _) = fold_batch_norms(g);
+        let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel }).map_err(js)?;
+        let n = *calib_shape.first().ok_or_else(|| JsError::new("empty calibration shape"))? as usize;
+        let per = calib.len() / n.max(1);
+        let mut one = calib_shape.to_vec();
+        one[0] = 1;
+        let samples = (0..n).map(|i| tensor(&calib[i * per..(i + 1) * per], &one)).collect::<Result<Vec<_>, _>>()?;
+        sim.calibrate(&samples).map_err(js)?;
+        Ok(Session { engine: Engine::Int8(Box::new(Int8Executor::new(&sim).map_err(js)?)) })
     }
 
     /// Runs the model on one f32 input of the given shape; returns the first output's data.
     pub fn run(&mut self, input: &[f32], shape: &[u32]) -> Result<Vec<f32>, JsError> {
-        let shape = shape.iter().map(|&d| d as usize).collect();
-        let x = Tensor::f32(shape, input.to_vec()).map_err(|e| JsError::new(&e.to_string()))?;
-        let y = self.exec.run(vec![x]).map_err(|e| JsError::new(&e.to_string()))?;
+        let x = tensor(input, shape)?;
+        let y = match &mut self.engine {
+            Engine::Fp32(e) => e.run(vec![x]),
+            Engine::Int8(e) => e.run(vec![x]),
+        }
+        .map_err(js)?;
         Ok(y.into_iter().next().map(|t| t.to_f32_vec()).unwrap_or_default())
     }
+}
+
+/// Bytes of wasm linear memory in use (the high-water mark: wasm memory never shrinks).
+#[wasm_bindgen]
+pub fn memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
