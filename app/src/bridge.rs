@@ -17,6 +17,9 @@ thread_local! {
     static MODEL: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
     /// The model of the Load request in flight; a crash then is that model's fault (no auto-reload).
     static PENDING: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
+    /// Messages posted before the worker said Ready (its handler may not be installed yet).
+    static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
+    static READY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Starts the worker and routes its responses into `state`.
@@ -33,21 +36,33 @@ pub fn start(state: AppState) -> Result<(), String> {
     onmsg.forget();
     let onerr = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
         ev.prevent_default();
-        restart(state, ev.message());
+        restart(state, Some(ev.message()));
     });
     w.set_onerror(Some(onerr.as_ref().unchecked_ref()));
     onerr.forget();
+    READY.with(|r| r.set(false));
     WORKER.with(|slot| *slot.borrow_mut() = Some(w));
     Ok(())
 }
 
-/// Replaces a crashed worker and, unless the crash happened while loading, reloads the model.
-fn restart(state: AppState, why: String) {
+fn post(w: &Worker, msg: &Array, transfer: &Array) -> Result<(), String> {
+    w.post_message_with_transfer(msg, transfer).map_err(|e| format!("cannot reach the worker: {e:?}"))
+}
+
+/// Stops the running job: the worker is replaced and the model reloaded (its quantization is lost).
+pub fn cancel(state: AppState) {
+    restart(state, None);
+}
+
+/// Replaces a crashed (`why`) or cancelled (`None`) worker and, unless it stopped while loading,
+/// reloads the model.
+fn restart(state: AppState, why: Option<String>) {
     WORKER.with(|slot| {
         if let Some(w) = slot.borrow_mut().take() {
             w.terminate();
         }
     });
+    QUEUE.with(|q| q.borrow_mut().clear());
     state.worker_ready.set(false);
     let was_loading = PENDING.with(|p| p.borrow_mut().take()).is_some();
     if let Err(e) = start(state) {
@@ -55,14 +70,28 @@ fn restart(state: AppState, why: String) {
         return;
     }
     let model = if was_loading { None } else { MODEL.with(|m| m.borrow().clone()) };
-    match model {
-        Some((name, bytes)) => {
-            state.fail(format!("The compute worker failed ({why}); it was restarted and {name} reloaded."));
+    state.quant.set(None);
+    match (model, why) {
+        (Some((name, bytes)), why) => {
+            match why {
+                Some(why) => state.fail(format!("The compute worker failed ({why}); it was restarted and {name} reloaded.")),
+                None => {
+                    state.idle();
+                    state.notice.set(Some(format!("Cancelled. {name} is reloaded.")));
+                }
+            }
+            state.busy.set(Busy::Working(format!("Reloading {name}…")));
             let _ = load(&name, &bytes);
         }
-        None => {
+        (None, why) => {
             state.summary.set(None);
-            state.fail(format!("The compute worker failed ({why}) and was restarted; choose a model again."));
+            match why {
+                Some(why) => state.fail(format!("The compute worker failed ({why}) and was restarted; choose a model again.")),
+                None => {
+                    state.idle();
+                    state.notice.set(Some("Cancelled.".into()));
+                }
+            }
         }
     }
 }
@@ -90,15 +119,32 @@ pub fn send(req: &Request, payload: JsValue) -> Result<(), String> {
     if let Some(u8a) = payload.dyn_ref::<js_sys::Uint8Array>() {
         transfer.push(&u8a.buffer());
     }
+    if !READY.with(Cell::get) {
+        QUEUE.with(|q| q.borrow_mut().push((msg, transfer)));
+        return Ok(());
+    }
     WORKER.with(|slot| match slot.borrow().as_ref() {
-        Some(w) => w.post_message_with_transfer(&msg, &transfer).map_err(|e| format!("cannot reach the worker: {e:?}")),
+        Some(w) => post(w, &msg, &transfer),
         None => Err("the compute worker is not running".into()),
     })
 }
 
 fn apply(state: AppState, r: Response) {
     match r {
-        Response::Ready => state.worker_ready.set(true),
+        Response::Ready => {
+            READY.with(|r| r.set(true));
+            let queued = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
+            WORKER.with(|slot| {
+                if let Some(w) = slot.borrow().as_ref() {
+                    for (msg, transfer) in &queued {
+                        if let Err(e) = post(w, msg, transfer) {
+                            state.fail(e);
+                        }
+                    }
+                }
+            });
+            state.worker_ready.set(true);
+        }
         Response::Loaded { summary, .. } => {
             if let Some(m) = PENDING.with(|p| p.borrow_mut().take()) {
                 MODEL.with(|slot| *slot.borrow_mut() = Some(m));
@@ -106,15 +152,23 @@ fn apply(state: AppState, r: Response) {
             state.classification.set(None);
             state.digits.set(None);
             state.summary.set(Some(summary));
-            state.busy.set(Busy::Idle);
+            state.quant.set(None);
+            state.idle();
         }
         Response::Classified { result, .. } => {
             state.classification.set(Some((state.pending_photo.get_untracked(), result)));
-            state.busy.set(Busy::Idle);
+            state.idle();
         }
         Response::DigitsEvaluated { result, .. } => {
             state.digits.set(Some(result));
-            state.busy.set(Busy::Idle);
+            state.idle();
+        }
+        Response::Progress { stage, done, total, .. } => state.progress.set(Some((stage, done, total))),
+        Response::Quantized { report, .. } => {
+            state.classification.set(None);
+            state.digits.set(None);
+            state.quant.set(Some(report));
+            state.idle();
         }
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());

@@ -13,6 +13,18 @@ pub enum Request {
     Classify { job: u32 },
     /// Run the loaded digits model over the bundled digits test set.
     EvalDigits { job: u32 },
+    /// Fold BN, calibrate min-max encodings (AIMET semantics) and prepare the integer engine.
+    /// Image models calibrate on the bundled photos (`photos`, fetched by the worker) and their
+    /// mirror images; digits models on the first 256 training digits.
+    Quantize { job: u32, config: QuantConfig, photos: Vec<String> },
+}
+
+/// A quantization recipe as the page offers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantConfig {
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub per_channel: bool,
 }
 
 /// Worker -> page.
@@ -22,7 +34,34 @@ pub enum Response {
     Loaded { job: u32, summary: ModelSummary },
     Classified { job: u32, result: Classification },
     DigitsEvaluated { job: u32, result: DigitsEval },
+    /// Progress of a long job: `done` of `total` steps of `stage`.
+    Progress { job: u32, stage: String, done: usize, total: usize },
+    Quantized { job: u32, report: QuantReport },
     Failed { job: u32, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantReport {
+    pub config: QuantConfig,
+    pub bn_folded: usize,
+    pub calibration_samples: usize,
+    pub weight_encodings: usize,
+    pub activation_encodings: usize,
+    /// Steps of the integer engine that run in integers / fall back to float.
+    pub integer_steps: usize,
+    pub float_steps: usize,
+    pub seconds: f64,
+    /// AIMET-format (1.0.0) encodings, for download.
+    pub encodings_json: String,
+}
+
+/// The quantized model's answer next to the FP32 one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantOutput {
+    pub top5: Vec<Prediction>,
+    pub infer_ms: f64,
+    /// Logits SQNR against FP32, dB.
+    pub sqnr_db: f64,
 }
 
 /// What kind of input the loaded model takes, as far as the playground can feed it.
@@ -73,6 +112,8 @@ pub struct Classification {
     pub preprocess_ms: f64,
     pub image_width: u32,
     pub image_height: u32,
+    /// Present once the model is quantized: the integer engine's result on the same input.
+    pub int8: Option<QuantOutput>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,4 +123,6 @@ pub struct DigitsEval {
     pub infer_ms: f64,
     /// (true label, predicted) of the first samples, for display.
     pub samples: Vec<(u8, usize)>,
+    /// Integer engine: correct count, time, logits SQNR vs FP32.
+    pub int8: Option<(usize, f64, f64)>,
 }

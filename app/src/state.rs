@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, DigitsEval, ModelSummary};
+use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -48,6 +48,12 @@ pub struct AppState {
     pub worker_ready: RwSignal<bool>,
     /// Name of the photo being classified (for the result heading).
     pub pending_photo: RwSignal<String>,
+    /// The quantization of the loaded model, once done.
+    pub quant: RwSignal<Option<QuantReport>>,
+    /// Progress of the running long job: (stage, done, total).
+    pub progress: RwSignal<Option<(String, usize, usize)>>,
+    /// A notice (not an error), e.g. after a cancel.
+    pub notice: RwSignal<Option<String>>,
 }
 
 impl AppState {
@@ -61,15 +67,23 @@ impl AppState {
             labels: RwSignal::new(Vec::new()),
             worker_ready: RwSignal::new(false),
             pending_photo: RwSignal::new(String::new()),
+            quant: RwSignal::new(None),
+            progress: RwSignal::new(None),
+            notice: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {
         self.error.set(Some(msg.into()));
-        self.busy.set(Busy::Idle);
+        self.idle();
     }
     pub fn start(&self, what: impl Into<String>) {
         self.error.set(None);
+        self.notice.set(None);
         self.busy.set(Busy::Working(what.into()));
+    }
+    pub fn idle(&self) {
+        self.busy.set(Busy::Idle);
+        self.progress.set(None);
     }
 }
 

@@ -1,7 +1,10 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, ModelSummary, Prediction, Request, Response};
+use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
+use qplay_core::exec::int8::Int8Executor;
+use qplay_core::metrics::sqnr_db;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
 use js_sys::{Array, Uint8Array};
 use qplay_core::graph::Dim;
 use qplay_core::npy::read_npy;
@@ -21,7 +24,12 @@ const LITE0_PREPROCESS: &str = include_str!("../../assets/models/efficientnet_li
 struct Loaded {
     exec: Executor,
     kind: InputKind,
+    /// The model as loaded (before the executor's fusions), for quantization.
+    graph: Graph,
+    int8: Option<Int8Executor>,
 }
+
+const DIGITS_TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -63,7 +71,7 @@ pub fn start() {
 
 fn job_of(r: &Request) -> u32 {
     match r {
-        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } => *job,
+        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } | Request::Quantize { job, .. } => *job,
     }
 }
 
@@ -75,9 +83,9 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let limits = Limits::default();
             let (graph, info) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
             let mut summary = summarize(&name, &graph, &info);
-            let exec = Executor::new(graph, limits).map_err(|e| e.to_string())?;
+            let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone() });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -92,12 +100,22 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let pre = image_preprocess(height, width)?;
             let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
             let t1 = now();
-            let y = loaded.exec.run(vec![x]).map_err(|e| e.to_string())?;
+            let y = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
             let t2 = now();
             let logits = y.first().map(Tensor::to_f32_vec).unwrap_or_default();
+            let int8 = match loaded.int8.as_mut() {
+                None => None,
+                Some(e) => {
+                    let t3 = now();
+                    let yq = e.run(vec![x]).map_err(|e| e.to_string())?;
+                    let ms = now() - t3;
+                    let q = yq.first().map(Tensor::to_f32_vec).unwrap_or_default();
+                    Some(QuantOutput { top5: top_k(&q, 5), infer_ms: ms, sqnr_db: sqnr_db(&logits, &q) })
+                }
+            };
             Ok(Response::Classified {
                 job,
-                result: Classification { top5: top_k(&logits, 5), infer_ms: t2 - t1, preprocess_ms: t1 - t0, image_width: w, image_height: h },
+                result: Classification { top5: top_k(&logits, 5), infer_ms: t2 - t1, preprocess_ms: t1 - t0, image_width: w, image_height: h, int8 },
             })
         }
         Request::EvalDigits { job } => {
@@ -113,18 +131,97 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let shape = if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] };
             let x = x.reshaped(shape).map_err(|e| e.to_string())?;
             let t0 = now();
-            let out = loaded.exec.run(vec![x]).map_err(|e| e.to_string())?;
+            let out = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
             let infer_ms = now() - t0;
             let logits = out.first().map(Tensor::to_f32_vec).unwrap_or_default();
             if logits.len() != n * 10 {
                 return Err(format!("expected {n}x10 logits, got {} values", logits.len()));
             }
+            let correct_of = |l: &[f32]| l.chunks(10).zip(&y).filter(|(r, &t)| top_k(r, 1)[0].class as i64 == t).count();
             let pred: Vec<usize> = logits.chunks(10).map(|r| top_k(r, 1)[0].class).collect();
-            let correct = pred.iter().zip(&y).filter(|(p, t)| **p as i64 == **t).count();
+            let correct = correct_of(&logits);
             let samples = y.iter().zip(&pred).take(24).map(|(&t, &p)| (t as u8, p)).collect();
-            Ok(Response::DigitsEvaluated { job, result: DigitsEval { n, correct, infer_ms, samples } })
+            let int8 = match loaded.int8.as_mut() {
+                None => None,
+                Some(e) => {
+                    let t1 = now();
+                    let q = e.run(vec![x]).map_err(|e| e.to_string())?.first().map(Tensor::to_f32_vec).unwrap_or_default();
+                    Some((correct_of(&q), now() - t1, sqnr_db(&logits, &q)))
+                }
+            };
+            Ok(Response::DigitsEvaluated { job, result: DigitsEval { n, correct, infer_ms, samples, int8 } })
+        }
+        Request::Quantize { job, config, photos } => {
+            let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
+            let samples = match kind {
+                InputKind::Image { height, width } => calibration_photos(job, &photos, height, width).await?,
+                InputKind::Digits => {
+                    let graph_rank = {
+                        let guard = state.borrow();
+                        let g = &guard.as_ref().ok_or("load a model first")?.graph;
+                        g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
+                    };
+                    let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
+                    d[..256 * 64]
+                        .chunks(32 * 64)
+                        .map(|c| Tensor::f32(if graph_rank == 2 { vec![32, 64] } else { vec![32, 1, 8, 8] }, c.to_vec()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?
+                }
+                InputKind::Other => return Err("this model's input is not an image or a digit: nothing to calibrate with".into()),
+            };
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let t0 = now();
+            let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
+            let cfg = QuantSimConfig { weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel };
+            let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
+            let total = samples.len();
+            sim.calibrate_with_progress(&samples, &mut |done, total| {
+                post(&Response::Progress { job, stage: "Calibrating".into(), done, total });
+                true
+            })
+            .map_err(|e| e.to_string())?;
+            let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
+            let (integer_steps, float_steps) = int8.integer_steps();
+            let enc = sim.to_aimet_json();
+            let report = QuantReport {
+                config,
+                bn_folded: fold.folded.len(),
+                calibration_samples: total,
+                weight_encodings: enc["param_encodings"].as_array().map_or(0, Vec::len),
+                activation_encodings: enc["activation_encodings"].as_array().map_or(0, Vec::len),
+                integer_steps,
+                float_steps,
+                seconds: (now() - t0) / 1e3,
+                encodings_json: serde_json::to_string_pretty(&enc).unwrap_or_default(),
+            };
+            loaded.int8 = Some(int8);
+            Ok(Response::Quantized { job, report })
         }
     }
+}
+
+/// Fetches, decodes and preprocesses the bundled photos, each also mirrored left-right.
+async fn calibration_photos(job: u32, photos: &[String], height: usize, width: usize) -> Result<Vec<Tensor>, String> {
+    let pre = image_preprocess(height, width)?;
+    let mut out = Vec::new();
+    for (i, p) in photos.iter().enumerate() {
+        post(&Response::Progress { job, stage: "Preparing calibration photos".into(), done: i, total: photos.len() });
+        let resp = JsFuture::from(scope().fetch_with_str(&format!("assets/images/{p}"))).await.map_err(|_| format!("cannot fetch {p}"))?;
+        let resp: web_sys::Response = resp.unchecked_into();
+        if !resp.ok() {
+            return Err(format!("cannot fetch {p}: HTTP {}", resp.status()));
+        }
+        let blob: web_sys::Blob = JsFuture::from(resp.blob().map_err(|_| "no body")?).await.map_err(|_| format!("cannot read {p}"))?.unchecked_into();
+        let (rgb, w, h) = decode_image(&blob).await?;
+        let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
+        let mirrored: Vec<f32> = x.to_f32_vec().chunks(width).flat_map(|row| row.iter().rev().copied().collect::<Vec<_>>()).collect();
+        let shape = x.shape().to_vec();
+        out.push(x);
+        out.push(Tensor::f32(shape, mirrored).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
 }
 
 /// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.

@@ -85,3 +85,53 @@ test("random bytes give a readable error and the page keeps working", async () =
   await page.click('[data-testid="eval-digits"]');
   assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "98.00%");
 });
+
+test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by side", async () => {
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  await page.click('[data-testid="preset-int8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="progress"]').waitFor();
+  const summary = page.locator('[data-testid="quant-summary"]');
+  await summary.waitFor();
+  assert.match(await summary.textContent(), /W8A8 per-channel: 49 BatchNorms folded, 50 weight and 143 activation encodings from 20 calibration samples/);
+  const href = await page.getAttribute('[data-testid="download-encodings"]', "href");
+  const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
+  assert.equal(enc.version, "1.0.0");
+  assert.equal(enc.param_encodings.length, 50);
+  await page.click('[data-testid="photo-coffee"]');
+  await page.locator('[data-testid="int8-top1"]').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "967"); // espresso, as onnxruntime
+  const db = Number(await page.getAttribute('[data-testid="sqnr"]', "data-db"));
+  assert.ok(db > 3 && db < 60, `INT8 logits SQNR ${db} dB is plausible`);
+  await page.screenshot({ path: path.join(root, "tests/output/quantized.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("a long job can be cancelled, and the model is still there afterwards", async () => {
+  await page.click('[data-testid="preset-w4a8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="progress"]').waitFor();
+  await page.click('[data-testid="cancel"]');
+  await page.locator('[data-testid="notice"]:has-text("Cancelled")').waitFor();
+  await page.locator('[data-testid="quantize"]:enabled').waitFor();
+  assert.equal(await page.locator('[data-testid="quant-summary"]').count(), 0);
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "EfficientNet-Lite0");
+  await page.click('[data-testid="photo-chelsea"]');
+  await page.locator('[data-testid="results"] h2:has-text("chelsea.png")').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "282");
+});
+
+test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async () => {
+  const aimet = JSON.parse(fs.readFileSync(path.join(root, "tests/aimet/digits_mobilenet/results.json"), "utf8"));
+  await page.click('[data-testid="model-sample-digits_mobilenet"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  await page.click('[data-testid="preset-int8-pt"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  await page.click('[data-testid="eval-digits"]');
+  await page.locator('[data-testid="int8-accuracy"]').waitFor();
+  // Same calibration (first 256 training digits), same encodings as AIMET 2.42: same accuracy.
+  assert.equal(await page.textContent('[data-testid="int8-accuracy"]'), `${(aimet.w8a8_pt.accuracy * 100).toFixed(2)}%`);
+  assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "97.33%");
+});

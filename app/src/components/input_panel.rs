@@ -49,7 +49,7 @@ pub fn InputPanel() -> impl IntoView {
         Some(match kind {
             InputKind::Image { .. } => view! {
                 <section class="panel" aria-labelledby="in-h">
-                    <h2 id="in-h"><span class="step">"3"</span>"Pick a photo"</h2>
+                    <h2 id="in-h"><span class="step">"4"</span>"Pick a photo"</h2>
                     <div class="photos">
                         {PHOTOS
                             .iter()
@@ -73,7 +73,7 @@ pub fn InputPanel() -> impl IntoView {
             .into_any(),
             InputKind::Digits => view! {
                 <section class="panel" aria-labelledby="in-h">
-                    <h2 id="in-h"><span class="step">"3"</span>"Run on the digits test set"</h2>
+                    <h2 id="in-h"><span class="step">"4"</span>"Run on the digits test set"</h2>
                     <p>"450 held-out 8x8 handwritten digits (scikit-learn's digits, test split)."</p>
                     <button class="primary" data-testid="eval-digits" disabled=busy on:click=move |_| {
                         state.start("Evaluating 450 digits…");

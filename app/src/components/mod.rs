@@ -3,6 +3,7 @@
 mod input_panel;
 mod model_card;
 mod model_picker;
+mod quantize_panel;
 mod results;
 
 use crate::bridge;
@@ -14,6 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 pub use input_panel::InputPanel;
 pub use model_card::ModelCard;
 pub use model_picker::ModelPicker;
+pub use quantize_panel::QuantizePanel;
 pub use results::Results;
 
 /// The page.
@@ -47,6 +49,7 @@ pub fn App() -> impl IntoView {
             <BusyLine/>
             <ModelPicker/>
             <ModelCard/>
+            <QuantizePanel/>
             <InputPanel/>
             <Results/>
         </main>
@@ -79,10 +82,12 @@ fn ErrorBanner() -> impl IntoView {
 #[component]
 fn BusyLine() -> impl IntoView {
     let state = expect_context::<AppState>();
-    move || match state.busy.get() {
+    let busy = move || match state.busy.get() {
         Busy::Idle => None,
         Busy::Working(what) => Some(view! { <div class="busy" data-testid="busy" aria-live="polite"><span class="spinner"></span>{what}</div> }),
-    }
+    };
+    let notice = move || state.notice.get().map(|n| view! { <div class="notice" data-testid="notice" role="status">{n}</div> });
+    view! { {busy} {notice} }
 }
 
 /// `fetch(url)` from the page's own origin; non-2xx is an error.

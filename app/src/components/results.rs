@@ -28,14 +28,46 @@ pub fn Results() -> impl IntoView {
                 })
                 .collect_view();
             let top1 = c.top5.first().map(|p| p.class).unwrap_or(0);
+            let int8 = c.int8.clone().map(|q| {
+                let q1 = q.top5.first().map(|p| p.class).unwrap_or(0);
+                let agree = q1 == top1;
+                let qrows = q.top5.iter().map(|p| {
+                    let pct = p.prob * 100.0;
+                    view! {
+                        <li data-class=p.class.to_string()>
+                            <span class="label">{class_name(p.class)}</span>
+                            <span class="bar int8" style=format!("width:{:.1}%", pct.max(0.5))></span>
+                            <span class="pct">{format!("{pct:.1}%")}</span>
+                        </li>
+                    }
+                }).collect_view();
+                view! {
+                    <div class="column">
+                        <h3>"INT8 (integer engine)"</h3>
+                        <p class="top1">"Top-1: "<strong data-testid="int8-top1" data-class=q1.to_string()>{class_name(q1)}</strong>
+                            <span class=if agree { "agree" } else { "disagree" }>{if agree { " — same as FP32" } else { " — differs from FP32" }}</span></p>
+                        <ol class="top5">{qrows}</ol>
+                        <p class="timing">
+                            <span data-testid="sqnr" data-db=format!("{:.3}", q.sqnr_db)>{format!("logits SQNR vs FP32 {:.1} dB", q.sqnr_db)}</span>
+                            {format!(", inference {:.1} ms ({:.1}x FP32)", q.infer_ms, c.infer_ms / q.infer_ms.max(1e-3))}
+                        </p>
+                    </div>
+                }
+            });
             view! {
                 <section class="panel results" data-testid="results" aria-labelledby="res-h">
-                    <h2 id="res-h"><span class="step">"4"</span>"FP32 prediction for "{name}</h2>
-                    <p class="top1">"Top-1: "<strong data-testid="top1" data-class=top1.to_string()>{class_name(top1)}</strong></p>
-                    <ol class="top5">{rows}</ol>
-                    <p class="timing" data-testid="infer-ms">
-                        {format!("inference {:.1} ms, preprocessing {:.1} ms (image {}x{}), in the worker", c.infer_ms, c.preprocess_ms, c.image_width, c.image_height)}
-                    </p>
+                    <h2 id="res-h"><span class="step">"5"</span>"Predictions for "{name}</h2>
+                    <div class="columns">
+                        <div class="column">
+                            <h3>"FP32"</h3>
+                            <p class="top1">"Top-1: "<strong data-testid="top1" data-class=top1.to_string()>{class_name(top1)}</strong></p>
+                            <ol class="top5">{rows}</ol>
+                            <p class="timing" data-testid="infer-ms">
+                                {format!("inference {:.1} ms, preprocessing {:.1} ms (image {}x{}), in the worker", c.infer_ms, c.preprocess_ms, c.image_width, c.image_height)}
+                            </p>
+                        </div>
+                        {int8}
+                    </div>
                 </section>
             }
         })
@@ -43,10 +75,19 @@ pub fn Results() -> impl IntoView {
     let digits = move || {
         state.digits.get().map(|d| {
             let acc = 100.0 * d.correct as f64 / d.n.max(1) as f64;
+            let int8 = d.int8.map(|(correct, ms, sqnr)| {
+                let a = 100.0 * correct as f64 / d.n.max(1) as f64;
+                view! {
+                    <p class="top1">"INT8: "<strong data-testid="int8-accuracy">{format!("{a:.2}%")}</strong>
+                        {format!(" ({correct} of {} correct) in {ms:.1} ms, ", d.n)}
+                        <span data-testid="sqnr" data-db=format!("{sqnr:.3}")>{format!("logits SQNR vs FP32 {sqnr:.1} dB")}</span></p>
+                }
+            });
             view! {
                 <section class="panel results" data-testid="digits-results">
-                    <h2><span class="step">"4"</span>"FP32 accuracy"</h2>
-                    <p class="top1"><strong data-testid="digits-accuracy">{format!("{acc:.2}%")}</strong>{format!(" ({} of {} correct) in {:.1} ms", d.correct, d.n, d.infer_ms)}</p>
+                    <h2><span class="step">"5"</span>"Accuracy on 450 test digits"</h2>
+                    <p class="top1">"FP32: "<strong data-testid="digits-accuracy">{format!("{acc:.2}%")}</strong>{format!(" ({} of {} correct) in {:.1} ms", d.correct, d.n, d.infer_ms)}</p>
+                    {int8}
                     <div class="digit-samples">
                         {d.samples.iter().map(|&(t, p)| view! {
                             <span class="digit" class:wrong=(t as usize) != p title=format!("true {t}, predicted {p}")>{p}</span>

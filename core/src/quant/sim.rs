@@ -132,6 +132,12 @@ impl QuantSim {
     /// Weight encodings from the weights themselves, then activation encodings from a min-max
     /// pass over `samples` (each a full input tensor) with quantized weights.
     pub fn calibrate(&mut self, samples: &[Tensor]) -> Result<()> {
+        self.calibrate_with_progress(samples, &mut |_, _| true)
+    }
+
+    /// [`QuantSim::calibrate`], calling `progress(done, total)` after each sample; returning
+    /// false from it cancels calibration (the simulation is then left uncalibrated).
+    pub fn calibrate_with_progress(&mut self, samples: &[Tensor], progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<()> {
         if samples.is_empty() {
             return Err(Error::Quant("the calibration set is empty".into()));
         }
@@ -147,13 +153,19 @@ impl QuantSim {
             }
         }
         let mut exec = Executor::with_fusion(self.quantized_weights_graph(), Limits::default(), false)?;
-        for x in samples {
+        for (done, x) in samples.iter().enumerate() {
             exec.run_with_hook(vec![x.clone()], &mut |id, t| {
                 if let (Some(&i), Some(d)) = (slot.get(&id), t.as_f32()) {
                     stats[i].observe(d);
                 }
                 Ok(())
             })?;
+            if !progress(done + 1, samples.len()) {
+                for p in &mut self.params {
+                    p.encodings.clear();
+                }
+                return Err(Error::Quant("calibration was cancelled".into()));
+            }
         }
         for (a, s) in self.acts.iter_mut().zip(&stats) {
             let name = &self.graph.values[a.value].name;

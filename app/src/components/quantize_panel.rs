@@ -1,0 +1,99 @@
+//! Quantizing the loaded model: presets and custom bit-widths, progress with Cancel, a summary
+//! of what was done and the encodings download.
+
+use crate::bridge;
+use crate::protocol::{InputKind, QuantConfig, Request};
+use crate::state::{AppState, Busy, PHOTOS};
+use leptos::prelude::*;
+
+const PRESETS: &[(&str, &str, u32, u32, bool)] = &[
+    ("int8-pt", "INT8 per-tensor", 8, 8, false),
+    ("int8-pc", "INT8 per-channel", 8, 8, true),
+    ("w4a8-pc", "W4A8 per-channel", 4, 8, true),
+];
+
+fn start_quantize(state: AppState, config: QuantConfig) {
+    state.start(format!("Quantizing W{}A{}{}…", config.weight_bits, config.act_bits, if config.per_channel { " per-channel" } else { "" }));
+    let photos = PHOTOS.iter().map(|(f, _)| f.to_string()).collect();
+    if let Err(e) = bridge::send(&Request::Quantize { job: bridge::next_job(), config, photos }, wasm_bindgen::JsValue::UNDEFINED) {
+        state.fail(e);
+    }
+}
+
+/// A `data:` URL holding `text` as a JSON download.
+fn json_data_url(text: &str) -> String {
+    format!("data:application/json;charset=utf-8,{}", js_sys::encode_uri_component(text))
+}
+
+#[component]
+pub fn QuantizePanel() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let wbits = RwSignal::new(8u32);
+    let abits = RwSignal::new(8u32);
+    let per_channel = RwSignal::new(false);
+    let busy = move || state.busy.get() != Busy::Idle;
+    let config = move || QuantConfig { weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get() };
+    let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
+        view! {
+            <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
+                {range.map(|b| view! { <option value=b.to_string()>{b}</option> }).collect_view()}
+            </select>
+        }
+    };
+    move || {
+        let kind = state.summary.get().map(|s| s.input_kind)?;
+        if kind == InputKind::Other {
+            return None;
+        }
+        let calib = if matches!(kind, InputKind::Image { .. }) { "the 10 bundled photos and their mirror images (20 samples)" } else { "the first 256 training digits" };
+        Some(view! {
+            <section class="panel" aria-labelledby="q-h">
+                <h2 id="q-h"><span class="step">"3"</span>"Quantize"</h2>
+                <p class="explain">
+                    "Weights are rounded to a grid of 2"<sup>"b"</sup>" levels (symmetric), activations to 2"<sup>"b"</sup>
+                    " levels between the minimum and maximum seen while running "{calib}" (AIMET's min-max rule: "
+                    <code>"Δ = (max − min) / (2"<sup>"b"</sup>" − 1)"</code>"). BatchNorm is folded into the convolutions first. "
+                    "Per-channel gives each output channel its own weight scale, which matters when channel ranges differ a lot, "
+                    "as in depthwise convolutions. The quantized model then runs in integers (8-bit values, 32-bit sums)."
+                </p>
+                <div class="presets" role="group" aria-label="Presets">
+                    {PRESETS.iter().map(|&(id, label, w, a, pc)| view! {
+                        <button class="preset" data-testid=format!("preset-{id}") disabled=busy
+                            class:chosen=move || wbits.get() == w && abits.get() == a && per_channel.get() == pc
+                            on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); }>{label}</button>
+                    }).collect_view()}
+                </div>
+                <div class="custom">
+                    <label for="wbits">"weight bits "</label>{bits_select(wbits, 2..=8, "wbits")}
+                    <label for="abits">" activation bits "</label>{bits_select(abits, 4..=8, "abits")}
+                    <label><input type="checkbox" data-testid="per-channel" prop:checked=move || per_channel.get()
+                        on:change=move |ev| per_channel.set(event_target_checked(&ev))/>" per-channel weights"</label>
+                </div>
+                <div class="actions">
+                    <button class="primary" data-testid="quantize" disabled=busy on:click=move |_| start_quantize(state, config())>"Quantize"</button>
+                    {move || state.progress.get().map(|(stage, done, total)| view! {
+                        <div class="progress" data-testid="progress">
+                            <progress max=total.to_string() value=done.to_string()></progress>
+                            <span>{format!("{stage} {done}/{total}")}</span>
+                        </div>
+                    })}
+                    {move || busy().then(|| view! {
+                        <button class="cancel" data-testid="cancel" on:click=move |_| bridge::cancel(state)>"Cancel"</button>
+                    })}
+                </div>
+                {move || state.quant.get().map(|r| {
+                    let label = format!("W{}A{} {}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" });
+                    view! {
+                        <p class="quant-summary" data-testid="quant-summary">
+                            <strong>{label}</strong>
+                            {format!(": {} BatchNorms folded, {} weight and {} activation encodings from {} calibration samples in {:.1} s; {} of {} steps run in integers.",
+                                r.bn_folded, r.weight_encodings, r.activation_encodings, r.calibration_samples, r.seconds, r.integer_steps, r.integer_steps + r.float_steps)}
+                            " "
+                            <a data-testid="download-encodings" download="encodings.json" href=json_data_url(&r.encodings_json)>"Download encodings (AIMET JSON)"</a>
+                        </p>
+                    }
+                })}
+            </section>
+        })
+    }
+}
