@@ -4,7 +4,7 @@ use qplay_core::graph::Dim;
 use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
 use qplay_core::exec::int8::Int8Executor;
-use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::quant::{CalibScheme, QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ const USAGE: &str = "usage:
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
-            [--scheme minmax] [--encodings E.json] [--report R.json]
+            [--scheme minmax|sqnr|percentile[:P]] [--encodings E.json] [--report R.json]
   qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
@@ -325,7 +325,7 @@ fn encodings_config(text: &str) -> QuantSimConfig {
         v["param_encodings"].as_array().is_some_and(|l| l.iter().any(|e| e["scale"].as_array().is_some_and(|s| s.len() > 1)))
             || v["param_encodings"].as_object().is_some_and(|m| m.values().any(|e| e.as_array().is_some_and(|l| l.len() > 1)))
     });
-    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel }
+    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, ..Default::default() }
 }
 
 /// Samples for calibration or evaluation from one .npy (N along axis 0) or a directory of .npy
@@ -377,18 +377,22 @@ fn quantize(o: &Opts) -> CliResult<()> {
         r @ ("dfq" | "adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none)"))),
         r => return Err(CliError::Usage(format!("unknown recipe '{r}' (none, dfq, adaround, dfq+adaround)"))),
     }
-    match o.value("scheme").unwrap_or("minmax") {
-        "minmax" => {}
-        s @ ("sqnr" | "percentile") => return Err(CliError::Failed(format!("scheme '{s}' is not implemented yet (available: minmax)"))),
-        s => return Err(CliError::Usage(format!("unknown scheme '{s}' (minmax, sqnr, percentile)"))),
-    }
+    let scheme = match o.value("scheme").unwrap_or("minmax") {
+        "minmax" => CalibScheme::MinMax,
+        "sqnr" => CalibScheme::Sqnr,
+        "percentile" => CalibScheme::Percentile(99.99),
+        s => match s.strip_prefix("percentile:").and_then(|p| p.parse::<f32>().ok()) {
+            Some(p) => CalibScheme::Percentile(p),
+            None => return Err(CliError::Usage(format!("unknown scheme '{s}' (minmax, sqnr, percentile, percentile:P)"))),
+        },
+    };
     for flag in ["out", "fp32-out"] {
         if o.value(flag).is_some() {
             return Err(CliError::Failed(format!("--{flag}: ONNX export is not implemented yet")));
         }
     }
     let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
-    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel") };
+    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme };
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
     let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
     let data = samples(&g, Path::new(calib), 32)?;
@@ -406,7 +410,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
         let report = serde_json::json!({
             "model": o.model.display().to_string(),
             "recipe": "none",
-            "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": "minmax"},
+            "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
             "activation_quantizers": n_act,

@@ -73,7 +73,7 @@ macro_rules! aimet_case {
     ($name:ident, $model:expr, $flat:expr, $file:literal, $w:expr, $pc:expr) => {
         #[test]
         fn $name() {
-            let s = sim($model, $flat, QuantSimConfig { weight_bits: $w, act_bits: 8, per_channel: $pc });
+            let s = sim($model, $flat, QuantSimConfig { weight_bits: $w, act_bits: 8, per_channel: $pc, ..Default::default() });
             let aimet = aimet_json(include_str!(concat!("../../tests/aimet/", $file)));
             compare(&s.to_aimet_json(), &aimet, $file);
         }
@@ -110,10 +110,10 @@ fn digits_accuracy_within_0_3_points_of_aimet() {
     let mob = include_str!("../../tests/aimet/digits_mobilenet/results.json");
     let mlp = include_str!("../../tests/aimet/digits_mlp/results.json");
     for (model, flat, results, recipe, config) in [
-        (MOBILENET, false, mob, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }),
-        (MOBILENET, false, mob, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true }),
-        (MLP, true, mlp, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }),
-        (MLP, true, mlp, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true }),
+        (MOBILENET, false, mob, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() }),
+        (MOBILENET, false, mob, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() }),
+        (MLP, true, mlp, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() }),
+        (MLP, true, mlp, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() }),
     ] {
         let ours = accuracy(model, flat, config);
         let theirs = aimet_accuracy(results, recipe);
@@ -126,7 +126,7 @@ fn digits_accuracy_within_0_3_points_of_aimet() {
 fn bad_configurations_are_refused() {
     let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
     for bits in [1, 17] {
-        let e = QuantSim::new(g.clone(), QuantSimConfig { weight_bits: bits, act_bits: 8, per_channel: false }).unwrap_err();
+        let e = QuantSim::new(g.clone(), QuantSimConfig { weight_bits: bits, act_bits: 8, per_channel: false, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains(&format!("bit-width {bits}")), "{e}");
     }
     let mut s = QuantSim::new(g.clone(), QuantSimConfig::default()).unwrap();

@@ -62,21 +62,21 @@ fn check(model: &[u8], flat: bool, config: QuantSimConfig) {
 
 #[test]
 fn mobilenet_int8_matches_simulation() {
-    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false });
-    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true });
-    check(MOBILENET, false, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true });
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() });
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() });
 }
 
 #[test]
 fn mlp_int8_matches_simulation() {
-    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false });
-    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true });
+    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
+    check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() });
 }
 
 #[test]
 fn more_than_8_bits_is_refused() {
     let (g, _) = load_model(MLP, &Limits::default()).unwrap();
-    let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 16, act_bits: 8, per_channel: false }).unwrap();
+    let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 16, act_bits: 8, per_channel: false, ..Default::default() }).unwrap();
     sim.calibrate(&[digits(TRAIN_X, 16, true)]).unwrap();
     assert!(Int8Executor::new(&sim).unwrap_err().to_string().contains("at most 8-bit"));
 }

@@ -39,7 +39,7 @@ impl Session {
     pub fn int8(bytes: &[u8], calib: &[f32], calib_shape: &[u32], per_channel: bool) -> Result<Session, JsError> {
         let (g, _) = load_model(bytes, &Limits::default()).map_err(js)?;
         let (g, _) = fold_batch_norms(g);
-        let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel }).map_err(js)?;
+        let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, ..Default::default() }).map_err(js)?;
         let n = *calib_shape.first().ok_or_else(|| JsError::new("empty calibration shape"))? as usize;
         let per = calib.len() / n.max(1);
         let mut one = calib_shape.to_vec();

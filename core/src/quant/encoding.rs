@@ -98,3 +98,86 @@ impl Encoding {
         }
     }
 }
+
+/// SQNR-based range search over a density (AIMET's tf_enhanced, after
+/// `TfEnhancedEncodingAnalyzer.cpp`): among candidate grids, the one minimising
+/// `3 * saturation cost + quantization cost` (squared error at bin mid-points, weighted by the
+/// density) wins; the first minimum is kept.
+/// Candidates — asymmetric: the observed grid `(Δ_obs, o_obs)` and, for `f = 1/16 .. 17/16` and
+/// `i = 0 .. 20`, `Δ = f Δ_obs`, `o = trunc(-n + n i / 20)`, clamped to the observed range when
+/// it does not cover it; symmetric: `Δ = f * absmax / (n/2)` for `f = 0.01 .. 1.01`.
+/// Not bit-exact with AIMET 2.42 (whose binary differs in details, see SEMANTICS.md section 3).
+pub fn sqnr_search(h: &super::observer::Histogram, bw: u8, scheme: QuantScheme) -> Result<Encoding> {
+    if h.saw_nan {
+        return Err(Error::Quant("NaN in the calibration data".into()));
+    }
+    let pdf = h.density();
+    let first = pdf.iter().position(|&p| p > 0.0);
+    let last = pdf.iter().rposition(|&p| p > 0.0);
+    let (Some(first), Some(last)) = (first, last) else {
+        return Encoding::from_min_max(0.0, 0.0, bw, scheme);
+    };
+    let mn = (h.lo + first as f64 * h.bin).min(0.0);
+    let mut mx = (h.lo + last as f64 * h.bin).max(0.0);
+    if mx < mn + 0.01 {
+        mx = mn + 0.01;
+    }
+    let n = ((1u64 << bw) - 1) as f64;
+    let mids: Vec<(f64, f64)> = pdf.iter().enumerate().filter(|(_, &p)| p > 0.0).map(|(i, &p)| (h.lo + (i as f64 + 0.5) * h.bin, p)).collect();
+    let cost = |d: f64, o: f64| -> f64 {
+        let (qmin, qmax) = (d * o, d * (o + n));
+        let (mut sat, mut quant) = (0.0, 0.0);
+        for &(m, p) in &mids {
+            if m < qmin {
+                sat += p * (m - qmin).powi(2);
+            } else if m > qmax {
+                sat += p * (m - qmax).powi(2);
+            } else {
+                let q = ((m / d) - o).round() + o;
+                quant += p * (m - q * d).powi(2);
+            }
+        }
+        3.0 * sat + quant
+    };
+    let mut best: Option<(f64, f64, f64)> = None;
+    let mut consider = |d: f64, o: f64| {
+        if !(d > 0.0) || !d.is_finite() {
+            return;
+        }
+        let c = cost(d, o);
+        if best.is_none_or(|(bc, _, _)| c < bc) {
+            best = Some((c, d, o));
+        }
+    };
+    match scheme {
+        QuantScheme::Symmetric => {
+            let absmax = mn.abs().max(mx.abs());
+            let dmax = absmax / (n / 2.0);
+            let o = (-n / 2.0).floor();
+            for f in 1..=101 {
+                consider(f as f64 * 0.01 * dmax, o);
+            }
+        }
+        QuantScheme::Asymmetric => {
+            let d_obs = (mx - mn) / n;
+            let o_obs = (mn / d_obs).round();
+            consider(d_obs, o_obs);
+            for f in 1..=17 {
+                for i in 0..=20 {
+                    let d = f as f64 / 16.0 * d_obs;
+                    let o = (-n + n * i as f64 / 20.0).trunc();
+                    let (cmin, cmax) = (d * o, d * (o + n));
+                    if cmin <= mn && cmax >= mx {
+                        continue;
+                    }
+                    let (nmin, nmax) = (cmin.max(mn), cmax.min(mx));
+                    let nd = (nmax - nmin) / n;
+                    consider(nd, (nmin / nd).round());
+                }
+            }
+        }
+    }
+    let (_, d, o) = best.ok_or_else(|| Error::Quant("no valid encoding candidate".into()))?;
+    let scale = d.max(MIN_SCALE);
+    Ok(Encoding { bw, scale, offset: o.clamp(-n, 0.0) as i64, symmetric: scheme == QuantScheme::Symmetric })
+}

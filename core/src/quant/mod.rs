@@ -6,4 +6,4 @@ pub mod observer;
 pub mod sim;
 
 pub use encoding::{Encoding, QuantScheme};
-pub use sim::{QuantSim, QuantSimConfig};
+pub use sim::{CalibScheme, QuantSim, QuantSimConfig};

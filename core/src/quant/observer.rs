@@ -30,3 +30,101 @@ impl MinMax {
         self.count += xs.len() as u64;
     }
 }
+
+/// Number of histogram bins of the SQNR-based range search (as AIMET's tf_enhanced).
+pub const HIST_BINS: usize = 512;
+
+/// Probability density over a range fixed by the first batch (AIMET's `TfEnhancedEncodingAnalyzer`):
+/// centre `c = (min+max)/2`, range `[c - 3(c - min), c + 3(max - c)]`; later values outside it are
+/// dropped; each batch's histogram is normalised and the batches are averaged with equal weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub lo: f64,
+    pub bin: f64,
+    pub pdf: Vec<f64>,
+    pub batches: u32,
+    pub saw_nan: bool,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { lo: 0.0, bin: 0.0, pdf: vec![0.0; HIST_BINS], batches: 0, saw_nan: false }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&mut self, xs: &[f32]) {
+        if xs.iter().any(|x| x.is_nan()) {
+            self.saw_nan = true;
+            return;
+        }
+        if xs.is_empty() {
+            return;
+        }
+        if self.batches == 0 {
+            let (mn, mx) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x as f64), b.max(x as f64)));
+            let c = (mn + mx) / 2.0;
+            let (lo, hi) = (c - 3.0 * (c - mn), c + 3.0 * (mx - c));
+            self.lo = lo;
+            self.bin = ((hi - lo) / HIST_BINS as f64).max(f64::MIN_POSITIVE);
+        }
+        let mut counts = vec![0u64; HIST_BINS];
+        let mut inside = 0u64;
+        for &x in xs {
+            let i = ((x as f64 - self.lo) / self.bin).round();
+            if i >= 0.0 && i < HIST_BINS as f64 {
+                counts[i as usize] += 1;
+                inside += 1;
+            }
+        }
+        if inside > 0 {
+            for (p, c) in self.pdf.iter_mut().zip(&counts) {
+                *p += *c as f64 / inside as f64;
+            }
+        }
+        self.batches += 1;
+    }
+
+    /// The averaged density.
+    pub fn density(&self) -> Vec<f64> {
+        let b = self.batches.max(1) as f64;
+        self.pdf.iter().map(|p| p / b).collect()
+    }
+}
+
+/// Per-batch percentiles, averaged over batches: the range keeps `percentile` % of the values
+/// on each side (e.g. 99.99 drops the 0.01 % most extreme values at each end).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Percentile {
+    pub sum_lo: f64,
+    pub sum_hi: f64,
+    pub batches: u32,
+    pub saw_nan: bool,
+}
+
+impl Percentile {
+    pub fn observe(&mut self, xs: &[f32], percentile: f32) {
+        if xs.is_empty() {
+            return;
+        }
+        if xs.iter().any(|x| x.is_nan()) {
+            self.saw_nan = true;
+            return;
+        }
+        let mut v = xs.to_vec();
+        let n = v.len();
+        let q = (percentile as f64 / 100.0).clamp(0.5, 1.0);
+        let hi_i = (((n - 1) as f64) * q).round() as usize;
+        let lo_i = (((n - 1) as f64) * (1.0 - q)).round() as usize;
+        let hi = *v.select_nth_unstable_by(hi_i, f32::total_cmp).1;
+        let lo = *v.select_nth_unstable_by(lo_i, f32::total_cmp).1;
+        self.sum_lo += lo as f64;
+        self.sum_hi += hi as f64;
+        self.batches += 1;
+    }
+
+    pub fn range(&self) -> (f32, f32) {
+        let b = self.batches.max(1) as f64;
+        ((self.sum_lo / b) as f32, (self.sum_hi / b) as f32)
+    }
+}

@@ -9,26 +9,89 @@
 //! - calibration observes activations on a forward pass with quantized weights and unquantized
 //!   activations; encodings from min-max.
 
-use super::encoding::{check_bits, Encoding, QuantScheme};
-use super::observer::MinMax;
+use super::encoding::{check_bits, sqnr_search, Encoding, QuantScheme};
+use super::observer::{Histogram, MinMax, Percentile};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::graph::{Graph, Op, UnaryOp, ValueId};
 use crate::onnx::Limits;
 use crate::tensor::Tensor;
 
+/// How ranges are chosen from the calibration data.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum CalibScheme {
+    /// Minimum and maximum seen (AIMET "tf" / min_max).
+    #[default]
+    MinMax,
+    /// SQNR-based search over a histogram (AIMET "tf_enhanced"), for weights and activations.
+    Sqnr,
+    /// Activations: the given percentile of each batch at each end, averaged over batches;
+    /// weights: min-max.
+    Percentile(f32),
+}
+
 /// What to quantize and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QuantSimConfig {
     pub weight_bits: u32,
     pub act_bits: u32,
     /// One encoding per output channel for weights.
     pub per_channel: bool,
+    pub scheme: CalibScheme,
 }
 
 impl Default for QuantSimConfig {
     fn default() -> Self {
-        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false }
+        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, scheme: CalibScheme::MinMax }
+    }
+}
+
+/// Statistics of one activation quantizer, by scheme.
+enum Stats {
+    MinMax(MinMax),
+    Hist(Histogram),
+    Pct(Percentile),
+}
+
+impl Stats {
+    fn new(scheme: CalibScheme) -> Self {
+        match scheme {
+            CalibScheme::MinMax => Stats::MinMax(MinMax::default()),
+            CalibScheme::Sqnr => Stats::Hist(Histogram::default()),
+            CalibScheme::Percentile(_) => Stats::Pct(Percentile::default()),
+        }
+    }
+    fn observe(&mut self, xs: &[f32], scheme: CalibScheme) {
+        match (self, scheme) {
+            (Stats::MinMax(m), _) => m.observe(xs),
+            (Stats::Hist(h), _) => h.observe(xs),
+            (Stats::Pct(p), CalibScheme::Percentile(q)) => p.observe(xs, q),
+            (Stats::Pct(p), _) => p.observe(xs, 100.0),
+        }
+    }
+    fn saw_nan(&self) -> bool {
+        match self {
+            Stats::MinMax(m) => m.saw_nan,
+            Stats::Hist(h) => h.saw_nan,
+            Stats::Pct(p) => p.saw_nan,
+        }
+    }
+    fn seen(&self) -> bool {
+        match self {
+            Stats::MinMax(m) => m.count > 0,
+            Stats::Hist(h) => h.batches > 0,
+            Stats::Pct(p) => p.batches > 0,
+        }
+    }
+    fn encoding(&self, bw: u8) -> Result<Encoding> {
+        match self {
+            Stats::MinMax(m) => Encoding::from_min_max(m.min, m.max, bw, QuantScheme::Asymmetric),
+            Stats::Hist(h) => sqnr_search(h, bw, QuantScheme::Asymmetric),
+            Stats::Pct(p) => {
+                let (lo, hi) = p.range();
+                Encoding::from_min_max(lo, hi, bw, QuantScheme::Asymmetric)
+            }
+        }
     }
 }
 
@@ -141,22 +204,31 @@ impl QuantSim {
         if samples.is_empty() {
             return Err(Error::Quant("the calibration set is empty".into()));
         }
+        if let CalibScheme::Percentile(p) = self.config.scheme {
+            if !(50.0..=100.0).contains(&p) {
+                return Err(Error::Quant(format!("percentile {p} is out of range (50 to 100)")));
+            }
+        }
+        let scheme = self.config.scheme;
         for p in &mut self.params {
             let t = self.graph.consts[p.value].as_ref().ok_or_else(|| Error::Quant("parameter is not constant".into()))?;
-            p.encodings = param_encodings(t, p.axis, self.weight_bits).map_err(|e| Error::Quant(format!("weight '{}': {e}", self.graph.values[p.value].name)))?;
+            p.encodings = param_encodings(t, p.axis, self.weight_bits, scheme == CalibScheme::Sqnr)
+                .map_err(|e| Error::Quant(format!("weight '{}': {e}", self.graph.values[p.value].name)))?;
         }
-        let mut stats: Vec<MinMax> = vec![MinMax::default(); self.acts.len()];
+        let mut stats: Vec<Stats> = self.acts.iter().map(|_| Stats::new(scheme)).collect();
         let slot: std::collections::HashMap<ValueId, usize> = self.acts.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
         for (i, a) in self.acts.iter().enumerate() {
             if let Some(t) = &self.graph.consts[a.value] {
-                stats[i].observe(&t.to_f32_vec());
+                // Constants (e.g. Clip bounds) are encoded from their exact range.
+                stats[i] = Stats::MinMax(MinMax::default());
+                stats[i].observe(&t.to_f32_vec(), scheme);
             }
         }
         let mut exec = Executor::with_fusion(self.quantized_weights_graph(), Limits::default(), false)?;
         for (done, x) in samples.iter().enumerate() {
             exec.run_with_hook(vec![x.clone()], &mut |id, t| {
                 if let (Some(&i), Some(d)) = (slot.get(&id), t.as_f32()) {
-                    stats[i].observe(d);
+                    stats[i].observe(d, scheme);
                 }
                 Ok(())
             })?;
@@ -169,13 +241,13 @@ impl QuantSim {
         }
         for (a, s) in self.acts.iter_mut().zip(&stats) {
             let name = &self.graph.values[a.value].name;
-            if s.saw_nan {
+            if s.saw_nan() {
                 return Err(Error::Quant(format!("tensor '{name}': NaN in the calibration data")));
             }
-            if s.count == 0 {
+            if !s.seen() {
                 continue; // never computed (e.g. an unused branch)
             }
-            a.encoding = Some(Encoding::from_min_max(s.min, s.max, self.act_bits, QuantScheme::Asymmetric).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
+            a.encoding = Some(s.encoding(self.act_bits).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
         }
         self.adjust_weight_scales_against_overflow();
         Ok(())
@@ -351,7 +423,11 @@ impl QuantSim {
                 "dtype": "int",
                 "is_symmetric": true,
                 "per_channel_quantization": self.config.per_channel,
-                "quant_scheme": "min_max",
+                "quant_scheme": match self.config.scheme {
+                    CalibScheme::MinMax => "min_max",
+                    CalibScheme::Sqnr => "tf_enhanced",
+                    CalibScheme::Percentile(_) => "percentile",
+                },
             },
             "producer": {"name": "qplay", "version": env!("CARGO_PKG_VERSION")},
         })
@@ -424,20 +500,33 @@ fn supergroup_head(g: &Graph, n: &crate::graph::Node, readers: &[usize]) -> bool
     }
 }
 
-/// Symmetric weight encodings, one per slice along `axis` (or one for the tensor).
-fn param_encodings(t: &Tensor, axis: Option<usize>, bw: u8) -> Result<Vec<Encoding>> {
+/// Symmetric weight encodings, one per slice along `axis` (or one for the tensor), by min-max or
+/// by the SQNR search over the weights' own histogram.
+fn param_encodings(t: &Tensor, axis: Option<usize>, bw: u8, sqnr: bool) -> Result<Vec<Encoding>> {
     let d = t.as_f32().ok_or_else(|| Error::Quant("weights must be float32".into()))?;
-    let ranges = match axis {
-        None => vec![min_max(d.iter().copied())],
+    let slices: Vec<Vec<f32>> = match axis {
+        None => vec![d.to_vec()],
         Some(ax) => {
-            if ax >= t.rank() {
-                return Err(Error::Quant(format!("per-channel axis {ax} does not exist in shape {:?}", t.shape())));
+            if ax >= t.rank() || t.rank() == 0 {
+                return Err(Error::Quant(format!("per-channel quantization needs a channel axis; shape {:?} has no axis {ax}", t.shape())));
             }
             let (outer, ch, inner) = split(t.shape(), ax);
-            (0..ch).map(|c| min_max((0..outer).flat_map(|o| d[(o * ch + c) * inner..(o * ch + c + 1) * inner].iter().copied()))).collect()
+            (0..ch).map(|c| (0..outer).flat_map(|o| d[(o * ch + c) * inner..(o * ch + c + 1) * inner].iter().copied()).collect()).collect()
         }
     };
-    ranges.into_iter().map(|(mn, mx)| Encoding::from_min_max(mn, mx, bw, QuantScheme::Symmetric)).collect()
+    slices
+        .iter()
+        .map(|v| {
+            if sqnr {
+                let mut h = Histogram::default();
+                h.observe(v);
+                sqnr_search(&h, bw, QuantScheme::Symmetric)
+            } else {
+                let (mn, mx) = min_max(v.iter().copied());
+                Encoding::from_min_max(mn, mx, bw, QuantScheme::Symmetric)
+            }
+        })
+        .collect()
 }
 
 fn split(shape: &[usize], ax: usize) -> (usize, usize, usize) {
