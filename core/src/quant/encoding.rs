@@ -181,3 +181,55 @@ pub fn sqnr_search(h: &super::observer::Histogram, bw: u8, scheme: QuantScheme) 
     let scale = d.max(MIN_SCALE);
     Ok(Encoding { bw, scale, offset: o.clamp(-n, 0.0) as i64, symmetric: scheme == QuantScheme::Symmetric })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::observer::{Histogram, Percentile};
+
+    #[test]
+    fn min_max_follows_aimet_rules() {
+        // asymmetric: [0, 1] -> scale 1/255, offset 0
+        let e = Encoding::from_min_max(0.0, 1.0, 8, QuantScheme::Asymmetric).unwrap();
+        assert_eq!((e.scale, e.offset), (1.0 / 255.0, 0));
+        // symmetric: max/127 or |min|/128, offset -128
+        let e = Encoding::from_min_max(-1.0, 0.5, 8, QuantScheme::Symmetric).unwrap();
+        assert_eq!((e.scale, e.offset), (1.0 / 128.0, -128));
+        // an all-zero tensor gets the smallest scale
+        let e = Encoding::from_min_max(0.0, 0.0, 8, QuantScheme::Asymmetric).unwrap();
+        assert_eq!((e.scale, e.offset), (MIN_SCALE, 0));
+        // ties go up: with scale 1 and offset -128, -0.5 -> 0 and 2.5 -> 3
+        let e = Encoding { bw: 8, scale: 1.0, offset: -128, symmetric: true };
+        assert_eq!((e.qdq(-0.5), e.qdq(-1.5), e.qdq(2.5), e.qdq(1000.0)), (0.0, -1.0, 3.0, 127.0));
+        assert!(Encoding::from_min_max(f32::NAN, 1.0, 8, QuantScheme::Asymmetric).is_err());
+    }
+
+    #[test]
+    fn sqnr_search_clips_heavy_tails_at_low_bit_widths() {
+        // Laplace-distributed values (a typical pre-activation): at 4 bits the best grid clips
+        // the tails; min-max spends its 16 levels on rare extremes.
+        let xs: Vec<f32> = (1..100_000)
+            .map(|i| {
+                let u = (i as f64 * 0.618_033_988_75).fract().max(1e-9);
+                let v = -(u.ln());
+                (if i % 2 == 0 { v } else { -v }) as f32
+            })
+            .collect();
+        let mut h = Histogram::default();
+        h.observe(&xs);
+        let e = sqnr_search(&h, 4, QuantScheme::Asymmetric).unwrap();
+        let absmax = xs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let mm = Encoding::from_min_max(-absmax, absmax, 4, QuantScheme::Asymmetric).unwrap();
+        assert!(e.max() < 0.8 * absmax, "range [{}, {}] vs absmax {absmax}", e.min(), e.max());
+        let err = |e: &Encoding| xs.iter().map(|&x| ((x - e.qdq(x)) as f64).powi(2)).sum::<f64>();
+        assert!(err(&e) < 0.8 * err(&mm), "{} vs {}", err(&e), err(&mm));
+    }
+
+    #[test]
+    fn percentile_drops_the_extremes() {
+        let xs: Vec<f32> = (0..10_001).map(|i| i as f32).collect();
+        let mut p = Percentile::default();
+        p.observe(&xs, 99.0);
+        assert_eq!(p.range(), (100.0, 9900.0));
+    }
+}
