@@ -53,6 +53,21 @@ pub struct QuantReport {
     pub seconds: f64,
     /// AIMET-format (1.0.0) encodings, for download.
     pub encodings_json: String,
+    /// SQNR of every quantized activation against FP32 on a few calibration samples, in graph
+    /// order.
+    pub layers: Vec<LayerRow>,
+    pub analysis_samples: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub name: String,
+    pub op: String,
+    pub bits: u8,
+    pub min: f32,
+    pub max: f32,
+    /// dB; `None` when there was no error at all.
+    pub sqnr_db: Option<f64>,
 }
 
 /// The quantized model's answer next to the FP32 one.

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
+use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
@@ -183,6 +183,14 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             })
             .map_err(|e| e.to_string())?;
             let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
+            post(&Response::Progress { job, stage: "Measuring per-layer error".into(), done: 0, total: 1 });
+            let probe = &samples[..samples.len().min(4)];
+            let analysis = qplay_core::quant::analysis::analyze(&sim, probe).map_err(|e| e.to_string())?;
+            let layers = analysis
+                .layers
+                .iter()
+                .map(|l| LayerRow { name: l.name.clone(), op: l.op.clone(), bits: l.bits, min: l.min, max: l.max, sqnr_db: l.sqnr_db.is_finite().then_some(l.sqnr_db) })
+                .collect();
             let (integer_steps, float_steps) = int8.integer_steps();
             let enc = sim.to_aimet_json();
             let report = QuantReport {
@@ -195,6 +203,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 float_steps,
                 seconds: (now() - t0) / 1e3,
                 encodings_json: serde_json::to_string_pretty(&enc).unwrap_or_default(),
+                layers,
+                analysis_samples: probe.len(),
             };
             loaded.int8 = Some(int8);
             Ok(Response::Quantized { job, report })

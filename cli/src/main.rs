@@ -407,7 +407,9 @@ fn quantize(o: &Opts) -> CliResult<()> {
     let n_act = enc["activation_encodings"].as_array().map_or(0, Vec::len);
     let n_par = enc["param_encodings"].as_array().map_or(0, Vec::len);
     if let Some(p) = o.value("report") {
+        let analysis = qplay_core::quant::analysis::analyze(&sim, &data[..data.len().min(10)])?;
         let report = serde_json::json!({
+            "analysis": analysis,
             "model": o.model.display().to_string(),
             "recipe": "none",
             "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},

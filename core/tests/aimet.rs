@@ -136,3 +136,30 @@ fn bad_configurations_are_refused() {
     let e = s.calibrate(&[Tensor::f32(vec![4, 1, 8, 8], nan).unwrap()]).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
 }
+
+#[test]
+fn per_layer_analysis_is_consistent() {
+    let s = sim(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
+    let x = digits(TEST_X, 450, false);
+    let a = qplay_core::quant::analysis::analyze(&s, std::slice::from_ref(&x)).unwrap();
+    // One row per activation encoding, named as in the export.
+    let names: Vec<&str> = a.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names.len(), s.to_aimet_json()["activation_encodings"].as_array().unwrap().len() - 14, "minus the 14 Clip bound constants");
+    assert!(names.contains(&"input") && names.contains(&"logits"));
+    // The model input on [0, 1] quantized with step 1/255: SQNR well above 40 dB.
+    let input = a.layers.iter().find(|l| l.name == "input").unwrap();
+    assert!(input.sqnr_db > 40.0, "{input:?}");
+    // End-to-end SQNR equals the one computed from the two models' outputs directly.
+    let fp = {
+        let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+        let mut e = qplay_core::Executor::new(g, Limits::default()).unwrap();
+        e.run(vec![x.clone()]).unwrap().remove(0).to_f32_vec()
+    };
+    let q = s.executor().unwrap().run(vec![x]).unwrap().remove(0).to_f32_vec();
+    let direct = qplay_core::metrics::sqnr_db(&fp, &q);
+    assert!((a.logits_sqnr_db - direct).abs() < 0.05, "{} vs {direct}", a.logits_sqnr_db);
+    let logits = a.layers.iter().find(|l| l.name == "logits").unwrap();
+    assert!((logits.sqnr_db - direct).abs() < 0.05);
+    assert_eq!(a.weights.len(), 8);
+    assert!(a.weights.iter().all(|w| w.min.len() == w.max.len() && w.min.iter().zip(&w.max).all(|(a, b)| a <= b)));
+}

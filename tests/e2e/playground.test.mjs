@@ -99,6 +99,12 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
   assert.equal(enc.version, "1.0.0");
   assert.equal(enc.param_encodings.length, 50);
+  // Per-layer table: one row per quantized activation (143 encodings minus 66 Clip-bound constants).
+  await page.click('[data-testid="layer-table-toggle"]');
+  assert.equal(await page.locator('[data-testid="layer-table"] tbody tr').count(), 77);
+  await page.click('[data-testid="sort-sqnr-db"]');
+  const dbs = (await page.locator('[data-testid="layer-sqnr"]').allTextContents()).map(Number);
+  assert.ok(dbs.every((d, i) => i === 0 || dbs[i - 1] <= d), "sorted by SQNR");
   await page.click('[data-testid="photo-coffee"]');
   await page.locator('[data-testid="int8-top1"]').waitFor();
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "967"); // espresso, as onnxruntime

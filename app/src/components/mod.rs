@@ -1,6 +1,7 @@
 //! UI components, one per file.
 
 mod input_panel;
+mod layer_table;
 mod model_card;
 mod model_picker;
 mod quantize_panel;
@@ -13,6 +14,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 pub use input_panel::InputPanel;
+pub use layer_table::LayerTable;
 pub use model_card::ModelCard;
 pub use model_picker::ModelPicker;
 pub use quantize_panel::QuantizePanel;

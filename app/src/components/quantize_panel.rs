@@ -93,6 +93,7 @@ pub fn QuantizePanel() -> impl IntoView {
                         </p>
                     }
                 })}
+                <super::LayerTable/>
             </section>
         })
     }
