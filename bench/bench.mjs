@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session, memory_bytes } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes, int8_gemm, int8_peak } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
@@ -137,4 +137,29 @@ for (const [name, m] of Object.entries(MODELS)) {
   console.log(`qplay FP32 wasm vs onnxruntime-web FP32: ${ratio("ortweb-fp32", "qplay-fp32-wasm")}x faster; onnxruntime-web INT8 vs its FP32: ${ratio("ortweb-fp32", "ortweb-int8")}x faster`);
   console.log("(ratios above 1: the first engine is faster; INT8 top-1 may legitimately differ from FP32)");
 }
+// INT8 GEMM micro-benchmark against the measured SIMD128 ceiling of its inner step.
+function gmacs(fn, macs) {
+  fn(); // warm-up
+  const t = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    fn();
+    t.push(performance.now() - t0);
+  }
+  t.sort((a, b) => a - b);
+  return macs / (t[2] / 1e3) / 1e9;
+}
+if (!only || only === "gemm") {
+  const peakReps = 20_000_000;
+  const peak = gmacs(() => int8_peak(peakReps), peakReps * 96);
+  const shapes = [[256, 256, 512, 4], [3136, 96, 24, 2], [784, 240, 40, 4], [49, 1152, 192, 8]];
+  const gemm = shapes.map(([p, m, k, reps]) => ({ p, m, k, gmacs: gmacs(() => int8_gemm(p, m, k, reps), reps * p * m * Math.ceil(k / 8) * 8) }));
+  if (json) {
+    console.log(JSON.stringify({ bench: "int8-gemm-wasm", peak_gmacs: +peak.toFixed(2), shapes: gemm.map((g) => ({ ...g, gmacs: +g.gmacs.toFixed(2), of_peak: +(g.gmacs / peak).toFixed(3) })) }));
+  } else {
+    console.log(`\nINT8 GEMM (wasm SIMD128, i32x4.dot_i16x8_s): measured ceiling ${peak.toFixed(2)} GMAC/s`);
+    for (const g of gemm) console.log(`  ${g.p}x${g.m}x${g.k}: ${g.gmacs.toFixed(2)} GMAC/s = ${((100 * g.gmacs) / peak).toFixed(0)} % of the ceiling (K padded to a multiple of 8)`);
+  }
+}
+
 if (all.some((r) => !r.top1_ok && r.engine.includes("fp32"))) { console.error("an FP32 top-1 differs from onnxruntime's reference"); process.exit(1); }

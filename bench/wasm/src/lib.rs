@@ -66,3 +66,37 @@ impl Session {
 pub fn memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
+
+/// Runs the INT8 GEMM kernel `reps` times on a `p x m x k` problem (fixed pseudo-random data);
+/// time it from JS: MACs = reps * p * m * k. Returns a checksum so the work cannot be skipped.
+#[wasm_bindgen]
+pub fn int8_gemm(p: usize, m: usize, k: usize, reps: usize) -> i32 {
+    use qplay_core::kernels::int8::{dot_gemm, padded};
+    let kp = padded(k);
+    let x: Vec<i16> = (0..p * kp).map(|i| ((i * 37) % 511) as i16 - 255).collect();
+    let w: Vec<i16> = (0..m * kp).map(|i| ((i * 91) % 255) as i16 - 127).collect();
+    let mut out = vec![0i32; p * m];
+    let mut sum = 0i32;
+    for _ in 0..reps {
+        dot_gemm(p, m, kp, &x, &w, &mut out);
+        sum = sum.wrapping_add(out[out.len() / 2]);
+    }
+    sum
+}
+
+/// The SIMD128 ceiling for this kernel's inner step: `reps` rounds of 12 independent
+/// `i32x4.dot_i16x8_s` + `i32x4.add` chains on registers (8 MACs each), no memory traffic.
+/// MACs = reps * 12 * 8.
+#[wasm_bindgen]
+pub fn int8_peak(reps: usize) -> i32 {
+    use core::arch::wasm32::*;
+    let b = i16x8_splat(3);
+    let c = i32x4_splat(1);
+    let mut acc: [v128; 12] = core::array::from_fn(|i| i32x4_splat(i as i32));
+    for _ in 0..reps {
+        for a in acc.iter_mut() {
+            *a = i32x4_add(i32x4_dot_i16x8(*a, b), c);
+        }
+    }
+    acc.iter().fold(0i32, |s, v| s.wrapping_add(i32x4_extract_lane::<0>(*v)))
+}
