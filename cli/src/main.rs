@@ -15,7 +15,7 @@ const USAGE: &str = "usage:
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
-            [--scheme minmax|sqnr|percentile[:P]] [--encodings E.json] [--report R.json]
+            [--scheme minmax|sqnr|percentile[:P]] [--skip NODE]... [--encodings E.json] [--report R.json]
   qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
@@ -79,6 +79,9 @@ impl Opts {
     fn flag(&self, name: &str) -> bool {
         self.pairs.iter().any(|(k, _)| k == name)
     }
+    fn values(&self, name: &str) -> Vec<String> {
+        self.pairs.iter().filter(|(k, _)| k == name).filter_map(|(_, v)| v.clone()).collect()
+    }
     fn value(&self, name: &str) -> Option<&str> {
         self.pairs.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
     }
@@ -106,7 +109,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings"])?),
         "--help" | "-h" | "help" => {
@@ -392,7 +395,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
         }
     }
     let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
-    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme };
+    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
     let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
     let data = samples(&g, Path::new(calib), 32)?;

@@ -163,3 +163,88 @@ fn per_layer_analysis_is_consistent() {
     assert_eq!(a.weights.len(), 8);
     assert!(a.weights.iter().all(|w| w.min.len() == w.max.len() && w.min.iter().zip(&w.max).all(|(a, b)| a <= b)));
 }
+
+#[test]
+fn skipped_layers_stay_in_float() {
+    let config = QuantSimConfig { skip: vec!["/fc/Gemm".into()], ..Default::default() };
+    let s = sim(MOBILENET, false, config);
+    let j = s.to_aimet_json();
+    let names = |k: &str| j[k].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(!names("param_encodings").contains(&"fc.weight".to_string()));
+    assert!(!names("activation_encodings").contains(&"logits".to_string()));
+    assert_eq!(names("param_encodings").len(), 7);
+    // The simulation and the integer engine still run (the skipped Gemm in float).
+    let x = digits(TEST_X, 450, false);
+    let y = s.executor().unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    let yi = qplay_core::exec::int8::Int8Executor::new(&s).unwrap().run(vec![x]).unwrap().remove(0);
+    let labels = read_npy(TEST_Y, 1 << 20).unwrap().to_i64_vec();
+    assert!(qplay_core::metrics::accuracy(&y.to_f32_vec(), &labels, 10) > 0.96);
+    assert!(qplay_core::metrics::accuracy(&yi.to_f32_vec(), &labels, 10) > 0.96);
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    let e = QuantSim::new(g, QuantSimConfig { skip: vec!["nope".into()], ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("'nope'"));
+}
+
+/// AIMET 0.6.1 files (name-keyed maps) import to the same encodings as the 1.0.0 export.
+#[test]
+fn import_061_and_100_agree() {
+    let v1: Value = aimet_json(include_str!("../../tests/aimet/digits_mobilenet/w8a8_pc/digits_mobilenet_w8a8_pc.encodings"));
+    let to_061 = |list: &Value| -> Value {
+        let mut m = serde_json::Map::new();
+        for e in list.as_array().unwrap() {
+            let encs: Vec<Value> = e["scale"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(e["offset"].as_array().unwrap())
+                .map(|(s, o)| {
+                    let (s, o) = (s.as_f64().unwrap(), o.as_f64().unwrap());
+                    let n = ((1u64 << e["bw"].as_u64().unwrap()) - 1) as f64;
+                    serde_json::json!({"bitwidth": e["bw"], "is_symmetric": if e["is_sym"].as_bool().unwrap() { "True" } else { "False" },
+                        "scale": s, "offset": o, "min": s * o, "max": s * (o + n)})
+                })
+                .collect();
+            m.insert(e["name"].as_str().unwrap().to_string(), Value::Array(encs));
+        }
+        Value::Object(m)
+    };
+    let v061 = serde_json::json!({"version": "0.6.1", "activation_encodings": to_061(&v1["activation_encodings"]), "param_encodings": to_061(&v1["param_encodings"])});
+    let config = QuantSimConfig { per_channel: true, ..Default::default() };
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    let (g, _) = fold_batch_norms(g);
+    let mut a = QuantSim::new(g.clone(), config.clone()).unwrap();
+    a.import_aimet_json(&v1.to_string()).unwrap();
+    let mut b = QuantSim::new(g, config).unwrap();
+    b.import_aimet_json(&v061.to_string()).unwrap();
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.acts, b.acts);
+    // and export -> import of qplay's own encodings is lossless
+    let mut c = QuantSim::new(a.graph().clone(), a.config().clone()).unwrap();
+    c.import_aimet_json(&a.to_aimet_json().to_string()).unwrap();
+    assert_eq!(a.params, c.params);
+    assert_eq!(a.acts, c.acts);
+}
+
+#[test]
+fn per_channel_needs_a_channel_axis() {
+    // A Gemm whose weight is a scalar constant has no output-channel axis.
+    use prost::Message;
+    use qplay_core::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
+    let vi = |n: &str| ValueInfoProto { name: Some(n.into()), ..Default::default() };
+    let m = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto {
+            node: vec![NodeProto { op_type: Some("MatMul".into()), name: Some("mm".into()), input: vec!["x".into(), "w".into()], output: vec!["y".into()], ..Default::default() }],
+            initializer: vec![TensorProto { name: Some("w".into()), dims: vec![], data_type: Some(1), float_data: vec![0.5], ..Default::default() }],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (g, _) = load_model(&m.encode_to_vec(), &Limits::default()).unwrap();
+    let e = QuantSim::new(g.clone(), QuantSimConfig { per_channel: true, ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("no channel axis") && e.to_string().contains("'w'"), "{e}");
+    assert!(QuantSim::new(g, QuantSimConfig::default()).is_ok(), "per-tensor is fine");
+}

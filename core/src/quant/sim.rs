@@ -38,11 +38,13 @@ pub struct QuantSimConfig {
     /// One encoding per output channel for weights.
     pub per_channel: bool,
     pub scheme: CalibScheme,
+    /// Names of nodes left in float: neither their weights nor their outputs are quantized.
+    pub skip: Vec<String>,
 }
 
 impl Default for QuantSimConfig {
     fn default() -> Self {
-        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, scheme: CalibScheme::MinMax }
+        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, scheme: CalibScheme::MinMax, skip: Vec::new() }
     }
 }
 
@@ -129,6 +131,10 @@ impl QuantSim {
     pub fn new(graph: Graph, config: QuantSimConfig) -> Result<Self> {
         let weight_bits = check_bits(config.weight_bits)?;
         let act_bits = check_bits(config.act_bits)?;
+        if let Some(name) = config.skip.iter().find(|s| !graph.nodes.iter().any(|n| &n.name == *s)) {
+            return Err(Error::Quant(format!("cannot skip node '{name}': the model has no node of that name")));
+        }
+        let skipped = |n: &crate::graph::Node| config.skip.iter().any(|s| *s == n.name);
         let mut readers = vec![0usize; graph.values.len()];
         for n in &graph.nodes {
             for &i in n.inputs.iter().flatten() {
@@ -149,12 +155,21 @@ impl QuantSim {
                 Op::MatMul => None, // axis depends on rank, set below
                 _ => None,
             };
-            let is_layer = matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul);
+            let is_layer = matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul) && !skipped(n);
             if is_layer {
                 if let Some(w) = n.inputs.get(1).copied().flatten().filter(|&w| graph.consts[w].as_ref().is_some_and(|t| t.as_f32().is_some())) {
                     let rank = graph.consts[w].as_ref().map_or(0, Tensor::rank);
                     let axis_of = weight.or_else(|| rank.checked_sub(1));
-                    let axis = if config.per_channel { axis_of } else { None };
+                    let axis = match (config.per_channel, axis_of) {
+                        (false, _) => None,
+                        (true, Some(ax)) if ax < rank => Some(ax),
+                        (true, _) => {
+                            return Err(Error::Quant(format!(
+                                "weight '{}' of node '{}' has no channel axis (rank {rank}): per-channel quantization needs one",
+                                graph.values[w].name, n.name
+                            )))
+                        }
+                    };
                     if param_ids.insert(w) {
                         params.push(ParamQuantizer { value: w, axis, encodings: vec![] });
                     }
@@ -165,6 +180,9 @@ impl QuantSim {
             }
         }
         for n in &graph.nodes {
+            if skipped(n) {
+                continue;
+            }
             // Constant float inputs that are not parameters get an activation quantizer.
             for &i in n.inputs.iter().flatten() {
                 let is_float_const = graph.consts[i].as_ref().is_some_and(|t| t.as_f32().is_some());
