@@ -18,6 +18,10 @@ pub struct BnFoldReport {
     pub folded: Vec<(String, String)>,
     /// BN nodes left in the graph.
     pub unfolded: Vec<String>,
+    /// The folded BNs' scale and shift (gamma, beta), keyed by the layer node they went into
+    /// (high-bias absorption uses them).
+    #[serde(skip)]
+    pub bn_params: Vec<(String, Vec<f32>, Vec<f32>)>,
 }
 
 /// Folds every foldable BatchNormalization into the Conv/Gemm before it.
@@ -26,8 +30,13 @@ pub fn fold_batch_norms(mut g: Graph) -> (Graph, BnFoldReport) {
     let mut i = 0;
     while i < g.nodes.len() {
         if let Op::BatchNorm { epsilon } = g.nodes[i].op {
+            let gb = |k: usize| g.nodes[i].inputs.get(k).copied().flatten().and_then(|v| g.consts[v].as_ref()).map(|t| t.to_f32_vec());
+            let (gamma, beta) = (gb(1), gb(2));
             if let Some(layer) = try_fold(&mut g, i, epsilon) {
                 report.folded.push((g.nodes[layer].name.clone(), g.nodes[i].name.clone()));
+                if let (Some(gamma), Some(beta)) = (gamma, beta) {
+                    report.bn_params.push((g.nodes[layer].name.clone(), gamma, beta));
+                }
                 g.nodes.remove(i);
                 continue;
             }
