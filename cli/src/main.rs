@@ -13,10 +13,10 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
-            [--encodings E.json [--int8]]
+            [--encodings E.json [--int8] [--recipe none|dfq]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
             [--scheme minmax|sqnr|percentile[:P]] [--skip NODE]... [--encodings E.json] [--report R.json]
-  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8]] [--json]
+  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
 fn main() -> ExitCode {
@@ -108,10 +108,10 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     let rest = &args[1..];
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
-        "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings"])?),
+        "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
         "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip"])?),
-        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings"])?),
-        "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings"])?),
+        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe"])?),
+        "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -299,7 +299,12 @@ impl Model {
             None if o.flag("int8") => return Err(CliError::Usage("--int8 needs --encodings E.json (from qplay quantize)".into())),
             None => Model::Fp32(Executor::new(g, Limits::default())?),
             Some(path) => {
-                let (g, _) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+                // The encodings refer to the transformed model: redo the recipe's transformation.
+                let g = match o.value("recipe").unwrap_or("none") {
+                    "none" => qplay_core::passes::bn_fold::fold_batch_norms(g).0,
+                    "dfq" => qplay_core::passes::cle::equalize(g).0,
+                    r => return Err(CliError::Usage(format!("--recipe {r}: run, eval and bench take none or dfq"))),
+                };
                 let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
                 let config = encodings_config(&text);
                 let mut sim = QuantSim::new(g, config)?;
@@ -375,9 +380,10 @@ fn samples(g: &Graph, path: &Path, batch: usize) -> CliResult<Vec<Tensor>> {
 
 fn quantize(o: &Opts) -> CliResult<()> {
     let (g, _) = load(&o.model)?;
-    match o.value("recipe").unwrap_or("none") {
-        "none" => {}
-        r @ ("dfq" | "adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none)"))),
+    let recipe = o.value("recipe").unwrap_or("none");
+    match recipe {
+        "none" | "dfq" => {}
+        r @ ("adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none, dfq)"))),
         r => return Err(CliError::Usage(format!("unknown recipe '{r}' (none, dfq, adaround, dfq+adaround)"))),
     }
     let scheme = match o.value("scheme").unwrap_or("minmax") {
@@ -397,7 +403,14 @@ fn quantize(o: &Opts) -> CliResult<()> {
     let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
     let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
-    let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+    let (g, fold, cle) = if recipe == "dfq" {
+        let (g, cle) = qplay_core::passes::cle::equalize(g);
+        let fold = serde_json::json!({"folded": cle.bn_folded});
+        (g, fold, Some(cle))
+    } else {
+        let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+        (g, serde_json::json!({"folded": fold.folded.len(), "pairs": fold.folded, "unfolded": fold.unfolded}), None)
+    };
     let data = samples(&g, Path::new(calib), 32)?;
     let t0 = Instant::now();
     let mut sim = QuantSim::new(g, config.clone())?;
@@ -414,7 +427,8 @@ fn quantize(o: &Opts) -> CliResult<()> {
         let report = serde_json::json!({
             "analysis": analysis,
             "model": o.model.display().to_string(),
-            "recipe": "none",
+            "recipe": recipe,
+            "cle": cle,
             "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
@@ -424,11 +438,11 @@ fn quantize(o: &Opts) -> CliResult<()> {
         });
         std::fs::write(p, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
     }
-    println!(
-        "quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s",
-        fold.folded.len(),
-        data.len()
-    );
+    if let Some(c) = &cle {
+        println!("equalized: {} ReLU6 replaced by ReLU, {} layer groups, {} scaled sets, {} high biases absorbed", c.relu6_replaced.len(), c.groups.len(), c.sets.len(), c.absorbed.len());
+    }
+    println!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s", fold["folded"], data.len());
+
     Ok(())
 }
 
