@@ -22,6 +22,8 @@ pub enum Request {
 /// A quantization recipe as the page offers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantConfig {
+    /// Quantizer placement exactly as AIMET's default config (else qplay's).
+    pub aimet_compatible: bool,
     pub weight_bits: u32,
     pub act_bits: u32,
     pub per_channel: bool,

@@ -174,7 +174,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
             let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
-            let cfg = QuantSimConfig { weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
+            let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
+            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
             let total = samples.len();
             sim.calibrate_with_progress(&samples, &mut |done, total| {

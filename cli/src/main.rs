@@ -4,7 +4,7 @@ use qplay_core::graph::Dim;
 use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
 use qplay_core::exec::int8::Int8Executor;
-use qplay_core::quant::{CalibScheme, QuantSim, QuantSimConfig};
+use qplay_core::quant::{CalibScheme, Mode, QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ const USAGE: &str = "usage:
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8] [--recipe none|dfq]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
-            [--scheme minmax|sqnr|percentile[:P]] [--skip NODE]... [--encodings E.json] [--report R.json]
+            [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--skip NODE]... [--encodings E.json] [--report R.json]
   qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
@@ -109,7 +109,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
@@ -326,14 +326,16 @@ impl Model {
     }
 }
 
-/// Quantizer placement for an imported file: per-channel when any parameter has several encodings.
+/// Quantizer placement for an imported file: per-channel when any parameter has several
+/// encodings; qplay's placement when the file says so (files from AIMET use AIMET's).
 fn encodings_config(text: &str) -> QuantSimConfig {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
     let per_channel = v["quantizer_args"]["per_channel_quantization"].as_bool().unwrap_or_else(|| {
         v["param_encodings"].as_array().is_some_and(|l| l.iter().any(|e| e["scale"].as_array().is_some_and(|s| s.len() > 1)))
             || v["param_encodings"].as_object().is_some_and(|m| m.values().any(|e| e.as_array().is_some_and(|l| l.len() > 1)))
     });
-    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, ..Default::default() }
+    let mode = if v["quantizer_args"]["qplay_mode"] == "qplay" { Mode::Qplay } else { Mode::Aimet };
+    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, mode, ..Default::default() }
 }
 
 /// Samples for calibration or evaluation from one .npy (N along axis 0) or a directory of .npy
@@ -401,7 +403,12 @@ fn quantize(o: &Opts) -> CliResult<()> {
         }
     }
     let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
-    let config = QuantSimConfig { weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
+    let mode = match o.value("mode").unwrap_or("qplay") {
+        "qplay" => Mode::Qplay,
+        "aimet" => Mode::Aimet,
+        m => return Err(CliError::Usage(format!("unknown mode '{m}' (qplay, aimet)"))),
+    };
+    let config = QuantSimConfig { mode, weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
     let (g, fold, cle) = if recipe == "dfq" {
         let (g, cle) = qplay_core::passes::cle::equalize(g);
@@ -429,7 +436,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
             "model": o.model.display().to_string(),
             "recipe": recipe,
             "cle": cle,
-            "config": {"weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
+            "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
             "activation_quantizers": n_act,

@@ -73,7 +73,7 @@ macro_rules! aimet_case {
     ($name:ident, $model:expr, $flat:expr, $file:literal, $w:expr, $pc:expr) => {
         #[test]
         fn $name() {
-            let s = sim($model, $flat, QuantSimConfig { weight_bits: $w, act_bits: 8, per_channel: $pc, ..Default::default() });
+            let s = sim($model, $flat, QuantSimConfig { weight_bits: $w, act_bits: 8, per_channel: $pc, mode: qplay_core::quant::Mode::Aimet, ..Default::default() });
             let aimet = aimet_json(include_str!(concat!("../../tests/aimet/", $file)));
             compare(&s.to_aimet_json(), &aimet, $file);
         }
@@ -110,10 +110,10 @@ fn digits_accuracy_within_0_3_points_of_aimet() {
     let mob = include_str!("../../tests/aimet/digits_mobilenet/results.json");
     let mlp = include_str!("../../tests/aimet/digits_mlp/results.json");
     for (model, flat, results, recipe, config) in [
-        (MOBILENET, false, mob, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() }),
-        (MOBILENET, false, mob, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() }),
-        (MLP, true, mlp, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() }),
-        (MLP, true, mlp, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() }),
+        (MOBILENET, false, mob, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }),
+        (MOBILENET, false, mob, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }),
+        (MLP, true, mlp, "w8a8_pt", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }),
+        (MLP, true, mlp, "w8a8_pc", QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }),
     ] {
         let ours = accuracy(model, flat, config);
         let theirs = aimet_accuracy(results, recipe);
@@ -126,10 +126,10 @@ fn digits_accuracy_within_0_3_points_of_aimet() {
 fn bad_configurations_are_refused() {
     let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
     for bits in [1, 17] {
-        let e = QuantSim::new(g.clone(), QuantSimConfig { weight_bits: bits, act_bits: 8, per_channel: false, ..Default::default() }).unwrap_err();
+        let e = QuantSim::new(g.clone(), QuantSimConfig { weight_bits: bits, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains(&format!("bit-width {bits}")), "{e}");
     }
-    let mut s = QuantSim::new(g.clone(), QuantSimConfig::default()).unwrap();
+    let mut s = QuantSim::new(g.clone(), QuantSimConfig { mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).unwrap();
     assert!(s.calibrate(&[]).unwrap_err().to_string().contains("empty"));
     let mut nan = digits(TRAIN_X, 4, false).to_f32_vec();
     nan[5] = f32::NAN;
@@ -139,7 +139,7 @@ fn bad_configurations_are_refused() {
 
 #[test]
 fn per_layer_analysis_is_consistent() {
-    let s = sim(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
+    let s = sim(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() });
     let x = digits(TEST_X, 450, false);
     let a = qplay_core::quant::analysis::analyze(&s, std::slice::from_ref(&x)).unwrap();
     // One row per activation encoding, named as in the export.
@@ -166,7 +166,7 @@ fn per_layer_analysis_is_consistent() {
 
 #[test]
 fn skipped_layers_stay_in_float() {
-    let config = QuantSimConfig { skip: vec!["/fc/Gemm".into()], ..Default::default() };
+    let config = QuantSimConfig { skip: vec!["/fc/Gemm".into()], mode: qplay_core::quant::Mode::Aimet, ..Default::default() };
     let s = sim(MOBILENET, false, config);
     let j = s.to_aimet_json();
     let names = |k: &str| j[k].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
@@ -181,7 +181,7 @@ fn skipped_layers_stay_in_float() {
     assert!(qplay_core::metrics::accuracy(&y.to_f32_vec(), &labels, 10) > 0.96);
     assert!(qplay_core::metrics::accuracy(&yi.to_f32_vec(), &labels, 10) > 0.96);
     let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
-    let e = QuantSim::new(g, QuantSimConfig { skip: vec!["nope".into()], ..Default::default() }).unwrap_err();
+    let e = QuantSim::new(g, QuantSimConfig { skip: vec!["nope".into()], mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("'nope'"));
 }
 
@@ -209,7 +209,7 @@ fn import_061_and_100_agree() {
         Value::Object(m)
     };
     let v061 = serde_json::json!({"version": "0.6.1", "activation_encodings": to_061(&v1["activation_encodings"]), "param_encodings": to_061(&v1["param_encodings"])});
-    let config = QuantSimConfig { per_channel: true, ..Default::default() };
+    let config = QuantSimConfig { per_channel: true, mode: qplay_core::quant::Mode::Aimet, ..Default::default() };
     let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
     let (g, _) = fold_batch_norms(g);
     let mut a = QuantSim::new(g.clone(), config.clone()).unwrap();
@@ -244,7 +244,7 @@ fn per_channel_needs_a_channel_axis() {
         ..Default::default()
     };
     let (g, _) = load_model(&m.encode_to_vec(), &Limits::default()).unwrap();
-    let e = QuantSim::new(g.clone(), QuantSimConfig { per_channel: true, ..Default::default() }).unwrap_err();
+    let e = QuantSim::new(g.clone(), QuantSimConfig { per_channel: true, mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("no channel axis") && e.to_string().contains("'w'"), "{e}");
-    assert!(QuantSim::new(g, QuantSimConfig::default()).is_ok(), "per-tensor is fine");
+    assert!(QuantSim::new(g, QuantSimConfig { mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).is_ok(), "per-tensor is fine");
 }

@@ -65,6 +65,8 @@ fn mobilenet_int8_matches_simulation() {
     check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
     check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() });
     check(MOBILENET, false, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() });
+    // AIMET's placement: depthwise outputs quantized before their activation.
+    check(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() });
 }
 
 #[test]

@@ -133,6 +133,7 @@ test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async 
   await page.click('[data-testid="model-sample-digits_mobilenet"]');
   await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
   await page.click('[data-testid="preset-int8-pt"]');
+  await page.check('[data-testid="aimet-compatible"]');
   await page.click('[data-testid="quantize"]');
   await page.locator('[data-testid="quant-summary"]').waitFor();
   await page.click('[data-testid="eval-digits"]');

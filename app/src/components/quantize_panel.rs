@@ -31,8 +31,9 @@ pub fn QuantizePanel() -> impl IntoView {
     let wbits = RwSignal::new(8u32);
     let abits = RwSignal::new(8u32);
     let per_channel = RwSignal::new(false);
+    let aimet = RwSignal::new(false);
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get() };
+    let config = move || QuantConfig { aimet_compatible: aimet.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -68,6 +69,9 @@ pub fn QuantizePanel() -> impl IntoView {
                     <label for="abits">" activation bits "</label>{bits_select(abits, 4..=8, "abits")}
                     <label><input type="checkbox" data-testid="per-channel" prop:checked=move || per_channel.get()
                         on:change=move |ev| per_channel.set(event_target_checked(&ev))/>" per-channel weights"</label>
+                    <label title="Quantize depthwise convolution outputs before their activation, as AIMET's default config does. qplay's default fuses them, as integer kernels run them.">
+                        <input type="checkbox" data-testid="aimet-compatible" prop:checked=move || aimet.get()
+                            on:change=move |ev| aimet.set(event_target_checked(&ev))/>" AIMET-compatible placement"</label>
                 </div>
                 <div class="actions">
                     <button class="primary" data-testid="quantize" disabled=busy on:click=move |_| start_quantize(state, config())>"Quantize"</button>
@@ -82,7 +86,8 @@ pub fn QuantizePanel() -> impl IntoView {
                     })}
                 </div>
                 {move || state.quant.get().map(|r| {
-                    let label = format!("W{}A{} {}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" });
+                    let label = format!("W{}A{} {}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
+                        if r.config.aimet_compatible { " (AIMET-compatible)" } else { "" });
                     view! {
                         <p class="quant-summary" data-testid="quant-summary">
                             <strong>{label}</strong>

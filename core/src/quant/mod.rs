@@ -7,4 +7,4 @@ pub mod observer;
 pub mod sim;
 
 pub use encoding::{Encoding, QuantScheme};
-pub use sim::{CalibScheme, QuantSim, QuantSimConfig};
+pub use sim::{CalibScheme, Mode, QuantSim, QuantSimConfig};

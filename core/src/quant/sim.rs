@@ -1,4 +1,6 @@
-//! Quantization simulation following AIMET's default quantsim configs (aimet-onnx 2.42,
+//! Quantization simulation following AIMET's default quantsim configs ([`Mode::Aimet`]; qplay's
+//! default [`Mode::Qplay`] differs only in fusing depthwise convolutions with their activation)
+//! (aimet-onnx 2.42,
 //! `default_config.json` / `default_config_per_channel.json`; tests/aimet/SEMANTICS.md sec. 2):
 //! - parameters: Conv/Gemm/MatMul weights, symmetric, per tensor or per output channel
 //!   (Conv axis 0, Gemm axis 0 with transB=1 else 1, MatMul last axis); biases not quantized;
@@ -16,6 +18,7 @@ use crate::exec::Executor;
 use crate::graph::{Graph, Op, UnaryOp, ValueId};
 use crate::onnx::Limits;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// How ranges are chosen from the calibration data.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -30,9 +33,23 @@ pub enum CalibScheme {
     Percentile(f32),
 }
 
+/// Quantizer placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    /// qplay's default: as AIMET, except that a depthwise or grouped convolution and its
+    /// activation share one output quantizer (as integer kernels execute them: the activation is
+    /// fused into the requantization), instead of quantizing the convolution's output before the
+    /// activation clips it.
+    #[default]
+    Qplay,
+    /// Exactly AIMET 2.42's default configs (reproduces its encodings).
+    Aimet,
+}
+
 /// What to quantize and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantSimConfig {
+    pub mode: Mode,
     pub weight_bits: u32,
     pub act_bits: u32,
     /// One encoding per output channel for weights.
@@ -44,7 +61,7 @@ pub struct QuantSimConfig {
 
 impl Default for QuantSimConfig {
     fn default() -> Self {
-        QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, scheme: CalibScheme::MinMax, skip: Vec::new() }
+        QuantSimConfig { mode: Mode::Qplay, weight_bits: 8, act_bits: 8, per_channel: false, scheme: CalibScheme::MinMax, skip: Vec::new() }
     }
 }
 
@@ -191,7 +208,7 @@ impl QuantSim {
                     acts.push(ActQuantizer { value: i, encoding: None });
                 }
             }
-            if IGNORED_OUTPUT_OPS.contains(&n.op_type.as_str()) || supergroup_head(&graph, n, &readers) {
+            if IGNORED_OUTPUT_OPS.contains(&n.op_type.as_str()) || supergroup_head(&graph, n, &readers, config.mode) {
                 continue;
             }
             for &o in &n.outputs {
@@ -441,6 +458,7 @@ impl QuantSim {
                 "dtype": "int",
                 "is_symmetric": true,
                 "per_channel_quantization": self.config.per_channel,
+                "qplay_mode": match self.config.mode { Mode::Qplay => "qplay", Mode::Aimet => "aimet" },
                 "quant_scheme": match self.config.scheme {
                     CalibScheme::MinMax => "min_max",
                     CalibScheme::Sqnr => "tf_enhanced",
@@ -503,8 +521,9 @@ fn parse_v06(name: &str, e: &serde_json::Value) -> Result<(String, Vec<Encoding>
     Ok((name.to_string(), encs))
 }
 
-/// Whether node `n` is the first op of one of AIMET's default supergroups.
-fn supergroup_head(g: &Graph, n: &crate::graph::Node, readers: &[usize]) -> bool {
+/// Whether node `n` is the first op of a supergroup: AIMET's defaults, plus (qplay mode)
+/// depthwise and grouped convolutions followed by their activation.
+fn supergroup_head(g: &Graph, n: &crate::graph::Node, readers: &[usize], mode: Mode) -> bool {
     let Some(&out) = n.outputs.first() else { return false };
     if readers[out] != 1 || g.outputs.contains(&out) {
         return false;
@@ -512,7 +531,7 @@ fn supergroup_head(g: &Graph, n: &crate::graph::Node, readers: &[usize]) -> bool
     let Some(next) = g.nodes.iter().find(|m| m.inputs.iter().flatten().any(|&i| i == out)) else { return false };
     let relu = matches!(next.op, Op::Unary(UnaryOp::Relu));
     match &n.op {
-        Op::Conv { group, .. } => *group == 1 && (relu || matches!(next.op, Op::Clip { .. })),
+        Op::Conv { group, .. } => (*group == 1 || mode == Mode::Qplay) && (relu || matches!(next.op, Op::Clip { .. })),
         Op::Binary(crate::graph::BinaryOp::Add) | Op::Gemm { .. } => relu,
         _ => false,
     }
