@@ -300,13 +300,9 @@ impl Model {
             None => Model::Fp32(Executor::new(g, Limits::default())?),
             Some(path) => {
                 // The encodings refer to the transformed model: redo the recipe's transformation.
-                let g = match o.value("recipe").unwrap_or("none") {
-                    "none" => qplay_core::passes::bn_fold::fold_batch_norms(g).0,
-                    "dfq" => qplay_core::passes::cle::equalize(g).0,
-                    r => return Err(CliError::Usage(format!("--recipe {r}: run, eval and bench take none or dfq"))),
-                };
                 let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
                 let config = encodings_config(&text);
+                let g = transform(g, o.value("recipe").unwrap_or("none"), config.mode)?.0;
                 let mut sim = QuantSim::new(g, config)?;
                 sim.import_aimet_json(&text).map_err(|e| CliError::Failed(format!("{path}: {e}")))?;
                 if o.flag("int8") {
@@ -380,9 +376,32 @@ fn samples(g: &Graph, path: &Path, batch: usize) -> CliResult<Vec<Tensor>> {
     Ok(out)
 }
 
+/// The FP32 transformation of a recipe: BN folding, plus cross-layer equalization for dfq
+/// (function-preserving in qplay mode, AIMET's `equalize_model` in AIMET mode).
+fn transform(g: Graph, recipe: &str, mode: Mode) -> CliResult<(Graph, serde_json::Value, Option<qplay_core::passes::cle::CleReport>)> {
+    use qplay_core::passes::cle::{equalize_with, CleMode};
+    Ok(match recipe {
+        "none" => {
+            let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+            (g, serde_json::json!({"folded": fold.folded.len(), "pairs": fold.folded, "unfolded": fold.unfolded}), None)
+        }
+        "dfq" => {
+            let (g, cle) = equalize_with(g, if mode == Mode::Aimet { CleMode::Aimet } else { CleMode::Preserving });
+            (g, serde_json::json!({"folded": cle.bn_folded}), Some(cle))
+        }
+        r => return Err(CliError::Usage(format!("--recipe {r}: expected none or dfq"))),
+    })
+}
+
 fn quantize(o: &Opts) -> CliResult<()> {
     let (g, _) = load(&o.model)?;
     let recipe = o.value("recipe").unwrap_or("none");
+    let mode = match o.value("mode").unwrap_or("qplay") {
+        "qplay" => Mode::Qplay,
+        "aimet" => Mode::Aimet,
+        m => return Err(CliError::Usage(format!("unknown mode '{m}' (qplay, aimet)"))),
+    };
+
     match recipe {
         "none" | "dfq" => {}
         r @ ("adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none, dfq)"))),
@@ -403,21 +422,9 @@ fn quantize(o: &Opts) -> CliResult<()> {
         }
     }
     let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
-    let mode = match o.value("mode").unwrap_or("qplay") {
-        "qplay" => Mode::Qplay,
-        "aimet" => Mode::Aimet,
-        m => return Err(CliError::Usage(format!("unknown mode '{m}' (qplay, aimet)"))),
-    };
     let config = QuantSimConfig { mode, weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
-    let (g, fold, cle) = if recipe == "dfq" {
-        let (g, cle) = qplay_core::passes::cle::equalize(g);
-        let fold = serde_json::json!({"folded": cle.bn_folded});
-        (g, fold, Some(cle))
-    } else {
-        let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
-        (g, serde_json::json!({"folded": fold.folded.len(), "pairs": fold.folded, "unfolded": fold.unfolded}), None)
-    };
+    let (g, fold, cle) = transform(g, recipe, mode)?;
     let data = samples(&g, Path::new(calib), 32)?;
     let t0 = Instant::now();
     let mut sim = QuantSim::new(g, config.clone())?;

@@ -81,8 +81,8 @@ struct Linear {
     sw: Vec<f32>,
     bias: Vec<f32>,
     out: QEnc,
-    /// Clamp of a fused activation, in real values.
-    clamp: (f32, f32),
+    /// Clamp of a fused activation, in real values, per output channel (or one for all).
+    clamp: (Vec<f32>, Vec<f32>),
 }
 
 #[derive(Debug, Clone)]
@@ -364,15 +364,16 @@ fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) 
         .collect()
 }
 
-/// The (real) output range of node `ai` if it is Relu or a Clip with constant bounds.
-fn activation_clamp(g: &Graph, n: &Node) -> Option<(f32, f32)> {
+/// The (real) output range of node `n` if it is Relu or a Clip with constant bounds, scalar or
+/// per channel (a vector of `m` values, as qplay's equalization leaves them).
+fn activation_clamp(g: &Graph, n: &Node, m: usize) -> Option<(Vec<f32>, Vec<f32>)> {
     match n.op {
-        Op::Unary(UnaryOp::Relu) => Some((0.0, f32::INFINITY)),
+        Op::Unary(UnaryOp::Relu) => Some((vec![0.0], vec![f32::INFINITY])),
         Op::Clip { min, max } => {
-            let b = |k: usize, attr: Option<f32>, d: f32| -> Option<f32> {
+            let b = |k: usize, attr: Option<f32>, d: f32| -> Option<Vec<f32>> {
                 match n.inputs.get(k).copied().flatten() {
-                    None => Some(attr.unwrap_or(d)),
-                    Some(id) => g.consts[id].as_ref().filter(|t| t.len() == 1).map(|t| t.to_f32_vec()[0]),
+                    None => Some(vec![attr.unwrap_or(d)]),
+                    Some(id) => g.consts[id].as_ref().filter(|t| t.len() == 1 || t.len() == m).map(|t| t.to_f32_vec()),
                 }
             };
             Some((b(1, min, f32::NEG_INFINITY)?, b(2, max, f32::INFINITY)?))
@@ -393,15 +394,20 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
             let Some(w_id) = n.inputs.get(1).copied().flatten() else { return Ok(None) };
             let (Some(w), Some(encs)) = (g.consts[w_id].as_ref(), sim.param_encodings_of(w_id)) else { return Ok(None) };
             // Output encoding: the node's own, or that of a Relu/Clip it feeds alone (fused).
+            let m_out = match &n.op {
+                Op::Conv { .. } => w.shape().first().copied().unwrap_or(0),
+                Op::Gemm { trans_b, .. } => w.shape().get(if *trans_b { 0 } else { 1 }).copied().unwrap_or(0),
+                _ => 0,
+            };
             let (target, clamp, output) = match qenc[out] {
-                Some(e) => (e, (f32::NEG_INFINITY, f32::INFINITY), out),
+                Some(e) => (e, (vec![f32::NEG_INFINITY], vec![f32::INFINITY]), out),
                 None => {
                     if readers[out] != 1 || g.outputs.contains(&out) {
                         return Ok(None);
                     }
                     let Some(ai) = g.nodes.iter().position(|m| m.inputs.iter().flatten().any(|&i| i == out)) else { return Ok(None) };
                     let act = &g.nodes[ai];
-                    let (Some(c), Some(&aout)) = (activation_clamp(g, act), act.outputs.first()) else { return Ok(None) };
+                    let (Some(c), Some(&aout)) = (activation_clamp(g, act, m_out), act.outputs.first()) else { return Ok(None) };
                     let Some(e) = qenc[aout] else { return Ok(None) };
                     skip[ai] = true;
                     (e, c, aout)
@@ -493,7 +499,8 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
         },
         Op::Unary(_) | Op::Clip { .. } => {
             let (Some(i), Some(ie), Some(enc)) = (input, in_q, qenc[out]) else { return Ok(None) };
-            if n.inputs.iter().skip(1).flatten().any(|&c| g.consts[c].is_none()) {
+            // Tables need scalar parameters (a per-channel Clip bound runs in float).
+            if n.inputs.iter().skip(1).flatten().any(|&c| g.consts[c].as_ref().is_none_or(|t| t.len() != 1)) {
                 return Ok(None);
             }
             let grid: Vec<f32> = (0..=ie.n()).map(|q| (q + ie.offset()) as f32 * ie.scale()).collect();
@@ -517,10 +524,9 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
     let o = l.out.offset();
     let mult: Vec<f32> = l.sw.iter().map(|&sw| sx * sw / sy).collect();
     let add: Vec<f32> = l.bias.iter().map(|&b| b / sy - o as f32 + 0.5).collect();
-    let (qlo, qhi) = (
-        if l.clamp.0.is_finite() { l.out.enc.quantize(l.clamp.0).max(0) } else { 0 },
-        if l.clamp.1.is_finite() { l.out.enc.quantize(l.clamp.1).min(l.out.n()) } else { l.out.n() },
-    );
+    let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
+    let qlo: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.0, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).max(0) } else { 0 }).collect();
+    let qhi: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.1, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).min(l.out.n()) } else { l.out.n() }).collect();
     let too_big = |n: usize| -> Result<()> {
         if n > limits.max_tensor_elements {
             Err(Error::Limit(format!("integer buffer of {n} elements")))
@@ -538,7 +544,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             let mut acc = vec![0i32; p * l.m];
             dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
             let mut v = vec![0i16; p * l.m];
-            requantize(&acc, l.m, &mult, &add, qlo, qhi, -o, &mut v);
+            requantize(&acc, l.m, &mult, &add, &qlo, &qhi, -o, &mut v);
             Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
         }
         LinearKind::Conv { kh, kw, depthwise, window } => {
@@ -570,7 +576,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
                     let rows = im2row(&geom, xb, oh, ow, l.kp);
                     dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
                 }
-                requantize(&acc, l.m, &mult, &add, qlo, qhi, -o, &mut v[b * p * l.m..(b + 1) * p * l.m]);
+                requantize(&acc, l.m, &mult, &add, &qlo, &qhi, -o, &mut v[b * p * l.m..(b + 1) * p * l.m]);
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })
         }

@@ -58,6 +58,22 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
         }
         Op::Clip { min, max } => {
             let x = e.input(ins, 0)?;
+            // Non-scalar bounds (qplay's function-preserving equalization carries a per-channel
+            // bound through ReLU6) broadcast against the input like Max/Min, keeping its shape.
+            let vector_bounds = [1, 2].iter().any(|&i| e.opt(ins, i).is_some_and(|t| t.len() != 1));
+            if vector_bounds && x.as_f32().is_some() {
+                let mut y = x.clone();
+                for (i, f) in [(1usize, f32::max as fn(f32, f32) -> f32), (2, f32::min)] {
+                    if let Some(b) = e.opt(ins, i) {
+                        let b = if b.as_f32().is_some() { b.clone() } else { Tensor::from_parts_f32(b.shape().to_vec(), b.to_f32_vec()) };
+                        y = binary_f32(&e, ctx, &y, &b, f)?;
+                    }
+                }
+                if y.shape() != x.shape() {
+                    return Err(e.err(format!("bounds do not broadcast to the input shape {:?}", x.shape())));
+                }
+                return one(y);
+            }
             let bound = |i: usize, attr: Option<f32>, default: f32| -> Result<f32> {
                 match e.opt(ins, i) {
                     Some(t) if t.len() == 1 => Ok(t.to_f32_vec()[0]),

@@ -17,6 +17,19 @@
 //!    (padding effects ignored, as in AIMET).
 
 use super::bn_fold::fold_batch_norms;
+
+/// How equalization treats clipped activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleMode {
+    /// qplay's default, function-preserving: ReLU6 stays; a scale `s[c]` pushed through
+    /// `Clip(0, m)` turns its bound into the per-channel `m / s[c]` (`ReLU6(x)/s = clip(x/s, 0,
+    /// 6/s)`), so the FP32 model computes the same function. High-bias absorption is skipped
+    /// (it is exact only where pre-activations never fall below the absorbed amount).
+    #[default]
+    Preserving,
+    /// Exactly AIMET 2.42's `equalize_model` (ReLU6 replaced by ReLU, high-bias absorption).
+    Aimet,
+}
 use crate::graph::{Graph, Node, Op, UnaryOp, ValueId};
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -119,9 +132,24 @@ fn replace_relu6(g: &mut Graph) -> Vec<String> {
     replaced
 }
 
-/// AIMET's depth-first layer-group search from the graph inputs.
-fn layer_groups(g: &Graph) -> Vec<Vec<usize>> {
-    fn visit(g: &Graph, ni: usize, groups: &mut Vec<Vec<usize>>, current: &mut Vec<usize>, visited: &mut [bool]) {
+/// Whether node `ni` is Clip(0, m) with constant bounds (scalar or per channel).
+fn is_clip0(g: &Graph, ni: usize) -> bool {
+    let n = &g.nodes[ni];
+    if !matches!(n.op, Op::Clip { .. }) {
+        return false;
+    }
+    let c = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.consts[v].as_ref());
+    let min0 = match n.op {
+        Op::Clip { min: Some(m), .. } => m == 0.0,
+        _ => c(1).is_some_and(|t| t.len() == 1 && t.to_f32_vec()[0] == 0.0),
+    };
+    min0 && (c(2).is_some() || matches!(n.op, Op::Clip { max: Some(_), .. }))
+}
+
+/// AIMET's depth-first layer-group search from the graph inputs (`through_clip`: Clip(0, m)
+/// continues a group like Relu does).
+fn layer_groups(g: &Graph, through_clip: bool) -> Vec<Vec<usize>> {
+    fn visit(g: &Graph, ni: usize, groups: &mut Vec<Vec<usize>>, current: &mut Vec<usize>, visited: &mut [bool], through_clip: bool) {
         if visited[ni] {
             return;
         }
@@ -132,7 +160,7 @@ fn layer_groups(g: &Graph) -> Vec<Vec<usize>> {
             current.push(ni);
         }
         let outs: Vec<usize> = n.outputs.iter().flat_map(|&o| readers(g, o)).collect();
-        let is_act = matches!(n.op, Op::Unary(UnaryOp::Relu) | Op::PRelu);
+        let is_act = matches!(n.op, Op::Unary(UnaryOp::Relu) | Op::PRelu) || (through_clip && is_clip0(g, ni));
         let mut fresh = Vec::new();
         let cur: &mut Vec<usize> = if !(is_conv || is_act) || outs.len() != 1 {
             if current.len() > 1 && !groups.contains(current) {
@@ -143,7 +171,7 @@ fn layer_groups(g: &Graph) -> Vec<Vec<usize>> {
             current
         };
         for r in outs {
-            visit(g, r, groups, cur, visited);
+            visit(g, r, groups, cur, visited, through_clip);
         }
         if cur.len() > 1 && !groups.contains(cur) {
             groups.push(cur.clone());
@@ -154,7 +182,7 @@ fn layer_groups(g: &Graph) -> Vec<Vec<usize>> {
     for &inp in &g.inputs {
         for r in readers(g, inp) {
             let mut current = Vec::new();
-            visit(g, r, &mut groups, &mut current, &mut visited);
+            visit(g, r, &mut groups, &mut current, &mut visited, through_clip);
         }
     }
     // Groups are ordered by the position of their first conv.
@@ -258,12 +286,54 @@ fn map_in(g: &mut Graph, v: ValueId, f: impl Fn(usize) -> f64) {
     }
 }
 
+/// Divides the upper bound of the Clip(0, m) reading `layer`'s output (if any) by `s` per channel.
+fn scale_clip_after(g: &mut Graph, layer: usize, s: &[f64]) {
+    let out = g.nodes[layer].outputs[0];
+    let rs = readers(g, out);
+    if rs.len() != 1 || !is_clip0(g, rs[0]) {
+        return;
+    }
+    let ci = rs[0];
+    let old: Vec<f32> = match (g.nodes[ci].inputs.get(2).copied().flatten(), &g.nodes[ci].op) {
+        (Some(v), _) => g.consts[v].as_ref().map(|t| t.to_f32_vec()).unwrap_or_default(),
+        (None, Op::Clip { max: Some(m), .. }) => vec![*m],
+        _ => return,
+    };
+    let bound: Vec<f32> = (0..s.len()).map(|c| (old[if old.len() == 1 { 0 } else { c }] as f64 / s[c]) as f32).collect();
+    let name = format!("{}.max_per_channel", g.nodes[ci].name);
+    g.values.push(crate::graph::Value { name, ty: None });
+    g.consts.push(Some(Tensor::from_parts_f32(vec![s.len(), 1, 1], bound)));
+    let id = g.values.len() - 1;
+    let n = &mut g.nodes[ci];
+    if n.inputs.len() < 2 {
+        // Attribute form: move the min into an input too.
+        let Op::Clip { min, .. } = n.op else { return };
+        g.values.push(crate::graph::Value { name: format!("{}.min", g.nodes[ci].name), ty: None });
+        g.consts.push(Some(Tensor::scalar_f32(min.unwrap_or(0.0))));
+        let mid = g.values.len() - 1;
+        let n = &mut g.nodes[ci];
+        n.inputs = vec![n.inputs[0], Some(mid), Some(id)];
+    } else {
+        n.inputs.resize(2, None);
+        n.inputs.push(Some(id));
+    }
+    g.nodes[ci].op = Op::Clip { min: None, max: None };
+}
+
 /// Equalizes a graph as AIMET's `equalize_model` does (BN folding included).
 pub fn equalize(graph: Graph) -> (Graph, CleReport) {
+    equalize_with(graph, CleMode::Aimet)
+}
+
+/// Cross-layer equalization in the given mode (BN folding included).
+pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
     let (mut g, fold) = fold_batch_norms(graph);
     let mut report = CleReport { bn_folded: fold.folded.len(), before: conv_ranges(&g), ..Default::default() };
-    report.relu6_replaced = replace_relu6(&mut g);
-    let groups = layer_groups(&g);
+    let preserving = mode == CleMode::Preserving;
+    if !preserving {
+        report.relu6_replaced = replace_relu6(&mut g);
+    }
+    let groups = layer_groups(&g, preserving);
     report.groups = groups.iter().map(|grp| grp.iter().map(|&i| g.nodes[i].name.clone()).collect()).collect();
     // (layer1, layer2, scale) pairs for high-bias absorption, in scaling order.
     let mut pairs: Vec<(usize, usize, Vec<f64>)> = Vec::new();
@@ -285,6 +355,9 @@ pub fn equalize(graph: Graph) -> (Graph, CleReport) {
                     map_out(&mut g, b, |c| 1.0 / s[c]);
                 }
                 map_in(&mut g, l[1].w, |c| s[c]);
+                if preserving {
+                    scale_clip_after(&mut g, set[0], &s);
+                }
                 report.sets.push((names, vec![s.iter().map(|&x| x as f32).collect()]));
                 pairs.push((set[0], set[1], s));
             } else {
@@ -305,13 +378,17 @@ pub fn equalize(graph: Graph) -> (Graph, CleReport) {
                     map_out(&mut g, b, |c| 1.0 / s23[c]);
                 }
                 map_in(&mut g, l[2].w, |c| s23[c]);
+                if preserving {
+                    scale_clip_after(&mut g, set[0], &s12);
+                    scale_clip_after(&mut g, set[1], &s23);
+                }
                 report.sets.push((names, vec![s12.iter().map(|&x| x as f32).collect(), s23.iter().map(|&x| x as f32).collect()]));
                 pairs.push((set[0], set[1], s12));
                 pairs.push((set[1], set[2], s23));
             }
         }
     }
-    for (l1, l2, s) in pairs {
+    for (l1, l2, s) in pairs.into_iter().filter(|_| !preserving) {
         if let Some(absorbed) = absorb_high_bias(&mut g, &fold.bn_params, l1, l2, &s) {
             report.absorbed.push((g.nodes[l1].name.clone(), g.nodes[l2].name.clone(), absorbed));
         }

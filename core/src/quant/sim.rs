@@ -203,7 +203,8 @@ impl QuantSim {
             // Constant float inputs that are not parameters get an activation quantizer.
             for &i in n.inputs.iter().flatten() {
                 let is_float_const = graph.consts[i].as_ref().is_some_and(|t| t.as_f32().is_some());
-                let bn_param = matches!(n.op, Op::BatchNorm { .. });
+                // qplay mode: Clip bounds are clamp parameters of the integer kernel, not data.
+                let bn_param = matches!(n.op, Op::BatchNorm { .. }) || (config.mode == Mode::Qplay && matches!(n.op, Op::Clip { .. }));
                 if is_float_const && !param_ids.contains(&i) && !bn_param && !acts.iter().any(|a| a.value == i) {
                     acts.push(ActQuantizer { value: i, encoding: None });
                 }
