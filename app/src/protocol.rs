@@ -24,6 +24,9 @@ pub enum Request {
 pub struct QuantConfig {
     /// Quantizer placement exactly as AIMET's default config (else qplay's).
     pub aimet_compatible: bool,
+    /// Data-free quantization first: cross-layer equalization (function-preserving in qplay
+    /// mode, AIMET's equalize_model in AIMET-compatible mode).
+    pub dfq: bool,
     pub weight_bits: u32,
     pub act_bits: u32,
     pub per_channel: bool,
@@ -59,6 +62,17 @@ pub struct QuantReport {
     /// order.
     pub layers: Vec<LayerRow>,
     pub analysis_samples: usize,
+    /// With DFQ: per-output-channel weight ranges of each equalized convolution, before and after.
+    pub cle: Vec<CleLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleLayer {
+    pub node: String,
+    pub before_min: Vec<f32>,
+    pub before_max: Vec<f32>,
+    pub after_min: Vec<f32>,
+    pub after_max: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{Classification, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
+use crate::protocol::{Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
@@ -173,8 +173,23 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
-            let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
             let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
+            let (g, bn_folded, cle) = if config.dfq {
+                use qplay_core::passes::cle::{equalize_with, CleMode};
+                let (g, r) = equalize_with(loaded.graph.clone(), if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving });
+                let scaled: std::collections::HashSet<&String> = r.sets.iter().flat_map(|(names, _)| names.iter()).collect();
+                let cle = r
+                    .before
+                    .iter()
+                    .zip(&r.after)
+                    .filter(|(b, _)| scaled.contains(&b.node))
+                    .map(|(b, a)| CleLayer { node: b.node.clone(), before_min: b.min.clone(), before_max: b.max.clone(), after_min: a.min.clone(), after_max: a.max.clone() })
+                    .collect();
+                (g, r.bn_folded, cle)
+            } else {
+                let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
+                (g, fold.folded.len(), Vec::new())
+            };
             let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
             let total = samples.len();
@@ -196,7 +211,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let enc = sim.to_aimet_json();
             let report = QuantReport {
                 config,
-                bn_folded: fold.folded.len(),
+                bn_folded,
                 calibration_samples: total,
                 weight_encodings: enc["param_encodings"].as_array().map_or(0, Vec::len),
                 activation_encodings: enc["activation_encodings"].as_array().map_or(0, Vec::len),
@@ -206,6 +221,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 encodings_json: serde_json::to_string_pretty(&enc).unwrap_or_default(),
                 layers,
                 analysis_samples: probe.len(),
+                cle,
             };
             loaded.int8 = Some(int8);
             Ok(Response::Quantized { job, report })

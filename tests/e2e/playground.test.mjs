@@ -94,14 +94,16 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   await page.locator('[data-testid="progress"]').waitFor();
   const summary = page.locator('[data-testid="quant-summary"]');
   await summary.waitFor();
-  assert.match(await summary.textContent(), /W8A8 per-channel: 49 BatchNorms folded, 50 weight and 143 activation encodings from 20 calibration samples/);
+  // qplay placement: 61 activation quantizers (AIMET's config has 143: it also quantizes the 66
+  // Clip bounds and the 16 depthwise outputs before their ReLU6).
+  assert.match(await summary.textContent(), /W8A8 per-channel: 49 BatchNorms folded, 50 weight and 61 activation encodings from 20 calibration samples/);
   const href = await page.getAttribute('[data-testid="download-encodings"]', "href");
   const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
   assert.equal(enc.version, "1.0.0");
   assert.equal(enc.param_encodings.length, 50);
-  // Per-layer table: one row per quantized activation (143 encodings minus 66 Clip-bound constants).
+  // Per-layer table: one row per quantized activation.
   await page.click('[data-testid="layer-table-toggle"]');
-  assert.equal(await page.locator('[data-testid="layer-table"] tbody tr').count(), 77);
+  assert.equal(await page.locator('[data-testid="layer-table"] tbody tr').count(), 61);
   await page.click('[data-testid="sort-sqnr-db"]');
   const dbs = (await page.locator('[data-testid="layer-sqnr"]').allTextContents()).map(Number);
   assert.ok(dbs.every((d, i) => i === 0 || dbs[i - 1] <= d), "sorted by SQNR");
@@ -112,6 +114,32 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   assert.ok(db > 3 && db < 60, `INT8 logits SQNR ${db} dB is plausible`);
   await page.screenshot({ path: path.join(root, "tests/output/quantized.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);
+});
+
+test("EfficientNet-Lite0: INT8 DFQ beats INT8 naive, and the CLE plot shows ranges before and after", async () => {
+  const sqnrOn = async (photo) => {
+    await page.click(`[data-testid="photo-${photo}"]`);
+    await page.locator(`[data-testid="results"] h2:has-text("${photo}")`).waitFor();
+    await page.locator('[data-testid="int8-top1"]').waitFor();
+    return Number(await page.getAttribute('[data-testid="sqnr"]', "data-db"));
+  };
+  await page.click('[data-testid="preset-int8-naive"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]:has-text("W8A8 per-tensor:")').waitFor();
+  assert.equal(await page.locator('[data-testid="cle-chart"]').count(), 0, "no plot without DFQ");
+  const naive = await sqnrOn("coffee");
+  await page.click('[data-testid="preset-int8-dfq"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]:has-text("W8A8 per-tensor + DFQ")').waitFor();
+  const chart = page.locator('[data-testid="cle-chart"]');
+  await chart.waitFor();
+  assert.ok((await chart.locator("line.before").count()) > 10 && (await chart.locator("line.after").count()) > 10);
+  const spread = (await page.textContent('[data-testid="cle-spread"]')).match(/([\d.]+)x before, ([\d.]+)x after/);
+  assert.ok(Number(spread[2]) < Number(spread[1]), `equalization narrows the channel ranges: ${spread[0]}`);
+  const dfq = await sqnrOn("coffee");
+  console.log(`coffee.png logits SQNR: INT8 naive ${naive} dB, INT8 DFQ ${dfq} dB`);
+  assert.ok(dfq > naive, `DFQ ${dfq} dB > naive ${naive} dB`);
+  await page.screenshot({ path: path.join(root, "tests/output/dfq.png"), fullPage: true });
 });
 
 test("a long job can be cancelled, and the model is still there afterwards", async () => {
@@ -132,7 +160,7 @@ test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async 
   const aimet = JSON.parse(fs.readFileSync(path.join(root, "tests/aimet/digits_mobilenet/results.json"), "utf8"));
   await page.click('[data-testid="model-sample-digits_mobilenet"]');
   await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
-  await page.click('[data-testid="preset-int8-pt"]');
+  await page.click('[data-testid="preset-int8-naive"]');
   await page.check('[data-testid="aimet-compatible"]');
   await page.click('[data-testid="quantize"]');
   await page.locator('[data-testid="quant-summary"]').waitFor();

@@ -1,5 +1,6 @@
 //! UI components, one per file.
 
+mod cle_chart;
 mod input_panel;
 mod layer_table;
 mod model_card;
@@ -13,6 +14,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+pub use cle_chart::CleChart;
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
 pub use model_card::ModelCard;

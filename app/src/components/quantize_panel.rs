@@ -6,10 +6,12 @@ use crate::protocol::{InputKind, QuantConfig, Request};
 use crate::state::{AppState, Busy, PHOTOS};
 use leptos::prelude::*;
 
-const PRESETS: &[(&str, &str, u32, u32, bool)] = &[
-    ("int8-pt", "INT8 per-tensor", 8, 8, false),
-    ("int8-pc", "INT8 per-channel", 8, 8, true),
-    ("w4a8-pc", "W4A8 per-channel", 4, 8, true),
+/// (id, label, weight bits, activation bits, per-channel, DFQ)
+const PRESETS: &[(&str, &str, u32, u32, bool, bool)] = &[
+    ("int8-naive", "INT8 naive", 8, 8, false, false),
+    ("int8-dfq", "INT8 DFQ", 8, 8, false, true),
+    ("int8-pc", "INT8 per-channel", 8, 8, true, false),
+    ("w4a8-pc", "W4A8 per-channel", 4, 8, true, false),
 ];
 
 fn start_quantize(state: AppState, config: QuantConfig) {
@@ -32,8 +34,9 @@ pub fn QuantizePanel() -> impl IntoView {
     let abits = RwSignal::new(8u32);
     let per_channel = RwSignal::new(false);
     let aimet = RwSignal::new(false);
+    let dfq = RwSignal::new(false);
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { aimet_compatible: aimet.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get() };
+    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -55,13 +58,17 @@ pub fn QuantizePanel() -> impl IntoView {
                     " levels between the minimum and maximum seen while running "{calib}" (AIMET's min-max rule: "
                     <code>"Δ = (max − min) / (2"<sup>"b"</sup>" − 1)"</code>"). BatchNorm is folded into the convolutions first. "
                     "Per-channel gives each output channel its own weight scale, which matters when channel ranges differ a lot, "
-                    "as in depthwise convolutions. The quantized model then runs in integers (8-bit values, 32-bit sums)."
+                    "as in depthwise convolutions. DFQ equalizes first: each channel of a layer is scaled by s and the next layer's matching input channel by 1/s, with "
+                    <code>"s = √(r₁ r₂) / r₂"</code>" (r: the channels' weight ranges), so that per-tensor quantization wastes less of its grid — "
+                    "qplay carries the scale through ReLU6 as a per-channel bound, so the FP32 model is unchanged. "
+                    <a href="https://arxiv.org/abs/1906.04721" target="_blank" rel="noopener">"DFQ paper"</a>". "
+                    "The quantized model then runs in integers (8-bit values, 32-bit sums)."
                 </p>
                 <div class="presets" role="group" aria-label="Presets">
-                    {PRESETS.iter().map(|&(id, label, w, a, pc)| view! {
+                    {PRESETS.iter().map(|&(id, label, w, a, pc, eq)| view! {
                         <button class="preset" data-testid=format!("preset-{id}") disabled=busy
-                            class:chosen=move || wbits.get() == w && abits.get() == a && per_channel.get() == pc
-                            on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); }>{label}</button>
+                            class:chosen=move || wbits.get() == w && abits.get() == a && per_channel.get() == pc && dfq.get() == eq
+                            on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); dfq.set(eq); }>{label}</button>
                     }).collect_view()}
                 </div>
                 <div class="custom">
@@ -69,6 +76,9 @@ pub fn QuantizePanel() -> impl IntoView {
                     <label for="abits">" activation bits "</label>{bits_select(abits, 4..=8, "abits")}
                     <label><input type="checkbox" data-testid="per-channel" prop:checked=move || per_channel.get()
                         on:change=move |ev| per_channel.set(event_target_checked(&ev))/>" per-channel weights"</label>
+                    <label title="Cross-layer equalization: rescale consecutive layers so every channel uses the quantization grid well (Nagel et al., Data-Free Quantization, 2019).">
+                        <input type="checkbox" data-testid="dfq" prop:checked=move || dfq.get()
+                            on:change=move |ev| dfq.set(event_target_checked(&ev))/>" equalize (DFQ)"</label>
                     <label title="Quantize depthwise convolution outputs before their activation, as AIMET's default config does. qplay's default fuses them, as integer kernels run them.">
                         <input type="checkbox" data-testid="aimet-compatible" prop:checked=move || aimet.get()
                             on:change=move |ev| aimet.set(event_target_checked(&ev))/>" AIMET-compatible placement"</label>
@@ -86,8 +96,8 @@ pub fn QuantizePanel() -> impl IntoView {
                     })}
                 </div>
                 {move || state.quant.get().map(|r| {
-                    let label = format!("W{}A{} {}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
-                        if r.config.aimet_compatible { " (AIMET-compatible)" } else { "" });
+                    let label = format!("W{}A{} {}{}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
+                        if r.config.dfq { " + DFQ" } else { "" }, if r.config.aimet_compatible { " (AIMET-compatible)" } else { "" });
                     view! {
                         <p class="quant-summary" data-testid="quant-summary">
                             <strong>{label}</strong>
@@ -98,6 +108,7 @@ pub fn QuantizePanel() -> impl IntoView {
                         </p>
                     }
                 })}
+                <super::CleChart/>
                 <super::LayerTable/>
             </section>
         })
