@@ -15,7 +15,8 @@ const USAGE: &str = "usage:
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8] [--recipe none|dfq]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
-            [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--skip NODE]... [--encodings E.json] [--report R.json]
+            [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction] [--skip NODE]...
+            [--encodings E.json] [--report R.json]
   qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
@@ -109,7 +110,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel", "bias-correction"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
@@ -429,6 +430,13 @@ fn quantize(o: &Opts) -> CliResult<()> {
     let t0 = Instant::now();
     let mut sim = QuantSim::new(g, config.clone())?;
     sim.calibrate(&data)?;
+    let bias_correction = if o.flag("bias-correction") {
+        let r = qplay_core::quant::bias_correction::correct_biases(&mut sim, &data[..data.len().min(16)])?;
+        sim.calibrate(&data)?;
+        Some(r)
+    } else {
+        None
+    };
     let secs = t0.elapsed().as_secs_f64();
     let enc = sim.to_aimet_json();
     if let Some(p) = o.value("encodings") {
@@ -443,6 +451,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
             "model": o.model.display().to_string(),
             "recipe": recipe,
             "cle": cle,
+            "bias_correction": bias_correction,
             "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),

@@ -248,3 +248,53 @@ fn per_channel_needs_a_channel_axis() {
     assert!(e.to_string().contains("no channel axis") && e.to_string().contains("'w'"), "{e}");
     assert!(QuantSim::new(g, QuantSimConfig { mode: qplay_core::quant::Mode::Aimet, ..Default::default() }).is_ok(), "per-tensor is fine");
 }
+
+/// Bias correction removes the mean output shift that weight quantization causes: measured on
+/// the first convolution (whose input is the model input, the same in both models), against the
+/// FP32 model as it was before the correction.
+#[test]
+fn bias_correction_removes_the_mean_shift() {
+    use qplay_core::quant::bias_correction::correct_biases;
+    let config = QuantSimConfig { weight_bits: 4, per_channel: false, ..Default::default() };
+    let x = digits(TRAIN_X, 256, false);
+    let channel_means = |g: qplay_core::Graph| -> Vec<f64> {
+        let id = g.find_value("/features/features.0/Conv_output_0").unwrap();
+        let mut ex = qplay_core::Executor::with_fusion(g, Limits::default(), false).unwrap();
+        let mut out = Vec::new();
+        ex.run_with_hook(vec![x.clone()], &mut |v, t| {
+            if v == id {
+                out = t.to_f32_vec();
+            }
+            Ok(())
+        })
+        .unwrap();
+        let per = 64;
+        let ch = out.len() / (256 * per);
+        (0..ch).map(|c| (0..256).flat_map(|n| out[(n * ch + c) * per..(n * ch + c + 1) * per].iter()).map(|&v| v as f64).sum::<f64>() / (256 * per) as f64).collect()
+    };
+    let mut s = sim(MOBILENET, false, config);
+    let fp = channel_means(s.graph().clone());
+    let gap = |q: &[f64]| q.iter().zip(&fp).map(|(a, b)| (a - b).abs()).sum::<f64>() / fp.len() as f64;
+    let before = gap(&channel_means(sim_weights_graph(&s)));
+    let report = correct_biases(&mut s, &[x.clone()]).unwrap();
+    assert_eq!(report.layers.len(), 8);
+    let after = gap(&channel_means(sim_weights_graph(&s)));
+    // What remains comes from zero padding at the borders of the 8x8 images, which the correction ignores.
+    assert!(after < before * 0.2, "mean shift {before} -> {after}");
+}
+
+/// The graph the simulation runs, weights quantized (activations left to the caller).
+fn sim_weights_graph(s: &QuantSim) -> qplay_core::Graph {
+    let mut g = s.graph().clone();
+    for p in &s.params {
+        let t = g.consts[p.value].take().unwrap();
+        let shape = t.shape().to_vec();
+        let mut d = t.into_f32().unwrap();
+        let per = d.len() / p.encodings.len();
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = p.encodings[if p.encodings.len() == 1 { 0 } else { i / per }].qdq(*v);
+        }
+        g.consts[p.value] = Some(Tensor::f32(shape, d).unwrap());
+    }
+    g
+}

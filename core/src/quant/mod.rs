@@ -2,6 +2,7 @@
 //! statistics, and the quantization simulation that places quantizers and calibrates them.
 
 pub mod analysis;
+pub mod bias_correction;
 pub mod encoding;
 pub mod observer;
 pub mod sim;

@@ -380,6 +380,18 @@ impl QuantSim {
         Ok(SimExecutor { exec: Executor::with_fusion(g, Limits::default(), false)?, act })
     }
 
+    /// Subtracts `shift` (per channel) from the bias constant `b` (bias correction).
+    pub(crate) fn adjust_bias(&mut self, b: ValueId, shift: &[f64]) -> Result<()> {
+        let t = self.graph.consts[b].as_ref().ok_or_else(|| Error::Quant("bias is not constant".into()))?;
+        let d = t.to_f32_vec();
+        if d.len() != shift.len() {
+            return Err(Error::Quant(format!("bias '{}' has {} values for {} channels", self.graph.values[b].name, d.len(), shift.len())));
+        }
+        let v = d.iter().zip(shift).map(|(&x, &s)| (x as f64 - s) as f32).collect();
+        self.graph.consts[b] = Some(Tensor::from_parts_f32(t.shape().to_vec(), v));
+        Ok(())
+    }
+
     /// The weight encodings of each parameter value.
     pub(crate) fn param_encodings_of(&self, v: ValueId) -> Option<&[Encoding]> {
         self.params.iter().find(|p| p.value == v).map(|p| p.encodings.as_slice())
