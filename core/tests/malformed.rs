@@ -259,3 +259,50 @@ fn outputs_over_the_element_limit_are_refused() {
     let e = Executor::new(g, Limits::default()).unwrap_err();
     assert!(matches!(&e, Error::Node { node, .. } if node == "big"), "{e}");
 }
+
+#[test]
+fn deeply_nested_protobuf_is_refused() {
+    // A graph attribute nested far beyond prost's recursion limit.
+    let mut attr = AttributeProto { name: Some("g".into()), ..Default::default() };
+    for _ in 0..200 {
+        let inner = NodeProto { op_type: Some("If".into()), attribute: vec![attr], ..Default::default() };
+        attr = AttributeProto { name: Some("g".into()), g: Some(GraphProto { node: vec![inner], ..Default::default() }), ..Default::default() };
+    }
+    let mut m = relu_model();
+    m.graph.as_mut().unwrap().node[0].attribute.push(attr);
+    assert!(matches!(load(&m).unwrap_err(), Error::Decode(_)));
+}
+
+#[test]
+fn node_count_and_rank_limits() {
+    let nodes: Vec<NodeProto> = (0..50).map(|i| node("Relu", &format!("r{i}"), &[if i == 0 { "x" } else { "t" }], &[if i == 49 { "y" } else { "t" }])).collect();
+    let m = model(nodes, vec![], 13);
+    let limits = Limits { max_nodes: 10, ..Limits::default() };
+    assert!(matches!(load_model(&m.encode_to_vec(), &limits).unwrap_err(), Error::Limit(_)));
+    let w = f32_init("W", &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1);
+    let m = model(vec![node("Add", "a", &["x", "W"], &["y"])], vec![w], 13);
+    assert!(load(&m).unwrap_err().to_string().contains("rank 10"));
+}
+
+#[test]
+fn runtime_errors_name_the_node() {
+    let run = |nodes: Vec<NodeProto>, inits: Vec<TensorProto>, x: Tensor| -> Error {
+        let m = model(nodes, inits, 13);
+        let (g, _) = load_model(&m.encode_to_vec(), &Limits::default()).unwrap();
+        Executor::new(g, Limits::default()).unwrap().run(vec![x]).unwrap_err()
+    };
+    let x = || Tensor::f32(vec![1, 2, 3, 3], vec![0.0; 18]).unwrap();
+    let i64s = |name: &str, v: Vec<i64>| TensorProto { name: Some(name.into()), dims: vec![v.len() as i64], data_type: Some(7), int64_data: v, ..Default::default() };
+    // kernel larger than the input
+    let e = run(vec![node("Conv", "big_kernel", &["x", "W"], &["y"])], vec![f32_init("W", &[1, 2, 5, 5], 50)], x());
+    assert!(matches!(&e, Error::Node { node, .. } if node == "big_kernel"), "{e}");
+    // impossible reshape
+    let e = run(vec![node("Reshape", "rs", &["x", "s"], &["y"])], vec![i64s("s", vec![4, -1, 5])], x());
+    assert!(matches!(&e, Error::Node { node, .. } if node == "rs"), "{e}");
+    // gather index out of range
+    let e = run(vec![node("Gather", "ga", &["x", "i"], &["y"])], vec![i64s("i", vec![7])], x());
+    assert!(e.to_string().contains("out of range"), "{e}");
+    // shapes that do not broadcast
+    let e = run(vec![node("Add", "ad", &["x", "W"], &["y"])], vec![f32_init("W", &[5], 5)], x());
+    assert!(e.to_string().contains("broadcast"), "{e}");
+}

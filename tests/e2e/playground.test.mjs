@@ -170,3 +170,26 @@ test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async 
   assert.equal(await page.textContent('[data-testid="int8-accuracy"]'), `${(aimet.w8a8_pt.accuracy * 100).toFixed(2)}%`);
   assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "97.33%");
 });
+
+test("three malformed files in a row give three errors, then the bundled model still runs", async () => {
+  const relu = fs.readFileSync(path.join(root, "tests/golden/ops/relu/model.onnx"));
+  const unknownOp = Buffer.from(relu.toString("latin1").replace("Relu", "Relx"), "latin1");
+  const lite0 = fs.readFileSync(path.join(root, "assets/models/efficientnet_lite0.onnx"));
+  const files = [
+    { name: "truncated.onnx", buffer: lite0.subarray(0, 1 << 20), expect: /not an ONNX model|protobuf/i },
+    { name: "photo.onnx", buffer: fs.readFileSync(path.join(root, "assets/images/chelsea.png")), expect: /not an ONNX model|opset|graph/i },
+    { name: "unknown-op.onnx", buffer: unknownOp, expect: /Relx/ },
+  ];
+  for (const f of files) {
+    await page.setInputFiles('[data-testid="model-file"]', { name: f.name, mimeType: "application/octet-stream", buffer: f.buffer });
+    const err = page.locator('[data-testid="error"]');
+    await err.waitFor();
+    assert.match(await err.textContent(), f.expect, f.name);
+    await page.click('[data-testid="error"] .dismiss');
+  }
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  await page.click('[data-testid="photo-chelsea"]');
+  await page.locator('[data-testid="results"] h2:has-text("chelsea.png")').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "282");
+});
