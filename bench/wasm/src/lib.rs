@@ -100,3 +100,42 @@ pub fn int8_peak(reps: usize) -> i32 {
     }
     acc.iter().fold(0i32, |s, v| s.wrapping_add(i32x4_extract_lane::<0>(*v)))
 }
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance)]
+    fn now() -> f64;
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// FP32 only: milliseconds per op type over one run, as "op: ms" lines, slowest first.
+    pub fn profile(&mut self, input: &[f32], shape: &[u32]) -> Result<String, JsError> {
+        let Engine::Fp32(e) = &mut self.engine else { return Err(JsError::new("profile runs on the FP32 engine")) };
+        let g = e.graph();
+        let label = |n: &qplay_core::graph::Node| -> String {
+            match &n.op {
+                qplay_core::graph::Op::Conv { group, window } => {
+                    let k = n.inputs.get(1).copied().flatten().and_then(|w| g.consts[w].as_ref()).map(|t| t.shape()[2]).unwrap_or(0);
+                    format!("Conv {}{}x{} s{}", if *group > 1 { "dw " } else { "" }, k, k, window.strides[0])
+                }
+                _ => n.op_type.clone(),
+            }
+        };
+        let producer: std::collections::HashMap<usize, String> = g.nodes.iter().flat_map(|n| n.outputs.iter().map(move |&o| (o, label(n)))).collect();
+        let mut by: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+        let mut last = now();
+        e.run_with_hook(vec![tensor(input, shape)?], &mut |id, _| {
+            let t = now();
+            if let Some(op) = producer.get(&id) {
+                *by.entry(op.clone()).or_default() += t - last;
+            }
+            last = t;
+            Ok(())
+        })
+        .map_err(js)?;
+        let mut v: Vec<(String, f64)> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v.iter().map(|(k, ms)| format!("{k}: {ms:.2} ms")).collect::<Vec<_>>().join("\n"))
+    }
+}
