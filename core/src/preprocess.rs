@@ -37,7 +37,7 @@ impl Preprocess {
         if p.resize.shorter_side < p.crop.size[0].max(p.crop.size[1]) || p.resize.shorter_side > 8192 {
             return Err(Error::Preprocess("resize.shorter_side must be at least the crop size and at most 8192".into()));
         }
-        if p.std.iter().any(|&s| s == 0.0) {
+        if p.std.contains(&0.0) {
             return Err(Error::Preprocess("std must not be zero".into()));
         }
         Ok(p)

@@ -118,7 +118,7 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
                 })
                 .collect();
             let mut shape = vec![n, c];
-            shape.extend(std::iter::repeat(1).take(x.rank() - 2));
+            shape.extend(std::iter::repeat_n(1, x.rank() - 2));
             one(Tensor::from_parts_f32(shape, out))
         }
         Op::AveragePool { window, count_include_pad } => one(pool(&e, ins, ctx, window, Some(*count_include_pad))?),
@@ -690,7 +690,7 @@ fn reshape_dims(e: &E, from: &[usize], spec: &[i64], allowzero: bool) -> Result<
     }
     let known = checked_numel(&out).ok_or_else(|| e.err(format!("shape {spec:?} overflows")))?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(e.err(format!("cannot reshape {from:?} ({total} elements) to {spec:?}")));
         }
         out[i] = total / known;

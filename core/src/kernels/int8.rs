@@ -23,7 +23,7 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
 /// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
 /// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
 pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
-    assert!(kp % KBLOCK == 0 && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
+    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
     let mut i = 0;
     while i + 2 <= p {
         let mut j = 0;

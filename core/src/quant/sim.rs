@@ -151,7 +151,7 @@ impl QuantSim {
         if let Some(name) = config.skip.iter().find(|s| !graph.nodes.iter().any(|n| &n.name == *s)) {
             return Err(Error::Quant(format!("cannot skip node '{name}': the model has no node of that name")));
         }
-        let skipped = |n: &crate::graph::Node| config.skip.iter().any(|s| *s == n.name);
+        let skipped = |n: &crate::graph::Node| config.skip.contains(&n.name);
         let mut readers = vec![0usize; graph.values.len()];
         for n in &graph.nodes {
             for &i in n.inputs.iter().flatten() {
