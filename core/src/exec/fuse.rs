@@ -9,16 +9,7 @@ use crate::graph::{Graph, Op, UnaryOp, Value, ValueId};
 use crate::tensor::Tensor;
 
 fn readers(g: &Graph) -> Vec<usize> {
-    let mut n = vec![0usize; g.values.len()];
-    for node in &g.nodes {
-        for &i in node.inputs.iter().flatten() {
-            n[i] += 1;
-        }
-    }
-    for &o in &g.outputs {
-        n[o] += 1;
-    }
-    n
+    g.reader_counts()
 }
 
 /// Index of the node that reads `value`, when it is the only reader.

@@ -140,15 +140,7 @@ impl Int8Executor {
                 }
             }
         }
-        let mut readers = vec![0usize; graph.values.len()];
-        for n in &graph.nodes {
-            for &i in n.inputs.iter().flatten() {
-                readers[i] += 1;
-            }
-        }
-        for &o in &graph.outputs {
-            readers[o] += 1;
-        }
+        let readers = graph.reader_counts();
         let mut steps = Vec::new();
         let mut skip = vec![false; graph.nodes.len()];
         for ni in 0..graph.nodes.len() {

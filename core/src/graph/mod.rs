@@ -92,6 +92,20 @@ impl Graph {
             .map(|(_, t)| t.as_ref().map_or(0, Tensor::len))
             .sum()
     }
+    /// For each value, how many node inputs read it, plus one if it is a graph output.
+    pub fn reader_counts(&self) -> Vec<usize> {
+        let mut n = vec![0usize; self.values.len()];
+        for node in &self.nodes {
+            for &i in node.inputs.iter().flatten() {
+                n[i] += 1;
+            }
+        }
+        for &o in &self.outputs {
+            n[o] += 1;
+        }
+        n
+    }
+
     /// Op-type histogram in first-seen order.
     pub fn op_counts(&self) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = Vec::new();

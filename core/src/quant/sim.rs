@@ -152,15 +152,7 @@ impl QuantSim {
             return Err(Error::Quant(format!("cannot skip node '{name}': the model has no node of that name")));
         }
         let skipped = |n: &crate::graph::Node| config.skip.contains(&n.name);
-        let mut readers = vec![0usize; graph.values.len()];
-        for n in &graph.nodes {
-            for &i in n.inputs.iter().flatten() {
-                readers[i] += 1;
-            }
-        }
-        for &o in &graph.outputs {
-            readers[o] += 1;
-        }
+        let readers = graph.reader_counts();
         let mut params = Vec::new();
         let mut acts: Vec<ActQuantizer> = graph.inputs.iter().map(|&v| ActQuantizer { value: v, encoding: None }).collect();
         let mut param_ids = std::collections::HashSet::new();
