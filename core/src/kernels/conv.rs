@@ -1,6 +1,6 @@
 //! 2-D convolution over one NCHW image: im2col + [`gemm`] for the general case, the input used
-//! as the column matrix directly for 1x1/stride-1/unpadded kernels, and a direct loop for
-//! depthwise convolutions. [`conv2d_naive`] is the reference.
+//! as the column matrix directly for 1x1/stride-1/unpadded kernels, and a channels-last direct
+//! loop for depthwise convolutions. [`conv2d_naive`] is the reference.
 
 use super::gemm::gemm;
 
@@ -38,9 +38,13 @@ impl ConvGeom {
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pads == [0; 4]
     }
-    /// Elements of the im2col scratch buffer this geometry needs.
+    /// Elements of the scratch buffer this geometry needs.
     pub fn scratch_len(&self) -> usize {
-        if self.is_depthwise() || self.is_pointwise() {
+        if self.is_depthwise() {
+            let (oh, ow) = self.out_hw().unwrap_or((0, 0));
+            return self.c_in * (self.h * self.w + oh * ow + self.kh * self.kw);
+        }
+        if self.is_pointwise() {
             return 0;
         }
         let (oh, ow) = self.out_hw().unwrap_or((0, 0));
@@ -83,7 +87,7 @@ pub fn conv2d(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>,
     let (oh, ow) = g.out_hw().expect("conv geometry");
     let hw = oh * ow;
     if g.is_depthwise() {
-        depthwise(g, input, weight, out, oh, ow);
+        depthwise_channels_last(g, input, weight, out, oh, ow, scratch);
     } else {
         let cg = g.c_in / g.group;
         let mg = g.c_out / g.group;
@@ -154,43 +158,54 @@ fn valid_range(out_len: usize, stride: usize, off: usize, pad: usize, len: usize
     (lo.min(out_len), hi.max(lo.min(out_len)))
 }
 
-/// Direct depthwise convolution: one input channel per output channel.
-fn depthwise(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize) {
-    let hw = oh * ow;
-    let kk = g.kh * g.kw;
-    for c in 0..g.c_out {
-        let x = &input[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let wc = &weight[c * kk..(c + 1) * kk];
-        let o = &mut out[c * hw..(c + 1) * hw];
-        o.fill(0.0);
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let wv = wc[ky * g.kw + kx];
-                let off = kx * g.dilation[1];
-                let (xlo, xhi) = valid_range(ow, g.stride[1], off, g.pads[1], g.w);
-                if xlo >= xhi {
+/// Depthwise convolution computed channels-last: the input and the weights are transposed to
+/// [H][W][C] and [tap][C] (in `scratch`), each output pixel accumulates its taps over a contiguous
+/// run of C channels (long, vectorised inner loops even for 7x7 maps), and the result is
+/// transposed back to [C][H][W].
+fn depthwise_channels_last(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize, scratch: &mut Vec<f32>) {
+    let (c, hw, taps) = (g.c_in, g.h * g.w, g.kh * g.kw);
+    let need = c * (hw + oh * ow + taps);
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (xt, rest) = scratch.split_at_mut(c * hw);
+    let (yt, wt) = rest.split_at_mut(c * oh * ow);
+    let wt = &mut wt[..c * taps];
+    for ch in 0..c {
+        for p in 0..hw {
+            xt[p * c + ch] = input[ch * hw + p];
+        }
+        for t in 0..taps {
+            wt[t * c + ch] = weight[ch * taps + t];
+        }
+    }
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let acc = &mut yt[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            acc.fill(0.0);
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
-                for oy in 0..oh {
-                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
+                    if ix < 0 || ix >= g.w as isize {
                         continue;
                     }
-                    let src = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let dst = &mut o[oy * ow..(oy + 1) * ow];
-                    if g.stride[1] == 1 {
-                        let s0 = xlo + off - g.pads[1];
-                        for (d, s) in dst[xlo..xhi].iter_mut().zip(&src[s0..s0 + (xhi - xlo)]) {
-                            *d += wv * s;
-                        }
-                    } else {
-                        let st = g.stride[1];
-                        for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
-                            *d += wv * src[ox * st + off - g.pads[1]];
-                        }
+                    let xs = &xt[(iy as usize * g.w + ix as usize) * c..][..c];
+                    let ws = &wt[(ky * g.kw + kx) * c..][..c];
+                    for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += x * w;
                     }
                 }
             }
+        }
+    }
+    let ohw = oh * ow;
+    for ch in 0..c {
+        for p in 0..ohw {
+            out[ch * ohw + p] = yt[p * c + ch];
         }
     }
 }
