@@ -186,9 +186,21 @@ pub fn depthwise_nhwc_naive(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) 
 
 /// Requantizes accumulators of `m` channels (row-major [rows, m]):
 /// `q = clamp(floor(acc * mult[j] + add[j]), lo[j], hi[j])`, stored as `q - zp` (f32
-/// arithmetic, the same on every target). The per-channel bounds carry fused activations.
+/// arithmetic, the same on every target). The per-channel bounds carry fused activations; when
+/// they are the same for every channel a tighter loop runs.
 #[allow(clippy::too_many_arguments)]
 pub fn requantize(acc: &[i32], m: usize, mult: &[f32], add: &[f32], lo: &[i32], hi: &[i32], zp: i32, out: &mut [i16]) {
+    let uniform = lo.iter().all(|&v| v == lo[0]) && hi.iter().all(|&v| v == hi[0]);
+    if uniform {
+        let (l, h) = (lo[0] as f32, hi[0] as f32);
+        for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
+            for j in 0..m {
+                let q = (row_a[j] as f32 * mult[j] + add[j]).floor().clamp(l, h) as i32;
+                row_o[j] = (q - zp) as i16;
+            }
+        }
+        return;
+    }
     for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
         for j in 0..m {
             let q = (row_a[j] as f32 * mult[j] + add[j]).floor().clamp(lo[j] as f32, hi[j] as f32) as i32;
