@@ -594,20 +594,9 @@ fn im2row(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize) -> Vec<i16> 
     for oy in 0..oh {
         for ox in 0..ow {
             let row = &mut rows[(oy * ow + ox) * kp..(oy * ow + ox + 1) * kp];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let t = ky * g.kw + kx;
-                    row[t * c..(t + 1) * c].copy_from_slice(&x[(iy as usize * g.w + ix as usize) * c..][..c]);
-                }
-            }
+            crate::kernels::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
+                row[t * c..(t + 1) * c].copy_from_slice(&x[px * c..][..c]);
+            });
         }
     }
     rows

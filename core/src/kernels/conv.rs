@@ -183,23 +183,12 @@ fn depthwise_channels_last(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mu
         for ox in 0..ow {
             let acc = &mut yt[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
             acc.fill(0.0);
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
+            super::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
+                let (xs, ws) = (&xt[px * c..][..c], &wt[t * c..][..c]);
+                for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
+                    *a += x * w;
                 }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xs = &xt[(iy as usize * g.w + ix as usize) * c..][..c];
-                    let ws = &wt[(ky * g.kw + kx) * c..][..c];
-                    for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
-                        *a += x * w;
-                    }
-                }
-            }
+            });
         }
     }
     let ohw = oh * ow;

@@ -142,23 +142,12 @@ pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
         for ox in 0..g.ow {
             let acc = &mut out[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
             acc.fill(0);
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
+            super::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
+                let (xs, ws) = (&x[px * c..][..c], &wt[t * c..][..c]);
+                for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                    *a += xv as i32 * wv as i32;
                 }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pads[1] as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xs = &x[(iy as usize * g.w + ix as usize) * c..][..c];
-                    let ws = &wt[(ky * g.kw + kx) * c..][..c];
-                    for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
-                        *a += xv as i32 * wv as i32;
-                    }
-                }
-            }
+            });
         }
     }
 }

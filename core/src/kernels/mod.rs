@@ -9,6 +9,34 @@ pub mod pool;
 pub use conv::{conv2d, conv2d_naive, ConvGeom};
 pub use gemm::{dot, gemm, gemm_naive};
 
+/// Calls `f(tap, pixel)` for every kernel tap of output position (`oy`, `ox`) that lands inside the
+/// `h x w` input (padding taps are skipped): `tap = ky * kw + kx`, `pixel = iy * w + ix`. Shared by
+/// the channels-last kernels, which then touch a contiguous run of channels per call.
+#[inline(always)]
+pub fn for_each_tap(
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pads: [usize; 4],
+    (oy, ox): (usize, usize),
+    mut f: impl FnMut(usize, usize),
+) {
+    for ky in 0..kh {
+        let iy = (oy * stride[0] + ky * dilation[0]) as isize - pads[0] as isize;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        for kx in 0..kw {
+            let ix = (ox * stride[1] + kx * dilation[1]) as isize - pads[1] as isize;
+            if ix < 0 || ix >= w as isize {
+                continue;
+            }
+            f(ky * kw + kx, iy as usize * w + ix as usize);
+        }
+    }
+}
+
 /// Error function from the Chebyshev fit of erfc (Numerical Recipes' `erfcc`),
 /// fractional error below 1.2e-7 everywhere, evaluated in f64.
 pub fn erf(x: f32) -> f32 {
