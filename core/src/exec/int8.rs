@@ -104,7 +104,6 @@ pub struct Int8Executor {
     steps: Vec<Step>,
     last_use: Vec<Option<usize>>,
     limits: Limits,
-    scratch: Vec<f32>,
 }
 
 fn step_io(s: &Step, g: &Graph) -> (Vec<ValueId>, Vec<ValueId>) {
@@ -159,7 +158,7 @@ impl Int8Executor {
         for &o in &graph.outputs {
             last_use[o] = None;
         }
-        Ok(Int8Executor { graph, qenc, steps, last_use, limits: Limits::default(), scratch: Vec::new() })
+        Ok(Int8Executor { graph, qenc, steps, last_use, limits: Limits::default() })
     }
 
     /// How many steps run in integers and how many fall back to float.
@@ -295,12 +294,6 @@ impl Int8Executor {
         let n = self.graph.nodes.iter().find(|n| n.outputs.contains(&out)).ok_or_else(|| Error::Graph("no producer".into()))?;
         let mut scratch = Vec::new();
         Ok(ops::eval(n, &[Some(a), Some(b)], &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?.remove(0))
-    }
-
-    /// Scratch kept for future buffer reuse.
-    #[allow(dead_code)]
-    fn scratch(&mut self) -> &mut Vec<f32> {
-        &mut self.scratch
     }
 }
 
