@@ -153,6 +153,7 @@ fn apply(state: AppState, r: Response) {
             state.digits.set(None);
             state.summary.set(Some(summary));
             state.quant.set(None);
+            state.speed.set(None);
             state.idle();
         }
         Response::Classified { result, .. } => {
@@ -164,10 +165,15 @@ fn apply(state: AppState, r: Response) {
             state.idle();
         }
         Response::Progress { stage, done, total, .. } => state.progress.set(Some((stage, done, total))),
+        Response::Speed { result, .. } => {
+            state.speed.set(Some(result));
+            state.idle();
+        }
         Response::Quantized { report, .. } => {
             state.classification.set(None);
             state.digits.set(None);
             state.quant.set(Some(report));
+            state.speed.set(None);
             state.idle();
         }
         Response::Failed { message, .. } => {

@@ -17,6 +17,8 @@ pub enum Request {
     /// Image models calibrate on the bundled photos (`photos`, fetched by the worker) and their
     /// mirror images; digits models on the first 256 training digits.
     Quantize { job: u32, config: QuantConfig, photos: Vec<String> },
+    /// Time `runs` inferences of FP32 and (if quantized) INT8 on the last classified input.
+    Speed { job: u32, runs: u32 },
 }
 
 /// A quantization recipe as the page offers it.
@@ -42,6 +44,7 @@ pub enum Response {
     /// Progress of a long job: `done` of `total` steps of `stage`.
     Progress { job: u32, stage: String, done: usize, total: usize },
     Quantized { job: u32, report: QuantReport },
+    Speed { job: u32, result: SpeedResult },
     Failed { job: u32, message: String },
 }
 
@@ -84,6 +87,15 @@ pub struct LayerRow {
     pub max: f32,
     /// dB; `None` when there was no error at all.
     pub sqnr_db: Option<f64>,
+}
+
+/// Latency in this browser, single thread (the worker), after one warm-up run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeedResult {
+    pub runs: u32,
+    /// (median, p90) milliseconds.
+    pub fp32: (f64, f64),
+    pub int8: Option<(f64, f64)>,
 }
 
 /// The quantized model's answer next to the FP32 one.

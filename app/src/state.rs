@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport};
+use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport, SpeedResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -54,6 +54,7 @@ pub struct AppState {
     pub progress: RwSignal<Option<(String, usize, usize)>>,
     /// A notice (not an error), e.g. after a cancel.
     pub notice: RwSignal<Option<String>>,
+    pub speed: RwSignal<Option<SpeedResult>>,
 }
 
 impl AppState {
@@ -70,6 +71,7 @@ impl AppState {
             quant: RwSignal::new(None),
             progress: RwSignal::new(None),
             notice: RwSignal::new(None),
+            speed: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response};
+use crate::protocol::{Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
@@ -27,6 +27,8 @@ struct Loaded {
     /// The model as loaded (before the executor's fusions), for quantization.
     graph: Graph,
     int8: Option<Int8Executor>,
+    /// The last input the model ran on (for the speed measurement).
+    last_input: Option<Tensor>,
 }
 
 const DIGITS_TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
@@ -71,7 +73,7 @@ pub fn start() {
 
 fn job_of(r: &Request) -> u32 {
     match r {
-        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } | Request::Quantize { job, .. } => *job,
+        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } | Request::Quantize { job, .. } | Request::Speed { job, .. } => *job,
     }
 }
 
@@ -85,7 +87,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut summary = summarize(&name, &graph, &info);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -100,6 +102,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let pre = image_preprocess(height, width)?;
             let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
             let t1 = now();
+            loaded.last_input = Some(x.clone());
             let y = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
             let t2 = now();
             let logits = y.first().map(Tensor::to_f32_vec).unwrap_or_default();
@@ -130,6 +133,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let rank = loaded.exec.graph().values[loaded.exec.graph().inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
             let shape = if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] };
             let x = x.reshaped(shape).map_err(|e| e.to_string())?;
+            loaded.last_input = Some(x.clone());
             let t0 = now();
             let out = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
             let infer_ms = now() - t0;
@@ -150,6 +154,30 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 }
             };
             Ok(Response::DigitsEvaluated { job, result: DigitsEval { n, correct, infer_ms, samples, int8 } })
+        }
+        Request::Speed { job, runs } => {
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let x = loaded.last_input.clone().ok_or("run the model on an input first")?;
+            let runs = runs.clamp(1, 100);
+            let times = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<(f64, f64), String> {
+                f()?; // warm-up
+                let mut t = Vec::with_capacity(runs as usize);
+                for i in 0..runs {
+                    post(&Response::Progress { job, stage: "Timing".into(), done: i as usize, total: runs as usize });
+                    let t0 = now();
+                    f()?;
+                    t.push(now() - t0);
+                }
+                t.sort_by(f64::total_cmp);
+                Ok((t[t.len() / 2], t[(t.len() * 9 / 10).min(t.len() - 1)]))
+            };
+            let fp32 = times(&mut || loaded.exec.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+            let int8 = match loaded.int8.as_mut() {
+                None => None,
+                Some(e) => Some(times(&mut || e.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?),
+            };
+            Ok(Response::Speed { job, result: SpeedResult { runs, fp32, int8 } })
         }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();

@@ -139,6 +139,11 @@ test("EfficientNet-Lite0: INT8 DFQ beats INT8 naive, and the CLE plot shows rang
   const dfq = await sqnrOn("coffee");
   console.log(`coffee.png logits SQNR: INT8 naive ${naive} dB, INT8 DFQ ${dfq} dB`);
   assert.ok(dfq > naive, `DFQ ${dfq} dB > naive ${naive} dB`);
+  // Speed panel: FP32 and INT8 timed in this browser (figures printed, not asserted).
+  await page.click('[data-testid="speed"]');
+  const speed = page.locator('[data-testid="speed-result"]:has-text("INT8 median")');
+  await speed.waitFor();
+  console.log(`speed panel: ${await speed.textContent()}`);
   await page.screenshot({ path: path.join(root, "tests/output/dfq.png"), fullPage: true });
 });
 

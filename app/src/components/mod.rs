@@ -7,6 +7,7 @@ mod model_card;
 mod model_picker;
 mod quantize_panel;
 mod results;
+mod speed_panel;
 
 use crate::bridge;
 use crate::state::{AppState, Busy};
@@ -21,6 +22,7 @@ pub use model_card::ModelCard;
 pub use model_picker::ModelPicker;
 pub use quantize_panel::QuantizePanel;
 pub use results::Results;
+pub use speed_panel::SpeedPanel;
 
 /// The page.
 #[component]
@@ -56,6 +58,7 @@ pub fn App() -> impl IntoView {
             <QuantizePanel/>
             <InputPanel/>
             <Results/>
+            <SpeedPanel/>
         </main>
         <footer>
             <p>

@@ -190,9 +190,12 @@ pub fn requantize(acc: &[i32], m: usize, mult: &[f32], add: &[f32], lo: &[i32], 
         }
         return;
     }
+    // Per-channel bounds (fused activations with per-channel clips): same loop shape as above,
+    // bounds converted once so the loop still vectorises.
+    let (lo_f, hi_f): (Vec<f32>, Vec<f32>) = (lo.iter().map(|&v| v as f32).collect(), hi.iter().map(|&v| v as f32).collect());
     for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
         for j in 0..m {
-            let q = (row_a[j] as f32 * mult[j] + add[j]).floor().clamp(lo[j] as f32, hi[j] as f32) as i32;
+            let q = (row_a[j] as f32 * mult[j] + add[j]).floor().max(lo_f[j]).min(hi_f[j]) as i32;
             row_o[j] = (q - zp) as i16;
         }
     }
