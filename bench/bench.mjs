@@ -77,7 +77,7 @@ async function benchModel(name, m) {
   const calRows = m.calibRows;
   const calShape = [calRows, ...cal.shape.slice(1)];
   const calData = cal.data.slice(0, (cal.data.length / cal.shape[0]) * calRows);
-  const isess = Session.int8(bytes, calData, Uint32Array.from(calShape), true);
+  const isess = Session.int8(bytes, calData, Uint32Array.from(calShape), true, false);
   const qi = await time(() => isess.run(x, Uint32Array.from(shape)), runs);
   rows.push({ engine: "qplay-int8-wasm", ...qi, top1_ok: argmax(qi.out) === refTop1, mem_mb: memory_bytes() / 1e6 });
 

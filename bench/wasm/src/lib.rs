@@ -34,11 +34,11 @@ impl Session {
         Ok(Session { engine: Engine::Fp32(Executor::new(g, Limits::default()).map_err(js)?) })
     }
 
-    /// Loads a model, folds BN, calibrates W8A8 min-max encodings on `calib` (samples along axis
-    /// 0, one batch each) and prepares the integer engine.
-    pub fn int8(bytes: &[u8], calib: &[f32], calib_shape: &[u32], per_channel: bool) -> Result<Session, JsError> {
+    /// Loads a model, folds BN (and equalizes it with `dfq`), calibrates W8A8 min-max encodings on
+    /// `calib` (samples along axis 0, one batch each) and prepares the integer engine.
+    pub fn int8(bytes: &[u8], calib: &[f32], calib_shape: &[u32], per_channel: bool, dfq: bool) -> Result<Session, JsError> {
         let (g, _) = load_model(bytes, &Limits::default()).map_err(js)?;
-        let (g, _) = fold_batch_norms(g);
+        let g = if dfq { qplay_core::passes::cle::equalize_with(g, qplay_core::passes::cle::CleMode::Preserving).0 } else { fold_batch_norms(g).0 };
         let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, ..Default::default() }).map_err(js)?;
         let n = *calib_shape.first().ok_or_else(|| JsError::new("empty calibration shape"))? as usize;
         let per = calib.len() / n.max(1);

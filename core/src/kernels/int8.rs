@@ -195,7 +195,12 @@ pub fn requantize(acc: &[i32], m: usize, mult: &[f32], add: &[f32], lo: &[i32], 
     let (lo_f, hi_f): (Vec<f32>, Vec<f32>) = (lo.iter().map(|&v| v as f32).collect(), hi.iter().map(|&v| v as f32).collect());
     for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
         for j in 0..m {
-            let q = (row_a[j] as f32 * mult[j] + add[j]).floor().max(lo_f[j]).min(hi_f[j]) as i32;
+            // Compare-and-select (what `clamp` does), which maps to SIMD pmin/pmax; f32::max/min
+            // have NaN rules that keep the loop scalar.
+            let v = (row_a[j] as f32 * mult[j] + add[j]).floor();
+            let v = if v < lo_f[j] { lo_f[j] } else { v };
+            let v = if v > hi_f[j] { hi_f[j] } else { v };
+            let q = v as i32;
             row_o[j] = (q - zp) as i16;
         }
     }
