@@ -13,7 +13,7 @@
 use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node, Op, UnaryOp, ValueId};
+use crate::graph::{Graph, Op, ValueId};
 use crate::kernels::int8::{depthwise_nhwc, dot_gemm, padded, requantize, DwGeom};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
@@ -349,24 +349,6 @@ fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) 
         .collect()
 }
 
-/// The (real) output range of node `n` if it is Relu or a Clip with constant bounds, scalar or
-/// per channel (a vector of `m` values, as qplay's equalization leaves them).
-fn activation_clamp(g: &Graph, n: &Node, m: usize) -> Option<(Vec<f32>, Vec<f32>)> {
-    match n.op {
-        Op::Unary(UnaryOp::Relu) => Some((vec![0.0], vec![f32::INFINITY])),
-        Op::Clip { min, max } => {
-            let b = |k: usize, attr: Option<f32>, d: f32| -> Option<Vec<f32>> {
-                match n.inputs.get(k).copied().flatten() {
-                    None => Some(vec![attr.unwrap_or(d)]),
-                    Some(id) => g.consts[id].as_ref().filter(|t| t.len() == 1 || t.len() == m).map(|t| t.to_f32_vec()),
-                }
-            };
-            Some((b(1, min, f32::NEG_INFINITY)?, b(2, max, f32::INFINITY)?))
-        }
-        _ => None,
-    }
-}
-
 /// Integer plan of node `ni`, or None for the float fallback.
 fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize], ni: usize, skip: &mut [bool]) -> Result<Option<Step>> {
     let n = &g.nodes[ni];
@@ -392,7 +374,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                     }
                     let Some(ai) = g.nodes.iter().position(|m| m.inputs.iter().flatten().any(|&i| i == out)) else { return Ok(None) };
                     let act = &g.nodes[ai];
-                    let (Some(c), Some(&aout)) = (activation_clamp(g, act, m_out), act.outputs.first()) else { return Ok(None) };
+                    let (Some(c), Some(&aout)) = (super::activation_bounds(g, act, m_out), act.outputs.first()) else { return Ok(None) };
                     let Some(e) = qenc[aout] else { return Ok(None) };
                     skip[ai] = true;
                     (e, c, aout)

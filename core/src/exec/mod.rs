@@ -62,7 +62,7 @@ impl Executor {
         }
         graph.nodes = kept;
         let clamps = if fuse {
-            fuse::fold_batch_norms(&mut graph);
+            graph = crate::passes::bn_fold::fold_batch_norms(graph).0;
             fuse::fuse_activations(&mut graph)
         } else {
             vec![None; graph.nodes.len()]
@@ -153,6 +153,25 @@ pub(crate) fn check_input(g: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The output range of node `n` when it is Relu or a Clip with constant bounds: scalars (one
+/// value each) or per channel (`m` values, as qplay's equalization leaves ReLU6 bounds).
+pub(crate) fn activation_bounds(g: &Graph, n: &crate::graph::Node, m: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    use crate::graph::{Op, UnaryOp};
+    match n.op {
+        Op::Unary(UnaryOp::Relu) => Some((vec![0.0], vec![f32::INFINITY])),
+        Op::Clip { min, max } => {
+            let b = |k: usize, attr: Option<f32>, d: f32| -> Option<Vec<f32>> {
+                match n.inputs.get(k).copied().flatten() {
+                    None => Some(vec![attr.unwrap_or(d)]),
+                    Some(id) => g.consts[id].as_ref().filter(|t| t.len() == 1 || t.len() == m).map(|t| t.to_f32_vec()),
+                }
+            };
+            Some((b(1, min, f32::NEG_INFINITY)?, b(2, max, f32::INFINITY)?))
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn fmt_dims(dims: &[crate::graph::Dim]) -> String {

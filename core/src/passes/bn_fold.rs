@@ -48,7 +48,7 @@ pub fn fold_batch_norms(mut g: Graph) -> (Graph, BnFoldReport) {
 }
 
 fn readers(g: &Graph, v: ValueId) -> usize {
-    g.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).filter(|&&i| i == v).count() + g.outputs.iter().filter(|&&o| o == v).count()
+    g.reader_counts()[v]
 }
 
 fn const_f32(g: &Graph, id: Option<ValueId>) -> Option<Vec<f32>> {

@@ -72,15 +72,13 @@ pub fn analyze(sim: &QuantSim, samples: &[Tensor]) -> Result<Analysis> {
         })?;
         let qy = qexec.run_with_hook(vec![x.clone()], &mut |id, t| {
             if let Some(e) = act[id] {
-                if let (Some(d), Some(r)) = (t.as_f32(), fvals.get(&id)) {
-                    let mut q = d.to_vec();
-                    e.qdq_slice(&mut q);
+                e.qdq_tensor(t);
+                if let (Some(q), Some(r)) = (t.as_f32(), fvals.get(&id)) {
                     let s = sums.entry(id).or_insert((0.0, 0.0));
-                    for (&a, &b) in r.iter().zip(&q) {
+                    for (&a, &b) in r.iter().zip(q) {
                         s.0 += (a as f64) * (a as f64);
                         s.1 += ((a - b) as f64).powi(2);
                     }
-                    *t = Tensor::from_parts_f32(t.shape().to_vec(), q);
                 }
             }
             Ok(())

@@ -92,11 +92,7 @@ pub fn correct_biases(sim: &mut QuantSim, samples: &[Tensor]) -> Result<BiasCorr
     for x in samples {
         qexec.run_with_hook(vec![x.clone()], &mut |id, t| {
             if let Some(e) = act[id] {
-                if let Some(d) = t.as_f32() {
-                    let mut v = d.to_vec();
-                    e.qdq_slice(&mut v);
-                    *t = Tensor::from_parts_f32(t.shape().to_vec(), v);
-                }
+                e.qdq_tensor(t);
             }
             if let Some((a, c)) = sums.get_mut(&id) {
                 channel_sums(t, a, c);

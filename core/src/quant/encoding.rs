@@ -90,6 +90,15 @@ impl Encoding {
         (x.clamp(lo, hi) / d - o).round() as i32
     }
 
+    /// Quantize-dequantize a float tensor in place (other dtypes are left alone).
+    pub fn qdq_tensor(&self, t: &mut crate::tensor::Tensor) {
+        if let Some(d) = t.as_f32() {
+            let mut v = d.to_vec();
+            self.qdq_slice(&mut v);
+            *t = crate::tensor::Tensor::from_parts_f32(t.shape().to_vec(), v);
+        }
+    }
+
     /// Quantize-dequantize a slice in place.
     pub fn qdq_slice(&self, xs: &mut [f32]) {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);

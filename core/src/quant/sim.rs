@@ -354,11 +354,8 @@ impl QuantSim {
         let mut act = vec![None; g.values.len()];
         for a in &self.acts {
             if let Some(e) = a.encoding {
-                match g.consts[a.value].as_mut().and_then(|t| t.as_f32().map(|d| d.to_vec()).map(|d| (t, d))) {
-                    Some((t, mut d)) => {
-                        e.qdq_slice(&mut d);
-                        *t = Tensor::from_parts_f32(t.shape().to_vec(), d);
-                    }
+                match g.consts[a.value].as_mut() {
+                    Some(t) => e.qdq_tensor(t),
                     None => act[a.value] = Some(e),
                 }
             }
@@ -610,11 +607,7 @@ impl SimExecutor {
         let act = &self.act;
         self.exec.run_with_hook(inputs, &mut |id, t| {
             if let Some(e) = act[id] {
-                if let Some(d) = t.as_f32() {
-                    let mut v = d.to_vec();
-                    e.qdq_slice(&mut v);
-                    *t = Tensor::from_parts_f32(t.shape().to_vec(), v);
-                }
+                e.qdq_tensor(t);
             }
             Ok(())
         })
