@@ -1,11 +1,10 @@
 //! Choosing what to run: a bundled photo, the user's own photo, or the digits test set.
 
-use super::fetch;
+use super::fetch_body;
 use crate::bridge;
 use crate::protocol::{InputKind, Request};
 use crate::state::{AppState, Busy, PHOTOS, PHOTOS_DIR};
 use leptos::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 fn classify_blob(state: AppState, name: String, blob: web_sys::Blob) {
     state.start(format!("Classifying {name}…"));
@@ -18,15 +17,8 @@ fn classify_blob(state: AppState, name: String, blob: web_sys::Blob) {
 fn classify_bundled(state: AppState, file: &'static str) {
     state.start(format!("Fetching {file}…"));
     wasm_bindgen_futures::spawn_local(async move {
-        let url = format!("{PHOTOS_DIR}/{file}");
-        let blob = async {
-            let resp = fetch(&url).await?;
-            let b = JsFuture::from(resp.blob().map_err(|_| "no body")?).await.map_err(|_| format!("cannot read {url}"))?;
-            Ok::<web_sys::Blob, String>(b.into())
-        }
-        .await;
-        match blob {
-            Ok(b) => classify_blob(state, file.to_string(), b),
+        match fetch_body(&format!("{PHOTOS_DIR}/{file}"), web_sys::Response::blob).await {
+            Ok(b) => classify_blob(state, file.to_string(), b.into()),
             Err(e) => state.fail(e),
         }
     });

@@ -33,15 +33,8 @@ pub fn App() -> impl IntoView {
         state.fail(e);
     }
     wasm_bindgen_futures::spawn_local(async move {
-        match fetch(&format!("{}/imagenet_classes.txt", crate::state::MODELS_DIR)).await {
-            Ok(resp) => {
-                if let Ok(p) = resp.text() {
-                    if let Ok(t) = JsFuture::from(p).await {
-                        let text = t.as_string().unwrap_or_default();
-                        state.labels.set(text.lines().map(str::to_string).collect());
-                    }
-                }
-            }
+        match fetch_body(&format!("{}/imagenet_classes.txt", crate::state::MODELS_DIR), web_sys::Response::text).await {
+            Ok(t) => state.labels.set(t.as_string().unwrap_or_default().lines().map(str::to_string).collect()),
             Err(e) => state.fail(e),
         }
     });
@@ -97,13 +90,17 @@ fn BusyLine() -> impl IntoView {
     view! { {busy} {notice} }
 }
 
-/// `fetch(url)` from the page's own origin; non-2xx is an error.
-pub(crate) async fn fetch(url: &str) -> Result<web_sys::Response, String> {
+/// `fetch(url)` from the page's own origin and its body read by `read` (e.g.
+/// `Response::blob`, `Response::array_buffer`, `Response::text`); non-2xx is an error.
+pub(crate) async fn fetch_body(
+    url: &str,
+    read: fn(&web_sys::Response) -> Result<js_sys::Promise, wasm_bindgen::JsValue>,
+) -> Result<wasm_bindgen::JsValue, String> {
     let win = web_sys::window().ok_or("no window")?;
     let resp = JsFuture::from(win.fetch_with_str(url)).await.map_err(|_| format!("cannot fetch {url}"))?;
     let resp: web_sys::Response = resp.unchecked_into();
     if !resp.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
     }
-    Ok(resp)
+    JsFuture::from(read(&resp).map_err(|_| format!("{url}: no body"))?).await.map_err(|_| format!("cannot read {url}"))
 }

@@ -1,6 +1,6 @@
 //! Choosing a model: bundled samples, a file input, or drag and drop anywhere on the zone.
 
-use super::fetch;
+use super::fetch_body;
 use crate::bridge;
 use crate::state::{AppState, MODELS_DIR, SAMPLES};
 use leptos::prelude::*;
@@ -34,15 +34,8 @@ pub(crate) fn load_file(state: AppState, file: web_sys::File) {
 fn load_sample(state: AppState, label: &'static str, file: &'static str) {
     state.start(format!("Downloading {label}…"));
     wasm_bindgen_futures::spawn_local(async move {
-        let url = format!("{MODELS_DIR}/{file}");
-        let result = async {
-            let resp = fetch(&url).await?;
-            let buf = JsFuture::from(resp.array_buffer().map_err(|_| "no body")?).await.map_err(|_| format!("cannot read {url}"))?;
-            Ok::<_, String>(js_sys::Uint8Array::new(&buf))
-        }
-        .await;
-        match result {
-            Ok(bytes) => load_bytes(state, label.to_string(), bytes),
+        match fetch_body(&format!("{MODELS_DIR}/{file}"), web_sys::Response::array_buffer).await {
+            Ok(buf) => load_bytes(state, label.to_string(), js_sys::Uint8Array::new(&buf)),
             Err(e) => state.fail(e),
         }
     });
