@@ -4,6 +4,7 @@ use qplay_core::graph::Dim;
 use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
 use qplay_core::exec::int8::Int8Executor;
+use qplay_core::passes::adaround::{adaround, AdaroundConfig};
 use qplay_core::quant::{CalibScheme, Mode, QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ const USAGE: &str = "usage:
   qplay inspect MODEL.onnx [--json]
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8] [--recipe none|dfq]]
-  qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none] [--weight-bits 8] [--act-bits 8] [--per-channel]
-            [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction] [--skip NODE]...
-            [--encodings E.json] [--report R.json]
-  qplay eval MODEL.onnx --data X.npy (--labels Y.npy | --reference R.npy) [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
+  qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none|dfq|adaround|dfq+adaround] [--weight-bits 8] [--act-bits 8]
+            [--per-channel] [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction] [--skip NODE]...
+            [--adaround-iters 10000] [--seed 0]
+            [--import E.json (instead of calibrating)] [--encodings E.json] [--report R.json] [--out QDQ.onnx] [--fp32-out TRANSFORMED.onnx]
+  qplay eval MODEL.onnx --data X.npy [--labels Y.npy] [--reference R.npy] [--output Y.npy] [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
 fn main() -> ExitCode {
@@ -110,8 +112,8 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel", "bias-correction"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode"])?),
-        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel", "bias-correction"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import"])?),
+        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
@@ -332,7 +334,8 @@ fn encodings_config(text: &str) -> QuantSimConfig {
             || v["param_encodings"].as_object().is_some_and(|m| m.values().any(|e| e.as_array().is_some_and(|l| l.len() > 1)))
     });
     let mode = if v["quantizer_args"]["qplay_mode"] == "qplay" { Mode::Qplay } else { Mode::Aimet };
-    QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel, mode, ..Default::default() }
+    let bits = |k: &str| v["quantizer_args"][k].as_u64().map_or(8, |b| b as u32);
+    QuantSimConfig { weight_bits: bits("param_bitwidth"), act_bits: bits("activation_bitwidth"), per_channel, mode, ..Default::default() }
 }
 
 /// Samples for calibration or evaluation from one .npy (N along axis 0) or a directory of .npy
@@ -390,6 +393,11 @@ fn transform(g: Graph, recipe: &str, mode: Mode) -> CliResult<(Graph, serde_json
             let (g, cle) = equalize_with(g, if mode == Mode::Aimet { CleMode::Aimet } else { CleMode::Preserving });
             (g, serde_json::json!({"folded": cle.bn_folded}), Some(cle))
         }
+        "adaround" | "dfq+adaround" => {
+            return Err(CliError::Usage(format!(
+                "--recipe {recipe}: AdaRound changes the weights; run the model written by `qplay quantize --fp32-out` with its encodings instead"
+            )))
+        }
         r => return Err(CliError::Usage(format!("--recipe {r}: expected none or dfq"))),
     })
 }
@@ -403,11 +411,12 @@ fn quantize(o: &Opts) -> CliResult<()> {
         m => return Err(CliError::Usage(format!("unknown mode '{m}' (qplay, aimet)"))),
     };
 
-    match recipe {
-        "none" | "dfq" => {}
-        r @ ("adaround" | "dfq+adaround") => return Err(CliError::Failed(format!("recipe '{r}' is not implemented yet (available: none, dfq)"))),
+    let (base, with_adaround) = match recipe {
+        "none" | "dfq" => (recipe, false),
+        "adaround" => ("none", true),
+        "dfq+adaround" => ("dfq", true),
         r => return Err(CliError::Usage(format!("unknown recipe '{r}' (none, dfq, adaround, dfq+adaround)"))),
-    }
+    };
     let scheme = match o.value("scheme").unwrap_or("minmax") {
         "minmax" => CalibScheme::MinMax,
         "sqnr" => CalibScheme::Sqnr,
@@ -417,18 +426,37 @@ fn quantize(o: &Opts) -> CliResult<()> {
             None => return Err(CliError::Usage(format!("unknown scheme '{s}' (minmax, sqnr, percentile, percentile:P)"))),
         },
     };
-    for flag in ["out", "fp32-out"] {
-        if o.value(flag).is_some() {
-            return Err(CliError::Failed(format!("--{flag}: ONNX export is not implemented yet")));
-        }
-    }
-    let bits = |k: &str| -> CliResult<u32> { o.value(k).map_or(Ok(8), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
+    let number = |k: &str, default: usize| -> CliResult<usize> { o.value(k).map_or(Ok(default), |v| v.parse().map_err(|_| CliError::Usage(format!("--{k} takes a number")))) };
+    let bits = |k: &str| -> CliResult<u32> { number(k, 8).map(|b| b as u32) };
+    let ada = AdaroundConfig { iterations: number("adaround-iters", 10_000)?, seed: number("seed", 0)? as u64, ..Default::default() };
     let config = QuantSimConfig { mode, weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
-    let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required".into()))?;
-    let (g, fold, cle) = transform(g, recipe, mode)?;
+    let (g, fold, cle) = transform(g, base, mode)?;
+    if let Some(path) = o.value("import") {
+        // Encodings from a file instead of calibration (checks them against this model).
+        let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
+        let mut sim = QuantSim::new(g, QuantSimConfig { skip: config.skip, ..encodings_config(&text) })?;
+        sim.import_aimet_json(&text).map_err(|e| CliError::Failed(format!("{path}: {e}")))?;
+        return write_outputs(o, &sim).map(|n| println!("imported {} weight and {} activation encodings from {path}", n.0, n.1));
+    }
+    let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required (or --import E.json)".into()))?;
     let data = samples(&g, Path::new(calib), 32)?;
     let t0 = Instant::now();
     let mut sim = QuantSim::new(g, config.clone())?;
+    let adaround_report = if with_adaround {
+        let mut last = (usize::MAX, 0);
+        let r = adaround(&mut sim, &data, &ada, &mut |p| {
+            let tenth = p.iteration * 10 / p.iterations;
+            if (p.layer, tenth) != last {
+                last = (p.layer, tenth);
+                eprint!("\radaround: layer {}/{} {:<40} {:>3} % loss {:.5}  ", p.layer + 1, p.layers, p.node, tenth * 10, p.recon);
+            }
+            true
+        })?;
+        eprintln!();
+        Some(r)
+    } else {
+        None
+    };
     sim.calibrate(&data)?;
     let bias_correction = if o.flag("bias-correction") {
         let r = qplay_core::quant::bias_correction::correct_biases(&mut sim, &data[..data.len().min(16)])?;
@@ -438,12 +466,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
         None
     };
     let secs = t0.elapsed().as_secs_f64();
-    let enc = sim.to_aimet_json();
-    if let Some(p) = o.value("encodings") {
-        std::fs::write(p, serde_json::to_string_pretty(&enc).unwrap_or_default()).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
-    }
-    let n_act = enc["activation_encodings"].as_array().map_or(0, Vec::len);
-    let n_par = enc["param_encodings"].as_array().map_or(0, Vec::len);
+    let (n_par, n_act) = write_outputs(o, &sim)?;
     if let Some(p) = o.value("report") {
         let analysis = qplay_core::quant::analysis::analyze(&sim, &data[..data.len().min(10)])?;
         let report = serde_json::json!({
@@ -452,6 +475,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
             "recipe": recipe,
             "cle": cle,
             "bias_correction": bias_correction,
+            "adaround": adaround_report,
             "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
@@ -467,6 +491,24 @@ fn quantize(o: &Opts) -> CliResult<()> {
     println!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s", fold["folded"], data.len());
 
     Ok(())
+}
+
+/// Writes what `quantize` was asked for: encodings (--encodings), the QDQ model (--out) and the
+/// FP32 transformed model (--fp32-out). Returns the numbers of weight and activation encodings.
+fn write_outputs(o: &Opts, sim: &QuantSim) -> CliResult<(usize, usize)> {
+    let write = |p: &str, bytes: Vec<u8>| std::fs::write(p, bytes).map_err(|e| CliError::Failed(format!("{p}: {e}")));
+    let enc = sim.to_aimet_json();
+    if let Some(p) = o.value("encodings") {
+        write(p, serde_json::to_string_pretty(&enc).unwrap_or_default().into_bytes())?;
+    }
+    if let Some(p) = o.value("out") {
+        write(p, qplay_core::onnx::export::qdq_model(sim)?)?;
+    }
+    if let Some(p) = o.value("fp32-out") {
+        write(p, qplay_core::onnx::export::fp32_model(sim.graph())?)?;
+    }
+    let count = |k: &str| enc[k].as_array().map_or(0, Vec::len);
+    Ok((count("param_encodings"), count("activation_encodings")))
 }
 
 fn eval(o: &Opts) -> CliResult<()> {
@@ -498,8 +540,11 @@ fn eval(o: &Opts) -> CliResult<()> {
         result["sqnr_db"] = qplay_core::metrics::sqnr_db(&reference, &logits).into();
         result["top1_agreement"] = qplay_core::metrics::top1_agreement(&reference, &logits, k).into();
     }
-    if result.get("accuracy").is_none() && result.get("sqnr_db").is_none() {
-        return Err(CliError::Usage("give --labels Y.npy or --reference R.npy".into()));
+    if let Some(p) = o.value("output") {
+        std::fs::write(p, write_npy_f32(&[n, k], &logits)).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
+    }
+    if result.get("accuracy").is_none() && result.get("sqnr_db").is_none() && o.value("output").is_none() {
+        return Err(CliError::Usage("give --labels Y.npy, --reference R.npy or --output Y.npy".into()));
     }
     if o.flag("json") {
         println!("{result}");

@@ -2,55 +2,11 @@
 //! copied from shared/samples/aimet): the same 40 calibration samples must give AIMET's
 //! encodings, and evaluating must give AIMET's logits SQNR.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn qplay(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_qplay")).args(args).current_dir(root()).output().expect("run qplay");
-    assert!(o.status.success(), "qplay {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qplay-quantize-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-/// The 10 reference inputs and onnxruntime logits stacked into [10, ...] arrays (sorted by name,
-/// the order of AIMET's evaluation set).
-fn eval_set() -> (PathBuf, PathBuf) {
-    let dir = root().join("tests/reference/efficientnet_lite0");
-    let mut stems: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str().and_then(|f| f.strip_suffix(".input.npy")).map(str::to_string))
-        .collect();
-    stems.sort();
-    assert_eq!(stems.len(), 10);
-    let stack = |suffix: &str, out: &str| {
-        let mut data = Vec::new();
-        let mut shape = Vec::new();
-        for s in &stems {
-            let t = qplay_core::npy::read_npy(&std::fs::read(dir.join(format!("{s}.{suffix}.npy"))).unwrap(), 1 << 24).unwrap();
-            shape = t.shape().to_vec();
-            data.extend(t.to_f32_vec());
-        }
-        shape[0] = stems.len();
-        let p = tmp(out);
-        std::fs::write(&p, qplay_core::npy::write_npy_f32(&shape, &data)).unwrap();
-        p
-    };
-    (stack("input", "x.npy"), stack("logits", "ref.npy"))
-}
 
 fn compare_encodings(ours: &Value, aimet: &Value, what: &str) {
     for kind in ["activation_encodings", "param_encodings"] {
@@ -135,9 +91,7 @@ fn lite0_per_channel_default_mode_beats_aimet() {
 
 #[test]
 fn digits_quantize_then_eval() {
-    let calib = tmp("calib256.npy");
-    let t = qplay_core::npy::read_npy(&std::fs::read(root().join("assets/data/digits_train_x.npy")).unwrap(), 1 << 24).unwrap();
-    std::fs::write(&calib, qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64])).unwrap();
+    let calib = digits_calib();
     let enc = tmp("digits.json");
     let report = tmp("digits_report.json");
     qplay(&["quantize", "assets/models/digits_mobilenet.onnx", "--mode", "aimet", "--calib", calib.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--report", report.to_str().unwrap()]);
@@ -174,10 +128,6 @@ fn bad_encodings_files_are_refused_whole() {
     }
 }
 
-fn eval_json(args: &[&str]) -> Value {
-    serde_json::from_str(&qplay(args)).unwrap()
-}
-
 /// DFQ (BN fold + cross-layer equalization): AIMET-compatible mode reproduces AIMET's figures;
 /// qplay's default function-preserving equalization rescues per-tensor W8A8 on Lite0.
 #[test]
@@ -205,9 +155,7 @@ fn dfq_on_lite0_and_digits() {
     assert!(db >= 9.5, "qplay dfq per-tensor {db} dB (AIMET's per-channel figure is 9.51)");
     assert!(db > sqnr[&("qplay", "none")].0 + 3.0, "equalization pays off per-tensor");
 
-    let calib = tmp("calib256_dfq.npy");
-    let t = qplay_core::npy::read_npy(&std::fs::read(root().join("assets/data/digits_train_x.npy")).unwrap(), 1 << 24).unwrap();
-    std::fs::write(&calib, qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64])).unwrap();
+    let calib = digits_calib();
     let aimet_acc = json(&root().join("tests/aimet/digits_mobilenet/results.json"))["w8a8_pt_cle"]["accuracy"].as_f64().unwrap();
     for mode in ["aimet", "qplay"] {
         let enc = tmp(&format!("digits_{mode}_dfq.json"));

@@ -6,6 +6,8 @@ mod fuse;
 pub mod int8;
 mod ops;
 
+pub(crate) use ops::resolve_pads_pub as resolve_pads;
+
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::onnx::Limits;
@@ -91,6 +93,16 @@ impl Executor {
 
     /// [`Executor::run`], calling `hook` on every value as it is produced.
     pub fn run_with_hook(&mut self, inputs: Vec<Tensor>, hook: &mut ValueHook) -> Result<Vec<Tensor>> {
+        let mut run = self.start(inputs, hook)?;
+        while !self.done(&run) {
+            self.step(&mut run, hook)?;
+        }
+        self.finish(run)
+    }
+
+    /// Begins a run that the caller advances node by node with [`Executor::step`] (several runs
+    /// can be interleaved, e.g. to change a weight between nodes as AdaRound does).
+    pub fn start(&self, inputs: Vec<Tensor>, hook: &mut ValueHook) -> Result<Run> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
@@ -101,35 +113,76 @@ impl Executor {
             hook(id, &mut t)?;
             vals[id] = Some(t);
         }
-        for (ni, node) in g.nodes.iter().enumerate() {
-            let outs = {
-                let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
-                for i in &node.inputs {
-                    ins.push(match i {
-                        None => None,
-                        Some(id) => Some(g.consts[*id].as_ref().or(vals[*id].as_ref()).ok_or_else(|| {
-                            Error::node(&node.name, &node.op_type, format!("input '{}' has no value", g.values[*id].name))
-                        })?),
-                    });
-                }
-                ops::eval(node, &ins, &mut Ctx { limits: &self.limits, scratch: &mut self.scratch, clamp: self.clamps[ni] })?
-            };
-            for (id, mut t) in node.outputs.iter().zip(outs) {
-                hook(*id, &mut t)?;
-                vals[*id] = Some(t);
+        Ok(Run { vals, next: 0 })
+    }
+
+    /// Whether every node of `run` has been evaluated.
+    pub fn done(&self, run: &Run) -> bool {
+        run.next >= self.graph.nodes.len()
+    }
+
+    /// Evaluates the next node of `run` (index [`Run::next`] in [`Executor::graph`]'s nodes).
+    pub fn step(&mut self, run: &mut Run, hook: &mut ValueHook) -> Result<()> {
+        let (g, ni) = (&self.graph, run.next);
+        let Some(node) = g.nodes.get(ni) else { return Ok(()) };
+        let outs = {
+            let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
+            for i in &node.inputs {
+                ins.push(match i {
+                    None => None,
+                    Some(id) => Some(g.consts[*id].as_ref().or(run.vals[*id].as_ref()).ok_or_else(|| {
+                        Error::node(&node.name, &node.op_type, format!("input '{}' has no value", g.values[*id].name))
+                    })?),
+                });
             }
-            for &i in node.inputs.iter().flatten() {
-                if self.last_use[i] == Some(ni) && g.consts[i].is_none() {
-                    vals[i] = None;
-                }
+            ops::eval(node, &ins, &mut Ctx { limits: &self.limits, scratch: &mut self.scratch, clamp: self.clamps[ni] })?
+        };
+        for (id, mut t) in node.outputs.iter().zip(outs) {
+            hook(*id, &mut t)?;
+            run.vals[*id] = Some(t);
+        }
+        for &i in node.inputs.iter().flatten() {
+            if self.last_use[i] == Some(ni) && g.consts[i].is_none() {
+                run.vals[i] = None;
             }
         }
+        run.next += 1;
+        Ok(())
+    }
+
+    /// The graph outputs of a completed run.
+    pub fn finish(&self, mut run: Run) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
         g.outputs
             .iter()
             .map(|&o| {
-                g.consts[o].clone().or_else(|| vals[o].take()).ok_or_else(|| Error::Graph(format!("output '{}' was not computed", g.values[o].name)))
+                g.consts[o].clone().or_else(|| run.vals[o].take()).ok_or_else(|| Error::Graph(format!("output '{}' was not computed", g.values[o].name)))
             })
             .collect()
+    }
+
+    /// The current value of `id` in `run` (a constant, or a computed value still alive).
+    pub fn value<'a>(&'a self, run: &'a Run, id: ValueId) -> Option<&'a Tensor> {
+        self.graph.consts[id].as_ref().or(run.vals[id].as_ref())
+    }
+
+    /// Replaces the constant `id` (same shape) for the nodes evaluated from now on.
+    pub(crate) fn set_const(&mut self, id: ValueId, t: Tensor) {
+        self.graph.consts[id] = Some(t);
+    }
+}
+
+/// A run in progress (see [`Executor::start`]).
+#[derive(Debug)]
+pub struct Run {
+    vals: Vec<Option<Tensor>>,
+    next: usize,
+}
+
+impl Run {
+    /// Index of the next node to evaluate.
+    pub fn next(&self) -> usize {
+        self.next
     }
 }
 

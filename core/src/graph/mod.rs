@@ -47,6 +47,8 @@ pub struct Node {
     /// `None` for an omitted optional input.
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<ValueId>,
+    /// The attributes as the model stated them (written back on export).
+    pub attrs: Vec<crate::onnx::proto::AttributeProto>,
 }
 
 /// A validated model graph. Invariants: `nodes` is in topological order; every node input is

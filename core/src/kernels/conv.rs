@@ -118,7 +118,7 @@ pub fn conv2d(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>,
 }
 
 /// Column matrix [cg*kh*kw, oh*ow] of one group's input.
-fn im2col(g: &ConvGeom, x: &[f32], cg: usize, oh: usize, ow: usize, col: &mut [f32]) {
+pub(crate) fn im2col(g: &ConvGeom, x: &[f32], cg: usize, oh: usize, ow: usize, col: &mut [f32]) {
     let hw = oh * ow;
     for c in 0..cg {
         for ky in 0..g.kh {

@@ -2,7 +2,7 @@
 
 use super::proto::{self, type_proto, ModelProto};
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, Node, Op, TypeInfo, Value, ValueId};
+use crate::graph::{BinaryOp, Dim, Graph, Node, Op, TypeInfo, Value, ValueId};
 use crate::tensor::Tensor;
 use prost::Message;
 use std::collections::HashMap;
@@ -230,10 +230,10 @@ pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
             Some((_, c)) => *c += 1,
             None => op_counts.push((n.op_type().to_string(), 1)),
         }
-        nodes.push(Node { name, op_type: n.op_type().to_string(), op, inputs: node_inputs, outputs: outs.clone() });
+        nodes.push(Node { name, op_type: n.op_type().to_string(), op, inputs: node_inputs, outputs: outs.clone(), attrs: n.attribute.clone() });
     }
 
-    let nodes = topo_sort(nodes, &producer, &consts, limits)?;
+    let nodes = fuse_vector_clips(topo_sort(nodes, &producer, &consts, limits)?, &consts, outputs_named(g, &ids));
 
     let mut outputs = Vec::new();
     for o in &g.output {
@@ -254,6 +254,40 @@ pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
         op_counts,
     };
     Ok((Graph { values, nodes, inputs, outputs, consts, opset }, info))
+}
+
+fn outputs_named(g: &proto::GraphProto, ids: &HashMap<String, ValueId>) -> Vec<ValueId> {
+    g.output.iter().filter_map(|o| ids.get(o.name()).copied()).collect()
+}
+
+/// `Max(x, lo) -> Min(., hi)` with constant bounds of which one has several values (how qplay
+/// exports a Clip with per-channel bounds, which ONNX's Clip cannot hold) becomes that Clip again.
+fn fuse_vector_clips(mut nodes: Vec<Node>, consts: &[Option<Tensor>], outputs: Vec<ValueId>) -> Vec<Node> {
+    let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for &v in n.inputs.iter().flatten() {
+            readers.entry(v).or_default().push(i);
+        }
+    }
+    let konst = |n: &Node| n.inputs.get(1).copied().flatten().filter(|&v| consts[v].is_some());
+    let mut fused = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
+        let a = &nodes[i];
+        let (Op::Binary(BinaryOp::Max), Some(lo), Some(&mid)) = (&a.op, konst(a), a.outputs.first()) else { continue };
+        let Some(&[j]) = readers.get(&mid).map(Vec::as_slice) else { continue };
+        let b = &nodes[j];
+        let (Op::Binary(BinaryOp::Min), Some(hi)) = (&b.op, konst(b)) else { continue };
+        let vector = [lo, hi].iter().any(|&v| consts[v].as_ref().is_some_and(|t| t.len() > 1));
+        if b.inputs[0] != Some(mid) || outputs.contains(&mid) || !vector {
+            continue;
+        }
+        let name = a.name.strip_suffix("/Max").unwrap_or(&a.name).to_string();
+        let x = a.inputs[0];
+        let clip = Node { name, op_type: "Clip".into(), op: Op::Clip { min: None, max: None }, inputs: vec![x, Some(lo), Some(hi)], outputs: b.outputs.clone(), attrs: vec![] };
+        nodes[j] = clip;
+        fused[i] = true;
+    }
+    nodes.into_iter().zip(fused).filter(|(_, f)| !f).map(|(n, _)| n).collect()
 }
 
 /// Kahn's algorithm over node dependencies; reports a cycle by naming a node on it.

@@ -126,6 +126,7 @@ fn replace_relu6(g: &mut Graph) -> Vec<String> {
             n.op = Op::Unary(UnaryOp::Relu);
             n.op_type = "Relu".into();
             n.inputs.truncate(1);
+            n.attrs.clear();
             replaced.push(n.name.clone());
         }
     }

@@ -2,3 +2,4 @@
 
 pub mod bn_fold;
 pub mod cle;
+pub mod adaround;

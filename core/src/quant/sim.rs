@@ -138,6 +138,8 @@ pub struct QuantSim {
     act_bits: u8,
     pub params: Vec<ParamQuantizer>,
     pub acts: Vec<ActQuantizer>,
+    /// Weight encodings were fixed before the weights were changed (AdaRound).
+    params_frozen: bool,
 }
 
 const IGNORED_OUTPUT_OPS: &[&str] =
@@ -210,7 +212,7 @@ impl QuantSim {
                 }
             }
         }
-        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts })
+        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts, params_frozen: false })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -238,10 +240,8 @@ impl QuantSim {
             }
         }
         let scheme = self.config.scheme;
-        for p in &mut self.params {
-            let t = self.graph.consts[p.value].as_ref().ok_or_else(|| Error::Quant("parameter is not constant".into()))?;
-            p.encodings = param_encodings(t, p.axis, self.weight_bits, scheme == CalibScheme::Sqnr)
-                .map_err(|e| Error::Quant(format!("weight '{}': {e}", self.graph.values[p.value].name)))?;
+        if !self.params_frozen {
+            self.compute_param_encodings()?;
         }
         let mut stats: Vec<Stats> = self.acts.iter().map(|_| Stats::new(scheme)).collect();
         let slot: std::collections::HashMap<ValueId, usize> = self.acts.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
@@ -261,8 +261,10 @@ impl QuantSim {
                 Ok(())
             })?;
             if !progress(done + 1, samples.len()) {
-                for p in &mut self.params {
-                    p.encodings.clear();
+                if !self.params_frozen {
+                    for p in &mut self.params {
+                        p.encodings.clear();
+                    }
                 }
                 return Err(Error::Quant("calibration was cancelled".into()));
             }
@@ -279,6 +281,24 @@ impl QuantSim {
         }
         self.adjust_weight_scales_against_overflow();
         Ok(())
+    }
+
+    /// Weight encodings from the weights themselves (min-max, or the SQNR search for
+    /// [`CalibScheme::Sqnr`]); [`QuantSim::calibrate`] does this first unless they are frozen.
+    pub fn compute_param_encodings(&mut self) -> Result<()> {
+        let sqnr = self.config.scheme == CalibScheme::Sqnr;
+        for p in &mut self.params {
+            let t = self.graph.consts[p.value].as_ref().ok_or_else(|| Error::Quant("parameter is not constant".into()))?;
+            p.encodings = param_encodings(t, p.axis, self.weight_bits, sqnr).map_err(|e| Error::Quant(format!("weight '{}': {e}", self.graph.values[p.value].name)))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the weights `w` (same shape) and freezes every weight encoding, so that later
+    /// calibrations keep them (AdaRound: the rounding was learned on those grids).
+    pub(crate) fn set_weights_frozen(&mut self, w: ValueId, t: Tensor) {
+        self.graph.consts[w] = Some(t);
+        self.params_frozen = true;
     }
 
     fn act_encoding(&self, v: ValueId) -> Option<Encoding> {
@@ -334,7 +354,7 @@ impl QuantSim {
     }
 
     /// A copy of the graph whose weights are quantize-dequantized with their encodings.
-    fn quantized_weights_graph(&self) -> Graph {
+    pub(crate) fn quantized_weights_graph(&self) -> Graph {
         let mut g = self.graph.clone();
         for p in &self.params {
             if let Some(t) = g.consts[p.value].take() {

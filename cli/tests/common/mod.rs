@@ -1,0 +1,64 @@
+//! Helpers shared by the CLI integration tests.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn qplay(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_qplay")).args(args).current_dir(root()).output().expect("run qplay");
+    assert!(o.status.success(), "qplay {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qplay-quantize-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+pub fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// The 10 reference inputs and onnxruntime logits stacked into [10, ...] arrays (sorted by name,
+/// the order of AIMET's evaluation set).
+pub fn eval_set() -> (PathBuf, PathBuf) {
+    let dir = root().join("tests/reference/efficientnet_lite0");
+    let mut stems: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str().and_then(|f| f.strip_suffix(".input.npy")).map(str::to_string))
+        .collect();
+    stems.sort();
+    assert_eq!(stems.len(), 10);
+    let stack = |suffix: &str, out: &str| {
+        let mut data = Vec::new();
+        let mut shape = Vec::new();
+        for s in &stems {
+            let t = qplay_core::npy::read_npy(&std::fs::read(dir.join(format!("{s}.{suffix}.npy"))).unwrap(), 1 << 24).unwrap();
+            shape = t.shape().to_vec();
+            data.extend(t.to_f32_vec());
+        }
+        shape[0] = stems.len();
+        let p = tmp(out);
+        std::fs::write(&p, qplay_core::npy::write_npy_f32(&shape, &data)).unwrap();
+        p
+    };
+    (stack("input", "x.npy"), stack("logits", "ref.npy"))
+}
+
+/// AIMET's digits calibration set (the first 256 training rows) as one [256, 1, 8, 8] .npy.
+pub fn digits_calib() -> PathBuf {
+    let calib = tmp("calib256.npy");
+    let t = qplay_core::npy::read_npy(&std::fs::read(root().join("assets/data/digits_train_x.npy")).unwrap(), 1 << 24).unwrap();
+    std::fs::write(&calib, qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64])).unwrap();
+    calib
+}
+
+pub fn eval_json(args: &[&str]) -> Value {
+    serde_json::from_str(&qplay(args)).unwrap()
+}
