@@ -10,13 +10,36 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session, memory_bytes, int8_gemm, int8_peak } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes, int8_gemm, int8_peak, passes } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const json = args.includes("--json");
 const runs = Number(opt("--runs", 20));
 const only = opt("--model", null);
+
+// --passes: DFQ on EfficientNet-Lite0 and AdaRound on digits_mobilenet, timed by the same Rust
+// function natively and in wasm, with the ratio.
+if (args.includes("--passes")) {
+  const iters = opt("--iterations", "1000");
+  const files = ["assets/models/efficientnet_lite0.onnx", "assets/models/digits_mobilenet.onnx"];
+  const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/passes"), [...files, "assets/data/digits_train_x.npy", iters], { cwd: root }).toString());
+  const calib = readNpy("assets/data/digits_train_x.npy").data.slice(0, 256 * 64);
+  const wasm = JSON.parse(passes(fs.readFileSync(path.join(root, files[0])), fs.readFileSync(path.join(root, files[1])), calib, Number(iters)));
+  if (json) {
+    console.log(JSON.stringify({ bench: "passes", native, wasm }));
+  } else {
+    console.log("pass                                          native        wasm   wasm/native");
+    for (const mode of ["qplay", "aimet"]) {
+      const [n, w] = [native.dfq_lite0_ms[mode], wasm.dfq_lite0_ms[mode]];
+      console.log(`DFQ on EfficientNet-Lite0 (${mode} mode)`.padEnd(40) + `${n.toFixed(1).padStart(9)} ms ${w.toFixed(1).padStart(8)} ms ${(w / n).toFixed(2).padStart(8)}x`);
+    }
+    const [n, w] = [native.adaround_digits, wasm.adaround_digits];
+    console.log(`AdaRound digits W4A8, s per 1000 it per layer`.padEnd(40) + `${n.s_per_1000_iterations_per_layer.toFixed(3).padStart(9)} s  ${w.s_per_1000_iterations_per_layer.toFixed(3).padStart(8)} s  ${(w.total_s / n.total_s).toFixed(2).padStart(8)}x`);
+    console.log(`(AdaRound: ${n.layers} layers x ${iters} iterations, batches of 32 digits; DFQ: median of 5, model already loaded)`);
+  }
+  process.exit(0);
+}
 
 const MODELS = {
   efficientnet_lite0: {

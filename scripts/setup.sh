@@ -40,6 +40,22 @@ need_apt() {
   fi
 }
 
+# Python with onnx + onnxruntime (from PyPI) for the export tests: the system's if it has them, else a
+# virtual environment in .venv. Sets QPLAY_PYTHON.
+need_python() {
+  if python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+    QPLAY_PYTHON=$(command -v python3)
+  else
+    if ! "$ROOT/.venv/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+      say "installing onnx and onnxruntime into .venv (pip)"
+      python3 -m venv "$ROOT/.venv" 2>/dev/null || { need_apt python3-venv; python3 -m venv "$ROOT/.venv"; }
+      "$ROOT/.venv/bin/pip" install -q numpy onnx onnxruntime
+    fi
+    QPLAY_PYTHON="$ROOT/.venv/bin/python"
+  fi
+  export QPLAY_PYTHON
+}
+
 need_npm() {
   if [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ] || [ ! -d "$ROOT/tests/e2e/node_modules/onnxruntime-web" ]; then
     say "installing npm packages (playwright-core, onnxruntime-web)"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: native (unit, golden vs onnxruntime, kernel proptests, malformed models, AIMET
-# comparisons, CLI), the same suites compiled to wasm32 and run under Node, then the playground in
-# Chromium. Ends with one line counting every test that ran.
+# comparisons, AdaRound, CLI, QDQ export checked by onnxruntime in Python), the same suites
+# compiled to wasm32 and run under Node, then the playground in Chromium. Ends with one line counting every test that ran.
 source "$(dirname "$0")/setup.sh"
 need_wasm_target
 need_wasm_bindgen
 need_trunk
 need_apt chromium chromium-driver
 need_npm
+need_python
 cd "$ROOT"
 start=$(date +%s)
 log=$(mktemp)

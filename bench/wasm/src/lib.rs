@@ -62,6 +62,7 @@ impl Session {
 }
 
 /// Bytes of wasm linear memory in use (the high-water mark: wasm memory never shrinks).
+#[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
 pub fn memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size(0) * 65536) as f64
@@ -87,6 +88,7 @@ pub fn int8_gemm(p: usize, m: usize, k: usize, reps: usize) -> i32 {
 /// The SIMD128 ceiling for this kernel's inner step: `reps` rounds of 12 independent
 /// `i32x4.dot_i16x8_s` + `i32x4.add` chains on registers (8 MACs each), no memory traffic.
 /// MACs = reps * 12 * 8.
+#[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
 pub fn int8_peak(reps: usize) -> i32 {
     use core::arch::wasm32::*;
@@ -138,4 +140,58 @@ impl Session {
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(v.iter().map(|(k, ms)| format!("{k}: {ms:.2} ms")).collect::<Vec<_>>().join("\n"))
     }
+}
+
+/// Times the passes the same way natively (bench/wasm/examples/passes.rs) and in wasm
+/// ([`passes`]): DFQ on `lite0` (BN fold + equalization, both modes; median of 5, the model
+/// already loaded) and AdaRound on `digits` (W4A8 per channel, `iterations` per layer, the first
+/// 256 digits in 8 batches of 32). `clock` returns milliseconds. Returns one JSON object.
+pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
+    use qplay_core::passes::adaround::{adaround, AdaroundConfig};
+    use qplay_core::passes::cle::{equalize_with, CleMode};
+    let e = |e: qplay_core::Error| e.to_string();
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let mut dfq = serde_json::Map::new();
+    for (label, mode) in [("qplay", CleMode::Preserving), ("aimet", CleMode::Aimet)] {
+        let mut ms: Vec<f64> = (0..5)
+            .map(|_| {
+                let g = g.clone();
+                let t0 = clock();
+                std::hint::black_box(equalize_with(g, mode));
+                clock() - t0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        dfq.insert(label.into(), ms[2].into());
+    }
+    let (g, _) = load_model(digits, &Limits::default()).map_err(e)?;
+    let mut sim = QuantSim::new(fold_batch_norms(g).0, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() }).map_err(e)?;
+    let batches = calib.chunks(32 * 64).take(8).map(|c| Tensor::f32(vec![c.len() / 64, 1, 8, 8], c.to_vec())).collect::<Result<Vec<_>, _>>().map_err(e)?;
+    let mut starts: Vec<f64> = Vec::new();
+    let t0 = clock();
+    let report = adaround(&mut sim, &batches, &AdaroundConfig { iterations, ..Default::default() }, &mut |p| {
+        if starts.len() <= p.layer {
+            starts.push(clock());
+        }
+        true
+    })
+    .map_err(e)?;
+    let total = clock() - t0;
+    let per_layer = total / report.layers.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "dfq_lite0_ms": dfq,
+        "adaround_digits": {
+            "iterations": iterations,
+            "layers": report.layers.len(),
+            "total_s": total / 1e3,
+            "s_per_1000_iterations_per_layer": per_layer / 1e3 * 1000.0 / iterations as f64,
+        },
+    })
+    .to_string())
+}
+
+/// [`passes_bench`] in wasm, timed with `performance.now()`.
+#[wasm_bindgen]
+pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> Result<String, JsError> {
+    passes_bench(lite0, digits, calib, iterations, &now).map_err(|e| JsError::new(&e))
 }
