@@ -28,6 +28,13 @@ pub fn start(state: AppState) -> Result<(), String> {
     let onmsg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let data: Array = ev.data().unchecked_into();
         match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
+            Ok(Response::Exported { file_name, .. }) => {
+                if let Err(e) = download(&file_name, &data.get(1)) {
+                    state.fail(e);
+                } else {
+                    state.idle();
+                }
+            }
             Ok(r) => apply(state, r),
             Err(e) => state.fail(format!("unreadable message from the worker: {e}")),
         }
@@ -50,6 +57,27 @@ fn post(w: &Worker, msg: &Array, transfer: &Array) -> Result<(), String> {
 }
 
 /// Stops the running job: the worker is replaced and the model reloaded (its quantization is lost).
+/// Saves `bytes` (a Uint8Array) as a file through a temporary object URL.
+fn download(file_name: &str, bytes: &JsValue) -> Result<(), String> {
+    let err = |e: JsValue| format!("cannot save {file_name}: {e:?}");
+    let parts = Array::of1(bytes);
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type("application/octet-stream");
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).map_err(err)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(err)?;
+    let doc = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let a: web_sys::HtmlElement = doc.create_element("a").map_err(err)?.unchecked_into();
+    a.set_attribute("href", &url).map_err(err)?;
+    a.set_attribute("download", file_name).map_err(err)?;
+    a.click();
+    // Revoke later: the browser reads the URL after the click returns.
+    let revoke = Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    web_sys::window().ok_or("no window")?.set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000).map_err(err)?;
+    Ok(())
+}
+
 pub fn cancel(state: AppState) {
     restart(state, None);
 }
@@ -176,6 +204,7 @@ fn apply(state: AppState, r: Response) {
             state.speed.set(None);
             state.idle();
         }
+        Response::Exported { .. } => state.idle(),
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

@@ -19,6 +19,8 @@ pub enum Request {
     Quantize { job: u32, config: QuantConfig, photos: Vec<String> },
     /// Time `runs` inferences of FP32 and (if quantized) INT8 on the last classified input.
     Speed { job: u32, runs: u32 },
+    /// The last quantization as ONNX: QDQ (`qdq`) or the transformed FP32 model.
+    Export { job: u32, qdq: bool },
 }
 
 /// A quantization recipe as the page offers it.
@@ -32,6 +34,8 @@ pub struct QuantConfig {
     pub weight_bits: u32,
     pub act_bits: u32,
     pub per_channel: bool,
+    /// AdaRound iterations per layer (0: round to nearest).
+    pub adaround_iterations: u32,
 }
 
 /// Worker -> page.
@@ -45,6 +49,8 @@ pub enum Response {
     Progress { job: u32, stage: String, done: usize, total: usize },
     Quantized { job: u32, report: QuantReport },
     Speed { job: u32, result: SpeedResult },
+    /// Payload: the file's bytes.
+    Exported { job: u32, file_name: String },
     Failed { job: u32, message: String },
 }
 
@@ -67,6 +73,21 @@ pub struct QuantReport {
     pub analysis_samples: usize,
     /// With DFQ: per-output-channel weight ranges of each equalized convolution, before and after.
     pub cle: Vec<CleLayer>,
+    /// With AdaRound: what it did to each layer.
+    pub adaround: Vec<AdaroundLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaroundLayer {
+    pub node: String,
+    pub weights: usize,
+    /// Weights rounded the other way than to nearest.
+    pub changed: usize,
+    /// The layer's output reconstruction loss with nearest rounding and with AdaRound.
+    pub recon_nearest: f32,
+    pub recon_adaround: f32,
+    /// (iteration, reconstruction loss, rounding regulariser), about 100 points.
+    pub curve: Vec<(usize, f32, f32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{AdaroundLayer, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
@@ -29,6 +29,14 @@ struct Loaded {
     int8: Option<Int8Executor>,
     /// The last input the model ran on (for the speed measurement).
     last_input: Option<Tensor>,
+    /// The last quantization (for export).
+    sim: Option<QuantSim>,
+    name: String,
+}
+
+thread_local! {
+    /// Bytes to send with the next response (transferred, not copied).
+    static PAYLOAD: RefCell<Option<Uint8Array>> = const { RefCell::new(None) };
 }
 
 const DIGITS_TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
@@ -44,7 +52,12 @@ fn now() -> f64 {
 fn post(resp: &Response) {
     let msg = Array::new();
     msg.push(&serde_wasm_bindgen::to_value(resp).unwrap_or(JsValue::NULL));
-    let _ = scope().post_message(&msg);
+    let transfer = Array::new();
+    if let Some(bytes) = PAYLOAD.with(|p| p.borrow_mut().take()) {
+        transfer.push(&bytes.buffer());
+        msg.push(&bytes);
+    }
+    let _ = scope().post_message_with_transfer(&msg, &transfer);
 }
 
 /// Installs the message handler and announces readiness.
@@ -73,7 +86,12 @@ pub fn start() {
 
 fn job_of(r: &Request) -> u32 {
     match r {
-        Request::Load { job, .. } | Request::Classify { job } | Request::EvalDigits { job } | Request::Quantize { job, .. } | Request::Speed { job, .. } => *job,
+        Request::Load { job, .. }
+        | Request::Classify { job }
+        | Request::EvalDigits { job }
+        | Request::Quantize { job, .. }
+        | Request::Speed { job, .. }
+        | Request::Export { job, .. } => *job,
     }
 }
 
@@ -87,7 +105,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut summary = summarize(&name, &graph, &info);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, name });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -179,6 +197,15 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             };
             Ok(Response::Speed { job, result: SpeedResult { runs, fp32, int8 } })
         }
+        Request::Export { job, qdq } => {
+            let guard = state.borrow();
+            let loaded = guard.as_ref().ok_or("load a model first")?;
+            let sim = loaded.sim.as_ref().ok_or("quantize the model first")?;
+            let bytes = if qdq { qplay_core::onnx::export::qdq_model(sim) } else { qplay_core::onnx::export::fp32_model(sim.graph()) }.map_err(|e| e.to_string())?;
+            let stem = loaded.name.trim_end_matches(".onnx");
+            PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
+            Ok(Response::Exported { job, file_name: format!("{stem}.{}.onnx", if qdq { "qdq" } else { "fp32-transformed" }) })
+        }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
             let samples = match kind {
@@ -220,6 +247,29 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             };
             let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
+            let adaround = if config.adaround_iterations > 0 {
+                use qplay_core::passes::adaround::{adaround, AdaroundConfig};
+                let ada = AdaroundConfig { iterations: config.adaround_iterations as usize, ..Default::default() };
+                let r = adaround(&mut sim, &samples, &ada, &mut |p| {
+                    let stage = format!("AdaRound {} ({} of {}), loss {:.4}:", p.node, p.layer + 1, p.layers, p.recon);
+                    post(&Response::Progress { job, stage, done: p.layer * p.iterations + p.iteration, total: p.layers * p.iterations });
+                    true
+                })
+                .map_err(|e| e.to_string())?;
+                r.layers
+                    .into_iter()
+                    .map(|l| AdaroundLayer {
+                        node: l.node,
+                        weights: l.weights,
+                        changed: l.changed,
+                        recon_nearest: l.recon_nearest,
+                        recon_adaround: l.recon_adaround,
+                        curve: l.curve.iter().map(|p| (p.iteration, p.recon, p.round)).collect(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let total = samples.len();
             sim.calibrate_with_progress(&samples, &mut |done, total| {
                 post(&Response::Progress { job, stage: "Calibrating".into(), done, total });
@@ -250,8 +300,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 layers,
                 analysis_samples: probe.len(),
                 cle,
+                adaround,
             };
             loaded.int8 = Some(int8);
+            loaded.sim = Some(sim);
             Ok(Response::Quantized { job, report })
         }
     }

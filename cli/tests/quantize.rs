@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 
 fn compare_encodings(ours: &Value, aimet: &Value, what: &str) {

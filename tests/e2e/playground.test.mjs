@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
 import { serve } from "./serve.mjs";
 import { launch } from "./browser.mjs";
 
@@ -174,6 +175,62 @@ test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async 
   // Same calibration (first 256 training digits), same encodings as AIMET 2.42: same accuracy.
   assert.equal(await page.textContent('[data-testid="int8-accuracy"]'), `${(aimet.w8a8_pt.accuracy * 100).toFixed(2)}%`);
   assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "97.33%");
+});
+
+test("uploaded digits MobileNet, W4A8 AdaRound: progress, cancel, then a full run with loss curves; the page never blocks", async () => {
+  await page.evaluate(() => {
+    window.__longtasks = [];
+    new PerformanceObserver((list) => list.getEntries().forEach((e) => window.__longtasks.push(e.duration))).observe({ type: "longtask" });
+  });
+  await page.setInputFiles('[data-testid="model-file"]', path.join(root, "assets/models/digits_mobilenet.onnx"));
+  await page.locator('[data-testid="model-name"]:has-text("digits_mobilenet.onnx")').waitFor();
+  await page.click('[data-testid="preset-w4a8-adaround"]');
+  await page.uncheck('[data-testid="aimet-compatible"]');
+  assert.equal(await page.inputValue('[data-testid="adaround-iterations"]'), "2000");
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="progress"]:has-text("AdaRound")').waitFor();
+  await page.click('[data-testid="cancel"]');
+  await page.locator('[data-testid="notice"]:has-text("Cancelled")').waitFor();
+  await page.locator('[data-testid="quantize"]:enabled').waitFor();
+  assert.equal(await page.locator('[data-testid="quant-summary"]').count(), 0);
+  await page.click('[data-testid="quantize"]');
+  const summary = page.locator('[data-testid="quant-summary"]:has-text("AdaRound (2000 iterations)")');
+  await summary.waitFor({ timeout: 240_000 });
+  const chart = page.locator('[data-testid="adaround-chart"]');
+  await chart.waitFor();
+  assert.equal(await page.locator('[data-testid="adaround-layer"] option').count(), 8, "every Conv and the Gemm");
+  assert.equal(await chart.locator("polyline").count(), 2);
+  const [, changed, weights, near, ada] = (await page.textContent('[data-testid="adaround-summary"]')).match(/(\d+) of (\d+) weights.* from ([\d.]+) with nearest rounding to ([\d.]+)/);
+  assert.ok(Number(changed) > 0 && Number(changed) < Number(weights));
+  assert.ok(Number(ada) < Number(near), `AdaRound lowers the first layer's loss: ${near} -> ${ada}`);
+  const href = await page.getAttribute('[data-testid="download-encodings"]', "href");
+  const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
+  assert.deepEqual(enc.param_encodings.map((e) => e.bw), Array(8).fill(4));
+  assert.ok(enc.param_encodings.every((e) => e.name.endsWith(".weight") && e.scale.length > 1), "per-channel weight encodings named after the weights");
+  // The QDQ export downloads and runs in onnxruntime-web (in this Node process).
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="download-qdq"]')]);
+  assert.equal(download.suggestedFilename(), "digits_mobilenet.qdq.onnx");
+  const file = path.join(root, "tests/output/digits_mobilenet.qdq.onnx");
+  await download.saveAs(file);
+  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
+  const digits = fs.readFileSync(path.join(root, "assets/data/digits_test_x.npy"));
+  const hlen = digits.readUInt16LE(8);
+  const x = new Float32Array(digits.buffer.slice(digits.byteOffset + 10 + hlen, digits.byteOffset + 10 + hlen + 64 * 4));
+  const out = await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x, [1, 1, 8, 8]) });
+  assert.deepEqual(out[sess.outputNames[0]].dims, [1, 10]);
+  await page.locator('[data-testid="eval-digits"]:enabled').waitFor();
+  await page.click('[data-testid="eval-digits"]');
+  await page.locator('[data-testid="int8-accuracy"]').waitFor();
+  const acc = parseFloat(await page.textContent('[data-testid="int8-accuracy"]'));
+  console.log(`digits W4A8 per-channel AdaRound (2000 iterations) in the browser: ${acc} % (AIMET, 10000 iterations: 97.11 %; nearest: 95.11 %)`);
+  assert.ok(acc >= 96.0, `${acc} %`);
+  const longest = await page.evaluate(() => Math.max(0, ...window.__longtasks));
+  console.log(`longest task on the page's main thread during the AdaRound jobs: ${longest.toFixed(0)} ms`);
+  assert.ok(longest <= 100, `the page blocked for ${longest} ms`);
+  await page.screenshot({ path: path.join(root, "tests/output/adaround.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
 });
 
 test("three malformed files in a row give three errors, then the bundled model still runs", async () => {

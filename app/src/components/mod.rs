@@ -1,5 +1,6 @@
 //! UI components, one per file.
 
+mod adaround_chart;
 mod cle_chart;
 mod input_panel;
 mod layer_table;
@@ -15,6 +16,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+pub use adaround_chart::AdaroundChart;
 pub use cle_chart::CleChart;
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
