@@ -178,6 +178,7 @@ test("digits MobileNet W8A8 per-tensor in the browser: AIMET's accuracy", async 
 });
 
 test("uploaded digits MobileNet, W4A8 AdaRound: progress, cancel, then a full run with loss curves; the page never blocks", async () => {
+  assert.ok(await page.evaluate(() => PerformanceObserver.supportedEntryTypes.includes("longtask")), "this Chromium reports long tasks");
   await page.evaluate(() => {
     window.__longtasks = [];
     new PerformanceObserver((list) => list.getEntries().forEach((e) => window.__longtasks.push(e.duration))).observe({ type: "longtask" });
@@ -200,7 +201,7 @@ test("uploaded digits MobileNet, W4A8 AdaRound: progress, cancel, then a full ru
   await chart.waitFor();
   assert.equal(await page.locator('[data-testid="adaround-layer"] option').count(), 8, "every Conv and the Gemm");
   assert.equal(await chart.locator("polyline").count(), 2);
-  const [, changed, weights, near, ada] = (await page.textContent('[data-testid="adaround-summary"]')).match(/(\d+) of (\d+) weights.* from ([\d.]+) with nearest rounding to ([\d.]+)/);
+  const [, changed, weights, near, ada] = (await page.textContent('[data-testid="adaround-summary"]')).match(/(\d+) of (\d+) weights.* from ([\d.]+) with nearest rounding to (\d+\.\d+)/);
   assert.ok(Number(changed) > 0 && Number(changed) < Number(weights));
   assert.ok(Number(ada) < Number(near), `AdaRound lowers the first layer's loss: ${near} -> ${ada}`);
   const href = await page.getAttribute('[data-testid="download-encodings"]', "href");
@@ -227,7 +228,8 @@ test("uploaded digits MobileNet, W4A8 AdaRound: progress, cancel, then a full ru
   console.log(`digits W4A8 per-channel AdaRound (2000 iterations) in the browser: ${acc} % (AIMET, 10000 iterations: 97.11 %; nearest: 95.11 %)`);
   assert.ok(acc >= 96.0, `${acc} %`);
   const longest = await page.evaluate(() => Math.max(0, ...window.__longtasks));
-  console.log(`longest task on the page's main thread during the AdaRound jobs: ${longest.toFixed(0)} ms`);
+  // Long tasks are those over 50 ms; none at all prints 0.
+  console.log(`longest task on the page's main thread during the AdaRound jobs: ${longest.toFixed(0)} ms (${await page.evaluate(() => window.__longtasks.length)} over 50 ms)`);
   assert.ok(longest <= 100, `the page blocked for ${longest} ms`);
   await page.screenshot({ path: path.join(root, "tests/output/adaround.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);

@@ -38,7 +38,11 @@ pub fn AdaroundChart() -> impl IntoView {
         // Reconstruction on a log10 scale; the regulariser on a linear scale of its own.
         let rec: Vec<f32> = l.curve.iter().map(|p| p.1.max(1e-12).log10()).collect();
         let (rlo, rhi) = rec.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let (rlo, rhi) = (rlo.floor(), rhi.ceil().max(rlo.floor() + 1.0));
+        // Four decades at most: during the warm start the soft weights reproduce FP32 almost
+        // exactly and the loss dives towards zero.
+        let rhi = rhi.ceil();
+        let rlo = rlo.floor().clamp(rhi - 4.0, rhi - 1.0);
+        let rec: Vec<f32> = rec.iter().map(|&v| v.max(rlo)).collect();
         let round: Vec<f32> = l.curve.iter().map(|p| p.2).collect();
         let round_max = round.iter().copied().fold(0.0f32, f32::max).max(1e-12);
         let warm_x = PAD + 0.2 * (W - 2.0 * PAD);
@@ -58,6 +62,7 @@ pub fn AdaroundChart() -> impl IntoView {
                     <text class="tick" x=4 y=PAD>{format!("1e{rhi}")}</text>
                     <text class="tick" x=4 y=H - PAD>{format!("1e{rlo}")}</text>
                     <text class="tick" x=W / 2.0 y=H - 8.0 text-anchor="middle">{format!("iteration (of {x_max})")}</text>
+                    <text class="tick" x=W - PAD y=PAD - 6.0 text-anchor="end">{format!("regulariser, max {round_max:.3}")}</text>
                     <polyline class="before" fill="none" points=points(&xs, &rec, x_max, rlo, rhi)></polyline>
                     <polyline class="after" fill="none" points=points(&xs, &round, x_max, 0.0, round_max)></polyline>
                 </svg>
