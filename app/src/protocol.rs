@@ -36,6 +36,8 @@ pub struct QuantConfig {
     pub per_channel: bool,
     /// AdaRound iterations per layer (0: round to nearest).
     pub adaround_iterations: u32,
+    /// Analytical (data-free) bias correction from the folded BatchNorms' statistics.
+    pub bias_correction: bool,
 }
 
 /// Worker -> page.
@@ -75,6 +77,8 @@ pub struct QuantReport {
     pub cle: Vec<CleLayer>,
     /// With AdaRound: what it did to each layer.
     pub adaround: Vec<AdaroundLayer>,
+    /// With bias correction: the number of layers corrected.
+    pub bias_corrected: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -229,7 +229,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
             let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
-            let (g, bn_folded, cle) = if config.dfq {
+            let (g, bn_folded, cle, stats) = if config.dfq {
                 use qplay_core::passes::cle::{equalize_with, CleMode};
                 let (g, r) = equalize_with(loaded.graph.clone(), if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving });
                 let scaled: std::collections::HashSet<&String> = r.sets.iter().flat_map(|(names, _)| names.iter()).collect();
@@ -240,10 +240,11 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                     .filter(|(b, _)| scaled.contains(&b.node))
                     .map(|(b, a)| CleLayer { node: b.node.clone(), before_min: b.min.clone(), before_max: b.max.clone(), after_min: a.min.clone(), after_max: a.max.clone() })
                     .collect();
-                (g, r.bn_folded, cle)
+                (g, r.bn_folded, cle, r.output_stats)
             } else {
                 let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
-                (g, fold.folded.len(), Vec::new())
+                let stats = fold.output_stats();
+                (g, fold.folded.len(), Vec::new(), stats)
             };
             let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
@@ -276,6 +277,17 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 true
             })
             .map_err(|e| e.to_string())?;
+            let bias_corrected = if config.bias_correction {
+                let r = qplay_core::quant::bias_correction::correct_biases_analytical(&mut sim, &stats).map_err(|e| e.to_string())?;
+                sim.calibrate_with_progress(&samples, &mut |done, total| {
+                    post(&Response::Progress { job, stage: "Recalibrating after bias correction".into(), done, total });
+                    true
+                })
+                .map_err(|e| e.to_string())?;
+                r.layers.len()
+            } else {
+                0
+            };
             let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
             post(&Response::Progress { job, stage: "Measuring per-layer error".into(), done: 0, total: 1 });
             let probe = &samples[..samples.len().min(4)];
@@ -301,6 +313,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 analysis_samples: probe.len(),
                 cle,
                 adaround,
+                bias_corrected,
             };
             loaded.int8 = Some(int8);
             loaded.sim = Some(sim);

@@ -5,6 +5,7 @@ use qplay_core::npy::{read_npy, write_npy_f32};
 use qplay_core::preprocess::Preprocess;
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::passes::adaround::{adaround, AdaroundConfig};
+use qplay_core::passes::bn_fold::OutputStats;
 use qplay_core::quant::{CalibScheme, Mode, QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ const USAGE: &str = "usage:
   qplay run MODEL.onnx (--input X.npy | --image PHOTO --preprocess MODEL.json) [--output Y.npy] [--labels CLASSES.txt]
             [--encodings E.json [--int8] [--recipe none|dfq]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none|dfq|adaround|dfq+adaround] [--weight-bits 8] [--act-bits 8]
-            [--per-channel] [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction] [--skip NODE]...
+            [--per-channel] [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction empirical|analytical] [--skip NODE]...
             [--adaround-iters 10000] [--seed 0]
             [--import E.json (instead of calibrating)] [--encodings E.json] [--report R.json] [--out QDQ.onnx] [--fp32-out TRANSFORMED.onnx]
   qplay eval MODEL.onnx --data X.npy [--labels Y.npy] [--reference R.npy] [--output Y.npy] [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
@@ -112,7 +113,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel", "bias-correction"], &["calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["bias-correction", "calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
@@ -382,16 +383,20 @@ fn samples(g: &Graph, path: &Path, batch: usize) -> CliResult<Vec<Tensor>> {
 
 /// The FP32 transformation of a recipe: BN folding, plus cross-layer equalization for dfq
 /// (function-preserving in qplay mode, AIMET's `equalize_model` in AIMET mode).
-fn transform(g: Graph, recipe: &str, mode: Mode) -> CliResult<(Graph, serde_json::Value, Option<qplay_core::passes::cle::CleReport>)> {
+/// Also returns the per-channel output statistics of the layers whose BN was folded (for
+/// analytical bias correction).
+fn transform(g: Graph, recipe: &str, mode: Mode) -> CliResult<(Graph, serde_json::Value, Option<qplay_core::passes::cle::CleReport>, Vec<OutputStats>)> {
     use qplay_core::passes::cle::{equalize_with, CleMode};
     Ok(match recipe {
         "none" => {
             let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(g);
-            (g, serde_json::json!({"folded": fold.folded.len(), "pairs": fold.folded, "unfolded": fold.unfolded}), None)
+            let stats = fold.output_stats();
+            (g, serde_json::json!({"folded": fold.folded.len(), "pairs": fold.folded, "unfolded": fold.unfolded}), None, stats)
         }
         "dfq" => {
             let (g, cle) = equalize_with(g, if mode == Mode::Aimet { CleMode::Aimet } else { CleMode::Preserving });
-            (g, serde_json::json!({"folded": cle.bn_folded}), Some(cle))
+            let stats = cle.output_stats.clone();
+            (g, serde_json::json!({"folded": cle.bn_folded}), Some(cle), stats)
         }
         "adaround" | "dfq+adaround" => {
             return Err(CliError::Usage(format!(
@@ -430,7 +435,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
     let bits = |k: &str| -> CliResult<u32> { number(k, 8).map(|b| b as u32) };
     let ada = AdaroundConfig { iterations: number("adaround-iters", 10_000)?, seed: number("seed", 0)? as u64, ..Default::default() };
     let config = QuantSimConfig { mode, weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
-    let (g, fold, cle) = transform(g, base, mode)?;
+    let (g, fold, cle, stats) = transform(g, base, mode)?;
     if let Some(path) = o.value("import") {
         // Encodings from a file instead of calibration (checks them against this model).
         let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
@@ -458,12 +463,18 @@ fn quantize(o: &Opts) -> CliResult<()> {
         None
     };
     sim.calibrate(&data)?;
-    let bias_correction = if o.flag("bias-correction") {
-        let r = qplay_core::quant::bias_correction::correct_biases(&mut sim, &data[..data.len().min(16)])?;
-        sim.calibrate(&data)?;
-        Some(r)
-    } else {
-        None
+    let bias_correction = match o.value("bias-correction") {
+        None => None,
+        Some(kind) => {
+            use qplay_core::quant::bias_correction::{correct_biases, correct_biases_analytical};
+            let r = match kind {
+                "empirical" => correct_biases(&mut sim, &data[..data.len().min(16)])?,
+                "analytical" => correct_biases_analytical(&mut sim, &stats)?,
+                k => return Err(CliError::Usage(format!("--bias-correction {k}: expected empirical or analytical"))),
+            };
+            sim.calibrate(&data)?;
+            Some(r)
+        }
     };
     let secs = t0.elapsed().as_secs_f64();
     let (n_par, n_act) = write_outputs(o, &sim)?;

@@ -170,3 +170,25 @@ fn dfq_on_lite0_and_digits() {
         assert!(acc >= aimet_acc - 0.003, "{mode}: {acc} vs AIMET {aimet_acc}");
     }
 }
+
+/// Bias correction, both flavours, on EfficientNet-Lite0 W8A8 per-tensor after qplay's DFQ: the
+/// corrected biases live in the model written by --fp32-out, evaluated with its encodings.
+#[test]
+fn bias_correction_improves_lite0_dfq() {
+    let (x, reference) = eval_set();
+    let calib = root().join("tests/aimet/efficientnet_lite0/calib40.npy");
+    let mut sqnr = Vec::new();
+    for bc in [None, Some("empirical"), Some("analytical")] {
+        let tag = bc.unwrap_or("off");
+        let (enc, model) = (tmp(&format!("bc_{tag}.json")), tmp(&format!("bc_{tag}.onnx")));
+        let mut args = vec!["quantize", "assets/models/efficientnet_lite0.onnx", "--recipe", "dfq", "--calib", calib.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--fp32-out", model.to_str().unwrap()];
+        if let Some(b) = bc {
+            args.extend(["--bias-correction", b]);
+        }
+        qplay(&args);
+        let out = eval_json(&["eval", model.to_str().unwrap(), "--data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--json"]);
+        println!("Lite0 W8A8 per-tensor, qplay DFQ, bias correction {tag}: {:.2} dB, top-1 agreement {}", out["sqnr_db"].as_f64().unwrap(), out["top1_agreement"]);
+        sqnr.push(out["sqnr_db"].as_f64().unwrap());
+    }
+    assert!(sqnr[1] > sqnr[0] + 0.5 && sqnr[2] > sqnr[0] + 0.5, "{sqnr:?}");
+}

@@ -6,7 +6,8 @@ use crate::protocol::{InputKind, QuantConfig, Request};
 use crate::state::{AppState, Busy, PHOTOS};
 use leptos::prelude::*;
 
-/// (id, label, weight bits, activation bits, per-channel, DFQ, AdaRound iterations)
+/// (id, label, weight bits, activation bits, per-channel, DFQ (equalization + bias correction),
+/// AdaRound iterations)
 const PRESETS: &[(&str, &str, u32, u32, bool, bool, u32)] = &[
     ("int8-naive", "INT8 naive", 8, 8, false, false, 0),
     ("int8-dfq", "INT8 DFQ", 8, 8, false, true, 0),
@@ -48,8 +49,9 @@ pub fn QuantizePanel() -> impl IntoView {
     let aimet = RwSignal::new(false);
     let dfq = RwSignal::new(false);
     let ada = RwSignal::new(0u32);
+    let bc = RwSignal::new(false);
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get() };
+    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -74,6 +76,8 @@ pub fn QuantizePanel() -> impl IntoView {
                     "as in depthwise convolutions. DFQ equalizes first: each channel of a layer is scaled by s and the next layer's matching input channel by 1/s, with "
                     <code>"s = √(r₁ r₂) / r₂"</code>" (r: the channels' weight ranges), so that per-tensor quantization wastes less of its grid — "
                     "qplay carries the scale through ReLU6 as a per-channel bound, so the FP32 model is unchanged. "
+                    "Bias correction then removes the shift in each layer's mean output that rounding causes, "<code>"(W̃ − W)·E[x]"</code>
+                    ", with E[x] from the BatchNorm statistics. "
                     <a href="https://arxiv.org/abs/1906.04721" target="_blank" rel="noopener">"DFQ paper"</a>". "
                     "AdaRound (for low bit-widths) learns, layer by layer, whether each weight rounds up or down so that the layer's "
                     "output stays close to the FP32 one: it minimises "<code>"‖f(W̃x) − f(Wx)‖² + λ Σ (1 − |2h(V) − 1|"<sup>"β"</sup>")"</code>
@@ -84,8 +88,8 @@ pub fn QuantizePanel() -> impl IntoView {
                 <div class="presets" role="group" aria-label="Presets">
                     {PRESETS.iter().map(|&(id, label, w, a, pc, eq, it)| view! {
                         <button class="preset" data-testid=format!("preset-{id}") disabled=busy
-                            class:chosen=move || wbits.get() == w && abits.get() == a && per_channel.get() == pc && dfq.get() == eq && ada.get() == it
-                            on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); dfq.set(eq); ada.set(it); }>{label}</button>
+                            class:chosen=move || wbits.get() == w && abits.get() == a && per_channel.get() == pc && dfq.get() == eq && bc.get() == eq && ada.get() == it
+                            on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); dfq.set(eq); bc.set(eq); ada.set(it); }>{label}</button>
                     }).collect_view()}
                 </div>
                 <div class="custom">
@@ -96,6 +100,9 @@ pub fn QuantizePanel() -> impl IntoView {
                     <label title="Cross-layer equalization: rescale consecutive layers so every channel uses the quantization grid well (Nagel et al., Data-Free Quantization, 2019).">
                         <input type="checkbox" data-testid="dfq" prop:checked=move || dfq.get()
                             on:change=move |ev| dfq.set(event_target_checked(&ev))/>" equalize (DFQ)"</label>
+                    <label title="Bias correction (DFQ paper, sec. 4.2): subtract the mean shift that rounding the weights causes, (W̃ − W)·E[x], with E[x] computed from the BatchNorm statistics (no data needed).">
+                        <input type="checkbox" data-testid="bias-correction" prop:checked=move || bc.get()
+                            on:change=move |ev| bc.set(event_target_checked(&ev))/>" bias correction"</label>
                     <label title="Quantize depthwise convolution outputs before their activation, as AIMET's default config does. qplay's default fuses them, as integer kernels run them.">
                         <input type="checkbox" data-testid="aimet-compatible" prop:checked=move || aimet.get()
                             on:change=move |ev| aimet.set(event_target_checked(&ev))/>" AIMET-compatible placement"</label>
@@ -118,8 +125,9 @@ pub fn QuantizePanel() -> impl IntoView {
                     })}
                 </div>
                 {move || state.quant.get().map(|r| {
-                    let label = format!("W{}A{} {}{}{}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
+                    let label = format!("W{}A{} {}{}{}{}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
                         if r.config.dfq { " + DFQ" } else { "" },
+                        if r.config.bias_correction { format!(" + bias correction ({} layers)", r.bias_corrected) } else { String::new() },
                         if r.config.adaround_iterations > 0 { format!(" + AdaRound ({} iterations)", r.config.adaround_iterations) } else { String::new() },
                         if r.config.aimet_compatible { " (AIMET-compatible)" } else { "" });
                     view! {

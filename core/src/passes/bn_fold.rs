@@ -24,6 +24,22 @@ pub struct BnFoldReport {
     pub bn_params: Vec<(String, Vec<f32>, Vec<f32>)>,
 }
 
+/// The distribution of a layer's output per channel, as its folded BatchNorm promises it:
+/// mean `beta`, standard deviation `|gamma|` (before any activation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputStats {
+    pub node: String,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl BnFoldReport {
+    /// [`OutputStats`] of every layer whose BN was folded.
+    pub fn output_stats(&self) -> Vec<OutputStats> {
+        self.bn_params.iter().map(|(node, gamma, beta)| OutputStats { node: node.clone(), mean: beta.clone(), std: gamma.iter().map(|g| g.abs()).collect() }).collect()
+    }
+}
+
 /// Folds every foldable BatchNormalization into the Conv/Gemm before it.
 pub fn fold_batch_norms(mut g: Graph) -> (Graph, BnFoldReport) {
     let mut report = BnFoldReport::default();

@@ -57,6 +57,11 @@ pub struct CleReport {
     /// Weight ranges of every convolution after BN folding, and after equalization.
     pub before: Vec<ChannelRanges>,
     pub after: Vec<ChannelRanges>,
+    /// Per layer whose BN was folded: the mean and standard deviation of its output per channel
+    /// (BN's beta and |gamma|, divided by the equalization scales, minus the absorbed bias), for
+    /// analytical bias correction.
+    #[serde(skip)]
+    pub output_stats: Vec<crate::passes::bn_fold::OutputStats>,
 }
 
 fn readers(g: &Graph, v: ValueId) -> Vec<usize> {
@@ -338,6 +343,8 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
     report.groups = groups.iter().map(|grp| grp.iter().map(|&i| g.nodes[i].name.clone()).collect()).collect();
     // (layer1, layer2, scale) pairs for high-bias absorption, in scaling order.
     let mut pairs: Vec<(usize, usize, Vec<f64>)> = Vec::new();
+    // Divisors of each scaled layer's output channels.
+    let mut out_div: std::collections::HashMap<usize, Vec<f64>> = std::collections::HashMap::new();
     for grp in &groups {
         for set in cls_sets(&g, grp) {
             let layers: Option<Vec<Layer>> = set.iter().map(|&n| layer(&g, n)).collect();
@@ -360,6 +367,7 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
                     scale_clip_after(&mut g, set[0], &s);
                 }
                 report.sets.push((names, vec![s.iter().map(|&x| x as f32).collect()]));
+                out_div.insert(set[0], s.clone());
                 pairs.push((set[0], set[1], s));
             } else {
                 let (Some(w0), Some(w1), Some(w2)) = (g.consts[l[0].w].as_ref(), g.consts[l[1].w].as_ref(), g.consts[l[2].w].as_ref()) else { continue };
@@ -384,15 +392,29 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
                     scale_clip_after(&mut g, set[1], &s23);
                 }
                 report.sets.push((names, vec![s12.iter().map(|&x| x as f32).collect(), s23.iter().map(|&x| x as f32).collect()]));
+                out_div.insert(set[0], s12.clone());
+                out_div.insert(set[1], s23.clone());
                 pairs.push((set[0], set[1], s12));
                 pairs.push((set[1], set[2], s23));
             }
         }
     }
+    let mut shift: std::collections::HashMap<String, Vec<f32>> = std::collections::HashMap::new();
     for (l1, l2, s) in pairs.into_iter().filter(|_| !preserving) {
         if let Some(absorbed) = absorb_high_bias(&mut g, &fold.bn_params, l1, l2, &s) {
+            shift.insert(g.nodes[l1].name.clone(), absorbed.clone());
             report.absorbed.push((g.nodes[l1].name.clone(), g.nodes[l2].name.clone(), absorbed));
         }
+    }
+    for (name, gamma, beta) in &fold.bn_params {
+        let div = g.nodes.iter().position(|n| &n.name == name).and_then(|i| out_div.get(&i));
+        let d = |c: usize| div.map_or(1.0, |v| v[c]);
+        let sh = shift.get(name);
+        report.output_stats.push(crate::passes::bn_fold::OutputStats {
+            node: name.clone(),
+            mean: beta.iter().enumerate().map(|(c, &b)| (b as f64 / d(c) - sh.map_or(0.0, |v| v[c] as f64)) as f32).collect(),
+            std: gamma.iter().enumerate().map(|(c, &g)| (g.abs() as f64 / d(c)) as f32).collect(),
+        });
     }
     report.after = conv_ranges(&g);
     (g, report)
