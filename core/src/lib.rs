@@ -11,6 +11,7 @@ pub mod onnx;
 pub mod passes;
 pub mod preprocess;
 pub mod quant;
+pub mod rng;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -5,23 +5,8 @@ use qplay_core::kernels::{conv2d, conv2d_naive, gemm, gemm_naive, ConvGeom};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-/// Small deterministic generator (SplitMix64), so wasm and native see the same cases.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn f32s(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
-    }
-}
+/// Deterministic generator, so wasm and native see the same cases.
+use qplay_core::rng::SplitMix as Rng;
 
 /// Float kernels may sum in a different order: allow 1e-5 of the magnitude of the terms.
 fn check_close(what: &str, fast: &[f32], naive: &[f32], k_terms: usize) {

@@ -38,6 +38,7 @@ use crate::kernels::{dot, gemm};
 use crate::onnx::Limits;
 use crate::quant::encoding::Encoding;
 use crate::quant::sim::QuantSim;
+use crate::rng::SplitMix;
 use crate::tensor::Tensor;
 use serde::Serialize;
 
@@ -658,24 +659,11 @@ fn pick(len: usize, batch: usize, rng: &mut SplitMix) -> Vec<usize> {
         return idx;
     }
     for i in 0..batch {
-        let j = i + (rng.next() % (len - i) as u64) as usize;
+        let j = i + rng.below(len - i);
         idx.swap(i, j);
     }
     idx.truncate(batch);
     idx
-}
-
-/// SplitMix64: a small, seedable generator (the sequence is fixed by the seed on every target).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]
@@ -683,10 +671,6 @@ mod tests {
     use super::*;
     use crate::graph::AutoPad;
     use crate::kernels::conv2d_naive;
-
-    fn rand(n: usize, rng: &mut SplitMix) -> Vec<f32> {
-        (0..n).map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
-    }
 
     fn window(stride: usize, pad: usize) -> Window {
         Window { kernel: None, strides: [stride; 2], dilations: [1; 2], pads: [pad; 4], auto_pad: AutoPad::NotSet, ceil_mode: false }
@@ -742,8 +726,8 @@ mod tests {
     fn forward_matches_naive_and_gradient_matches_finite_differences() {
         let mut rng = SplitMix(7);
         for (l, shape) in cases() {
-            let x = Tensor::f32(shape.clone(), rand(shape.iter().product(), &mut rng)).unwrap();
-            let w = rand(l.m * l.k, &mut rng);
+            let x = Tensor::f32(shape.clone(), rng.f32s(shape.iter().product())).unwrap();
+            let w = rng.f32s(l.m * l.k);
             let exact = reference(&l, &x, &w);
             let t = Tensor::f32(vec![exact.len()], exact.clone()).unwrap();
             let p = Problem::new(&l, &[&x], &[&t]).unwrap();
