@@ -23,8 +23,9 @@ use super::bn_fold::fold_batch_norms;
 pub enum CleMode {
     /// qplay's default, function-preserving: ReLU6 stays; a scale `s[c]` pushed through
     /// `Clip(0, m)` turns its bound into the per-channel `m / s[c]` (`ReLU6(x)/s = clip(x/s, 0,
-    /// 6/s)`), so the FP32 model computes the same function. High-bias absorption is skipped
-    /// (it is exact only where pre-activations never fall below the absorbed amount).
+    /// 6/s)`), so the FP32 model computes the same function. High-bias absorption is made exact
+    /// too: only into layers without padding, with the activation's bounds shifted by the
+    /// absorbed amount (see `absorb_high_bias`).
     #[default]
     Preserving,
     /// Exactly AIMET 2.42's `equalize_model` (ReLU6 replaced by ReLU, high-bias absorption).
@@ -400,8 +401,8 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
         }
     }
     let mut shift: std::collections::HashMap<String, Vec<f32>> = std::collections::HashMap::new();
-    for (l1, l2, s) in pairs.into_iter().filter(|_| !preserving) {
-        if let Some(absorbed) = absorb_high_bias(&mut g, &fold.bn_params, l1, l2, &s) {
+    for (l1, l2, s) in pairs {
+        if let Some(absorbed) = absorb_high_bias(&mut g, &fold.bn_params, l1, l2, &s, preserving) {
             shift.insert(g.nodes[l1].name.clone(), absorbed.clone());
             report.absorbed.push((g.nodes[l1].name.clone(), g.nodes[l2].name.clone(), absorbed));
         }
@@ -421,14 +422,25 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
 }
 
 /// High-bias absorption from layer `l1` into `l2` (see the module doc).
-fn absorb_high_bias(g: &mut Graph, bn: &[(String, Vec<f32>, Vec<f32>)], l1: usize, l2: usize, s: &[f64]) -> Option<Vec<f32>> {
+/// With `preserving`, the function is kept exactly: only into a layer without padding (where
+/// `W2 (x - c) + W2 c = W2 x` holds at every pixel), and a following Relu / Clip(lo, hi) becomes
+/// Clip(lo - c, hi - c) per channel (`clip(x, lo, hi) = clip(x - c, lo - c, hi - c) + c`).
+fn absorb_high_bias(g: &mut Graph, bn: &[(String, Vec<f32>, Vec<f32>)], l1: usize, l2: usize, s: &[f64], preserving: bool) -> Option<Vec<f32>> {
     let (_, gamma, beta) = bn.iter().find(|(n, _, _)| *n == g.nodes[l1].name)?;
     let b1 = g.nodes[l1].inputs.get(2).copied().flatten()?;
     let b2 = g.nodes[l2].inputs.get(2).copied().flatten()?;
     let w2 = weight(g, &g.nodes[l2])?;
     let out = g.nodes[l1].outputs[0];
     let rs = readers(g, out);
-    let relu = rs.len() == 1 && matches!(g.nodes[rs[0]].op, Op::Unary(UnaryOp::Relu) | Op::PRelu);
+    let act = (rs.len() == 1).then(|| rs[0]).filter(|&a| matches!(g.nodes[a].op, Op::Unary(UnaryOp::Relu) | Op::PRelu) || (preserving && is_clip0(g, a)));
+    if preserving {
+        let Op::Conv { window, .. } = &g.nodes[l2].op else { return None };
+        let unpadded = window.pads == [0; 4] && matches!(window.auto_pad, crate::graph::AutoPad::NotSet | crate::graph::AutoPad::Valid);
+        if !unpadded || act.is_some_and(|a| matches!(g.nodes[a].op, Op::PRelu)) {
+            return None;
+        }
+    }
+    let relu = act.is_some();
     let c: Vec<f64> = (0..s.len())
         .map(|i| {
             let (bs, gs) = (beta[i] as f64 / s[i], gamma[i] as f64 / s[i]);
@@ -461,5 +473,28 @@ fn absorb_high_bias(g: &mut Graph, bn: &[(String, Vec<f32>, Vec<f32>)], l1: usiz
     }
     g.consts[b1] = Some(Tensor::from_parts_f32(vec![bias1.len()], bias1));
     g.consts[b2] = Some(Tensor::from_parts_f32(vec![m], bias2));
+    if let (true, Some(a)) = (preserving, act) {
+        shift_bounds(g, a, &c);
+    }
     Some(c.iter().map(|&x| x as f32).collect())
+}
+
+/// Turns activation node `a` (Relu or Clip) into `Clip(lo - c, hi - c)` with per-channel bounds.
+fn shift_bounds(g: &mut Graph, a: usize, c: &[f64]) {
+    let n = c.len();
+    let Some((lo, hi)) = crate::exec::activation_bounds(g, &g.nodes[a], n) else { return };
+    let at = |v: &[f32], i: usize| v[if v.len() == 1 { 0 } else { i }] as f64;
+    let name = g.nodes[a].name.clone();
+    let mut bound = |suffix: &str, v: &[f32]| {
+        let vals: Vec<f32> = (0..n).map(|i| (at(v, i) - c[i]) as f32).collect();
+        g.values.push(crate::graph::Value { name: format!("{name}.{suffix}_absorbed"), ty: None });
+        g.consts.push(Some(Tensor::from_parts_f32(vec![n, 1, 1], vals)));
+        g.values.len() - 1
+    };
+    let (lo_id, hi_id) = (bound("min", &lo), bound("max", &hi));
+    let node = &mut g.nodes[a];
+    node.op = Op::Clip { min: None, max: None };
+    node.op_type = "Clip".into();
+    node.inputs = vec![node.inputs[0], Some(lo_id), Some(hi_id)];
+    node.attrs.clear();
 }
