@@ -86,7 +86,9 @@ pub fn conv2d_naive(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[
 pub fn conv2d(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], scratch: &mut Vec<f32>) {
     let (oh, ow) = g.out_hw().expect("conv geometry");
     let hw = oh * ow;
-    if g.is_depthwise() {
+    if g.is_depthwise() && ow >= ROW_MIN && g.dilation == [1, 1] {
+        depthwise_rows(g, input, weight, out, oh, ow);
+    } else if g.is_depthwise() {
         depthwise_channels_last(g, input, weight, out, oh, ow, scratch);
     } else {
         let cg = g.c_in / g.group;
@@ -158,6 +160,48 @@ fn valid_range(out_len: usize, stride: usize, off: usize, pad: usize, len: usize
     (lo.min(out_len), hi.max(lo.min(out_len)))
 }
 
+/// Output rows at least this long go to [`depthwise_rows`]; shorter ones to the channels-last
+/// kernel, whose transposes are cheap on small maps.
+const ROW_MIN: usize = 14;
+
+/// Depthwise convolution in place in NCHW, one output row at a time: each tap adds
+/// `w * input row` to the output row (a contiguous multiply-add for stride 1), the row staying in
+/// L1 across the taps; border columns are cut with [`valid_range`], border rows skipped.
+fn depthwise_rows(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize) {
+    let (hw, taps, sx) = (g.h * g.w, g.kh * g.kw, g.stride[1]);
+    for ch in 0..g.c_in {
+        let (x, wc) = (&input[ch * hw..(ch + 1) * hw], &weight[ch * taps..(ch + 1) * taps]);
+        for oy in 0..oh {
+            let row = &mut out[(ch * oh + oy) * ow..(ch * oh + oy + 1) * ow];
+            row.fill(0.0);
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let src = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
+                for kx in 0..g.kw {
+                    let wv = wc[ky * g.kw + kx];
+                    let (lo, hi) = valid_range(ow, sx, kx, g.pads[1], g.w);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let first = lo * sx + kx - g.pads[1];
+                    if sx == 1 {
+                        for (d, &v) in row[lo..hi].iter_mut().zip(&src[first..first + (hi - lo)]) {
+                            *d += wv * v;
+                        }
+                    } else {
+                        for (i, d) in row[lo..hi].iter_mut().enumerate() {
+                            *d += wv * src[first + i * sx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Depthwise convolution computed channels-last: the input and the weights are transposed to
 /// [H][W][C] and [tap][C] (in `scratch`), each output pixel accumulates its taps over a contiguous
 /// run of C channels (long, vectorised inner loops even for 7x7 maps), and the result is
@@ -179,16 +223,28 @@ fn depthwise_channels_last(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mu
             wt[t * c + ch] = weight[ch * taps + t];
         }
     }
+    // Per output pixel: the valid taps once, then blocks of 16 channels accumulated over all
+    // taps in registers (four SIMD128 vectors after auto-vectorisation), the rest one by one.
+    let mut taps_at: Vec<(usize, usize)> = Vec::with_capacity(taps);
+    let full = c / 16 * 16;
     for oy in 0..oh {
         for ox in 0..ow {
-            let acc = &mut yt[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
-            acc.fill(0.0);
-            super::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
-                let (xs, ws) = (&xt[px * c..][..c], &wt[t * c..][..c]);
-                for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
-                    *a += x * w;
+            taps_at.clear();
+            super::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| taps_at.push((t * c, px * c)));
+            let y = &mut yt[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            for c0 in (0..full).step_by(16) {
+                let mut acc = [0.0f32; 16];
+                for &(wo, xo) in &taps_at {
+                    let (xs, ws) = (&xt[xo + c0..xo + c0 + 16], &wt[wo + c0..wo + c0 + 16]);
+                    for l in 0..16 {
+                        acc[l] += xs[l] * ws[l];
+                    }
                 }
-            });
+                y[c0..c0 + 16].copy_from_slice(&acc);
+            }
+            for (ch, yv) in y.iter_mut().enumerate().skip(full) {
+                *yv = taps_at.iter().map(|&(wo, xo)| xt[xo + ch] * wt[wo + ch]).sum();
+            }
         }
     }
     let ohw = oh * ow;
