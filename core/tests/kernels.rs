@@ -84,7 +84,7 @@ fn conv_matches_naive_on_seeded_geometries() {
     }
 }
 
-/// Depthwise convolutions on maps wide enough for the row kernel (output rows of 14 or more)
+/// Depthwise convolutions on maps wide enough for the row kernel (48 columns or more)
 /// and with more than 16 channels (the channels-last kernel's blocks), against the naive loop.
 #[test]
 fn depthwise_sweep_wide_maps_and_many_channels() {
@@ -93,7 +93,7 @@ fn depthwise_sweep_wide_maps_and_many_channels() {
         let wide = case % 2 == 0;
         let c = if wide { 1 + r.below(20) } else { 15 + r.below(30) };
         let k = [3, 5][r.below(2)];
-        let (h, w) = if wide { (14 + r.below(30), 14 + r.below(40)) } else { (1 + r.below(9), 1 + r.below(9)) };
+        let (h, w) = if wide { (14 + r.below(30), 48 + r.below(30)) } else { (1 + r.below(9), 1 + r.below(9)) };
         let pad = r.below(3);
         let g = ConvGeom { c_in: c, h, w, c_out: c, kh: k, kw: k, stride: [1 + r.below(2), 1 + r.below(2)], dilation: [1, 1], pads: [pad, r.below(3), pad, r.below(3)], group: c };
         if g.out_hw().is_some() {

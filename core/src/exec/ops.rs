@@ -84,7 +84,7 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
             let lo = bound(1, *min, f32::NEG_INFINITY)?;
             let hi = bound(2, *max, f32::INFINITY)?;
             match x.data() {
-                TensorData::F32(d) => one(Tensor::from_parts_f32(x.shape().to_vec(), d.iter().map(|&v| v.max(lo).min(hi)).collect())),
+                TensorData::F32(d) => one(Tensor::from_parts_f32(x.shape().to_vec(), d.iter().map(|&v| clamp_select(v, lo, hi)).collect())),
                 TensorData::I64(d) => one(Tensor::from_parts_i64(x.shape().to_vec(), d.iter().map(|&v| v.max(lo as i64).min(hi as i64)).collect())),
             }
         }
@@ -265,7 +265,7 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
 
 fn unary_fn(u: UnaryOp) -> impl Fn(f32) -> f32 {
     move |x: f32| match u {
-        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Relu => clamp_select(x, 0.0, f32::INFINITY),
         UnaryOp::LeakyRelu(a) => if x < 0.0 { a * x } else { x },
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
@@ -364,9 +364,17 @@ fn conv(e: &E, ins: Ins, ctx: &mut Ctx, w: &Window, group: usize) -> Result<Tens
         kernels::conv2d(&g, &xd[b * isz..(b + 1) * isz], wd, bias, &mut out[b * osz..(b + 1) * osz], ctx.scratch);
     }
     if let Some((lo, hi)) = ctx.clamp {
-        out.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
+        out.iter_mut().for_each(|v| *v = clamp_select(*v, lo, hi));
     }
     Ok(Tensor::from_parts_f32(out_shape, out))
+}
+
+/// `v` clamped to `[lo, hi]` by compare-and-select, which vectorises to `f32x4.pmin/pmax` in
+/// wasm (`f32::max/min` carry NaN rules that cost several instructions per lane). NaN stays NaN.
+#[inline(always)]
+fn clamp_select(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if hi < v { hi } else { v }
 }
 
 fn batch_norm(e: &E, ins: Ins, eps: f32) -> Result<Tensor> {

@@ -86,8 +86,8 @@ pub fn conv2d_naive(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[
 pub fn conv2d(g: &ConvGeom, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], scratch: &mut Vec<f32>) {
     let (oh, ow) = g.out_hw().expect("conv geometry");
     let hw = oh * ow;
-    if g.is_depthwise() && ow >= ROW_MIN && g.dilation == [1, 1] {
-        depthwise_rows(g, input, weight, out, oh, ow);
+    if g.is_depthwise() && g.w >= ROW_MIN && g.dilation == [1, 1] {
+        depthwise_rows(g, input, weight, out, oh, ow, scratch);
     } else if g.is_depthwise() {
         depthwise_channels_last(g, input, weight, out, oh, ow, scratch);
     } else {
@@ -160,17 +160,43 @@ fn valid_range(out_len: usize, stride: usize, off: usize, pad: usize, len: usize
     (lo.min(out_len), hi.max(lo.min(out_len)))
 }
 
-/// Output rows at least this long go to [`depthwise_rows`]; shorter ones to the channels-last
-/// kernel, whose transposes are cheap on small maps.
-const ROW_MIN: usize = 14;
+/// Depthwise inputs at least this wide go to [`depthwise_rows`]; narrower ones to the
+/// channels-last kernel, whose transposes are cheap on small maps and whose inner loops run over
+/// channels (measured on EfficientNet-Lite0's shapes: rows win from 56 columns, lose at 28).
+const ROW_MIN: usize = 48;
 
 /// Depthwise convolution in place in NCHW, one output row at a time: each tap adds
-/// `w * input row` to the output row (a contiguous multiply-add for stride 1), the row staying in
-/// L1 across the taps; border columns are cut with [`valid_range`], border rows skipped.
-fn depthwise_rows(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize) {
+/// `w * input row` to the output row (a contiguous multiply-add), the row staying in L1 across
+/// the taps. With a horizontal stride `s` > 1 each channel is first split into its `s` column
+/// phases (columns `p, p+s, p+2s, ...`) so that the taps still read contiguous runs. Border columns are
+/// cut with [`valid_range`] (computed once per layer), border rows skipped.
+fn depthwise_rows(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], oh: usize, ow: usize, scratch: &mut Vec<f32>) {
     let (hw, taps, sx) = (g.h * g.w, g.kh * g.kw, g.stride[1]);
+    // Per kx: output columns lo..hi and where they start in phase `first % sx` at `first / sx`.
+    let cols: Vec<(usize, usize, usize, usize)> = (0..g.kw)
+        .map(|kx| {
+            let (lo, hi) = valid_range(ow, sx, kx, g.pads[1], g.w);
+            let first = if lo < hi { lo * sx + kx - g.pads[1] } else { 0 };
+            (lo, hi, first % sx, first / sx)
+        })
+        .collect();
+    let pw = g.w.div_ceil(sx);
+    let plane = g.h * pw;
+    if sx > 1 && scratch.len() < sx * plane {
+        scratch.resize(sx * plane, 0.0);
+    }
     for ch in 0..g.c_in {
         let (x, wc) = (&input[ch * hw..(ch + 1) * hw], &weight[ch * taps..(ch + 1) * taps]);
+        if sx > 1 {
+            for (iy, src) in x.chunks_exact(g.w).enumerate() {
+                for p in 0..sx {
+                    let dst = &mut scratch[p * plane + iy * pw..p * plane + (iy + 1) * pw];
+                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(p).step_by(sx)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
         for oy in 0..oh {
             let row = &mut out[(ch * oh + oy) * ow..(ch * oh + oy + 1) * ow];
             row.fill(0.0);
@@ -179,22 +205,16 @@ fn depthwise_rows(g: &ConvGeom, input: &[f32], weight: &[f32], out: &mut [f32], 
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
-                let src = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
-                for kx in 0..g.kw {
-                    let wv = wc[ky * g.kw + kx];
-                    let (lo, hi) = valid_range(ow, sx, kx, g.pads[1], g.w);
+                let iy = iy as usize;
+                let (src, phase_len): (&[f32], usize) = if sx == 1 { (&x[iy * g.w..(iy + 1) * g.w], 0) } else { (&scratch[iy * pw..], plane) };
+                for (kx, &(lo, hi, phase, start)) in cols.iter().enumerate() {
                     if lo >= hi {
                         continue;
                     }
-                    let first = lo * sx + kx - g.pads[1];
-                    if sx == 1 {
-                        for (d, &v) in row[lo..hi].iter_mut().zip(&src[first..first + (hi - lo)]) {
-                            *d += wv * v;
-                        }
-                    } else {
-                        for (i, d) in row[lo..hi].iter_mut().enumerate() {
-                            *d += wv * src[first + i * sx];
-                        }
+                    let wv = wc[ky * g.kw + kx];
+                    let s0 = phase * phase_len + start;
+                    for (d, &v) in row[lo..hi].iter_mut().zip(&src[s0..s0 + (hi - lo)]) {
+                        *d += wv * v;
                     }
                 }
             }
