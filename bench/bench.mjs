@@ -69,18 +69,6 @@ function stats(times) {
   return { median_ms: s[Math.floor(s.length / 2)], p90_ms: s[Math.min(s.length - 1, Math.floor(s.length * 0.9))] };
 }
 
-async function time(fn, n) {
-  for (let i = 0; i < 3; i++) await fn(); // warm-up
-  const t = [];
-  let out;
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    out = await fn();
-    t.push(performance.now() - t0);
-  }
-  return { ...stats(t), out };
-}
-
 async function benchModel(name, m) {
   const full = readNpy(m.input);
   const per = full.data.length / full.shape[0];
@@ -91,30 +79,40 @@ async function benchModel(name, m) {
   const bytes = fs.readFileSync(path.join(root, m.model));
   const rows = [];
 
+  // The four wasm engines, timed round-robin (one run of each per round) so that a slow patch of
+  // this shared machine hits them all alike and the ratios stay fair.
   const sess = new Session(bytes);
-  const q = await time(() => sess.run(x, Uint32Array.from(shape)), runs);
-  rows.push({ engine: "qplay-fp32-wasm", ...q, top1_ok: argmax(q.out) === refTop1, mem_mb: memory_bytes() / 1e6 });
-
-  // W8A8 per-channel, min-max encodings from the AIMET calibration set, integer engine.
   const cal = readNpy(m.calib);
   const calRows = m.calibRows;
   const calShape = [calRows, ...cal.shape.slice(1)];
   const calData = cal.data.slice(0, (cal.data.length / cal.shape[0]) * calRows);
+  // W8A8 per-channel, min-max encodings from the AIMET calibration set, integer engine.
   const isess = Session.int8(bytes, calData, Uint32Array.from(calShape), true, false);
-  const qi = await time(() => isess.run(x, Uint32Array.from(shape)), runs);
-  rows.push({ engine: "qplay-int8-wasm", ...qi, top1_ok: argmax(qi.out) === refTop1, mem_mb: memory_bytes() / 1e6 });
-
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.simd = true;
   const os = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  const feeds = { [os.inputNames[0]]: new ort.Tensor("float32", x, shape) };
-  const o = await time(async () => (await os.run(feeds))[os.outputNames[0]].data, runs);
-  rows.push({ engine: "ortweb-fp32", ...o, top1_ok: argmax(o.out) === refTop1 });
-
   const qbytes = fs.readFileSync(path.join(root, "target/bench", `${name}.int8.onnx`));
   const oq = await ort.InferenceSession.create(qbytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  const oqo = await time(async () => (await oq.run({ [oq.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[oq.outputNames[0]].data, runs);
-  rows.push({ engine: "ortweb-int8", ...oqo, top1_ok: argmax(oqo.out) === refTop1 });
+  const engines = [
+    ["qplay-fp32-wasm", () => sess.run(x, Uint32Array.from(shape))],
+    ["qplay-int8-wasm", () => isess.run(x, Uint32Array.from(shape))],
+    ["ortweb-fp32", async () => (await os.run({ [os.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[os.outputNames[0]].data],
+    ["ortweb-int8", async () => (await oq.run({ [oq.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[oq.outputNames[0]].data],
+  ];
+  const times = engines.map(() => []);
+  const outs = [];
+  for (let i = 0; i < 3; i++) for (const [k, [, fn]] of engines.entries()) outs[k] = await fn();
+  for (let r = 0; r < runs; r++) {
+    for (let j = 0; j < engines.length; j++) {
+      const k = (r + j) % engines.length;
+      const t0 = performance.now();
+      outs[k] = await engines[k][1]();
+      times[k].push(performance.now() - t0);
+    }
+  }
+  for (const [k, [engine]] of engines.entries()) {
+    rows.push({ engine, ...stats(times[k]), top1_ok: argmax(outs[k]) === refTop1, ...(engine.startsWith("qplay") ? { mem_mb: memory_bytes() / 1e6 } : {}) });
+  }
 
   const tmp = path.join(root, "target", `bench-input-${name}.npy`);
   writeNpy(tmp, x, shape);
@@ -150,7 +148,7 @@ for (const [name, m] of Object.entries(MODELS)) {
   all.push(...rows);
   if (json) { for (const r of rows) console.log(JSON.stringify(r)); continue; }
   const by = Object.fromEntries(rows.map((r) => [r.engine, r]));
-  console.log(`\n${name} (batch 1, single thread, ${runs} runs after 3 warm-up; INT8 = W8A8 per-channel)`);
+  console.log(`\n${name} (batch 1, single thread, ${runs} runs after 3 warm-up, wasm engines round-robin; INT8 = W8A8 per-channel)`);
   console.log("engine               median ms    p90 ms   top-1 vs FP32 reference   wasm memory");
   for (const r of rows) console.log(`${r.engine.padEnd(20)} ${r.median_ms.toFixed(2).padStart(9)} ${r.p90_ms.toFixed(2).padStart(9)}   ${(r.top1_ok ? "same" : "differs").padEnd(24)}  ${r.wasm_memory_mb ? r.wasm_memory_mb + " MB" : ""}`);
   const ratio = (a, b) => (by[a].median_ms / by[b].median_ms).toFixed(2);

@@ -516,7 +516,8 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
         }
         LinearKind::Conv { kh, kw, depthwise, window } => {
             let (depthwise, stride, dilation) = (*depthwise, &window.strides, &window.dilations);
-            let x = relayout(x.clone(), true);
+            // Already channels-last after the first convolution: no copy.
+            let x = if x.nhwc { std::borrow::Cow::Borrowed(x) } else { std::borrow::Cow::Owned(relayout(x.clone(), true)) };
             if x.shape.len() != 4 {
                 return Err(Error::Graph(format!("Conv input {:?} is not 4-D", x.shape)));
             }

@@ -80,14 +80,14 @@ impl Encoding {
     /// (ties away from zero; the argument is >= 0), result `(q + o) * Δ`.
     pub fn qdq(&self, x: f32) -> f32 {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        let q = (x.clamp(lo, hi) / d - o).round();
+        let q = round_half_away(clamp_select(x, lo, hi) / d - o);
         (q + o) * d
     }
 
     /// The integer grid index `q` in `0..=n` that [`Encoding::qdq`] maps `x` to.
     pub fn quantize(&self, x: f32) -> i32 {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        (x.clamp(lo, hi) / d - o).round() as i32
+        round_half_away(clamp_select(x, lo, hi) / d - o) as i32
     }
 
     /// Quantize-dequantize a float tensor in place (other dtypes are left alone).
@@ -103,9 +103,27 @@ impl Encoding {
     pub fn qdq_slice(&self, xs: &mut [f32]) {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
         for x in xs {
-            *x = ((x.clamp(lo, hi) / d - o).round() + o) * d;
+            *x = (round_half_away(clamp_select(*x, lo, hi) / d - o) + o) * d;
         }
     }
+}
+
+/// `x` clamped to `[lo, hi]` by compare-and-select (vectorises in wasm, where `f32::clamp`'s
+/// NaN rules cost several instructions); NaN stays NaN.
+#[inline(always)]
+fn clamp_select(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x < lo { lo } else { x };
+    if hi < x { hi } else { x }
+}
+
+/// `f32::round` (ties away from zero) for the non-negative grid positions `x/Δ - o`, without
+/// the libm call it costs in wasm: floor, then up when the remainder is at least a half (exact:
+/// `x - floor(x)` is representable). Slightly negative inputs (rounding noise at the bottom of
+/// the range) give -0 or 0 as `round` does.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    let f = x.floor();
+    if x - f >= 0.5 { f + 1.0 } else { f }
 }
 
 /// SQNR-based range search over a density (AIMET's tf_enhanced, after
@@ -195,6 +213,27 @@ pub fn sqnr_search(h: &super::observer::Histogram, bw: u8, scheme: QuantScheme) 
 mod tests {
     use super::*;
     use crate::quant::observer::{Histogram, Percentile};
+
+    /// The libm-free rounding equals `f32::round` on the grid positions qdq produces, including
+    /// ties and the values just below them, and qdq equals AIMET's formula written with libm.
+    #[test]
+    fn rounding_equals_round_half_away() {
+        let mut r = crate::rng::SplitMix(9);
+        let mut xs: Vec<f32> = (0..200_000).map(|_| (r.next() >> 40) as f32 / (1u64 << 24) as f32 * 300.0 - 1e-6).collect();
+        for k in 0..300 {
+            let t = k as f32 + 0.5;
+            xs.extend([t, f32::from_bits(t.to_bits() - 1), f32::from_bits(t.to_bits() + 1), k as f32, 0.49999997]);
+        }
+        for &x in &xs {
+            assert_eq!(round_half_away(x), x.round() + 0.0, "{x}");
+        }
+        let e = Encoding::from_min_max(-3.7, 11.2, 8, QuantScheme::Asymmetric).unwrap();
+        let (lo, hi, d, o) = (e.min(), e.max(), e.scale as f32, e.offset as f32);
+        for &x in &xs {
+            let x = x * 0.06 - 5.0;
+            assert_eq!(e.qdq(x), ((x.clamp(lo, hi) / d - o).round() + o) * d, "{x}");
+        }
+    }
 
     #[test]
     fn min_max_follows_aimet_rules() {
