@@ -22,6 +22,83 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
 
 /// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
 /// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
+///
+/// wasm32: the weights are repacked into blocks of 8 output channels with their k values in
+/// pairs (`[w[j][k], w[j][k+1]]` for j = j0..j0+8, two vectors per pair of k), and each input
+/// pair `[x[k], x[k+1]]` is broadcast to all lanes: one `i32x4.dot_i16x8_s` then adds the pair's
+/// contribution to 4 output channels at once, so the sums land in their lanes with no
+/// horizontal reduction (which dominated at the small K of 1x1 convolutions). 4 rows x 8
+/// channels per block: 8 accumulators in registers.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
+    use core::arch::wasm32::*;
+    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
+    if p == 0 || m == 0 {
+        return;
+    }
+    let blocks = m.div_ceil(8);
+    let pairs = kp / 2;
+    PAIRS.with(|cell| {
+        let mut pack = cell.borrow_mut();
+        pack.clear();
+        pack.resize(blocks * pairs * 16, 0);
+        for b in 0..blocks {
+            for jj in 0..8.min(m - b * 8) {
+                let row = &w[(b * 8 + jj) * kp..(b * 8 + jj + 1) * kp];
+                for k2 in 0..pairs {
+                    let at = (b * pairs + k2) * 16 + jj * 2;
+                    pack[at] = row[2 * k2];
+                    pack[at + 1] = row[2 * k2 + 1];
+                }
+            }
+        }
+        let z = i32x4_splat(0);
+        let mut i = 0;
+        while i < p {
+            let rows = 4.min(p - i);
+            // Rows past the end repeat the last one (computed, not stored).
+            let xr: [*const i16; 4] = core::array::from_fn(|r| x[(i + r.min(rows - 1)) * kp..].as_ptr());
+            for b in 0..blocks {
+                let mut acc = [[z; 2]; 4];
+                let wp = pack[b * pairs * 16..].as_ptr();
+                for k2 in 0..pairs {
+                    // SAFETY: the block holds `pairs` x 16 values; each row holds kp = 2 * pairs
+                    // values; unaligned loads are allowed in wasm.
+                    unsafe {
+                        let w0 = v128_load(wp.add(k2 * 16) as *const v128);
+                        let w1 = v128_load(wp.add(k2 * 16 + 8) as *const v128);
+                        for r in 0..4 {
+                            let a = v128_load32_splat(xr[r].add(2 * k2) as *const u32);
+                            acc[r][0] = i32x4_add(acc[r][0], i32x4_dot_i16x8(a, w0));
+                            acc[r][1] = i32x4_add(acc[r][1], i32x4_dot_i16x8(a, w1));
+                        }
+                    }
+                }
+                let cols = 8.min(m - b * 8);
+                for (r, ar) in acc.iter().enumerate().take(rows) {
+                    let mut lanes = [0i32; 8];
+                    // SAFETY: `lanes` holds 8 i32 = two v128.
+                    unsafe {
+                        v128_store(lanes.as_mut_ptr() as *mut v128, ar[0]);
+                        v128_store(lanes.as_mut_ptr().add(4) as *mut v128, ar[1]);
+                    }
+                    let o = (i + r) * m + b * 8;
+                    out[o..o + cols].copy_from_slice(&lanes[..cols]);
+                }
+            }
+            i += rows;
+        }
+    });
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+thread_local! {
+    static PAIRS: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
+/// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
     assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
     let mut i = 0;
@@ -73,49 +150,6 @@ fn block_2x4(x: &[i16], w: &[i16], kp: usize) -> [[i32; 4]; 2] {
         }
     }
     acc.map(|row| row.map(|a| a.iter().sum()))
-}
-
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn dot(a: &[i16], b: &[i16]) -> i32 {
-    use core::arch::wasm32::*;
-    let mut acc = i32x4_splat(0);
-    for (x, y) in a.chunks_exact(KBLOCK).zip(b.chunks_exact(KBLOCK)) {
-        // SAFETY: each chunk holds exactly 8 i16 = 16 bytes; unaligned loads are allowed.
-        let (vx, vy) = unsafe { (v128_load(x.as_ptr() as *const v128), v128_load(y.as_ptr() as *const v128)) };
-        acc = i32x4_add(acc, i32x4_dot_i16x8(vx, vy));
-    }
-    hsum(acc)
-}
-
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn hsum(v: core::arch::wasm32::v128) -> i32 {
-    use core::arch::wasm32::*;
-    i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
-}
-
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn block_2x4(x: &[i16], w: &[i16], kp: usize) -> [[i32; 4]; 2] {
-    use core::arch::wasm32::*;
-    let z = i32x4_splat(0);
-    let mut a = [[z; 4]; 2];
-    let (x0, x1) = (x.as_ptr(), x[kp..].as_ptr());
-    let wp = [w.as_ptr(), w[kp..].as_ptr(), w[2 * kp..].as_ptr(), w[3 * kp..].as_ptr()];
-    let mut k0 = 0;
-    while k0 < kp {
-        // SAFETY: x holds 2 rows and w 4 rows of kp values; k0 + 8 <= kp.
-        unsafe {
-            let vx0 = v128_load(x0.add(k0) as *const v128);
-            let vx1 = v128_load(x1.add(k0) as *const v128);
-            for c in 0..4 {
-                let vw = v128_load(wp[c].add(k0) as *const v128);
-                a[0][c] = i32x4_add(a[0][c], i32x4_dot_i16x8(vx0, vw));
-                a[1][c] = i32x4_add(a[1][c], i32x4_dot_i16x8(vx1, vw));
-            }
-        }
-        k0 += KBLOCK;
-    }
-    a.map(|row| row.map(hsum))
 }
 
 /// Geometry of an NHWC depthwise convolution over one image.
