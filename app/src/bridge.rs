@@ -181,6 +181,7 @@ fn apply(state: AppState, r: Response) {
             state.digits.set(None);
             state.summary.set(Some(summary));
             state.quant.set(None);
+            state.previous_quant.set(None);
             state.speed.set(None);
             state.idle();
         }
@@ -200,6 +201,7 @@ fn apply(state: AppState, r: Response) {
         Response::Quantized { report, .. } => {
             state.classification.set(None);
             state.digits.set(None);
+            state.previous_quant.set(state.quant.get_untracked());
             state.quant.set(Some(report));
             state.speed.set(None);
             state.idle();

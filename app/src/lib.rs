@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod components;
 pub mod protocol;
 pub mod state;
+pub mod url;
 pub mod worker;
 
 pub use components::App;

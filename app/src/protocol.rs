@@ -40,6 +40,22 @@ pub struct QuantConfig {
     pub bias_correction: bool,
 }
 
+impl QuantConfig {
+    /// A short human-readable name, e.g. "W8A8 per-tensor + DFQ".
+    pub fn label(&self) -> String {
+        format!(
+            "W{}A{} {}{}{}{}{}",
+            self.weight_bits,
+            self.act_bits,
+            if self.per_channel { "per-channel" } else { "per-tensor" },
+            if self.dfq { " + DFQ" } else { "" },
+            if self.bias_correction { " + bias correction" } else { "" },
+            if self.adaround_iterations > 0 { format!(" + AdaRound ({} iterations)", self.adaround_iterations) } else { String::new() },
+            if self.aimet_compatible { " (AIMET-compatible)" } else { "" }
+        )
+    }
+}
+
 /// Worker -> page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {

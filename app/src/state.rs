@@ -50,6 +50,8 @@ pub struct AppState {
     pub pending_photo: RwSignal<String>,
     /// The quantization of the loaded model, once done.
     pub quant: RwSignal<Option<QuantReport>>,
+    /// The quantization before it (same model), for side-by-side comparison.
+    pub previous_quant: RwSignal<Option<QuantReport>>,
     /// Progress of the running long job: (stage, done, total).
     pub progress: RwSignal<Option<(String, usize, usize)>>,
     /// A notice (not an error), e.g. after a cancel.
@@ -69,6 +71,7 @@ impl AppState {
             worker_ready: RwSignal::new(false),
             pending_photo: RwSignal::new(String::new()),
             quant: RwSignal::new(None),
+            previous_quant: RwSignal::new(None),
             progress: RwSignal::new(None),
             notice: RwSignal::new(None),
             speed: RwSignal::new(None),

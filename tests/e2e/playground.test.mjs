@@ -102,6 +102,13 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
   assert.equal(enc.version, "1.0.0");
   assert.equal(enc.param_encodings.length, 50);
+  // Report downloads: JSON with every layer, CSV with a header and one line per layer.
+  const report = JSON.parse(decodeURIComponent((await page.getAttribute('[data-testid="download-report"]', "href")).split(",").slice(1).join(",")));
+  assert.equal(report.layers.length, 61);
+  assert.equal(report.label, "W8A8 per-channel");
+  const csv = decodeURIComponent((await page.getAttribute('[data-testid="download-csv"]', "href")).split(",").slice(1).join(",")).trim().split("\n");
+  assert.equal(csv[0], "index,tensor,op,bits,min,max,sqnr_db");
+  assert.equal(csv.length, 62);
   // Per-layer table: one row per quantized activation.
   await page.click('[data-testid="layer-table-toggle"]');
   assert.equal(await page.locator('[data-testid="layer-table"] tbody tr').count(), 61);
@@ -137,6 +144,11 @@ test("EfficientNet-Lite0: INT8 DFQ beats INT8 naive, and the CLE plot shows rang
   assert.ok((await chart.locator("line.before").count()) > 10 && (await chart.locator("line.after").count()) > 10);
   const spread = (await page.textContent('[data-testid="cle-spread"]')).match(/([\d.]+)x before, ([\d.]+)x after/);
   assert.ok(Number(spread[2]) < Number(spread[1]), `equalization narrows the channel ranges: ${spread[0]}`);
+  // The per-layer table compares with the previous recipe (naive), tensor by tensor.
+  await page.click('[data-testid="layer-table-toggle"]');
+  const prev = await page.locator('[data-testid="layer-sqnr-previous"]').allTextContents();
+  assert.equal(prev.length, 61);
+  assert.ok(prev.filter((t) => Number.isFinite(Number(t))).length > 50, "most tensors have a previous SQNR");
   const dfq = await sqnrOn("coffee");
   console.log(`coffee.png logits SQNR: INT8 naive ${naive} dB, INT8 DFQ ${dfq} dB`);
   assert.ok(dfq > naive, `DFQ ${dfq} dB > naive ${naive} dB`);
@@ -256,4 +268,20 @@ test("three malformed files in a row give three errors, then the bundled model s
   await page.click('[data-testid="photo-chelsea"]');
   await page.locator('[data-testid="results"] h2:has-text("chelsea.png")').waitFor();
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "282");
+});
+
+test("the model and recipe live in the URL: a shared link restores them", async () => {
+  await page.goto("about:blank"); // a fresh page load, not a same-document hash change
+  await page.goto(`${srv.url}#model=digits_mobilenet&w=4&a=8&pc=1&ada=500`);
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  assert.equal(await page.inputValue('[data-testid="wbits"]'), "4");
+  assert.equal(await page.isChecked('[data-testid="per-channel"]'), true);
+  assert.equal(await page.inputValue('[data-testid="adaround-iterations"]'), "500");
+  await page.click('[data-testid="preset-int8-dfq"]');
+  const hash = await page.evaluate(() => location.hash);
+  assert.match(hash, /^#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1&ada=0&aimet=0$/);
+  await page.click('[data-testid="model-sample-digits_mlp"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MLP")').waitFor();
+  assert.match(await page.evaluate(() => location.hash), /^#model=digits_mlp&/);
+  assert.deepEqual(consoleErrors, []);
 });

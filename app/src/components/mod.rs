@@ -34,6 +34,12 @@ pub fn App() -> impl IntoView {
     if let Err(e) = bridge::start(state) {
         state.fail(e);
     }
+    // A shared link names a bundled model: load it (requests queue until the worker is ready).
+    if let Some(id) = crate::url::get("model") {
+        if !model_picker::load_sample_by_id(state, &id) {
+            state.fail(format!("the link names an unknown model '{id}'"));
+        }
+    }
     wasm_bindgen_futures::spawn_local(async move {
         match fetch_body(&format!("{}/imagenet_classes.txt", crate::state::MODELS_DIR), web_sys::Response::text).await {
             Ok(t) => state.labels.set(t.as_string().unwrap_or_default().lines().map(str::to_string).collect()),

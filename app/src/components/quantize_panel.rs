@@ -28,6 +28,16 @@ fn start_quantize(state: AppState, config: QuantConfig) {
     }
 }
 
+/// The per-layer table as CSV (one row per quantized tensor).
+fn layers_csv(r: &crate::protocol::QuantReport) -> String {
+    let mut out = String::from("index,tensor,op,bits,min,max,sqnr_db\n");
+    for (i, l) in r.layers.iter().enumerate() {
+        let db = l.sqnr_db.map_or("inf".to_string(), |d| format!("{d:.3}"));
+        out.push_str(&format!("{},\"{}\",{},{},{},{},{}\n", i + 1, l.name.replace('"', "\"\""), l.op, l.bits, l.min, l.max, db));
+    }
+    out
+}
+
 fn export(state: AppState, qdq: bool) {
     state.start(if qdq { "Exporting the QDQ model…" } else { "Exporting the FP32 model…" });
     if let Err(e) = bridge::send(&Request::Export { job: bridge::next_job(), qdq }, wasm_bindgen::JsValue::UNDEFINED) {
@@ -43,13 +53,26 @@ fn json_data_url(text: &str) -> String {
 #[component]
 pub fn QuantizePanel() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let wbits = RwSignal::new(8u32);
-    let abits = RwSignal::new(8u32);
-    let per_channel = RwSignal::new(false);
-    let aimet = RwSignal::new(false);
-    let dfq = RwSignal::new(false);
-    let ada = RwSignal::new(0u32);
-    let bc = RwSignal::new(false);
+    // The recipe starts from the link (see crate::url) and is written back to it.
+    let num = |k: &str, d: u32, max: u32| crate::url::get(k).and_then(|v| v.parse::<u32>().ok()).map_or(d, |v| v.min(max));
+    let flag = |k: &str| crate::url::get(k).as_deref() == Some("1");
+    let wbits = RwSignal::new(num("w", 8, 8).max(2));
+    let abits = RwSignal::new(num("a", 8, 8).max(4));
+    let per_channel = RwSignal::new(flag("pc"));
+    let aimet = RwSignal::new(flag("aimet"));
+    let dfq = RwSignal::new(flag("dfq"));
+    let ada = RwSignal::new(num("ada", 0, 20_000));
+    let bc = RwSignal::new(flag("bc"));
+    Effect::new(move |_| {
+        let b = |v: bool| Some(if v { "1" } else { "0" });
+        crate::url::set("w", Some(&wbits.get().to_string()));
+        crate::url::set("a", Some(&abits.get().to_string()));
+        crate::url::set("pc", b(per_channel.get()));
+        crate::url::set("dfq", b(dfq.get()));
+        crate::url::set("bc", b(bc.get()));
+        crate::url::set("ada", Some(&ada.get().to_string()));
+        crate::url::set("aimet", b(aimet.get()));
+    });
     let busy = move || state.busy.get() != Busy::Idle;
     let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
@@ -125,11 +148,23 @@ pub fn QuantizePanel() -> impl IntoView {
                     })}
                 </div>
                 {move || state.quant.get().map(|r| {
-                    let label = format!("W{}A{} {}{}{}{}{}", r.config.weight_bits, r.config.act_bits, if r.config.per_channel { "per-channel" } else { "per-tensor" },
-                        if r.config.dfq { " + DFQ" } else { "" },
-                        if r.config.bias_correction { format!(" + bias correction ({} layers)", r.bias_corrected) } else { String::new() },
-                        if r.config.adaround_iterations > 0 { format!(" + AdaRound ({} iterations)", r.config.adaround_iterations) } else { String::new() },
-                        if r.config.aimet_compatible { " (AIMET-compatible)" } else { "" });
+                    let label = r.config.label();
+                    let csv = layers_csv(&r);
+                    let report_json = serde_json::to_string_pretty(&serde_json::json!({
+                        "model": state.summary.get_untracked().map(|s| s.name),
+                        "recipe": r.config,
+                        "label": r.config.label(),
+                        "bn_folded": r.bn_folded,
+                        "bias_corrected_layers": r.bias_corrected,
+                        "calibration_samples": r.calibration_samples,
+                        "seconds": r.seconds,
+                        "integer_steps": r.integer_steps,
+                        "float_steps": r.float_steps,
+                        "layers": r.layers,
+                        "equalized_layers": r.cle,
+                        "adaround": r.adaround,
+                    }))
+                    .unwrap_or_default();
                     view! {
                         <p class="quant-summary" data-testid="quant-summary">
                             <strong>{label}</strong>
@@ -137,6 +172,10 @@ pub fn QuantizePanel() -> impl IntoView {
                                 r.bn_folded, r.weight_encodings, r.activation_encodings, r.calibration_samples, r.seconds, r.integer_steps, r.integer_steps + r.float_steps)}
                             " "
                             <a data-testid="download-encodings" download="encodings.json" href=json_data_url(&r.encodings_json)>"Download encodings (AIMET JSON)"</a>
+                            " · report "
+                            <a data-testid="download-report" download="report.json" href=json_data_url(&report_json)>"JSON"</a>
+                            " / "
+                            <a data-testid="download-csv" download="layers.csv" href=format!("data:text/csv;charset=utf-8,{}", js_sys::encode_uri_component(&csv))>"CSV"</a>
                             " · "
                             <button class="link" data-testid="download-qdq" disabled=busy on:click=move |_| export(state, true)
                                 title="The quantized model for onnxruntime: int8 weights, QuantizeLinear/DequantizeLinear around every quantized activation.">"QDQ ONNX"</button>

@@ -1,0 +1,35 @@
+//! The chosen model and recipe in the page's URL fragment (`#model=...&w=4&...`), so that a
+//! link reproduces the setup. Read once at start; rewritten in place (no history entries).
+
+/// The fragment's `key=value` pairs.
+pub fn read() -> Vec<(String, String)> {
+    let hash = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
+    hash.trim_start_matches('#')
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), js_sys::decode_uri_component(v).ok().and_then(|s| s.as_string()).unwrap_or_default()))
+        .collect()
+}
+
+/// The value of `key` in the fragment.
+pub fn get(key: &str) -> Option<String> {
+    read().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Sets (or, with `None`, removes) `key` in the fragment, keeping the other pairs.
+pub fn set(key: &str, value: Option<&str>) {
+    let mut pairs: Vec<(String, String)> = read().into_iter().filter(|(k, _)| k != key).collect();
+    if let Some(v) = value {
+        pairs.push((key.to_string(), v.to_string()));
+    }
+    pairs.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+    let frag: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", js_sys::encode_uri_component(v))).collect();
+    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("#{}", frag.join("&"))));
+    }
+}
+
+/// The model first, then the recipe keys in a fixed order.
+fn order(k: &str) -> usize {
+    ["model", "w", "a", "pc", "dfq", "bc", "ada", "aimet"].iter().position(|x| *x == k).unwrap_or(99)
+}
