@@ -111,9 +111,15 @@ extern "C" {
 
 #[wasm_bindgen]
 impl Session {
-    /// FP32 only: milliseconds per op type over one run, as "op: ms" lines, slowest first.
+    /// Milliseconds per op (FP32) or step kind (INT8) over one run, as "op: ms" lines, slowest first.
     pub fn profile(&mut self, input: &[f32], shape: &[u32]) -> Result<String, JsError> {
-        let Engine::Fp32(e) = &mut self.engine else { return Err(JsError::new("profile runs on the FP32 engine")) };
+        let e = match &mut self.engine {
+            Engine::Int8(e) => {
+                let v = e.profile(vec![tensor(input, shape)?], &now).map_err(js)?;
+                return Ok(v.iter().map(|(k, ms)| format!("{k}: {ms:.2} ms")).collect::<Vec<_>>().join("\n"));
+            }
+            Engine::Fp32(e) => e,
+        };
         let g = e.graph();
         let label = |n: &qplay_core::graph::Node| -> String {
             match &n.op {
@@ -194,23 +200,4 @@ pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usiz
 #[wasm_bindgen]
 pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> Result<String, JsError> {
     passes_bench(lite0, digits, calib, iterations, &now).map_err(|e| JsError::new(&e))
-}
-
-/// TEMP: depthwise conv2d micro-benchmark.
-#[wasm_bindgen]
-pub fn dw_bench(c: usize, hw: usize, k: usize, s: usize, reps: usize) -> f64 {
-    use qplay_core::kernels::{conv2d, ConvGeom};
-    let p = k / 2;
-    let g = ConvGeom { c_in: c, h: hw, w: hw, c_out: c, kh: k, kw: k, stride: [s, s], dilation: [1, 1], pads: [p; 4], group: c };
-    let (oh, ow) = g.out_hw().unwrap();
-    let x: Vec<f32> = (0..c * hw * hw).map(|i| (i % 7) as f32 * 0.1).collect();
-    let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 * 0.1).collect();
-    let mut out = vec![0.0; c * oh * ow];
-    let mut scratch = Vec::new();
-    let t0 = now();
-    for _ in 0..reps {
-        conv2d(&g, &x, &w, None, &mut out, &mut scratch);
-    }
-    let secs = (now() - t0) / 1e3;
-    (c * oh * ow * k * k * reps) as f64 / secs / 1e9
 }

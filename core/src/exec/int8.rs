@@ -169,6 +169,39 @@ impl Int8Executor {
 
     /// Runs on float inputs (quantized with the model-input encodings); outputs are dequantized.
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Milliseconds per kind of step over one run (`clock` returns milliseconds), slowest first:
+    /// where the integer engine spends its time.
+    pub fn profile(&mut self, inputs: Vec<Tensor>, clock: &dyn Fn() -> f64) -> Result<Vec<(String, f64)>> {
+        let mut times = Vec::new();
+        self.run_timed(inputs, Some((clock, &mut times)))?;
+        let mut by: Vec<(String, f64)> = Vec::new();
+        for (k, t) in times {
+            match by.iter_mut().find(|(n, _)| *n == k) {
+                Some((_, v)) => *v += t,
+                None => by.push((k, t)),
+            }
+        }
+        by.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(by)
+    }
+
+    fn step_label(&self, step: &Step) -> String {
+        match step {
+            Step::Linear(l) => match &l.kind {
+                LinearKind::Gemm => "Gemm".into(),
+                LinearKind::Conv { kh, kw, depthwise, window } => format!("Conv {}{kh}x{kw} s{}", if *depthwise { "dw " } else { "" }, window.strides[0]),
+            },
+            Step::Add { .. } => "Add".into(),
+            Step::Gap { .. } => "GlobalAveragePool".into(),
+            Step::Table { .. } => "table (element-wise)".into(),
+            Step::Float { node } => format!("float {}", self.graph.nodes[*node].op_type),
+        }
+    }
+
+    fn run_timed(&mut self, inputs: Vec<Tensor>, mut timing: Option<(&dyn Fn() -> f64, &mut Vec<(String, f64)>)>) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
@@ -183,7 +216,11 @@ impl Int8Executor {
         }
         for si in 0..self.steps.len() {
             let step = &self.steps[si];
+            let t0 = timing.as_ref().map(|(clock, _)| clock());
             let outs = self.exec_step(step, &vals)?;
+            if let (Some(t0), Some((clock, times))) = (t0, timing.as_mut()) {
+                times.push((self.step_label(step), clock() - t0));
+            }
             for (id, v) in outs {
                 vals[id] = Some(v);
             }
