@@ -202,11 +202,16 @@ fn apply(state: AppState, r: Response) {
             state.classification.set(None);
             state.digits.set(None);
             state.previous_quant.set(state.quant.get_untracked());
+            state.histogram.set(None);
             state.quant.set(Some(report));
             state.speed.set(None);
             state.idle();
         }
         Response::Exported { .. } => state.idle(),
+        Response::Histogram { result, .. } => {
+            state.histogram.set(Some(result));
+            state.idle();
+        }
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

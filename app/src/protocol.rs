@@ -21,6 +21,8 @@ pub enum Request {
     Speed { job: u32, runs: u32 },
     /// The last quantization as ONNX: QDQ (`qdq`) or the transformed FP32 model.
     Export { job: u32, qdq: bool },
+    /// The histogram of one quantized activation over a few calibration samples.
+    Histogram { job: u32, tensor: String },
 }
 
 /// A quantization recipe as the page offers it.
@@ -69,6 +71,7 @@ pub enum Response {
     Speed { job: u32, result: SpeedResult },
     /// Payload: the file's bytes.
     Exported { job: u32, file_name: String },
+    Histogram { job: u32, result: qplay_core::quant::analysis::ActivationHistogram },
     Failed { job: u32, message: String },
 }
 

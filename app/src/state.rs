@@ -52,6 +52,8 @@ pub struct AppState {
     pub quant: RwSignal<Option<QuantReport>>,
     /// The quantization before it (same model), for side-by-side comparison.
     pub previous_quant: RwSignal<Option<QuantReport>>,
+    /// The activation histogram last asked for.
+    pub histogram: RwSignal<Option<qplay_core::quant::analysis::ActivationHistogram>>,
     /// Progress of the running long job: (stage, done, total).
     pub progress: RwSignal<Option<(String, usize, usize)>>,
     /// A notice (not an error), e.g. after a cancel.
@@ -72,6 +74,7 @@ impl AppState {
             pending_photo: RwSignal::new(String::new()),
             quant: RwSignal::new(None),
             previous_quant: RwSignal::new(None),
+            histogram: RwSignal::new(None),
             progress: RwSignal::new(None),
             notice: RwSignal::new(None),
             speed: RwSignal::new(None),

@@ -29,8 +29,9 @@ struct Loaded {
     int8: Option<Int8Executor>,
     /// The last input the model ran on (for the speed measurement).
     last_input: Option<Tensor>,
-    /// The last quantization (for export).
+    /// The last quantization (for export) and a few of its calibration samples (for histograms).
     sim: Option<QuantSim>,
+    probe: Vec<Tensor>,
     name: String,
 }
 
@@ -91,7 +92,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::EvalDigits { job }
         | Request::Quantize { job, .. }
         | Request::Speed { job, .. }
-        | Request::Export { job, .. } => *job,
+        | Request::Export { job, .. }
+        | Request::Histogram { job, .. } => *job,
     }
 }
 
@@ -105,7 +107,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut summary = summarize(&name, &graph, &info);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, name });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -205,6 +207,13 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let stem = loaded.name.trim_end_matches(".onnx");
             PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
             Ok(Response::Exported { job, file_name: format!("{stem}.{}.onnx", if qdq { "qdq" } else { "fp32-transformed" }) })
+        }
+        Request::Histogram { job, tensor } => {
+            let guard = state.borrow();
+            let loaded = guard.as_ref().ok_or("load a model first")?;
+            let sim = loaded.sim.as_ref().ok_or("quantize the model first")?;
+            let result = qplay_core::quant::analysis::activation_histogram(sim, &loaded.probe, &tensor, 80).map_err(|e| e.to_string())?;
+            Ok(Response::Histogram { job, result })
         }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
@@ -317,6 +326,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             };
             loaded.int8 = Some(int8);
             loaded.sim = Some(sim);
+            loaded.probe = probe.to_vec();
             Ok(Response::Quantized { job, report })
         }
     }

@@ -298,3 +298,22 @@ fn sim_weights_graph(s: &QuantSim) -> qplay_core::Graph {
     }
     g
 }
+
+/// The histogram of a quantized activation over calibration samples: the min-max encoding
+/// covers every value (nothing clipped), the counts add up, the observed range sits inside the
+/// encoding's (to half a step).
+#[test]
+fn activation_histogram_over_calibration_data() {
+    let s = sim(MOBILENET, false, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, mode: qplay_core::quant::Mode::Aimet, ..Default::default() });
+    let calib = calib_batches(false);
+    let h = qplay_core::quant::analysis::activation_histogram(&s, &calib, "logits", 50).unwrap();
+    assert_eq!(h.counts.len(), 50);
+    assert_eq!(h.counts.iter().sum::<u64>(), h.total);
+    assert_eq!(h.total, 256 * 10);
+    assert_eq!(h.clipped, 0);
+    // AIMET rounds the offset to the grid: the range may move by up to half a step.
+    let half = (h.enc_max - h.enc_min) / 255.0 / 2.0;
+    assert!(h.enc_min - half <= h.lo && h.hi <= h.enc_max + half, "{h:?}");
+    let e = qplay_core::quant::analysis::activation_histogram(&s, &calib, "nope", 50).unwrap_err();
+    assert!(e.to_string().contains("'nope'"));
+}

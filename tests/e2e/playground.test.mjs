@@ -102,6 +102,14 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
   assert.equal(enc.version, "1.0.0");
   assert.equal(enc.param_encodings.length, 50);
+  // Activation histogram of a chosen tensor with its encoding's range; calibration samples
+  // all fall inside a min-max range.
+  const tensor = await page.locator('[data-testid="histogram-tensor"] option').nth(5).getAttribute("value");
+  await page.selectOption('[data-testid="histogram-tensor"]', tensor);
+  await page.locator('[data-testid="histogram"]').waitFor();
+  assert.ok((await page.locator('[data-testid="histogram"] rect.bar').count()) > 5);
+  assert.equal(await page.locator('[data-testid="histogram"] line.enc').count(), 2);
+  assert.match(await page.textContent('[data-testid="histogram-summary"]'), new RegExp(`of ${tensor.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} from .* 0 values \\(0\\.00 %\\) fall outside`));
   // Report downloads: JSON with every layer, CSV with a header and one line per layer.
   const report = JSON.parse(decodeURIComponent((await page.getAttribute('[data-testid="download-report"]', "href")).split(",").slice(1).join(",")));
   assert.equal(report.layers.length, 61);

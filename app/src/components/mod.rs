@@ -1,5 +1,6 @@
 //! UI components, one per file.
 
+mod act_histogram;
 mod adaround_chart;
 mod cle_chart;
 mod input_panel;
@@ -16,6 +17,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
 pub use cle_chart::CleChart;
 pub use input_panel::InputPanel;

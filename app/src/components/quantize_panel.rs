@@ -187,6 +187,7 @@ pub fn QuantizePanel() -> impl IntoView {
                 })}
                 <super::CleChart/>
                 <super::AdaroundChart/>
+                <super::ActivationChart/>
                 <super::LayerTable/>
             </section>
         })

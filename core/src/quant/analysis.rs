@@ -3,7 +3,7 @@
 //! end-to-end logits SQNR and top-1 agreement.
 
 use super::sim::QuantSim;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::metrics::argmax;
 use crate::onnx::Limits;
@@ -134,4 +134,58 @@ pub fn analyze(sim: &QuantSim, samples: &[Tensor]) -> Result<Analysis> {
         top1_agreement: if rows == 0 { 0.0 } else { agree as f64 / rows as f64 },
         samples: samples.len(),
     })
+}
+
+/// The distribution of one activation as calibration sees it (quantized weights, float
+/// activations), next to its encoding's range: what a student needs to see why a range set by
+/// rare outliers wastes the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ActivationHistogram {
+    pub tensor: String,
+    /// Bins of equal width over [lo, hi], the observed range.
+    pub lo: f32,
+    pub hi: f32,
+    pub counts: Vec<u64>,
+    /// The encoding's representable range and bit-width.
+    pub enc_min: f32,
+    pub enc_max: f32,
+    pub bits: u8,
+    /// Values more than half a step outside the encoding's range (their error exceeds rounding:
+    /// the quantizer clips them).
+    pub clipped: u64,
+    pub total: u64,
+}
+
+/// [`ActivationHistogram`] of the quantized activation named `tensor` over `samples`.
+pub fn activation_histogram(sim: &QuantSim, samples: &[Tensor], tensor: &str, bins: usize) -> Result<ActivationHistogram> {
+    let g = sim.graph();
+    let id = g.find_value(tensor).ok_or_else(|| Error::Quant(format!("tensor '{tensor}': not in the model")))?;
+    let enc = sim
+        .acts
+        .iter()
+        .find(|a| a.value == id)
+        .and_then(|a| a.encoding)
+        .ok_or_else(|| Error::Quant(format!("tensor '{tensor}': not a calibrated activation")))?;
+    let mut values: Vec<f32> = Vec::new();
+    let mut exec = Executor::with_fusion(sim.quantized_weights_graph(), Limits::default(), false)?;
+    for x in samples {
+        exec.run_with_hook(vec![x.clone()], &mut |v, t| {
+            if v == id {
+                values.extend(t.as_f32().unwrap_or(&[]).iter().filter(|x| x.is_finite()));
+            }
+            Ok(())
+        })?;
+    }
+    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+    let bins = bins.clamp(1, 1000);
+    let mut counts = vec![0u64; bins];
+    let width = (hi - lo).max(f32::MIN_POSITIVE);
+    for &x in &values {
+        counts[(((x - lo) / width * bins as f32) as usize).min(bins - 1)] += 1;
+    }
+    let (enc_min, enc_max) = (enc.min(), enc.max());
+    let half = enc.scale as f32 / 2.0;
+    let clipped = values.iter().filter(|&&x| x < enc_min - half || x > enc_max + half).count() as u64;
+    Ok(ActivationHistogram { tensor: tensor.to_string(), lo, hi, counts, enc_min, enc_max, bits: enc.bw, clipped, total: values.len() as u64 })
 }
