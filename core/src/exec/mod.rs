@@ -121,7 +121,7 @@ impl Executor {
         run.next >= self.graph.nodes.len()
     }
 
-    /// Evaluates the next node of `run` (index [`Run::next`] in [`Executor::graph`]'s nodes).
+    /// Evaluates the next node of `run` (runs go through [`Executor::graph`]'s nodes in order).
     pub fn step(&mut self, run: &mut Run, hook: &mut ValueHook) -> Result<()> {
         let (g, ni) = (&self.graph, run.next);
         let Some(node) = g.nodes.get(ni) else { return Ok(()) };
@@ -177,13 +177,6 @@ impl Executor {
 pub struct Run {
     vals: Vec<Option<Tensor>>,
     next: usize,
-}
-
-impl Run {
-    /// Index of the next node to evaluate.
-    pub fn next(&self) -> usize {
-        self.next
-    }
 }
 
 /// Checks a given input against the declared rank and fixed dims.
