@@ -21,6 +21,14 @@ pub fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
+/// Writes `bytes` to `p` through a file of this thread's own and a rename, so that tests running
+/// in parallel (which share these inputs) never read a half-written file.
+pub fn write_atomic(p: &Path, bytes: &[u8]) {
+    let part = p.with_extension(format!("part-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::write(&part, bytes).unwrap();
+    std::fs::rename(&part, p).unwrap();
+}
+
 pub fn json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -45,7 +53,7 @@ pub fn eval_set() -> (PathBuf, PathBuf) {
         }
         shape[0] = stems.len();
         let p = tmp(out);
-        std::fs::write(&p, qplay_core::npy::write_npy_f32(&shape, &data)).unwrap();
+        write_atomic(&p, &qplay_core::npy::write_npy_f32(&shape, &data));
         p
     };
     (stack("input", "x.npy"), stack("logits", "ref.npy"))
@@ -55,7 +63,7 @@ pub fn eval_set() -> (PathBuf, PathBuf) {
 pub fn digits_calib() -> PathBuf {
     let calib = tmp("calib256.npy");
     let t = qplay_core::npy::read_npy(&std::fs::read(root().join("assets/data/digits_train_x.npy")).unwrap(), 1 << 24).unwrap();
-    std::fs::write(&calib, qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64])).unwrap();
+    write_atomic(&calib, &qplay_core::npy::write_npy_f32(&[256, 1, 8, 8], &t.to_f32_vec()[..256 * 64]));
     calib
 }
 
