@@ -509,26 +509,17 @@ fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// The weights of `l` as [m, k] (output channel major).
-fn to_rows(l: &Layer, w: &[f32]) -> Vec<f32> {
+/// The weights of `l` between their own layout and [m, k] (output channel major): only a
+/// dense weight stored [k, m] differs, by a transpose; `to_rows` gives the direction.
+fn rows_layout(l: &Layer, w: &[f32], to_rows: bool) -> Vec<f32> {
     match l.kind {
         Kind::Dense { transposed: true } => {
+            let (r, c) = if to_rows { (l.k, l.m) } else { (l.m, l.k) };
             let mut out = Vec::new();
-            transpose(w, l.k, l.m, &mut out);
+            transpose(w, r, c, &mut out);
             out
         }
         _ => w.to_vec(),
-    }
-}
-
-fn from_rows(l: &Layer, rows: &[f32]) -> Vec<f32> {
-    match l.kind {
-        Kind::Dense { transposed: true } => {
-            let mut out = Vec::new();
-            transpose(rows, l.m, l.k, &mut out);
-            out
-        }
-        _ => rows.to_vec(),
     }
 }
 
@@ -543,7 +534,7 @@ fn optimize(
     progress: &mut dyn FnMut(usize, f32, f32) -> bool,
 ) -> Result<(Tensor, LayerReport)> {
     let (m, k) = (l.m, l.k);
-    let wr = to_rows(l, &w.to_f32_vec());
+    let wr = rows_layout(l, &w.to_f32_vec(), true);
     let n = m * k;
     let enc = |row: usize| encs[if encs.len() == 1 { 0 } else { row }];
     if encs.len() != 1 && encs.len() != m {
@@ -648,7 +639,7 @@ fn optimize(
     let hard = weights_of(&|i| if v[i] >= 0.0 { 1.0 } else { 0.0 });
     let recon_adaround = full_loss(&hard, &mut ws);
     let changed = hard.iter().zip(&nearest).filter(|(a, b)| a != b).count();
-    let t = Tensor::from_parts_f32(w.shape().to_vec(), from_rows(l, &hard));
+    let t = Tensor::from_parts_f32(w.shape().to_vec(), rows_layout(l, &hard, false));
     Ok((t, LayerReport { node: l.name.clone(), weight: String::new(), weights: n, changed, recon_nearest, recon_adaround, curve }))
 }
 
