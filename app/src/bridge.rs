@@ -17,6 +17,8 @@ thread_local! {
     static MODEL: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
     /// The model of the Load request in flight; a crash then is that model's fault (no auto-reload).
     static PENDING: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
+    /// What the worker's panic hook reported just before it died.
+    static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Messages posted before the worker said Ready (its handler may not be installed yet).
     static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
     static READY: Cell<bool> = const { Cell::new(false) };
@@ -43,7 +45,12 @@ pub fn start(state: AppState) -> Result<(), String> {
     onmsg.forget();
     let onerr = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
         ev.prevent_default();
-        restart(state, Some(ev.message()));
+        let why = match PANIC.with(|p| p.borrow_mut().take()) {
+            Some(panic) => format!("it panicked: {panic}"),
+            None if ev.message().contains("unreachable") => format!("{}; most likely it ran out of memory", ev.message()),
+            None => ev.message(),
+        };
+        restart(state, Some(why));
     });
     w.set_onerror(Some(onerr.as_ref().unchecked_ref()));
     onerr.forget();
@@ -82,8 +89,9 @@ pub fn cancel(state: AppState) {
     restart(state, None);
 }
 
-/// Replaces a crashed (`why`) or cancelled (`None`) worker and, unless it stopped while loading,
-/// reloads the model.
+/// Replaces a crashed (`why`) or cancelled (`None`) worker and reloads the model that was loaded
+/// before (a model whose loading crashed the worker is dropped). The recipe lives in the page and
+/// is kept; the quantization result is lost.
 fn restart(state: AppState, why: Option<String>) {
     WORKER.with(|slot| {
         if let Some(w) = slot.borrow_mut().take() {
@@ -92,36 +100,37 @@ fn restart(state: AppState, why: Option<String>) {
     });
     QUEUE.with(|q| q.borrow_mut().clear());
     state.worker_ready.set(false);
-    let was_loading = PENDING.with(|p| p.borrow_mut().take()).is_some();
+    let loading = PENDING.with(|p| p.borrow_mut().take()).map(|(name, _)| name);
     if let Err(e) = start(state) {
         state.fail(e);
         return;
     }
-    let model = if was_loading { None } else { MODEL.with(|m| m.borrow().clone()) };
+    let model = MODEL.with(|m| m.borrow().clone());
     state.quant.set(None);
-    match (model, why) {
-        (Some((name, bytes)), why) => {
-            match why {
-                Some(why) => state.fail(format!("The compute worker failed ({why}); it was restarted and {name} reloaded.")),
-                None => {
-                    state.idle();
-                    state.notice.set(Some(format!("Cancelled. {name} is reloaded.")));
-                }
-            }
+    let during = loading.as_ref().map(|n| format!(" while loading {n}")).unwrap_or_default();
+    let after = match &model {
+        Some((name, _)) => format!("{name} is reloaded"),
+        None => "choose a model again".into(),
+    };
+    match why {
+        Some(why) => state.fail(format!("The compute worker failed{during} ({why}). It was restarted; {after}.")),
+        None => {
+            state.idle();
+            state.notice.set(Some(format!("Cancelled. {}.", capitalize(&after))));
+        }
+    }
+    match model {
+        Some((name, bytes)) => {
             state.busy.set(Busy::Working(format!("Reloading {name}…")));
             let _ = load(&name, &bytes);
         }
-        (None, why) => {
-            state.summary.set(None);
-            match why {
-                Some(why) => state.fail(format!("The compute worker failed ({why}) and was restarted; choose a model again.")),
-                None => {
-                    state.idle();
-                    state.notice.set(Some("Cancelled.".into()));
-                }
-            }
-        }
+        None => state.summary.set(None),
     }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// Sends a model to the worker, keeping a copy of its bytes for a restart.
@@ -175,6 +184,9 @@ fn apply(state: AppState, r: Response) {
         }
         Response::Loaded { summary, .. } => {
             if let Some(m) = PENDING.with(|p| p.borrow_mut().take()) {
+                // The URL names a bundled model only once it has loaded; a local file cannot be
+                // shared by link.
+                crate::url::set("model", crate::state::SAMPLES.iter().find(|s| s.label == m.0).map(|s| s.id));
                 MODEL.with(|slot| *slot.borrow_mut() = Some(m));
             }
             state.classification.set(None);
@@ -212,6 +224,7 @@ fn apply(state: AppState, r: Response) {
             state.histogram.set(Some(result));
             state.idle();
         }
+        Response::Panicked { message } => PANIC.with(|p| *p.borrow_mut() = Some(message)),
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

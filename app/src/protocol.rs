@@ -73,6 +73,8 @@ pub enum Response {
     Exported { job: u32, file_name: String },
     Histogram { job: u32, result: qplay_core::quant::analysis::ActivationHistogram },
     Failed { job: u32, message: String },
+    /// Sent by the worker's panic hook just before the worker dies.
+    Panicked { message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

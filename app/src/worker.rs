@@ -63,7 +63,12 @@ fn post(resp: &Response) {
 
 /// Installs the message handler and announces readiness.
 pub fn start() {
-    console_error_panic_hook::set_once();
+    // A panic ends in a trap that kills the worker; tell the page why first. (Running out of
+    // memory aborts without a panic: the page then only sees the trap.)
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        post(&Response::Panicked { message: info.to_string() });
+    }));
     let state: Rc<RefCell<Option<Loaded>>> = Rc::new(RefCell::new(None));
     let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let state = state.clone();

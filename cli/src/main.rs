@@ -23,6 +23,25 @@ const USAGE: &str = "usage:
   qplay eval MODEL.onnx --data X.npy [--labels Y.npy] [--reference R.npy] [--output Y.npy] [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
+/// `println!` that ends the process quietly when stdout is closed (`qplay inspect m | head -1`)
+/// instead of panicking, and with a one-line error on any other write failure.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(line: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("qplay: error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run_cli(&args) {
@@ -117,7 +136,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
-            println!("{USAGE}");
+            out!("{USAGE}");
             Ok(())
         }
         other => Err(CliError::Usage(format!("unknown command '{other}'"))),
@@ -157,22 +176,22 @@ fn inspect(o: &Opts) -> CliResult<()> {
             "parameters": params,
             "fp32_bytes": params * 4,
         });
-        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
         return Ok(());
     }
-    println!("model      {}", o.model.display());
-    println!("file       {} bytes, IR {}, opset {}, producer '{}'", info.file_bytes, info.ir_version, info.opset, info.producer);
+    out!("model      {}", o.model.display());
+    out!("file       {} bytes, IR {}, opset {}, producer '{}'", info.file_bytes, info.ir_version, info.opset, info.producer);
     for (label, ids) in [("input", &g.inputs), ("output", &g.outputs)] {
         for &i in ids.iter() {
             let (ty, dims) = dims_string(&g, i);
-            println!("{label:<10} {} {ty} [{}]", g.values[i].name, dims.join(", "));
+            out!("{label:<10} {} {ty} [{}]", g.values[i].name, dims.join(", "));
         }
     }
-    println!("parameters {params} ({:.2} MB as float32, {:.2} MB as int8)", params as f64 * 4.0 / 1e6, params as f64 / 1e6);
+    out!("parameters {params} ({:.2} MB as float32, {:.2} MB as int8)", params as f64 * 4.0 / 1e6, params as f64 / 1e6);
     let total: usize = info.op_counts.iter().map(|(_, c)| c).sum();
-    println!("nodes      {total}");
+    out!("nodes      {total}");
     for (op, c) in &info.op_counts {
-        println!("  {op:<22} {c}");
+        out!("  {op:<22} {c}");
     }
     Ok(())
 }
@@ -230,7 +249,7 @@ fn run(o: &Opts) -> CliResult<()> {
     if let Some(p) = o.value("output") {
         std::fs::write(p, write_npy_f32(y.shape(), &data)).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
     }
-    println!("output {:?} in {ms:.1} ms", y.shape());
+    out!("output {:?} in {ms:.1} ms", y.shape());
     let rows = if y.rank() == 2 { y.shape()[0] } else { 1 };
     let is_vector = y.rank() <= 1 || (y.rank() == 2 && y.shape()[1] > 1);
     if is_vector && !data.is_empty() {
@@ -239,15 +258,15 @@ fn run(o: &Opts) -> CliResult<()> {
         for r in 0..rows.min(8) {
             let row = &data[r * k..(r + 1) * k];
             if rows > 1 {
-                println!("row {r}:");
+                out!("row {r}:");
             }
             for (rank, &(i, v)) in top_k(row, 5).iter().enumerate() {
                 let name = names.as_ref().and_then(|n| n.get(i)).map(String::as_str).unwrap_or("");
-                println!("  {}. {i:>4} {v:>10.4}  {name}", rank + 1);
+                out!("  {}. {i:>4} {v:>10.4}  {name}", rank + 1);
             }
         }
         if rows > 8 {
-            println!("({} more rows)", rows - 8);
+            out!("({} more rows)", rows - 8);
         }
     }
     Ok(())
@@ -441,7 +460,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
         let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
         let mut sim = QuantSim::new(g, QuantSimConfig { skip: config.skip, ..encodings_config(&text) })?;
         sim.import_aimet_json(&text).map_err(|e| CliError::Failed(format!("{path}: {e}")))?;
-        return write_outputs(o, &sim).map(|n| println!("imported {} weight and {} activation encodings from {path}", n.0, n.1));
+        return write_outputs(o, &sim).map(|n| out!("imported {} weight and {} activation encodings from {path}", n.0, n.1));
     }
     let calib = o.value("calib").ok_or_else(|| CliError::Usage("--calib is required (or --import E.json)".into()))?;
     let data = samples(&g, Path::new(calib), 32)?;
@@ -497,9 +516,9 @@ fn quantize(o: &Opts) -> CliResult<()> {
         std::fs::write(p, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
     }
     if let Some(c) = &cle {
-        println!("equalized: {} ReLU6 replaced by ReLU, {} layer groups, {} scaled sets, {} high biases absorbed", c.relu6_replaced.len(), c.groups.len(), c.sets.len(), c.absorbed.len());
+        out!("equalized: {} ReLU6 replaced by ReLU, {} layer groups, {} scaled sets, {} high biases absorbed", c.relu6_replaced.len(), c.groups.len(), c.sets.len(), c.absorbed.len());
     }
-    println!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s", fold["folded"], data.len());
+    out!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s", fold["folded"], data.len());
 
     Ok(())
 }
@@ -558,13 +577,13 @@ fn eval(o: &Opts) -> CliResult<()> {
         return Err(CliError::Usage("give --labels Y.npy, --reference R.npy or --output Y.npy".into()));
     }
     if o.flag("json") {
-        println!("{result}");
+        out!("{result}");
     } else {
         if let Some(a) = result["accuracy"].as_f64() {
-            println!("accuracy {:.2} % on {n} samples", a * 100.0);
+            out!("accuracy {:.2} % on {n} samples", a * 100.0);
         }
         if let Some(s) = result["sqnr_db"].as_f64() {
-            println!("logits SQNR {s:.2} dB (pooled), top-1 agreement {:.2} % on {n} samples", result["top1_agreement"].as_f64().unwrap_or(0.0) * 100.0);
+            out!("logits SQNR {s:.2} dB (pooled), top-1 agreement {:.2} % on {n} samples", result["top1_agreement"].as_f64().unwrap_or(0.0) * 100.0);
         }
     }
     Ok(())
@@ -615,9 +634,9 @@ fn bench(o: &Opts) -> CliResult<()> {
     let top1 = top_k(&y[..k.min(y.len())], 1).first().map_or(0, |t| t.0);
     if o.flag("json") {
         let engine = if int8 { "qplay-int8-native" } else if o.value("encodings").is_some() { "qplay-sim-native" } else { "qplay-fp32-native" };
-        println!("{{\"engine\":\"{engine}\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs},\"top1\":{top1}}}");
+        out!("{{\"engine\":\"{engine}\",\"median_ms\":{med:.3},\"p90_ms\":{p90:.3},\"runs\":{runs},\"top1\":{top1}}}");
     } else {
-        println!("qplay native: median {med:.2} ms, p90 {p90:.2} ms over {runs} runs (top-1 of the first row: {top1})");
+        out!("qplay native: median {med:.2} ms, p90 {p90:.2} ms over {runs} runs (top-1 of the first row: {top1})");
     }
     Ok(())
 }

@@ -135,7 +135,8 @@ fn inspect_rejects_bad_files_with_one_line() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.onnx", vec![], "empty"),
         ("random.onnx", random, "not an ONNX model"),
-        ("truncated.onnx", lite0[..lite0.len() / 2].to_vec(), "not an ONNX model"),
+        ("truncated.onnx", lite0[..lite0.len() / 2].to_vec(), "not an ONNX model: protobuf decoding failed at byte"),
+        ("photo.onnx", std::fs::read(root().join("assets/images/chelsea.png")).unwrap(), "looks like a PNG image"),
         ("unknown.onnx", unknown, "'Frobnicate'"),
         ("mismatch.onnx", mismatch, "raw_data has 12 bytes"),
     ];
@@ -149,6 +150,18 @@ fn inspect_rejects_bad_files_with_one_line() {
         assert!(err.starts_with("qplay: error: ") && err.contains(expect), "{name}: {err}");
         assert!(!err.contains("panicked"));
     }
+    // A closed pipe ends the output quietly: no panic message.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qplay"))
+        .args(["inspect", "assets/models/efficientnet_lite0.onnx"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.is_empty(), "{:?} {err}", o.status);
     let o = qplay(&["inspect", "does/not/exist.onnx"]);
     assert_eq!(o.status.code(), Some(1));
     let o = qplay(&["frobnicate"]);

@@ -10,8 +10,10 @@ pub enum Error {
     EmptyFile,
     #[error("the file is {size} bytes, over the limit of {limit} bytes")]
     FileTooLarge { size: usize, limit: usize },
-    #[error("not an ONNX model: protobuf decoding failed ({0})")]
+    #[error("not an ONNX model: protobuf decoding failed {0}")]
     Decode(String),
+    #[error("not an ONNX model: this file looks like {0}")]
+    WrongFormat(&'static str),
     #[error("the model has no graph")]
     NoGraph,
     #[error("opset {version} of the default domain is not supported (qplay supports opsets 11 to 21)")]

@@ -278,6 +278,48 @@ test("three malformed files in a row give three errors, then the bundled model s
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "282");
 });
 
+test("the worker runs out of memory: the page says so, restarts it, and keeps the model and recipe", async () => {
+  await page.goto("about:blank");
+  await page.goto(`${srv.url}#model=digits_mobilenet&w=4&a=8&pc=1&ada=0`);
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  await waitReady();
+  // Take every page of the worker's wasm memory from under its allocator: the next large
+  // allocation inside Rust fails, and the worker dies with a trap.
+  const worker = page.workers().at(-1);
+  const mb = await worker.evaluate(async () => {
+    const mem = (await wasm_bindgen()).memory;
+    for (let step = 1 << 14; step >= 1; step >>= 1) {
+      for (;;) {
+        try { mem.grow(step); } catch { break; }
+      }
+    }
+    return mem.buffer.byteLength / 2 ** 20;
+  });
+  console.log(`worker memory grown to ${mb} MB before loading EfficientNet-Lite0`);
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  const err = page.locator('[data-testid="error"]');
+  await err.waitFor();
+  const text = await err.textContent();
+  console.log(`the page says: ${text}`);
+  assert.match(text, /compute worker failed while loading EfficientNet-Lite0 .*out of memory.*Digits MobileNet is reloaded/);
+  await page.click('[data-testid="error"] .dismiss');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  await waitReady();
+  assert.equal(await page.inputValue('[data-testid="wbits"]'), "4");
+  assert.equal(await page.isChecked('[data-testid="per-channel"]'), true);
+  assert.match(await page.evaluate(() => location.hash), /^#model=digits_mobilenet&w=4&/);
+  // The restarted worker runs jobs.
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  await page.click('[data-testid="eval-digits"]');
+  await page.locator('[data-testid="int8-accuracy"]').waitFor();
+  assert.match(await page.textContent('[data-testid="int8-accuracy"]'), /^\d+\.\d\d%$/);
+  // The trap itself is reported on the console; nothing else is.
+  const others = consoleErrors.filter((e) => !/unreachable|RuntimeError/.test(e));
+  assert.deepEqual(others, []);
+  consoleErrors.length = 0;
+});
+
 test("the model and recipe live in the URL: a shared link restores them", async () => {
   await page.goto("about:blank"); // a fresh page load, not a same-document hash change
   await page.goto(`${srv.url}#model=digits_mobilenet&w=4&a=8&pc=1&ada=500`);

@@ -22,8 +22,6 @@ pub(crate) fn load_file(state: AppState, file: web_sys::File) {
         state.fail(format!("{name}: {:.0} MB is over the 256 MB limit", file.size() / 1e6));
         return;
     }
-    // A local file cannot be shared by link.
-    crate::url::set("model", None);
     state.start(format!("Reading {name}…"));
     wasm_bindgen_futures::spawn_local(async move {
         match JsFuture::from(file.array_buffer()).await {
@@ -37,15 +35,14 @@ pub(crate) fn load_file(state: AppState, file: web_sys::File) {
 pub(crate) fn load_sample_by_id(state: AppState, id: &str) -> bool {
     match crate::state::SAMPLES.iter().find(|s| s.id == id) {
         Some(s) => {
-            load_sample(state, s.id, s.label, s.file);
+            load_sample(state, s.label, s.file);
             true
         }
         None => false,
     }
 }
 
-fn load_sample(state: AppState, id: &'static str, label: &'static str, file: &'static str) {
-    crate::url::set("model", Some(id));
+fn load_sample(state: AppState, label: &'static str, file: &'static str) {
     state.start(format!("Downloading {label}…"));
     wasm_bindgen_futures::spawn_local(async move {
         match fetch_body(&format!("{MODELS_DIR}/{file}"), web_sys::Response::array_buffer).await {
@@ -81,13 +78,13 @@ pub fn ModelPicker() -> impl IntoView {
                 {SAMPLES
                     .iter()
                     .map(|s| {
-                        let (id, label, file) = (s.id, s.label, s.file);
+                        let (label, file) = (s.label, s.file);
                         view! {
                             <button
                                 class="sample"
                                 data-testid=format!("model-sample-{}", s.id)
                                 disabled=busy
-                                on:click=move |_| load_sample(state, id, label, file)
+                                on:click=move |_| load_sample(state, label, file)
                             >
                                 <strong>{s.label}</strong>
                                 <small>{s.blurb}</small>

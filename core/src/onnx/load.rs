@@ -93,6 +93,83 @@ fn constant_value(node: &proto::NodeProto, limits: &Limits, budget: &mut usize) 
     }
 }
 
+/// Files people drop by mistake, recognised by their first bytes.
+fn other_format(bytes: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], usize, &str); 8] = [
+        (b"\x89PNG", 0, "a PNG image"),
+        (b"\xff\xd8\xff", 0, "a JPEG image"),
+        (b"GIF8", 0, "a GIF image"),
+        (b"\x1f\x8b", 0, "a gzip archive (decompress it first)"),
+        (b"PK\x03\x04", 0, "a zip archive (a PyTorch .pt/.pth checkpoint or a zipped model; export it to ONNX first)"),
+        (b"\x89HDF", 0, "a Keras/HDF5 model (convert it to ONNX first)"),
+        (b"TFL3", 4, "a TensorFlow Lite model (convert it to ONNX first)"),
+        (b"%PDF", 0, "a PDF document"),
+    ];
+    MAGIC.iter().find(|(m, at, _)| bytes.get(*at..at + m.len()) == Some(*m)).map(|&(_, _, what)| what)
+}
+
+/// A one-line decoding error: where (byte offset of the top-level field, the outermost fields of
+/// prost's path) and what.
+fn decode_error(bytes: &[u8], e: &prost::DecodeError) -> Error {
+    let text = e.to_string();
+    let text = text.strip_prefix("failed to decode Protobuf message: ").unwrap_or(&text);
+    // prost writes "Msg.field: " for each enclosing field, innermost first, then what went wrong.
+    let is_field = |p: &&str| p.contains('.') && !p.contains(' ');
+    let mut parts: Vec<&str> = text.split(": ").take_while(is_field).collect();
+    let what = text.split(": ").skip(parts.len()).collect::<Vec<_>>().join(": ");
+    parts.reverse();
+    let path = if parts.len() > 4 {
+        format!("{} > {} > … ({} more) … > {}", parts[0], parts[1], parts.len() - 3, parts[parts.len() - 1])
+    } else {
+        parts.join(" > ")
+    };
+    let mut place = top_level_fault(bytes).map(|off| format!("at byte {off}")).unwrap_or_default();
+    if !path.is_empty() {
+        place = format!("{place} in {path}").trim_start().to_string();
+    }
+    Error::Decode(if place.is_empty() { what } else { format!("{place}: {what}") })
+}
+
+/// The byte offset of the first top-level protobuf field that is malformed or runs past the end of
+/// the file (None when every top-level field is well framed and the fault is nested deeper).
+fn top_level_fault(bytes: &[u8]) -> Option<usize> {
+    fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*pos)?;
+            *pos += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let start = pos;
+        let ok = (|| {
+            let tag = varint(bytes, &mut pos)?;
+            if tag >> 3 == 0 {
+                return None;
+            }
+            let skip = match tag & 7 {
+                0 => varint(bytes, &mut pos).map(|_| 0)?,
+                1 => 8,
+                2 => usize::try_from(varint(bytes, &mut pos)?).ok()?,
+                5 => 4,
+                _ => return None,
+            };
+            pos = pos.checked_add(skip).filter(|&p| p <= bytes.len())?;
+            Some(())
+        })();
+        if ok.is_none() {
+            return Some(start);
+        }
+    }
+    None
+}
+
 /// Decodes `bytes` as an ONNX model and builds a validated [`Graph`].
 pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
     if bytes.is_empty() {
@@ -101,7 +178,10 @@ pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
     if bytes.len() > limits.max_file_bytes {
         return Err(Error::FileTooLarge { size: bytes.len(), limit: limits.max_file_bytes });
     }
-    let model = ModelProto::decode(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+    if let Some(kind) = other_format(bytes) {
+        return Err(Error::WrongFormat(kind));
+    }
+    let model = ModelProto::decode(bytes).map_err(|e| decode_error(bytes, &e))?;
     let opset = model
         .opset_import
         .iter()
