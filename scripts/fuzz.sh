@@ -2,6 +2,7 @@
 # Fuzzes the loader (`load`: bytes -> load -> validate -> plan) and the executors (`execute`: load ->
 # run in float, through the INT8 simulation and the integer engine) with cargo-fuzz / libFuzzer:
 #   bash scripts/fuzz.sh [SECONDS per target, default 60] [TARGET...]
+# Extra libFuzzer flags go in FUZZ_ARGS, e.g. FUZZ_ARGS=-runs=10000000 for the long runs.
 # Seeds: fuzz/seeds (the malformed suite's small cases), the golden op models and the digits models.
 # The corpus grows in fuzz/corpus/<target> (not checked in); a crash is saved under fuzz/artifacts/.
 source "$(dirname "$0")/setup.sh"
@@ -24,5 +25,5 @@ for t in "${targets[@]}"; do
   say "fuzzing $t for $secs s"
   mkdir -p "fuzz/corpus/$t"
   cargo fuzz run -O "$t" "fuzz/corpus/$t" "$seeds" -- \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_ARGS:-}
 done

@@ -60,6 +60,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// A line of the printed table (wasm32 has no stdout: the console, shown with `-- --nocapture`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_test::console_log!($($arg)*);
+        #[cfg(not(target_arch = "wasm32"))]
+        println!($($arg)*);
+    }};
+}
+
 /// Milliseconds from an arbitrary origin.
 fn now_ms() -> f64 {
     #[cfg(target_arch = "wasm32")]
@@ -327,14 +337,14 @@ fn every_malformed_case_is_a_typed_error_in_under_a_second_and_256_mb() {
             Ok(()) => "(no error)".to_string(),
             Err(e) => e.to_string(),
         };
-        println!("{:<46} {ms:>7.1} ms {mb:>7.2} MB  {line}", c.name);
+        say!("{:<46} {ms:>7.1} ms {mb:>7.2} MB  {line}", c.name);
         assert!(!line.contains('\n'), "{}: a multi-line message", c.name);
         match r {
             Err(e) if (c.expect)(&e) && ms < 1000.0 && mb < 256.0 => {}
             _ => bad.push(format!("{}: {line} ({ms:.0} ms, {mb:.1} MB)", c.name)),
         }
     }
-    println!("{} malformed cases, slowest {worst_ms:.1} ms, largest peak allocation {worst_mb:.2} MB", cases.len());
+    say!("{} malformed cases, slowest {worst_ms:.1} ms, largest peak allocation {worst_mb:.2} MB", cases.len());
     assert!(bad.is_empty(), "cases without the expected typed error:\n{}", bad.join("\n"));
 }
 

@@ -41,6 +41,7 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = exec.run(xs.clone());
     }
     let Ok(mut sim) = QuantSim::new(graph, QuantSimConfig::default()) else { return };
+    sim.set_limits(limits());
     if xs.len() != 1 || sim.calibrate(&xs).is_err() {
         return;
     }

@@ -158,7 +158,7 @@ impl Int8Executor {
         for &o in &graph.outputs {
             last_use[o] = None;
         }
-        Ok(Int8Executor { graph, qenc, steps, last_use, limits: Limits::default() })
+        Ok(Int8Executor { graph, qenc, steps, last_use, limits: sim.limits().clone() })
     }
 
     /// How many steps run in integers and how many fall back to float.

@@ -35,7 +35,6 @@ use crate::exec::{activation_bounds, Executor, Run};
 use crate::graph::{Graph, Op, ValueId, Window};
 use crate::kernels::conv::{im2col, ConvGeom};
 use crate::kernels::{dot, gemm};
-use crate::onnx::Limits;
 use crate::quant::encoding::Encoding;
 use crate::quant::sim::QuantSim;
 use crate::rng::SplitMix;
@@ -154,8 +153,8 @@ pub fn adaround(sim: &mut QuantSim, batches: &[Tensor], cfg: &AdaroundConfig, pr
     }
     let mut fresh = QuantSim::new(sim.graph().clone(), sim.config().clone())?;
     fresh.compute_param_encodings()?;
-    let mut fp = Executor::with_fusion(fresh.graph().clone(), Limits::default(), false)?;
-    let mut q = Executor::with_fusion(fresh.quantized_weights_graph(), Limits::default(), false)?;
+    let mut fp = Executor::with_fusion(fresh.graph().clone(), sim.limits().clone(), false)?;
+    let mut q = Executor::with_fusion(fresh.quantized_weights_graph(), sim.limits().clone(), false)?;
     let (layers, skipped) = find_layers(&fresh, fp.graph());
     let mut report = AdaroundReport { iterations: cfg.iterations, layers: Vec::new(), skipped };
     let Some(last) = layers.last().map(|l| l.node) else { return Ok(report) };

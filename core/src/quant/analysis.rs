@@ -6,7 +6,6 @@ use super::sim::QuantSim;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::metrics::argmax;
-use crate::onnx::Limits;
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -55,8 +54,8 @@ fn db(sig: f64, err: f64) -> f64 {
 pub fn analyze(sim: &QuantSim, samples: &[Tensor]) -> Result<Analysis> {
     let (qgraph, act) = sim.simulated_graph()?;
     let fp = sim.graph().clone();
-    let mut fexec = Executor::with_fusion(fp, Limits::default(), false)?;
-    let mut qexec = Executor::with_fusion(qgraph, Limits::default(), false)?;
+    let mut fexec = Executor::with_fusion(fp, sim.limits().clone(), false)?;
+    let mut qexec = Executor::with_fusion(qgraph, sim.limits().clone(), false)?;
     let watched: Vec<usize> = (0..act.len()).filter(|&v| act[v].is_some()).collect();
     let mut sums: HashMap<usize, (f64, f64)> = watched.iter().map(|&v| (v, (0.0, 0.0))).collect();
     let (mut lsig, mut lerr, mut agree, mut rows) = (0.0f64, 0.0f64, 0usize, 0usize);
@@ -167,7 +166,7 @@ pub fn activation_histogram(sim: &QuantSim, samples: &[Tensor], tensor: &str, bi
         .and_then(|a| a.encoding)
         .ok_or_else(|| Error::Quant(format!("tensor '{tensor}': not a calibrated activation")))?;
     let mut values: Vec<f32> = Vec::new();
-    let mut exec = Executor::with_fusion(sim.quantized_weights_graph(), Limits::default(), false)?;
+    let mut exec = Executor::with_fusion(sim.quantized_weights_graph(), sim.limits().clone(), false)?;
     for x in samples {
         exec.run_with_hook(vec![x.clone()], &mut |v, t| {
             if v == id {

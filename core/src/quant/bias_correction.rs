@@ -18,7 +18,6 @@ use crate::passes::bn_fold::OutputStats;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::graph::{Op, ValueId};
-use crate::onnx::Limits;
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -161,7 +160,7 @@ pub fn correct_biases(sim: &mut QuantSim, samples: &[Tensor]) -> Result<BiasCorr
     let layers = layers(sim, &q_graph);
     // Per-channel means of each layer's input in the quantized model.
     let mut sums: HashMap<ValueId, (Vec<f64>, u64)> = layers.iter().map(|l| (l.input, (vec![0.0; l.in_channels], 0))).collect();
-    let mut qexec = Executor::with_fusion(q_graph, Limits::default(), false)?;
+    let mut qexec = Executor::with_fusion(q_graph, sim.limits().clone(), false)?;
     for x in samples {
         qexec.run_with_hook(vec![x.clone()], &mut |id, t| {
             if let Some(e) = act[id] {

@@ -140,6 +140,8 @@ pub struct QuantSim {
     pub acts: Vec<ActQuantizer>,
     /// Weight encodings were fixed before the weights were changed (AdaRound).
     params_frozen: bool,
+    /// Resource limits of every execution of the simulated model.
+    limits: Limits,
 }
 
 const IGNORED_OUTPUT_OPS: &[&str] =
@@ -212,11 +214,19 @@ impl QuantSim {
                 }
             }
         }
-        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts, params_frozen: false })
+        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts, params_frozen: false, limits: Limits::default() })
     }
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+    /// The limits every run of the simulation (calibration, analysis, the integer engine) obeys;
+    /// [`Limits::default`] unless set.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
     pub fn config(&self) -> &QuantSimConfig {
         &self.config
@@ -252,7 +262,7 @@ impl QuantSim {
                 stats[i].observe(&t.to_f32_vec(), scheme);
             }
         }
-        let mut exec = Executor::with_fusion(self.quantized_weights_graph(), Limits::default(), false)?;
+        let mut exec = Executor::with_fusion(self.quantized_weights_graph(), self.limits.clone(), false)?;
         for (done, x) in samples.iter().enumerate() {
             exec.run_with_hook(vec![x.clone()], &mut |id, t| {
                 if let (Some(&i), Some(d)) = (slot.get(&id), t.as_f32()) {
@@ -386,7 +396,7 @@ impl QuantSim {
     /// Runs the simulated quantized model (weights, constants and activations quantize-dequantized).
     pub fn executor(&self) -> Result<SimExecutor> {
         let (g, act) = self.simulated_graph()?;
-        Ok(SimExecutor { exec: Executor::with_fusion(g, Limits::default(), false)?, act })
+        Ok(SimExecutor { exec: Executor::with_fusion(g, self.limits.clone(), false)?, act })
     }
 
     /// Subtracts `shift` (per channel) from the bias constant `b` (bias correction).
