@@ -40,19 +40,65 @@ pub struct QuantConfig {
     pub adaround_iterations: u32,
     /// Analytical (data-free) bias correction from the folded BatchNorms' statistics.
     pub bias_correction: bool,
+    /// How activation ranges are chosen from the calibration data.
+    pub scheme: Scheme,
+    /// Calibration samples to use (0: all of them).
+    pub calib_samples: u32,
+}
+
+/// Calibration schemes offered by the page (see `qplay_core::quant::CalibScheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Scheme {
+    /// Minimum and maximum seen (AIMET "tf").
+    #[default]
+    MinMax,
+    /// The range whose quantization noise is smallest on a histogram (AIMET "tf_enhanced").
+    Sqnr,
+    /// The 99.99th percentile at each end, averaged over batches.
+    Percentile,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 3] = [Scheme::MinMax, Scheme::Sqnr, Scheme::Percentile];
+    /// Short name, used in the URL and the select.
+    pub fn key(self) -> &'static str {
+        match self {
+            Scheme::MinMax => "minmax",
+            Scheme::Sqnr => "sqnr",
+            Scheme::Percentile => "p99.99",
+        }
+    }
+    pub fn from_key(k: &str) -> Option<Scheme> {
+        Scheme::ALL.into_iter().find(|s| s.key() == k)
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Scheme::MinMax => "min-max",
+            Scheme::Sqnr => "SQNR search (tf-enhanced)",
+            Scheme::Percentile => "99.99th percentile",
+        }
+    }
+    pub fn core(self) -> qplay_core::quant::CalibScheme {
+        match self {
+            Scheme::MinMax => qplay_core::quant::CalibScheme::MinMax,
+            Scheme::Sqnr => qplay_core::quant::CalibScheme::Sqnr,
+            Scheme::Percentile => qplay_core::quant::CalibScheme::Percentile(99.99),
+        }
+    }
 }
 
 impl QuantConfig {
     /// A short human-readable name, e.g. "W8A8 per-tensor + DFQ".
     pub fn label(&self) -> String {
         format!(
-            "W{}A{} {}{}{}{}{}",
+            "W{}A{} {}{}{}{}{}{}",
             self.weight_bits,
             self.act_bits,
             if self.per_channel { "per-channel" } else { "per-tensor" },
             if self.dfq { " + DFQ" } else { "" },
             if self.bias_correction { " + bias correction" } else { "" },
             if self.adaround_iterations > 0 { format!(" + AdaRound ({} iterations)", self.adaround_iterations) } else { String::new() },
+            if self.scheme == Scheme::MinMax { String::new() } else { format!(", {}", self.scheme.label()) },
             if self.aimet_compatible { " (AIMET-compatible)" } else { "" }
         )
     }
@@ -93,6 +139,8 @@ pub struct QuantReport {
     /// SQNR of every quantized activation against FP32 on a few calibration samples, in graph
     /// order.
     pub layers: Vec<LayerRow>,
+    /// SQNR of the model's (first) output among `layers`, when that output is quantized.
+    pub output_sqnr_db: Option<f64>,
     pub analysis_samples: usize,
     /// With DFQ: per-output-channel weight ranges of each equalized convolution, before and after.
     pub cle: Vec<CleLayer>,

@@ -54,8 +54,8 @@ pub struct AppState {
     pub previous_quant: RwSignal<Option<QuantReport>>,
     /// The activation histogram last asked for.
     pub histogram: RwSignal<Option<qplay_core::quant::analysis::ActivationHistogram>>,
-    /// Progress of the running long job: (stage, done, total).
-    pub progress: RwSignal<Option<(String, usize, usize)>>,
+    /// Progress of the running long job: (stage, done, total, estimated seconds left).
+    pub progress: RwSignal<Option<(String, usize, usize, Option<f64>)>>,
     /// A notice (not an error), e.g. after a cancel.
     pub notice: RwSignal<Option<String>>,
     pub speed: RwSignal<Option<SpeedResult>>,

@@ -222,8 +222,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
-            let samples = match kind {
-                InputKind::Image { height, width } => calibration_photos(job, &photos, height, width).await?,
+            // The per-layer analysis always uses the same probe samples (4 photos / 128 digits), so
+            // that recipes with different calibration sets are compared on equal terms.
+            let (samples, probe) = match kind {
+                InputKind::Image { height, width } => calibration_photos(job, &photos, config.calib_samples as usize, height, width).await?,
                 InputKind::Digits => {
                     let graph_rank = {
                         let guard = state.borrow();
@@ -231,11 +233,21 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                         g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
                     };
                     let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
-                    d[..256 * 64]
-                        .chunks(32 * 64)
-                        .map(|c| Tensor::f32(if graph_rank == 2 { vec![32, 64] } else { vec![32, 1, 8, 8] }, c.to_vec()))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| e.to_string())?
+                    let batches = |rows: usize| {
+                        d[..rows * 64]
+                            .chunks(32 * 64)
+                            .map(|c| {
+                                let n = c.len() / 64;
+                                Tensor::f32(if graph_rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| e.to_string())
+                    };
+                    let rows = match config.calib_samples as usize {
+                        0 => 256,
+                        n => n.min(256),
+                    };
+                    (batches(rows)?, batches(128)?)
                 }
                 InputKind::Other => return Err("this model's input is not an image or a digit: nothing to calibrate with".into()),
             };
@@ -260,7 +272,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 let stats = fold.output_stats();
                 (g, fold.folded.len(), Vec::new(), stats)
             };
-            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, ..Default::default() };
+            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
             let adaround = if config.adaround_iterations > 0 {
                 use qplay_core::passes::adaround::{adaround, AdaroundConfig};
@@ -285,7 +297,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             } else {
                 Vec::new()
             };
-            let total = samples.len();
+            let total = samples.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
             sim.calibrate_with_progress(&samples, &mut |done, total| {
                 post(&Response::Progress { job, stage: "Calibrating".into(), done, total });
                 true
@@ -304,8 +316,9 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             };
             let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
             post(&Response::Progress { job, stage: "Measuring per-layer error".into(), done: 0, total: 1 });
-            let probe = &samples[..samples.len().min(4)];
-            let analysis = qplay_core::quant::analysis::analyze(&sim, probe).map_err(|e| e.to_string())?;
+            let analysis = qplay_core::quant::analysis::analyze(&sim, &probe).map_err(|e| e.to_string())?;
+            let output = sim.graph().outputs.first().map(|&v| sim.graph().value_name(v).to_string());
+            let output_sqnr_db = analysis.layers.iter().find(|l| Some(&l.name) == output.as_ref()).map(|l| l.sqnr_db);
             let layers = analysis
                 .layers
                 .iter()
@@ -324,25 +337,31 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 seconds: (now() - t0) / 1e3,
                 encodings_json: serde_json::to_string_pretty(&enc).unwrap_or_default(),
                 layers,
-                analysis_samples: probe.len(),
+                output_sqnr_db,
+                analysis_samples: probe.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum(),
                 cle,
                 adaround,
                 bias_corrected,
             };
             loaded.int8 = Some(int8);
             loaded.sim = Some(sim);
-            loaded.probe = probe.to_vec();
+            loaded.probe = probe;
             Ok(Response::Quantized { job, report })
         }
     }
 }
 
-/// Fetches, decodes and preprocesses the bundled photos, each also mirrored left-right.
-async fn calibration_photos(job: u32, photos: &[String], height: usize, width: usize) -> Result<Vec<Tensor>, String> {
+/// Fetches, decodes and preprocesses `n` calibration samples (0: all): the bundled photos first,
+/// then their mirror images (left-right), in the same order. Also returns the first 4 photos, the
+/// probe of the per-layer analysis.
+async fn calibration_photos(job: u32, photos: &[String], n: usize, height: usize, width: usize) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+    const PROBE: usize = 4;
+    let n = if n == 0 { 2 * photos.len() } else { n.min(2 * photos.len()) };
     let pre = image_preprocess(height, width)?;
-    let mut out = Vec::new();
-    for (i, p) in photos.iter().enumerate() {
-        post(&Response::Progress { job, stage: "Preparing calibration photos".into(), done: i, total: photos.len() });
+    let mut originals = Vec::new();
+    let used = &photos[..n.max(PROBE).min(photos.len())];
+    for (i, p) in used.iter().enumerate() {
+        post(&Response::Progress { job, stage: "Preparing calibration photos".into(), done: i, total: used.len() });
         let resp = JsFuture::from(scope().fetch_with_str(&format!("assets/images/{p}"))).await.map_err(|_| format!("cannot fetch {p}"))?;
         let resp: web_sys::Response = resp.unchecked_into();
         if !resp.ok() {
@@ -350,13 +369,15 @@ async fn calibration_photos(job: u32, photos: &[String], height: usize, width: u
         }
         let blob: web_sys::Blob = JsFuture::from(resp.blob().map_err(|_| "no body")?).await.map_err(|_| format!("cannot read {p}"))?.unchecked_into();
         let (rgb, w, h) = decode_image(&blob).await?;
-        let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
-        let mirrored: Vec<f32> = x.to_f32_vec().chunks(width).flat_map(|row| row.iter().rev().copied().collect::<Vec<_>>()).collect();
-        let shape = x.shape().to_vec();
-        out.push(x);
-        out.push(Tensor::f32(shape, mirrored).map_err(|e| e.to_string())?);
+        originals.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?);
     }
-    Ok(out)
+    let probe = originals[..PROBE.min(originals.len())].to_vec();
+    let mut samples: Vec<Tensor> = originals.iter().take(n).cloned().collect();
+    for x in originals.iter().take(n - samples.len()) {
+        let mirrored: Vec<f32> = x.to_f32_vec().chunks(width).flat_map(|row| row.iter().rev().copied().collect::<Vec<_>>()).collect();
+        samples.push(Tensor::f32(x.shape().to_vec(), mirrored).map_err(|e| e.to_string())?);
+    }
+    Ok((samples, probe))
 }
 
 /// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.

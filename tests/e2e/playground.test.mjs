@@ -157,6 +157,11 @@ test("EfficientNet-Lite0: INT8 DFQ beats INT8 naive, and the CLE plot shows rang
   const prev = await page.locator('[data-testid="layer-sqnr-previous"]').allTextContents();
   assert.equal(prev.length, 61);
   assert.ok(prev.filter((t) => Number.isFinite(Number(t))).length > 50, "most tensors have a previous SQNR");
+  // The two recipes side by side: DFQ's model output is closer to FP32 than naive's.
+  const cells = await page.locator('[data-testid="recipe-compare"] tr:has(th:text-is("model output SQNR")) td').allTextContents();
+  console.log(`recipe comparison, model output SQNR: ${cells.join(" vs ")}`);
+  const [wasDb, nowDb] = cells.map(parseFloat);
+  assert.ok(nowDb > wasDb, `output SQNR ${cells}`);
   const dfq = await sqnrOn("coffee");
   console.log(`coffee.png logits SQNR: INT8 naive ${naive} dB, INT8 DFQ ${dfq} dB`);
   assert.ok(dfq > naive, `DFQ ${dfq} dB > naive ${naive} dB`);
@@ -215,6 +220,10 @@ test("uploaded digits MobileNet, W4A8 AdaRound: progress, cancel, then a full ru
   await page.locator('[data-testid="quantize"]:enabled').waitFor();
   assert.equal(await page.locator('[data-testid="quant-summary"]').count(), 0);
   await page.click('[data-testid="quantize"]');
+  const eta = page.locator('[data-testid="eta"]');
+  await eta.waitFor();
+  console.log(`progress while AdaRound runs: ${await page.textContent('[data-testid="progress"]')}`);
+  assert.match(await eta.textContent(), /about \d+ (s|min \d+ s) left/);
   const summary = page.locator('[data-testid="quant-summary"]:has-text("AdaRound (2000 iterations)")');
   await summary.waitFor({ timeout: 240_000 });
   const chart = page.locator('[data-testid="adaround-chart"]');
@@ -320,6 +329,34 @@ test("the worker runs out of memory: the page says so, restarts it, and keeps th
   consoleErrors.length = 0;
 });
 
+test("calibration scheme and set size: the SQNR search on 64 digits", async () => {
+  await page.selectOption('[data-testid="calib-scheme"]', "sqnr");
+  await page.selectOption('[data-testid="calib-samples"]', "64");
+  await page.click('[data-testid="quantize"]');
+  const summary = page.locator('[data-testid="quant-summary"]:has-text("SQNR search")');
+  await summary.waitFor();
+  assert.match(await summary.textContent(), /from 64 calibration samples/);
+  assert.match(await page.evaluate(() => location.hash), /&cs=sqnr&n=64$/);
+  // The comparison with the previous recipe (min-max on 256) is measured on the same 128 digits.
+  assert.match(await page.textContent('[data-testid="layer-table-toggle"]'), /measured on 128 calibration samples/);
+  assert.equal(await page.locator('[data-testid="recipe-compare"] thead th').count(), 3);
+});
+
+test("a phone-sized screen: nothing overflows sideways", async () => {
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  try {
+    await phone.goto(`${srv.url}#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1`);
+    await phone.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor({ timeout: TIMEOUT });
+    await phone.click('[data-testid="quantize"]');
+    await phone.locator('[data-testid="quant-summary"]').waitFor({ timeout: TIMEOUT });
+    const { scroll, inner } = await phone.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
+    assert.ok(scroll <= inner, `page is ${scroll} px wide in a ${inner} px screen`);
+    await phone.screenshot({ path: path.join(root, "tests/output/phone.png"), fullPage: false });
+  } finally {
+    await phone.close();
+  }
+});
+
 test("the model and recipe live in the URL: a shared link restores them", async () => {
   await page.goto("about:blank"); // a fresh page load, not a same-document hash change
   await page.goto(`${srv.url}#model=digits_mobilenet&w=4&a=8&pc=1&ada=500`);
@@ -329,7 +366,7 @@ test("the model and recipe live in the URL: a shared link restores them", async 
   assert.equal(await page.inputValue('[data-testid="adaround-iterations"]'), "500");
   await page.click('[data-testid="preset-int8-dfq"]');
   const hash = await page.evaluate(() => location.hash);
-  assert.match(hash, /^#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1&ada=0&aimet=0$/);
+  assert.match(hash, /^#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1&ada=0&aimet=0&cs=minmax&n=0$/);
   await page.click('[data-testid="model-sample-digits_mlp"]');
   await page.locator('[data-testid="model-name"]:has-text("Digits MLP")').waitFor();
   assert.match(await page.evaluate(() => location.hash), /^#model=digits_mlp&/);

@@ -8,6 +8,7 @@ mod layer_table;
 mod model_card;
 mod model_picker;
 mod quantize_panel;
+mod recipe_compare;
 mod results;
 mod speed_panel;
 
@@ -25,6 +26,7 @@ pub use layer_table::LayerTable;
 pub use model_card::ModelCard;
 pub use model_picker::ModelPicker;
 pub use quantize_panel::QuantizePanel;
+pub use recipe_compare::RecipeCompare;
 pub use results::Results;
 pub use speed_panel::SpeedPanel;
 

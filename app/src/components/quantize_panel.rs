@@ -2,7 +2,7 @@
 //! of what was done and the encodings download.
 
 use crate::bridge;
-use crate::protocol::{InputKind, QuantConfig, Request};
+use crate::protocol::{InputKind, QuantConfig, Request, Scheme};
 use crate::state::{AppState, Busy, PHOTOS};
 use leptos::prelude::*;
 
@@ -38,6 +38,25 @@ fn layers_csv(r: &crate::protocol::QuantReport) -> String {
     out
 }
 
+/// "40 s", "3 min 10 s".
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else {
+        format!("{} min {} s", s / 60, s % 60)
+    }
+}
+
+/// (value, label) of the calibration set sizes offered for image or digits models; 0 is "all".
+fn calib_sizes(images: bool) -> &'static [(u32, &'static str)] {
+    if images {
+        &[(1, "1 photo"), (2, "2 photos"), (5, "5 photos"), (10, "10 photos"), (0, "20 (10 photos + mirrored)")]
+    } else {
+        &[(32, "32 digits"), (64, "64 digits"), (128, "128 digits"), (0, "256 digits (AIMET's set)")]
+    }
+}
+
 fn export(state: AppState, qdq: bool) {
     state.start(if qdq { "Exporting the QDQ model…" } else { "Exporting the FP32 model…" });
     if let Err(e) = bridge::send(&Request::Export { job: bridge::next_job(), qdq }, wasm_bindgen::JsValue::UNDEFINED) {
@@ -63,6 +82,8 @@ pub fn QuantizePanel() -> impl IntoView {
     let dfq = RwSignal::new(flag("dfq"));
     let ada = RwSignal::new(num("ada", 0, 20_000));
     let bc = RwSignal::new(flag("bc"));
+    let scheme = RwSignal::new(crate::url::get("cs").and_then(|k| Scheme::from_key(&k)).unwrap_or_default());
+    let calib_n = RwSignal::new(num("n", 0, 256));
     Effect::new(move |_| {
         let b = |v: bool| Some(if v { "1" } else { "0" });
         crate::url::set("w", Some(&wbits.get().to_string()));
@@ -72,9 +93,19 @@ pub fn QuantizePanel() -> impl IntoView {
         crate::url::set("bc", b(bc.get()));
         crate::url::set("ada", Some(&ada.get().to_string()));
         crate::url::set("aimet", b(aimet.get()));
+        crate::url::set("cs", Some(scheme.get().key()));
+        crate::url::set("n", Some(&calib_n.get().to_string()));
+    });
+    // A size from a link that this kind of model does not offer falls back to "all".
+    Effect::new(move |_| {
+        if let Some(kind) = state.summary.get().map(|s| s.input_kind) {
+            if !calib_sizes(matches!(kind, InputKind::Image { .. })).iter().any(|&(v, _)| v == calib_n.get_untracked()) {
+                calib_n.set(0);
+            }
+        }
     });
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get() };
+    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -87,14 +118,18 @@ pub fn QuantizePanel() -> impl IntoView {
         if kind == InputKind::Other {
             return None;
         }
-        let calib = if matches!(kind, InputKind::Image { .. }) { "the 10 bundled photos and their mirror images (20 samples)" } else { "the first 256 training digits" };
+        let images = matches!(kind, InputKind::Image { .. });
+        let calib = if images { "the bundled photos (then their mirror images)" } else { "the first training digits" };
+        let sizes = calib_sizes(images);
         Some(view! {
             <section class="panel" aria-labelledby="q-h">
                 <h2 id="q-h"><span class="step">"3"</span>"Quantize"</h2>
                 <p class="explain">
                     "Weights are rounded to a grid of 2"<sup>"b"</sup>" levels (symmetric), activations to 2"<sup>"b"</sup>
-                    " levels between the minimum and maximum seen while running "{calib}" (AIMET's min-max rule: "
-                    <code>"Δ = (max − min) / (2"<sup>"b"</sup>" − 1)"</code>"). BatchNorm is folded into the convolutions first. "
+                    " levels over a range chosen while running "{calib}". Min-max takes the extremes seen (AIMET's rule: "
+                    <code>"Δ = (max − min) / (2"<sup>"b"</sup>" − 1)"</code>"); the SQNR search picks the range with the least "
+                    "rounding plus clipping noise on a histogram; the percentile ignores the rarest 0.01 % at each end. "
+                    "More calibration samples give steadier ranges. BatchNorm is folded into the convolutions first. "
                     "Per-channel gives each output channel its own weight scale, which matters when channel ranges differ a lot, "
                     "as in depthwise convolutions. DFQ equalizes first: each channel of a layer is scaled by s and the next layer's matching input channel by 1/s, with "
                     <code>"s = √(r₁ r₂) / r₂"</code>" (r: the channels' weight ranges), so that per-tensor quantization wastes less of its grid — "
@@ -129,6 +164,20 @@ pub fn QuantizePanel() -> impl IntoView {
                     <label title="Quantize depthwise convolution outputs before their activation, as AIMET's default config does. qplay's default fuses them, as integer kernels run them.">
                         <input type="checkbox" data-testid="aimet-compatible" prop:checked=move || aimet.get()
                             on:change=move |ev| aimet.set(event_target_checked(&ev))/>" AIMET-compatible placement"</label>
+                    <label title="How activation ranges are chosen from the calibration data.">
+                        " calibration "
+                        <select data-testid="calib-scheme" on:change=move |ev| scheme.set(Scheme::from_key(&event_target_value(&ev)).unwrap_or_default())
+                            prop:value=move || scheme.get().key()>
+                            {Scheme::ALL.map(|s| view! { <option value=s.key()>{s.label()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label title="How many samples the ranges (and AdaRound) are computed from.">
+                        " on "
+                        <select data-testid="calib-samples" on:change=move |ev| calib_n.set(event_target_value(&ev).parse().unwrap_or(0))
+                            prop:value=move || calib_n.get().to_string()>
+                            {sizes.iter().map(|&(v, l)| view! { <option value=v.to_string()>{l}</option> }).collect_view()}
+                        </select>
+                    </label>
                     <label title="AdaRound: learn per weight whether to round up or down (Nagel et al., 2020). 0 rounds to nearest. Slow on large models: EfficientNet-Lite0 needs minutes per 100 iterations.">
                         " AdaRound iterations "
                         <input type="number" min="0" max="20000" step="100" data-testid="adaround-iterations" prop:value=move || ada.get().to_string()
@@ -137,10 +186,11 @@ pub fn QuantizePanel() -> impl IntoView {
                 </div>
                 <div class="actions">
                     <button class="primary" data-testid="quantize" disabled=busy on:click=move |_| start_quantize(state, config())>"Quantize"</button>
-                    {move || state.progress.get().map(|(stage, done, total)| view! {
+                    {move || state.progress.get().map(|(stage, done, total, eta)| view! {
                         <div class="progress" data-testid="progress">
                             <progress max=total.to_string() value=done.to_string()></progress>
                             <span>{format!("{stage} {done}/{total}")}</span>
+                            {eta.map(|s| view! { <span class="eta" data-testid="eta">{format!(" · about {} left", duration(s))}</span> })}
                         </div>
                     })}
                     {move || busy().then(|| view! {
@@ -185,6 +235,7 @@ pub fn QuantizePanel() -> impl IntoView {
                         </p>
                     }
                 })}
+                <super::RecipeCompare/>
                 <super::CleChart/>
                 <super::AdaroundChart/>
                 <super::ActivationChart/>
