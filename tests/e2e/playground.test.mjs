@@ -102,6 +102,8 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
   assert.equal(enc.version, "1.0.0");
   assert.equal(enc.param_encodings.length, 50);
+  const layerNames = JSON.parse(decodeURIComponent((await page.getAttribute('[data-testid="download-report"]', "href")).split(",").slice(1).join(","))).layers.map((l) => l.name);
+  assert.deepEqual(enc.activation_encodings.map((e) => e.name).sort(), [...layerNames].sort(), "the encodings name every quantized activation");
   // Activation histogram of a chosen tensor with its encoding's range; calibration samples
   // all fall inside a min-max range.
   const tensor = await page.locator('[data-testid="histogram-tensor"] option').nth(5).getAttribute("value");
@@ -128,6 +130,18 @@ test("EfficientNet-Lite0: quantize INT8 per-channel, then FP32 and INT8 side by 
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "967"); // espresso, as onnxruntime
   const db = Number(await page.getAttribute('[data-testid="sqnr"]', "data-db"));
   assert.ok(db > 3 && db < 60, `INT8 logits SQNR ${db} dB is plausible`);
+  // The user's own photo, dropped on the page: decoded by the browser, FP32 and INT8 side by side.
+  const flower = fs.readFileSync(path.join(root, "assets/images/flower.jpg")).toString("base64");
+  const dt = await page.evaluateHandle((b64) => {
+    const d = new DataTransfer();
+    d.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], "my-flower.jpg", { type: "image/jpeg" }));
+    return d;
+  }, flower);
+  await page.dispatchEvent('[data-testid="photo-drop"]', "drop", { dataTransfer: dt });
+  await page.locator('[data-testid="results"] h2:has-text("my-flower.jpg")').waitFor();
+  await page.locator('[data-testid="int8-top1"]').waitFor();
+  const ref = JSON.parse(fs.readFileSync(path.join(root, "tests/reference/efficientnet_lite0/top5.json"), "utf8"));
+  assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), String(ref["flower.jpg"].top5[0].index), "daisy, as onnxruntime");
   await page.screenshot({ path: path.join(root, "tests/output/quantized.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);
 });

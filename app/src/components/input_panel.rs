@@ -36,6 +36,16 @@ pub fn InputPanel() -> impl IntoView {
         }
         input.set_value("");
     };
+    let dragging = RwSignal::new(false);
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        dragging.set(false);
+        match ev.data_transfer().and_then(|dt| dt.files()).and_then(|fs| fs.get(0)) {
+            Some(f) if f.type_().starts_with("image/") || f.type_().is_empty() => classify_blob(state, f.name(), f.into()),
+            Some(f) => state.fail(format!("{}: not an image ({})", f.name(), f.type_())),
+            None => {}
+        }
+    };
     move || {
         let kind = state.summary.get().map(|s| s.input_kind)?;
         Some(match kind {
@@ -57,9 +67,17 @@ pub fn InputPanel() -> impl IntoView {
                             })
                             .collect_view()}
                     </div>
-                    <label class="upload">"Or your own photo (JPEG/PNG, decoded by your browser): "
-                        <input type="file" accept="image/*" data-testid="photo-file" on:change=on_photo/>
-                    </label>
+                    <div class="dropzone" data-testid="photo-drop" class:dragging=move || dragging.get()
+                        on:dragover=move |ev: leptos::ev::DragEvent| {
+                            ev.prevent_default();
+                            dragging.set(true);
+                        }
+                        on:dragleave=move |_| dragging.set(false)
+                        on:drop=on_drop>
+                        <label class="upload">"Or drop your own photo here (JPEG/PNG, decoded by your browser), or "
+                            <input type="file" accept="image/*" data-testid="photo-file" on:change=on_photo/>
+                        </label>
+                    </div>
                 </section>
             }
             .into_any(),
