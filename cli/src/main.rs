@@ -18,7 +18,7 @@ const USAGE: &str = "usage:
             [--encodings E.json [--int8] [--recipe none|dfq]]
   qplay quantize MODEL.onnx --calib X.npy|DIR [--recipe none|dfq|adaround|dfq+adaround] [--weight-bits 8] [--act-bits 8]
             [--per-channel] [--scheme minmax|sqnr|percentile[:P]] [--mode qplay|aimet] [--bias-correction empirical|analytical] [--skip NODE]...
-            [--adaround-iters 10000] [--seed 0]
+            [--adaround-iters 10000] [--seed 0] [--cle all|measured [--cle-samples 8]]
             [--import E.json (instead of calibrating)] [--encodings E.json] [--report R.json] [--out QDQ.onnx] [--fp32-out TRANSFORMED.onnx]
   qplay eval MODEL.onnx --data X.npy [--labels Y.npy] [--reference R.npy] [--output Y.npy] [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
@@ -132,7 +132,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
     match cmd.as_str() {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
-        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["bias-correction", "calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import"])?),
+        "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["bias-correction", "calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import", "cle", "cle-samples"])?),
         "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
@@ -454,7 +454,46 @@ fn quantize(o: &Opts) -> CliResult<()> {
     let bits = |k: &str| -> CliResult<u32> { number(k, 8).map(|b| b as u32) };
     let ada = AdaroundConfig { iterations: number("adaround-iters", 10_000)?, seed: number("seed", 0)? as u64, ..Default::default() };
     let config = QuantSimConfig { mode, weight_bits: bits("weight-bits")?, act_bits: bits("act-bits")?, per_channel: o.flag("per-channel"), scheme, skip: o.values("skip") };
-    let (g, fold, cle, stats) = transform(g, base, mode)?;
+    let measured = match o.value("cle").unwrap_or("all") {
+        "all" => false,
+        "measured" if base == "dfq" && mode == Mode::Qplay => true,
+        "measured" => return Err(CliError::Usage("--cle measured needs --recipe dfq (or dfq+adaround) in qplay mode".into())),
+        c => return Err(CliError::Usage(format!("--cle {c}: expected all or measured"))),
+    };
+    let mut selection = None;
+    let (g, fold, cle, stats) = if measured {
+        let calib = o.value("calib").ok_or_else(|| CliError::Usage("--cle measured needs --calib".into()))?;
+        // The search quantizes the model once per set and twice more: it calibrates and scores on
+        // the first --cle-samples samples only.
+        let k = number("cle-samples", 8)?.max(1);
+        let mut rows = 0;
+        let data: Vec<Tensor> = samples(&g, Path::new(calib), k)?
+            .into_iter()
+            .take_while(|t| {
+                let take = rows < k;
+                rows += t.shape().first().copied().unwrap_or(1);
+                take
+            })
+            .collect();
+        let (g, cle, sel) = qplay_core::passes::cle_select::select_equalization(&g, &config, &data, &data, &mut |done, total| {
+            eprint!("\rchoosing equalization: {done}/{total} quantized models scored ");
+            true
+        })?;
+        eprintln!();
+        out!(
+            "measured equalization: {} of {} sets equalized, output SQNR {:.2} dB (none {:.2} dB, all {:.2} dB) on the calibration data",
+            sel.sets.iter().filter(|s| s.equalized).count(),
+            sel.sets.len(),
+            sel.chosen_db,
+            sel.none_db,
+            sel.all_db
+        );
+        selection = Some(sel);
+        let stats = cle.output_stats.clone();
+        (g, serde_json::json!({"folded": cle.bn_folded}), Some(cle), stats)
+    } else {
+        transform(g, base, mode)?
+    };
     if let Some(path) = o.value("import") {
         // Encodings from a file instead of calibration (checks them against this model).
         let text = String::from_utf8_lossy(&read_file(Path::new(path), 64 << 20)?).into_owned();
@@ -504,6 +543,7 @@ fn quantize(o: &Opts) -> CliResult<()> {
             "model": o.model.display().to_string(),
             "recipe": recipe,
             "cle": cle,
+            "cle_selection": selection,
             "bias_correction": bias_correction,
             "adaround": adaround_report,
             "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},

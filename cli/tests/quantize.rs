@@ -192,3 +192,45 @@ fn bias_correction_improves_lite0_dfq() {
     }
     assert!(sqnr[1] > sqnr[0] + 0.5 && sqnr[2] > sqnr[0] + 0.5, "{sqnr:?}");
 }
+
+/// Equalizing only the layer sets where it measurably helps (`--cle measured`): on
+/// EfficientNet-Lite0 the chosen mix is at least as good as the better of "no set" and "every set"
+/// on the 10 sample photos, per-tensor and per-channel (where equalizing every set loses).
+#[test]
+fn measured_equalization_on_lite0() {
+    let (x, reference) = eval_set();
+    let calib = root().join("tests/aimet/efficientnet_lite0/calib40.npy");
+    for pc in [false, true] {
+        let mut db = Vec::new();
+        for cle in ["none", "all", "measured"] {
+            let tag = format!("cle_{cle}_{pc}");
+            let (enc, model, report) = (tmp(&format!("{tag}.json")), tmp(&format!("{tag}.onnx")), tmp(&format!("{tag}.report.json")));
+            let mut args = vec!["quantize", "assets/models/efficientnet_lite0.onnx", "--calib", calib.to_str().unwrap(), "--encodings", enc.to_str().unwrap()];
+            args.extend(["--fp32-out", model.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+            args.extend(if cle == "none" { ["--recipe", "none"] } else { ["--recipe", "dfq"] });
+            if cle == "measured" {
+                args.extend(["--cle", "measured"]);
+            }
+            if pc {
+                args.push("--per-channel");
+            }
+            println!("{}", qplay(&args).trim());
+            let out = eval_json(&["eval", model.to_str().unwrap(), "--data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--json"]);
+            let s = out["sqnr_db"].as_f64().unwrap();
+            println!("Lite0 W8A8 {}, equalization {cle}: {s:.2} dB, top-1 agreement {}", if pc { "per-channel" } else { "per-tensor" }, out["top1_agreement"]);
+            db.push(s);
+            if cle == "measured" {
+                let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+                let sel = &r["cle_selection"];
+                let sets = sel["sets"].as_array().unwrap();
+                assert_eq!(sel["evaluations"].as_u64().unwrap() as usize, sets.len() + 2);
+                for s in sets {
+                    let (w, wo) = (s["with_db"].as_f64().unwrap(), s["without_db"].as_f64().unwrap());
+                    // The choice follows the measurement.
+                    assert_eq!(s["equalized"].as_bool().unwrap(), w > wo, "{s}");
+                }
+            }
+        }
+        assert!(db[2] >= db[0].max(db[1]) - 0.2, "measured {} vs none {} / all {}", db[2], db[0], db[1]);
+    }
+}

@@ -51,6 +51,9 @@ pub struct CleReport {
     pub relu6_replaced: Vec<String>,
     /// Layer groups (conv node names), in order.
     pub groups: Vec<Vec<String>>,
+    /// Every cross-layer-scaling set found (2 or 3 conv node names), in scaling order; the index
+    /// of a set here is what [`equalize_sets`]' `keep` receives.
+    pub candidates: Vec<Vec<String>>,
     /// Scaled sets (2 or 3 conv node names) with their scale vectors (1 for a pair, 2 for a triplet).
     pub sets: Vec<(Vec<String>, Vec<Vec<f32>>)>,
     /// (layer1, layer2, absorbed bias per channel) of each high-bias absorption.
@@ -334,6 +337,12 @@ pub fn equalize(graph: Graph) -> (Graph, CleReport) {
 
 /// Cross-layer equalization in the given mode (BN folding included).
 pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
+    equalize_sets(graph, mode, &|_| true)
+}
+
+/// [`equalize_with`], scaling (and absorbing high biases for) only the sets whose index `keep`
+/// accepts (see [`CleReport::candidates`]); the others are left as BN folding made them.
+pub fn equalize_sets(graph: Graph, mode: CleMode, keep: &dyn Fn(usize) -> bool) -> (Graph, CleReport) {
     let (mut g, fold) = fold_batch_norms(graph);
     let mut report = CleReport { bn_folded: fold.folded.len(), before: conv_ranges(&g), ..Default::default() };
     let preserving = mode == CleMode::Preserving;
@@ -348,6 +357,10 @@ pub fn equalize_with(graph: Graph, mode: CleMode) -> (Graph, CleReport) {
     let mut out_div: std::collections::HashMap<usize, Vec<f64>> = std::collections::HashMap::new();
     for grp in &groups {
         for set in cls_sets(&g, grp) {
+            report.candidates.push(set.iter().map(|&i| g.nodes[i].name.clone()).collect());
+            if !keep(report.candidates.len() - 1) {
+                continue;
+            }
             let layers: Option<Vec<Layer>> = set.iter().map(|&n| layer(&g, n)).collect();
             let Some(l) = layers else { continue };
             let names: Vec<String> = set.iter().map(|&i| g.nodes[i].name.clone()).collect();

@@ -2,4 +2,5 @@
 
 pub mod bn_fold;
 pub mod cle;
+pub mod cle_select;
 pub mod adaround;
