@@ -40,6 +40,8 @@ pub struct QuantConfig {
     pub adaround_iterations: u32,
     /// Analytical (data-free) bias correction from the folded BatchNorms' statistics.
     pub bias_correction: bool,
+    /// With DFQ in qplay mode: equalize each layer set only where it measurably helps.
+    pub cle_measured: bool,
     /// How activation ranges are chosen from the calibration data.
     pub scheme: Scheme,
     /// Calibration samples to use (0: all of them).
@@ -95,7 +97,7 @@ impl QuantConfig {
             self.weight_bits,
             self.act_bits,
             if self.per_channel { "per-channel" } else { "per-tensor" },
-            if self.dfq { " + DFQ" } else { "" },
+            if self.dfq && self.cle_measured && !self.aimet_compatible { " + DFQ (measured per set)" } else if self.dfq { " + DFQ" } else { "" },
             if self.bias_correction { " + bias correction" } else { "" },
             if self.adaround_iterations > 0 { format!(" + AdaRound ({} iterations)", self.adaround_iterations) } else { String::new() },
             if self.scheme == Scheme::MinMax { String::new() } else { format!(", {}", self.scheme.label()) },
@@ -146,6 +148,8 @@ pub struct QuantReport {
     pub cle: Vec<CleLayer>,
     /// With AdaRound: what it did to each layer.
     pub adaround: Vec<AdaroundLayer>,
+    /// With measured equalization: each layer set's output SQNR with and without equalizing it.
+    pub cle_choices: Vec<CleChoice>,
     /// With bias correction: the number of layers corrected.
     pub bias_corrected: usize,
 }
@@ -170,6 +174,15 @@ pub struct CleLayer {
     pub before_max: Vec<f32>,
     pub after_min: Vec<f32>,
     pub after_max: Vec<f32>,
+}
+
+/// One layer set of measured equalization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleChoice {
+    pub layers: Vec<String>,
+    pub equalized: bool,
+    pub with_db: f64,
+    pub without_db: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

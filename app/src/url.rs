@@ -31,5 +31,5 @@ pub fn set(key: &str, value: Option<&str>) {
 
 /// The model first, then the recipe keys in a fixed order.
 fn order(k: &str) -> usize {
-    ["model", "w", "a", "pc", "dfq", "bc", "ada", "aimet", "cs", "n"].iter().position(|x| *x == k).unwrap_or(99)
+    ["model", "w", "a", "pc", "dfq", "bc", "ada", "aimet", "cm", "cs", "n"].iter().position(|x| *x == k).unwrap_or(99)
 }

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{AdaroundLayer, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
@@ -255,9 +255,23 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
             let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
+            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
+            let mut cle_choices = Vec::new();
             let (g, bn_folded, cle, stats) = if config.dfq {
                 use qplay_core::passes::cle::{equalize_with, CleMode};
-                let (g, r) = equalize_with(loaded.graph.clone(), if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving });
+                let (g, r) = if config.cle_measured && !config.aimet_compatible {
+                    // Calibrate and score each candidate on the first 8 samples (one batch of digits).
+                    let search = &samples[..samples.len().min(8)];
+                    let (g, r, sel) = qplay_core::passes::cle_select::select_equalization(&loaded.graph, &cfg, search, search, &mut |done, total| {
+                        post(&Response::Progress { job, stage: "Measuring equalization per layer set".into(), done, total });
+                        true
+                    })
+                    .map_err(|e| e.to_string())?;
+                    cle_choices = sel.sets.into_iter().map(|s| CleChoice { layers: s.layers, equalized: s.equalized, with_db: s.with_db, without_db: s.without_db }).collect();
+                    (g, r)
+                } else {
+                    equalize_with(loaded.graph.clone(), if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving })
+                };
                 let scaled: std::collections::HashSet<&String> = r.sets.iter().flat_map(|(names, _)| names.iter()).collect();
                 let cle = r
                     .before
@@ -272,7 +286,6 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 let stats = fold.output_stats();
                 (g, fold.folded.len(), Vec::new(), stats)
             };
-            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
             let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
             let adaround = if config.adaround_iterations > 0 {
                 use qplay_core::passes::adaround::{adaround, AdaroundConfig};
@@ -340,6 +353,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 output_sqnr_db,
                 analysis_samples: probe.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum(),
                 cle,
+                cle_choices,
                 adaround,
                 bias_corrected,
             };

@@ -350,10 +350,27 @@ test("calibration scheme and set size: the SQNR search on 64 digits", async () =
   const summary = page.locator('[data-testid="quant-summary"]:has-text("SQNR search")');
   await summary.waitFor();
   assert.match(await summary.textContent(), /from 64 calibration samples/);
-  assert.match(await page.evaluate(() => location.hash), /&cs=sqnr&n=64$/);
+  assert.match(await page.evaluate(() => location.hash), /&cm=0&cs=sqnr&n=64$/);
   // The comparison with the previous recipe (min-max on 256) is measured on the same 128 digits.
   assert.match(await page.textContent('[data-testid="layer-table-toggle"]'), /measured on 128 calibration samples/);
   assert.equal(await page.locator('[data-testid="recipe-compare"] thead th').count(), 3);
+});
+
+test("DFQ measured per layer set: every set tried both ways, the better kept", async () => {
+  await page.click('[data-testid="preset-int8-dfq"]');
+  await page.check('[data-testid="cle-measured"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]:has-text("DFQ (measured per set)")').waitFor();
+  await page.click('[data-testid="cle-choices"] summary');
+  const rows = page.locator('[data-testid="cle-choices"] tbody tr');
+  const n = await rows.count();
+  assert.ok(n >= 3, `${n} layer sets`);
+  for (let i = 0; i < n; i++) {
+    const [, withDb, withoutDb, chosen] = await rows.nth(i).locator("td").allTextContents();
+    assert.equal(chosen, parseFloat(withDb) > parseFloat(withoutDb) ? "equalized" : "left as is", `set ${i}: ${withDb} / ${withoutDb} -> ${chosen}`);
+  }
+  console.log(`digits MobileNet, measured DFQ: ${await page.textContent('[data-testid="cle-choices"] summary')}`);
+  await page.uncheck('[data-testid="cle-measured"]');
 });
 
 test("a phone-sized screen: nothing overflows sideways", async () => {
@@ -380,7 +397,7 @@ test("the model and recipe live in the URL: a shared link restores them", async 
   assert.equal(await page.inputValue('[data-testid="adaround-iterations"]'), "500");
   await page.click('[data-testid="preset-int8-dfq"]');
   const hash = await page.evaluate(() => location.hash);
-  assert.match(hash, /^#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1&ada=0&aimet=0&cs=minmax&n=0$/);
+  assert.match(hash, /^#model=digits_mobilenet&w=8&a=8&pc=0&dfq=1&bc=1&ada=0&aimet=0&cm=0&cs=minmax&n=0$/);
   await page.click('[data-testid="model-sample-digits_mlp"]');
   await page.locator('[data-testid="model-name"]:has-text("Digits MLP")').waitFor();
   assert.match(await page.evaluate(() => location.hash), /^#model=digits_mlp&/);

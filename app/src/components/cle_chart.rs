@@ -22,6 +22,43 @@ fn bars(min: &[f32], max: &[f32], lo: f32, hi: f32, class: &'static str, offset:
         .collect_view()
 }
 
+/// The measured-equalization decisions: per layer set, the model's output SQNR with and without
+/// equalizing it.
+#[component]
+pub fn CleChoices() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    move || state.quant.get().and_then(|r| choices(r.cle_choices))
+}
+
+fn choices(sets: Vec<crate::protocol::CleChoice>) -> Option<impl IntoView> {
+    if sets.is_empty() {
+        return None;
+    }
+    let kept = sets.iter().filter(|s| s.equalized).count();
+    Some(view! {
+        <details class="layers" data-testid="cle-choices">
+            <summary>{format!("Measured per set: {kept} of {} layer sets equalized", sets.len())}</summary>
+            <p class="explain">"Each set was tried both ways with the model quantized; equalizing a set evens its weight ranges "
+                "but rescales the activations between its layers, which can cost more than it gains (especially with per-channel weights)."</p>
+            <div class="table-wrap">
+                <table>
+                    <thead><tr><th scope="col">"layers"</th><th scope="col">"with"</th><th scope="col">"without"</th><th scope="col">"chosen"</th></tr></thead>
+                    <tbody>
+                        {sets.into_iter().map(|s| view! {
+                            <tr class:low=!s.equalized>
+                                <td><code>{s.layers.join(" → ")}</code></td>
+                                <td class="num">{format!("{:.2} dB", s.with_db)}</td>
+                                <td class="num">{format!("{:.2} dB", s.without_db)}</td>
+                                <td data-testid="cle-choice">{if s.equalized { "equalized" } else { "left as is" }}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </details>
+    })
+}
+
 #[component]
 pub fn CleChart() -> impl IntoView {
     let state = expect_context::<AppState>();

@@ -20,7 +20,7 @@ use wasm_bindgen_futures::JsFuture;
 
 pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
-pub use cle_chart::CleChart;
+pub use cle_chart::{CleChart, CleChoices};
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
 pub use model_card::ModelCard;

@@ -82,6 +82,7 @@ pub fn QuantizePanel() -> impl IntoView {
     let dfq = RwSignal::new(flag("dfq"));
     let ada = RwSignal::new(num("ada", 0, 20_000));
     let bc = RwSignal::new(flag("bc"));
+    let measured = RwSignal::new(flag("cm"));
     let scheme = RwSignal::new(crate::url::get("cs").and_then(|k| Scheme::from_key(&k)).unwrap_or_default());
     let calib_n = RwSignal::new(num("n", 0, 256));
     Effect::new(move |_| {
@@ -93,6 +94,7 @@ pub fn QuantizePanel() -> impl IntoView {
         crate::url::set("bc", b(bc.get()));
         crate::url::set("ada", Some(&ada.get().to_string()));
         crate::url::set("aimet", b(aimet.get()));
+        crate::url::set("cm", b(measured.get()));
         crate::url::set("cs", Some(scheme.get().key()));
         crate::url::set("n", Some(&calib_n.get().to_string()));
     });
@@ -105,7 +107,7 @@ pub fn QuantizePanel() -> impl IntoView {
         }
     });
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
+    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -158,6 +160,10 @@ pub fn QuantizePanel() -> impl IntoView {
                     <label title="Cross-layer equalization: rescale consecutive layers so every channel uses the quantization grid well (Nagel et al., Data-Free Quantization, 2019).">
                         <input type="checkbox" data-testid="dfq" prop:checked=move || dfq.get()
                             on:change=move |ev| dfq.set(event_target_checked(&ev))/>" equalize (DFQ)"</label>
+                    <label title="Equalize each set of layers only where it measurably helps: every set is tried with and without equalization, each time quantizing the model and measuring its output SQNR on 8 calibration samples (qplay mode).">
+                        <input type="checkbox" data-testid="cle-measured" prop:checked=move || measured.get()
+                            disabled=move || !dfq.get() || aimet.get()
+                            on:change=move |ev| measured.set(event_target_checked(&ev))/>" measured per set"</label>
                     <label title="Bias correction (DFQ paper, sec. 4.2): subtract the mean shift that rounding the weights causes, (W̃ − W)·E[x], with E[x] computed from the BatchNorm statistics (no data needed).">
                         <input type="checkbox" data-testid="bias-correction" prop:checked=move || bc.get()
                             on:change=move |ev| bc.set(event_target_checked(&ev))/>" bias correction"</label>
@@ -237,6 +243,7 @@ pub fn QuantizePanel() -> impl IntoView {
                 })}
                 <super::RecipeCompare/>
                 <super::CleChart/>
+                <super::CleChoices/>
                 <super::AdaroundChart/>
                 <super::ActivationChart/>
                 <super::LayerTable/>

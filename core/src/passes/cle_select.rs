@@ -90,7 +90,8 @@ pub fn select_equalization(
         mask[i] = !mask[i];
         let flipped = score(&mask)?;
         measured[i] = if mask[i] { (flipped, best) } else { (best, flipped) };
-        if flipped > best {
+        // A tie leaves the set unequalized (the simpler change).
+        if flipped > best || (flipped == best && !mask[i]) {
             best = flipped;
         } else {
             mask[i] = !mask[i];
