@@ -317,3 +317,27 @@ fn activation_histogram_over_calibration_data() {
     let e = qplay_core::quant::analysis::activation_histogram(&s, &calib, "nope", 50).unwrap_err();
     assert!(e.to_string().contains("'nope'"));
 }
+
+/// qplay's default placement loses nothing against the AIMET-compatible one on the digits
+/// models: per bit-width and granularity, logits SQNR against FP32 (450 test digits) at least the
+/// AIMET-mode figure (within 0.05 dB), and accuracy within one test sample (0.23 points).
+#[test]
+fn digits_default_mode_loses_nothing_against_aimet_mode() {
+    use qplay_core::quant::Mode;
+    for (name, model, flat) in [("digits_mobilenet", MOBILENET, false), ("digits_mlp", MLP, true)] {
+        let x = digits(TEST_X, 450, flat);
+        let (g, _) = load_model(model, &Limits::default()).unwrap();
+        let fp = qplay_core::Executor::new(g, Limits::default()).unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec();
+        let labels = read_npy(TEST_Y, 1 << 20).unwrap().to_i64_vec();
+        for (wb, pc) in [(8, false), (8, true), (4, false), (4, true)] {
+            let [(q_db, q_acc), (a_db, a_acc)] = [Mode::Qplay, Mode::Aimet].map(|mode| {
+                let s = sim(model, flat, QuantSimConfig { weight_bits: wb, act_bits: 8, per_channel: pc, mode, ..Default::default() });
+                let y = s.executor().unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec();
+                (qplay_core::metrics::sqnr_db(&fp, &y), 100.0 * qplay_core::metrics::accuracy(&y, &labels, 10))
+            });
+            println!("{name} W{wb}A8 {}: qplay mode {q_db:.2} dB {q_acc:.2} %, AIMET mode {a_db:.2} dB {a_acc:.2} %", if pc { "per-channel" } else { "per-tensor" });
+            assert!(q_db >= a_db - 0.05, "{name} W{wb} pc={pc}: {q_db} vs {a_db} dB");
+            assert!(q_acc >= a_acc - 0.23, "{name} W{wb} pc={pc}: {q_acc} vs {a_acc} %");
+        }
+    }
+}
