@@ -95,6 +95,7 @@ pub fn ModelPicker() -> impl IntoView {
             </div>
             <div
                 class="dropzone"
+                data-testid="model-drop"
                 class:dragging=move || dragging.get()
                 on:dragover=move |ev: leptos::ev::DragEvent| {
                     ev.prevent_default();
