@@ -14,7 +14,7 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_nhwc, dot_gemm, padded, requantize, DwGeom};
+use crate::kernels::int8::{depthwise_nhwc, dot_gemm_requant, padded, requantize, DwGeom, Requant};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
@@ -531,6 +531,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
     let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
     let qlo: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.0, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).max(0) } else { 0 }).collect();
     let qhi: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.1, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).min(l.out.n()) } else { l.out.n() }).collect();
+    let rq = Requant { mult, add, lo: qlo, hi: qhi, zp: -o };
     let too_big = |n: usize| -> Result<()> {
         if n > limits.max_tensor_elements {
             Err(Error::Limit(format!("integer buffer of {n} elements")))
@@ -545,10 +546,8 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             }
             let p = x.shape[0];
             let rows = pad_rows(&x.v, p, l.k, l.kp);
-            let mut acc = vec![0i32; p * l.m];
-            dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
             let mut v = vec![0i16; p * l.m];
-            requantize(&acc, l.m, &mult, &add, &qlo, &qhi, -o, &mut v);
+            dot_gemm_requant(p, l.m, l.kp, &rows, &l.w, &rq, &mut v);
             Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
         }
         LinearKind::Conv { kh, kw, depthwise, window } => {
@@ -569,19 +568,20 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             too_big(n * p * l.m)?;
             too_big(p * l.kp)?;
             let mut v = vec![0i16; n * p * l.m];
-            let mut acc = vec![0i32; p * l.m];
+            let mut acc = if depthwise { vec![0i32; p * l.m] } else { Vec::new() };
             for b in 0..n {
                 let xb = &x.v[b * h * w * c..(b + 1) * h * w * c];
+                let vb = &mut v[b * p * l.m..(b + 1) * p * l.m];
                 if depthwise {
                     let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
                     depthwise_nhwc(&dg, xb, &l.w, &mut acc);
+                    requantize(&acc, l.m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, vb);
                 } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
-                    dot_gemm(p, l.m, l.kp, xb, &l.w, &mut acc);
+                    dot_gemm_requant(p, l.m, l.kp, xb, &l.w, &rq, vb);
                 } else {
                     let rows = im2row(&geom, xb, oh, ow, l.kp);
-                    dot_gemm(p, l.m, l.kp, &rows, &l.w, &mut acc);
+                    dot_gemm_requant(p, l.m, l.kp, &rows, &l.w, &rq, vb);
                 }
-                requantize(&acc, l.m, &mult, &add, &qlo, &qhi, -o, &mut v[b * p * l.m..(b + 1) * p * l.m]);
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })
         }

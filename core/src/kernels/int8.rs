@@ -33,6 +33,24 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
 pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
     use core::arch::wasm32::*;
     assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
+    gemm_blocks(p, m, kp, x, w, |row, b, acc| {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds 8 i32 = two v128.
+        unsafe {
+            v128_store(lanes.as_mut_ptr() as *mut v128, acc[0]);
+            v128_store(lanes.as_mut_ptr().add(4) as *mut v128, acc[1]);
+        }
+        let cols = 8.min(m - b * 8);
+        out[row * m + b * 8..][..cols].copy_from_slice(&lanes[..cols]);
+    });
+}
+
+/// The blocked product of [`dot_gemm`] (wasm32): calls `emit(row, block, sums)` with the sums of
+/// one row for the 8 output channels of block `block` (lanes past `m` hold garbage).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn gemm_blocks(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], mut emit: impl FnMut(usize, usize, [core::arch::wasm32::v128; 2])) {
+    use core::arch::wasm32::*;
     if p == 0 || m == 0 {
         return;
     }
@@ -56,7 +74,7 @@ pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [
         let mut i = 0;
         while i < p {
             let rows = 4.min(p - i);
-            // Rows past the end repeat the last one (computed, not stored).
+            // Rows past the end repeat the last one (computed, not emitted).
             let xr: [*const i16; 4] = core::array::from_fn(|r| x[(i + r.min(rows - 1)) * kp..].as_ptr());
             for b in 0..blocks {
                 let mut acc = [[z; 2]; 4];
@@ -74,21 +92,87 @@ pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [
                         }
                     }
                 }
-                let cols = 8.min(m - b * 8);
-                for (r, ar) in acc.iter().enumerate().take(rows) {
-                    let mut lanes = [0i32; 8];
-                    // SAFETY: `lanes` holds 8 i32 = two v128.
-                    unsafe {
-                        v128_store(lanes.as_mut_ptr() as *mut v128, ar[0]);
-                        v128_store(lanes.as_mut_ptr().add(4) as *mut v128, ar[1]);
-                    }
-                    let o = (i + r) * m + b * 8;
-                    out[o..o + cols].copy_from_slice(&lanes[..cols]);
+                for (r, &sums) in acc.iter().enumerate().take(rows) {
+                    emit(i + r, b, sums);
                 }
             }
             i += rows;
         }
     });
+}
+
+/// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]);
+/// bit-identical to the two steps. On wasm32 the requantization happens on the sums while they
+/// are in registers (no i32 buffer).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq: &Requant, out: &mut [i16]) {
+    use core::arch::wasm32::*;
+    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
+    // Per-channel parameters padded to whole blocks of 8.
+    let pad = |v: &mut Vec<f32>| v.resize(m.div_ceil(8) * 8, 0.0);
+    let (mut mult, mut add) = (rq.mult.clone(), rq.add.clone());
+    let (mut lo, mut hi): (Vec<f32>, Vec<f32>) = (rq.lo.iter().map(|&v| v as f32).collect(), rq.hi.iter().map(|&v| v as f32).collect());
+    for v in [&mut mult, &mut add, &mut lo, &mut hi] {
+        pad(v);
+    }
+    let zp = i32x4_splat(rq.zp);
+    gemm_blocks(p, m, kp, x, w, |row, b, acc| {
+        let q: [v128; 2] = core::array::from_fn(|h| {
+            let c = b * 8 + h * 4;
+            // SAFETY: the parameter vectors hold whole blocks of 8.
+            let (mu, ad, l, u) = unsafe {
+                (
+                    v128_load(mult.as_ptr().add(c) as *const v128),
+                    v128_load(add.as_ptr().add(c) as *const v128),
+                    v128_load(lo.as_ptr().add(c) as *const v128),
+                    v128_load(hi.as_ptr().add(c) as *const v128),
+                )
+            };
+            // Same operations as `requantize`: multiply, add, floor, compare-and-select clamp.
+            let v = f32x4_floor(f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad));
+            let v = f32x4_pmin(f32x4_pmax(v, l), u);
+            i32x4_sub(i32x4_trunc_sat_f32x4(v), zp)
+        });
+        let v = i16x8_narrow_i32x4(q[0], q[1]);
+        let cols = 8.min(m - b * 8);
+        let o = &mut out[row * m + b * 8..][..cols];
+        if cols == 8 {
+            // SAFETY: `o` holds 8 i16 = one v128.
+            unsafe { v128_store(o.as_mut_ptr() as *mut v128, v) };
+        } else {
+            let mut lanes = [0i16; 8];
+            // SAFETY: `lanes` holds 8 i16 = one v128.
+            unsafe { v128_store(lanes.as_mut_ptr() as *mut v128, v) };
+            o.copy_from_slice(&lanes[..cols]);
+        }
+    });
+}
+
+/// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq: &Requant, out: &mut [i16]) {
+    let mut acc = vec![0i32; p * m];
+    dot_gemm(p, m, kp, x, w, &mut acc);
+    requantize(&acc, m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
+}
+
+/// Requantization of `m` output channels (see [`requantize`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requant {
+    pub mult: Vec<f32>,
+    pub add: Vec<f32>,
+    pub lo: Vec<i32>,
+    pub hi: Vec<i32>,
+    pub zp: i32,
+}
+
+impl Requant {
+    pub fn len(&self) -> usize {
+        self.mult.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.mult.is_empty()
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
