@@ -142,7 +142,7 @@ fn dot_matches_sequential_sum() {
 
 mod int8 {
     use super::Rng;
-    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, dot_gemm, dot_gemm_naive, dot_gemm_requant, padded, requantize, DwGeom, Requant};
+    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, dot_gemm, dot_gemm_naive, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -173,7 +173,7 @@ mod int8 {
         let mut want = vec![0i16; p * m];
         requantize(&b, m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, &mut want);
         let mut got = vec![9i16; p * m];
-        dot_gemm_requant(p, m, kp, &x, &w, &rq, &mut got);
+        dot_gemm_requant(p, &x, &PackedWeights::new(m, kp, &w), &rq, &mut got);
         assert_eq!(got, want, "dot_gemm_requant {p}x{m}x{k}");
     }
 

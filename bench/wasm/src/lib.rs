@@ -72,14 +72,15 @@ pub fn memory_bytes() -> f64 {
 /// time it from JS: MACs = reps * p * m * k. Returns a checksum so the work cannot be skipped.
 #[wasm_bindgen]
 pub fn int8_gemm(p: usize, m: usize, k: usize, reps: usize) -> i32 {
-    use qplay_core::kernels::int8::{dot_gemm, padded};
+    use qplay_core::kernels::int8::{dot_gemm_packed, padded, PackedWeights};
     let kp = padded(k);
     let x: Vec<i16> = (0..p * kp).map(|i| ((i * 37) % 511) as i16 - 255).collect();
     let w: Vec<i16> = (0..m * kp).map(|i| ((i * 91) % 255) as i16 - 127).collect();
+    let packed = PackedWeights::new(m, kp, &w);
     let mut out = vec![0i32; p * m];
     let mut sum = 0i32;
     for _ in 0..reps {
-        dot_gemm(p, m, kp, &x, &w, &mut out);
+        dot_gemm_packed(p, &x, &packed, &mut out);
         sum = sum.wrapping_add(out[out.len() / 2]);
     }
     sum

@@ -14,7 +14,7 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_nhwc, dot_gemm_requant, padded, requantize, DwGeom, Requant};
+use crate::kernels::int8::{depthwise_nhwc, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
@@ -75,8 +75,10 @@ struct Linear {
     m: usize,
     k: usize,
     kp: usize,
-    /// Packed integer weights.
+    /// Depthwise: integer weights [taps][C]; otherwise empty (see `gemm`).
     w: Vec<i16>,
+    /// Regular convolution and Gemm: the weights in the GEMM kernel's layout.
+    gemm: Option<PackedWeights>,
     /// Per output channel: weight scale and float bias.
     sw: Vec<f32>,
     bias: Vec<f32>,
@@ -261,6 +263,12 @@ impl Int8Executor {
                 vec![(l.output, Val::Q(run_linear(l, x, &self.limits)?))]
             }
             Step::Add { a, b, out, enc } => {
+                if let (Val::Q(qa), Val::Q(qb)) = (self.get(vals, *a)?, self.get(vals, *b)?) {
+                    if qa.shape == qb.shape && qa.nhwc == qb.nhwc {
+                        let v = enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset());
+                        return Ok(vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]);
+                    }
+                }
                 let (qa, qb) = (q_input(*a)?, q_input(*b)?);
                 let qb = if qb.nhwc != qa.nhwc { relayout(qb, qa.nhwc) } else { qb };
                 if qa.shape != qb.shape {
@@ -454,7 +462,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 packed[t * m + c] = wq[c * kh * kw + t];
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, out: target, clamp }
                     } else {
                         let k = cg * kh * kw;
                         let kp = padded(k);
@@ -466,7 +474,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 }
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp }
                     }
                 }
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -483,7 +491,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                         }
                     }
                     let Some(bias) = bias_of(m) else { return Ok(None) };
-                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: packed, sw: sw_of(m), bias, out: target, clamp }
+                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp }
                 }
                 _ => return Ok(None),
             };
@@ -532,6 +540,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
     let qlo: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.0, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).max(0) } else { 0 }).collect();
     let qhi: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.1, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).min(l.out.n()) } else { l.out.n() }).collect();
     let rq = Requant { mult, add, lo: qlo, hi: qhi, zp: -o };
+    let gemm = || l.gemm.as_ref().ok_or_else(|| Error::Graph("a convolution step without packed weights".into()));
     let too_big = |n: usize| -> Result<()> {
         if n > limits.max_tensor_elements {
             Err(Error::Limit(format!("integer buffer of {n} elements")))
@@ -547,7 +556,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             let p = x.shape[0];
             let rows = pad_rows(&x.v, p, l.k, l.kp);
             let mut v = vec![0i16; p * l.m];
-            dot_gemm_requant(p, l.m, l.kp, &rows, &l.w, &rq, &mut v);
+            dot_gemm_requant(p, &rows, gemm()?, &rq, &mut v);
             Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
         }
         LinearKind::Conv { kh, kw, depthwise, window } => {
@@ -577,10 +586,10 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
                     depthwise_nhwc(&dg, xb, &l.w, &mut acc);
                     requantize(&acc, l.m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, vb);
                 } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
-                    dot_gemm_requant(p, l.m, l.kp, xb, &l.w, &rq, vb);
+                    dot_gemm_requant(p, xb, gemm()?, &rq, vb);
                 } else {
                     let rows = im2row(&geom, xb, oh, ow, l.kp);
-                    dot_gemm_requant(p, l.m, l.kp, &rows, &l.w, &rq, vb);
+                    dot_gemm_requant(p, &rows, gemm()?, &rq, vb);
                 }
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })

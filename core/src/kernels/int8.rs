@@ -20,20 +20,57 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
     }
 }
 
-/// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
-/// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
+/// Weights `[m][kp]` in the layout the GEMM kernels read, packed once (when the engine is built).
 ///
-/// wasm32: the weights are repacked into blocks of 8 output channels with their k values in
-/// pairs (`[w[j][k], w[j][k+1]]` for j = j0..j0+8, two vectors per pair of k), and each input
-/// pair `[x[k], x[k+1]]` is broadcast to all lanes: one `i32x4.dot_i16x8_s` then adds the pair's
-/// contribution to 4 output channels at once, so the sums land in their lanes with no
-/// horizontal reduction (which dominated at the small K of 1x1 convolutions). 4 rows x 8
-/// channels per block: 8 accumulators in registers.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+/// wasm32: blocks of 8 output channels with their k values in pairs (`[w[j][k], w[j][k+1]]` for
+/// j = j0..j0+8, two vectors per pair of k); each input pair `[x[k], x[k+1]]` is broadcast to all
+/// lanes, so one `i32x4.dot_i16x8_s` adds the pair's contribution to 4 output channels at once
+/// and the sums land in their lanes with no horizontal reduction (which dominated at the small K
+/// of 1x1 convolutions). Elsewhere: the rows as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeights {
+    m: usize,
+    kp: usize,
+    data: Vec<i16>,
+}
+
+impl PackedWeights {
+    /// `w` holds `m` rows of `kp` values; `kp` must be a multiple of [`KBLOCK`].
+    pub fn new(m: usize, kp: usize, w: &[i16]) -> Self {
+        assert!(kp.is_multiple_of(KBLOCK) && w.len() >= m * kp, "PackedWeights: bad sizes");
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            let (blocks, pairs) = (m.div_ceil(8), kp / 2);
+            let mut data = vec![0i16; blocks * pairs * 16];
+            for j in 0..m {
+                let (b, jj) = (j / 8, j % 8);
+                for k2 in 0..pairs {
+                    let at = (b * pairs + k2) * 16 + jj * 2;
+                    data[at] = w[j * kp + 2 * k2];
+                    data[at + 1] = w[j * kp + 2 * k2 + 1];
+                }
+            }
+            PackedWeights { m, kp, data }
+        }
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        PackedWeights { m, kp, data: w[..m * kp].to_vec() }
+    }
+}
+
+/// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
+/// overflow for |x| <= 255, |w| <= 128 and kp < 2^16). Packs the weights on each call; engines
+/// pack once and call [`dot_gemm_packed`] or [`dot_gemm_requant`].
 pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
+    dot_gemm_packed(p, x, &PackedWeights::new(m, kp, w), out);
+}
+
+/// [`dot_gemm`] on packed weights: `out[i * m + j] = Σ_k x[i * kp + k] * w[j][k]`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) {
     use core::arch::wasm32::*;
-    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
-    gemm_blocks(p, m, kp, x, w, |row, b, acc| {
+    let m = w.m;
+    assert!(x.len() >= p * w.kp && out.len() >= p * m, "dot_gemm: bad sizes");
+    gemm_blocks(p, x, w, |row, b, acc| {
         let mut lanes = [0i32; 8];
         // SAFETY: `lanes` holds 8 i32 = two v128.
         unsafe {
@@ -45,69 +82,70 @@ pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [
     });
 }
 
-/// The blocked product of [`dot_gemm`] (wasm32): calls `emit(row, block, sums)` with the sums of
-/// one row for the 8 output channels of block `block` (lanes past `m` hold garbage).
+/// Sums of `R` rows (each `pairs` k-pairs long) against one packed block of 8 output channels:
+/// 2R accumulators in registers.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn gemm_blocks(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], mut emit: impl FnMut(usize, usize, [core::arch::wasm32::v128; 2])) {
+fn tile<const R: usize>(xr: [&[i16]; R], block: &[i16], pairs: usize) -> [[core::arch::wasm32::v128; 2]; R] {
     use core::arch::wasm32::*;
+    assert!(block.len() >= pairs * 16 && xr.iter().all(|r| r.len() >= 2 * pairs));
+    let z = i32x4_splat(0);
+    let mut acc = [[z; 2]; R];
+    let wp = block.as_ptr();
+    for k2 in 0..pairs {
+        // SAFETY: bounds asserted above; unaligned loads are allowed in wasm.
+        unsafe {
+            let w0 = v128_load(wp.add(k2 * 16) as *const v128);
+            let w1 = v128_load(wp.add(k2 * 16 + 8) as *const v128);
+            for r in 0..R {
+                let a = v128_load32_splat(xr[r].as_ptr().add(2 * k2) as *const u32);
+                acc[r][0] = i32x4_add(acc[r][0], i32x4_dot_i16x8(a, w0));
+                acc[r][1] = i32x4_add(acc[r][1], i32x4_dot_i16x8(a, w1));
+            }
+        }
+    }
+    acc
+}
+
+/// The blocked product of [`dot_gemm_packed`] (wasm32): calls `emit(row, block, sums)` with the
+/// sums of one row for the 8 output channels of block `block` (lanes past `m` hold garbage).
+/// Rows go 4 at a time (8 accumulators), the last ones one at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usize, usize, [core::arch::wasm32::v128; 2])) {
+    let (m, kp) = (w.m, w.kp);
     if p == 0 || m == 0 {
         return;
     }
-    let blocks = m.div_ceil(8);
-    let pairs = kp / 2;
-    PAIRS.with(|cell| {
-        let mut pack = cell.borrow_mut();
-        pack.clear();
-        pack.resize(blocks * pairs * 16, 0);
+    let (blocks, pairs) = (m.div_ceil(8), kp / 2);
+    let row = |i: usize| &x[i * kp..(i + 1) * kp];
+    let block = |b: usize| &w.data[b * pairs * 16..(b + 1) * pairs * 16];
+    let mut i = 0;
+    while i + 4 <= p {
+        let xr: [&[i16]; 4] = core::array::from_fn(|r| row(i + r));
         for b in 0..blocks {
-            for jj in 0..8.min(m - b * 8) {
-                let row = &w[(b * 8 + jj) * kp..(b * 8 + jj + 1) * kp];
-                for k2 in 0..pairs {
-                    let at = (b * pairs + k2) * 16 + jj * 2;
-                    pack[at] = row[2 * k2];
-                    pack[at + 1] = row[2 * k2 + 1];
-                }
+            for (r, &sums) in tile::<4>(xr, block(b), pairs).iter().enumerate() {
+                emit(i + r, b, sums);
             }
         }
-        let z = i32x4_splat(0);
-        let mut i = 0;
-        while i < p {
-            let rows = 4.min(p - i);
-            // Rows past the end repeat the last one (computed, not emitted).
-            let xr: [*const i16; 4] = core::array::from_fn(|r| x[(i + r.min(rows - 1)) * kp..].as_ptr());
-            for b in 0..blocks {
-                let mut acc = [[z; 2]; 4];
-                let wp = pack[b * pairs * 16..].as_ptr();
-                for k2 in 0..pairs {
-                    // SAFETY: the block holds `pairs` x 16 values; each row holds kp = 2 * pairs
-                    // values; unaligned loads are allowed in wasm.
-                    unsafe {
-                        let w0 = v128_load(wp.add(k2 * 16) as *const v128);
-                        let w1 = v128_load(wp.add(k2 * 16 + 8) as *const v128);
-                        for r in 0..4 {
-                            let a = v128_load32_splat(xr[r].add(2 * k2) as *const u32);
-                            acc[r][0] = i32x4_add(acc[r][0], i32x4_dot_i16x8(a, w0));
-                            acc[r][1] = i32x4_add(acc[r][1], i32x4_dot_i16x8(a, w1));
-                        }
-                    }
-                }
-                for (r, &sums) in acc.iter().enumerate().take(rows) {
-                    emit(i + r, b, sums);
-                }
-            }
-            i += rows;
+        i += 4;
+    }
+    for i in i..p {
+        for b in 0..blocks {
+            let [sums] = tile::<1>([row(i)], block(b), pairs);
+            emit(i, b, sums);
         }
-    });
+    }
 }
 
 /// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]);
 /// bit-identical to the two steps. On wasm32 the requantization happens on the sums while they
 /// are in registers (no i32 buffer).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq: &Requant, out: &mut [i16]) {
+pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
     use core::arch::wasm32::*;
-    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
+    let m = w.m;
+    assert!(x.len() >= p * w.kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
     // Per-channel parameters padded to whole blocks of 8.
     let pad = |v: &mut Vec<f32>| v.resize(m.div_ceil(8) * 8, 0.0);
     let (mut mult, mut add) = (rq.mult.clone(), rq.add.clone());
@@ -116,7 +154,7 @@ pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq:
         pad(v);
     }
     let zp = i32x4_splat(rq.zp);
-    gemm_blocks(p, m, kp, x, w, |row, b, acc| {
+    gemm_blocks(p, x, w, |row, b, acc| {
         let q: [v128; 2] = core::array::from_fn(|h| {
             let c = b * 8 + h * 4;
             // SAFETY: the parameter vectors hold whole blocks of 8.
@@ -150,10 +188,10 @@ pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq:
 
 /// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub fn dot_gemm_requant(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], rq: &Requant, out: &mut [i16]) {
-    let mut acc = vec![0i32; p * m];
-    dot_gemm(p, m, kp, x, w, &mut acc);
-    requantize(&acc, m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
+pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
+    let mut acc = vec![0i32; p * w.m];
+    dot_gemm_packed(p, x, w, &mut acc);
+    requantize(&acc, w.m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
 }
 
 /// Requantization of `m` output channels (see [`requantize`]).
@@ -175,16 +213,11 @@ impl Requant {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-thread_local! {
-    static PAIRS: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Same as [`dot_gemm_naive`]; `kp` must be a multiple of [`KBLOCK`]. Sums are exact (no
-/// overflow for |x| <= 255, |w| <= 128 and kp < 2^16).
+/// [`dot_gemm`] on packed weights: `out[i * m + j] = Σ_k x[i * kp + k] * w[j][k]`.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
-    assert!(kp.is_multiple_of(KBLOCK) && x.len() >= p * kp && w.len() >= m * kp && out.len() >= p * m, "dot_gemm: bad sizes");
+pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) {
+    let (m, kp, w) = (w.m, w.kp, &w.data[..]);
+    assert!(x.len() >= p * kp && out.len() >= p * m, "dot_gemm: bad sizes");
     let mut i = 0;
     while i + 2 <= p {
         let mut j = 0;
