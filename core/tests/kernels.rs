@@ -142,13 +142,23 @@ fn dot_matches_sequential_sum() {
 
 mod int8 {
     use super::Rng;
-    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, dot_gemm, dot_gemm_naive, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
+    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, depthwise_requant, dot_gemm, dot_gemm_naive, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// Activations in [-255, 255] (q - zero point), weights in [-128, 127].
     fn ints(r: &mut Rng, n: usize, lo: i32, hi: i32) -> Vec<i16> {
         (0..n).map(|_| (lo + r.below((hi - lo + 1) as usize) as i32) as i16).collect()
+    }
+
+    /// Random requantization parameters of `m` channels, with per-channel bounds (a fused clip)
+    /// or shared ones.
+    fn requant(r: &mut Rng, m: usize) -> Requant {
+        let f = |r: &mut Rng, lo: f32, hi: f32| (0..m).map(|_| lo + (hi - lo) * r.below(1 << 20) as f32 / (1 << 20) as f32).collect::<Vec<f32>>();
+        let shared = r.below(2) == 0;
+        let lo: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 0 } else { r.below(40) as i32 }).collect();
+        let hi: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
+        Requant { mult: f(r, 1e-5, 3e-3), add: f(r, -130.0, 130.0), lo, hi, zp: r.below(256) as i32 - 128 }
     }
 
     pub fn check_dot_gemm(p: usize, m: usize, k: usize, seed: u64) {
@@ -163,13 +173,8 @@ mod int8 {
         dot_gemm(p, m, kp, &x, &w, &mut a);
         dot_gemm_naive(p, m, kp, &x, &w, &mut b);
         assert_eq!(a, b, "dot_gemm {p}x{m}x{k}");
-        // Fused requantization: the same as the naive sums requantized by the scalar loop, with
-        // per-channel bounds (a fused clip) or shared ones.
-        let f = |r: &mut Rng, lo: f32, hi: f32| (0..m).map(|_| lo + (hi - lo) * r.below(1 << 20) as f32 / (1 << 20) as f32).collect::<Vec<f32>>();
-        let shared = r.below(2) == 0;
-        let lo: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 0 } else { r.below(40) as i32 }).collect();
-        let hi: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
-        let rq = Requant { mult: f(&mut r, 1e-5, 3e-3), add: f(&mut r, -130.0, 130.0), lo, hi, zp: r.below(256) as i32 - 128 };
+        // Fused requantization: the same as the naive sums requantized by the scalar loop.
+        let rq = requant(&mut r, m);
         let mut want = vec![0i16; p * m];
         requantize(&b, m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, &mut want);
         let mut got = vec![9i16; p * m];
@@ -185,6 +190,12 @@ mod int8 {
         depthwise_nhwc(&g, &x, &w, &mut a);
         depthwise_nhwc_naive(&g, &x, &w, &mut b);
         assert_eq!(a, b, "{g:?}");
+        let rq = requant(&mut r, g.c);
+        let mut want = vec![0i16; b.len()];
+        requantize(&b, g.c, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, &mut want);
+        let mut got = vec![9i16; b.len()];
+        depthwise_requant(&g, &x, &w, &rq, &mut got);
+        assert_eq!(got, want, "depthwise_requant {g:?}");
     }
 
     pub fn dw_geom(r: &mut Rng) -> Option<DwGeom> {

@@ -14,7 +14,7 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_nhwc, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
+use crate::kernels::int8::{depthwise_requant, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
@@ -577,14 +577,12 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             too_big(n * p * l.m)?;
             too_big(p * l.kp)?;
             let mut v = vec![0i16; n * p * l.m];
-            let mut acc = if depthwise { vec![0i32; p * l.m] } else { Vec::new() };
             for b in 0..n {
                 let xb = &x.v[b * h * w * c..(b + 1) * h * w * c];
                 let vb = &mut v[b * p * l.m..(b + 1) * p * l.m];
                 if depthwise {
                     let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
-                    depthwise_nhwc(&dg, xb, &l.w, &mut acc);
-                    requantize(&acc, l.m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, vb);
+                    depthwise_requant(&dg, xb, &l.w, &rq, vb);
                 } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
                     dot_gemm_requant(p, xb, gemm()?, &rq, vb);
                 } else {

@@ -146,32 +146,9 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
     use core::arch::wasm32::*;
     let m = w.m;
     assert!(x.len() >= p * w.kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
-    // Per-channel parameters padded to whole blocks of 8.
-    let pad = |v: &mut Vec<f32>| v.resize(m.div_ceil(8) * 8, 0.0);
-    let (mut mult, mut add) = (rq.mult.clone(), rq.add.clone());
-    let (mut lo, mut hi): (Vec<f32>, Vec<f32>) = (rq.lo.iter().map(|&v| v as f32).collect(), rq.hi.iter().map(|&v| v as f32).collect());
-    for v in [&mut mult, &mut add, &mut lo, &mut hi] {
-        pad(v);
-    }
-    let zp = i32x4_splat(rq.zp);
+    let params = RequantLanes::new(rq);
     gemm_blocks(p, x, w, |row, b, acc| {
-        let q: [v128; 2] = core::array::from_fn(|h| {
-            let c = b * 8 + h * 4;
-            // SAFETY: the parameter vectors hold whole blocks of 8.
-            let (mu, ad, l, u) = unsafe {
-                (
-                    v128_load(mult.as_ptr().add(c) as *const v128),
-                    v128_load(add.as_ptr().add(c) as *const v128),
-                    v128_load(lo.as_ptr().add(c) as *const v128),
-                    v128_load(hi.as_ptr().add(c) as *const v128),
-                )
-            };
-            // Same operations as `requantize`: multiply, add, floor, compare-and-select clamp.
-            let v = f32x4_floor(f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad));
-            let v = f32x4_pmin(f32x4_pmax(v, l), u);
-            i32x4_sub(i32x4_trunc_sat_f32x4(v), zp)
-        });
-        let v = i16x8_narrow_i32x4(q[0], q[1]);
+        let v = params.apply(b * 8, acc);
         let cols = 8.min(m - b * 8);
         let o = &mut out[row * m + b * 8..][..cols];
         if cols == 8 {
@@ -184,6 +161,59 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
             o.copy_from_slice(&lanes[..cols]);
         }
     });
+}
+
+/// Requantization parameters as f32 lanes, padded to whole blocks of 8 channels (wasm32).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct RequantLanes {
+    mult: Vec<f32>,
+    add: Vec<f32>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    zp: core::arch::wasm32::v128,
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl RequantLanes {
+    fn new(rq: &Requant) -> Self {
+        let n = rq.len().div_ceil(8) * 8;
+        let pad = |v: Vec<f32>| {
+            let mut v = v;
+            v.resize(n, 0.0);
+            v
+        };
+        RequantLanes {
+            mult: pad(rq.mult.clone()),
+            add: pad(rq.add.clone()),
+            lo: pad(rq.lo.iter().map(|&v| v as f32).collect()),
+            hi: pad(rq.hi.iter().map(|&v| v as f32).collect()),
+            zp: core::arch::wasm32::i32x4_splat(rq.zp),
+        }
+    }
+
+    /// The 8 sums of channels `c..c + 8` requantized to i16 lanes, with the same operations as
+    /// [`requantize`]: multiply, add, floor, compare-and-select clamp, minus the zero point.
+    #[inline(always)]
+    fn apply(&self, c: usize, acc: [core::arch::wasm32::v128; 2]) -> core::arch::wasm32::v128 {
+        use core::arch::wasm32::*;
+        assert!(c + 8 <= self.mult.len());
+        let q: [v128; 2] = core::array::from_fn(|h| {
+            let at = c + h * 4;
+            // SAFETY: bounds asserted above (the vectors hold whole blocks of 8).
+            let (mu, ad, l, u) = unsafe {
+                (
+                    v128_load(self.mult.as_ptr().add(at) as *const v128),
+                    v128_load(self.add.as_ptr().add(at) as *const v128),
+                    v128_load(self.lo.as_ptr().add(at) as *const v128),
+                    v128_load(self.hi.as_ptr().add(at) as *const v128),
+                )
+            };
+            let v = f32x4_floor(f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad));
+            let v = f32x4_pmin(f32x4_pmax(v, l), u);
+            i32x4_sub(i32x4_trunc_sat_f32x4(v), self.zp)
+        });
+        i16x8_narrow_i32x4(q[0], q[1])
+    }
 }
 
 /// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
@@ -301,6 +331,79 @@ pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
             });
         }
     }
+}
+
+/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`
+/// ([oh * ow, c]); bit-identical to the two steps. On wasm32, 8 channels at a time accumulate in
+/// registers over the taps inside the image (`i32x4.extmul` of i16 lanes) and are requantized
+/// there: no i32 buffer, no per-tap closure.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
+    use core::arch::wasm32::*;
+    let c = g.c;
+    assert!(x.len() >= g.h * g.w * c && wt.len() >= g.kh * g.kw * c && out.len() >= g.oh * g.ow * c && rq.len() == c, "depthwise_requant: bad sizes");
+    let params = RequantLanes::new(rq);
+    let full = c / 8 * 8;
+    // The taps of one axis that land inside the image: k in lo..hi.
+    let taps = |o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
+        let start = (o * stride) as isize - pad as isize;
+        let lo = (0..k).find(|&t| start + (t * dil) as isize >= 0).unwrap_or(k);
+        let hi = (0..k).rev().find(|&t| start + ((t * dil) as isize) < size as isize).map_or(0, |t| t + 1);
+        (start, lo, hi.max(lo))
+    };
+    let mut tail = vec![0i32; c - full];
+    for oy in 0..g.oh {
+        let (y0, ky_lo, ky_hi) = taps(oy, g.stride[0], g.dilation[0], g.pads[0], g.h, g.kh);
+        for ox in 0..g.ow {
+            let (x0, kx_lo, kx_hi) = taps(ox, g.stride[1], g.dilation[1], g.pads[1], g.w, g.kw);
+            let o = &mut out[(oy * g.ow + ox) * c..][..c];
+            for cb in (0..full).step_by(8) {
+                let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+                for ky in ky_lo..ky_hi {
+                    let iy = (y0 + (ky * g.dilation[0]) as isize) as usize;
+                    for kx in kx_lo..kx_hi {
+                        let ix = (x0 + (kx * g.dilation[1]) as isize) as usize;
+                        // SAFETY: iy < h, ix < w (the tap ranges keep them inside) and cb + 8 <= c,
+                        // so both reads stay within the lengths asserted above.
+                        let (xv, wv) = unsafe {
+                            (
+                                v128_load(x.as_ptr().add((iy * g.w + ix) * c + cb) as *const v128),
+                                v128_load(wt.as_ptr().add((ky * g.kw + kx) * c + cb) as *const v128),
+                            )
+                        };
+                        lo = i32x4_add(lo, i32x4_extmul_low_i16x8(xv, wv));
+                        hi = i32x4_add(hi, i32x4_extmul_high_i16x8(xv, wv));
+                    }
+                }
+                let v = params.apply(cb, [lo, hi]);
+                // SAFETY: `o` holds c >= cb + 8 values.
+                unsafe { v128_store(o.as_mut_ptr().add(cb) as *mut v128, v) };
+            }
+            if full < c {
+                tail.fill(0);
+                for ky in ky_lo..ky_hi {
+                    let iy = (y0 + (ky * g.dilation[0]) as isize) as usize;
+                    for kx in kx_lo..kx_hi {
+                        let ix = (x0 + (kx * g.dilation[1]) as isize) as usize;
+                        let (xs, ws) = (&x[(iy * g.w + ix) * c + full..][..c - full], &wt[(ky * g.kw + kx) * c + full..][..c - full]);
+                        for ((a, &xv), &wv) in tail.iter_mut().zip(xs).zip(ws) {
+                            *a += xv as i32 * wv as i32;
+                        }
+                    }
+                }
+                let r = |v: &[i32]| v[full..].to_vec();
+                requantize(&tail, c - full, &rq.mult[full..], &rq.add[full..], &r(&rq.lo), &r(&rq.hi), rq.zp, &mut o[full..]);
+            }
+        }
+    }
+}
+
+/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
+    let mut acc = vec![0i32; g.oh * g.ow * g.c];
+    depthwise_nhwc(g, x, wt, &mut acc);
+    requantize(&acc, g.c, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
 }
 
 /// Reference for [`depthwise_nhwc`], written from the definition.
