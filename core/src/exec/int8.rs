@@ -609,15 +609,28 @@ fn pad_rows(x: &[i16], p: usize, k: usize, kp: usize) -> std::borrow::Cow<'_, [i
 
 /// NHWC patches: one row of `kp` values per output pixel, ordered (ky, kx, c), zeros for padding.
 fn im2row(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize) -> Vec<i16> {
-    let c = g.c_in;
-    let mut rows = vec![0i16; oh * ow * kp];
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let row = &mut rows[(oy * ow + ox) * kp..(oy * ow + ox + 1) * kp];
-            crate::kernels::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
-                row[t * c..(t + 1) * c].copy_from_slice(&x[px * c..][..c]);
-            });
+    // Copies of a known small length compile to plain loads and stores (the RGB stem has c = 3,
+    // where a memcpy per tap cost more than the convolution).
+    fn patches<const C: usize>(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize, c: usize) -> Vec<i16> {
+        let mut rows = vec![0i16; oh * ow * kp];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut rows[(oy * ow + ox) * kp..(oy * ow + ox + 1) * kp];
+                crate::kernels::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
+                    if C > 0 {
+                        row[t * C..(t + 1) * C].copy_from_slice(&x[px * C..][..C]);
+                    } else {
+                        row[t * c..(t + 1) * c].copy_from_slice(&x[px * c..][..c]);
+                    }
+                });
+            }
         }
+        rows
     }
-    rows
+    match g.c_in {
+        1 => patches::<1>(g, x, oh, ow, kp, 1),
+        3 => patches::<3>(g, x, oh, ow, kp, 3),
+        4 => patches::<4>(g, x, oh, ow, kp, 4),
+        c => patches::<0>(g, x, oh, ow, kp, c),
+    }
 }
