@@ -15,7 +15,8 @@ thread_local! {
     static NEXT_JOB: Cell<u32> = const { Cell::new(1) };
     /// The loaded model (name, bytes), kept so a crashed worker can be restarted with it.
     static MODEL: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
-    /// The model of the Load request in flight; a crash then is that model's fault (no auto-reload).
+    /// The model of the Load request in flight; a crash then is that model's fault (it is dropped
+    /// and the previous model reloaded).
     static PENDING: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
     /// What the worker's panic hook reported just before it died.
     static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };

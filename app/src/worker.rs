@@ -260,8 +260,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (g, bn_folded, cle, stats) = if config.dfq {
                 use qplay_core::passes::cle::{equalize_with, CleMode};
                 let (g, r) = if config.cle_measured && !config.aimet_compatible {
-                    // Calibrate and score each candidate on the first 8 samples (one batch of digits).
-                    let search = &samples[..samples.len().min(8)];
+                    // Calibrate and score each candidate on the first 8 photos (one batch of digits).
+                    let search = qplay_core::passes::cle_select::leading_samples(&samples, 8);
                     let (g, r, sel) = qplay_core::passes::cle_select::select_equalization(&loaded.graph, &cfg, search, search, &mut |done, total| {
                         post(&Response::Progress { job, stage: "Measuring equalization per layer set".into(), done, total });
                         true

@@ -465,17 +465,10 @@ fn quantize(o: &Opts) -> CliResult<()> {
         let calib = o.value("calib").ok_or_else(|| CliError::Usage("--cle measured needs --calib".into()))?;
         // The search quantizes the model once per set and twice more: it calibrates and scores on
         // the first --cle-samples samples only.
-        let k = number("cle-samples", 8)?.max(1);
-        let mut rows = 0;
-        let data: Vec<Tensor> = samples(&g, Path::new(calib), k)?
-            .into_iter()
-            .take_while(|t| {
-                let take = rows < k;
-                rows += t.shape().first().copied().unwrap_or(1);
-                take
-            })
-            .collect();
-        let (g, cle, sel) = qplay_core::passes::cle_select::select_equalization(&g, &config, &data, &data, &mut |done, total| {
+        use qplay_core::passes::cle_select::{leading_samples, select_equalization};
+        let all = samples(&g, Path::new(calib), 32)?;
+        let data = leading_samples(&all, number("cle-samples", 8)?.max(1));
+        let (g, cle, sel) = select_equalization(&g, &config, data, data, &mut |done, total| {
             eprint!("\rchoosing equalization: {done}/{total} quantized models scored ");
             true
         })?;

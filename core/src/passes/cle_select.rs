@@ -43,6 +43,21 @@ pub struct SelectReport {
     pub evaluations: usize,
 }
 
+/// The leading samples holding at least `rows` rows (whole tensors): the search's share of a
+/// calibration set, which it quantizes and scores about once per layer set.
+pub fn leading_samples(samples: &[Tensor], rows: usize) -> &[Tensor] {
+    let mut seen = 0;
+    let n = samples
+        .iter()
+        .take_while(|t| {
+            let take = seen < rows;
+            seen += t.shape().first().copied().unwrap_or(1);
+            take
+        })
+        .count();
+    &samples[..n]
+}
+
 /// Searches which sets to equalize (see the module doc) and returns the model equalized that way,
 /// its equalization report and the search's. `progress(done, total)` is called after every
 /// evaluation; returning false cancels (an error).
@@ -57,7 +72,10 @@ pub fn select_equalization(
         return Err(Error::Quant("choosing equalization needs calibration and probe samples".into()));
     }
     let mut fp = Executor::new(graph.clone(), Default::default())?;
-    let reference: Vec<Vec<f32>> = probe.iter().map(|x| Ok(fp.run(vec![x.clone()])?.swap_remove(0).to_f32_vec())).collect::<Result<_>>()?;
+    let mut reference = Vec::new();
+    for x in probe {
+        reference.extend(fp.run(vec![x.clone()])?.swap_remove(0).to_f32_vec());
+    }
     let n = equalize_sets(graph.clone(), CleMode::Preserving, &|_| false).1.candidates.len();
     let total = n + 2;
     let mut done = 0;
@@ -66,19 +84,15 @@ pub fn select_equalization(
         let mut sim = QuantSim::new(g, config.clone())?;
         sim.calibrate(calib)?;
         let mut ex = sim.executor()?;
-        let (mut sig, mut err) = (0.0f64, 0.0f64);
-        for (x, r) in probe.iter().zip(&reference) {
-            let y = ex.run(vec![x.clone()])?.swap_remove(0).to_f32_vec();
-            for (&a, &b) in r.iter().zip(&y) {
-                sig += f64::from(a) * f64::from(a);
-                err += f64::from(a - b).powi(2);
-            }
+        let mut y = Vec::with_capacity(reference.len());
+        for x in probe {
+            y.extend(ex.run(vec![x.clone()])?.swap_remove(0).to_f32_vec());
         }
         done += 1;
         if !progress(done, total) {
             return Err(Error::Quant("cancelled".into()));
         }
-        Ok(if err == 0.0 { f64::INFINITY } else { 10.0 * (sig / err).log10() })
+        Ok(crate::metrics::sqnr_db(&reference, &y))
     };
     let none_db = score(&vec![false; n])?;
     let all_db = score(&vec![true; n])?;
