@@ -23,22 +23,20 @@ thread_local! {
     /// Messages posted before the worker said Ready (its handler may not be installed yet).
     static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
     static READY: Cell<bool> = const { Cell::new(false) };
-    /// Where the ETA is measured from: (total, time in ms, done) when the current count started.
-    static ETA_BASE: Cell<Option<(usize, f64, usize)>> = const { Cell::new(None) };
-    static LAST_DONE: Cell<usize> = const { Cell::new(0) };
+    /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
+    /// last `done` seen).
+    static ETA: Cell<Option<(usize, f64, usize, usize)>> = const { Cell::new(None) };
 }
 
 /// Seconds left if the rate since this count began holds; a new count (another total, or `done`
 /// going back) starts a new measurement. None until a second of progress has been seen.
 fn eta(done: usize, total: usize) -> Option<f64> {
     let now = js_sys::Date::now();
-    let restart = ETA_BASE.with(Cell::get).is_none_or(|(t, _, _)| t != total) || done < LAST_DONE.with(Cell::get);
-    LAST_DONE.with(|l| l.set(done));
-    if restart {
-        ETA_BASE.with(|b| b.set(Some((total, now, done))));
-        return None;
-    }
-    let (_, t0, d0) = ETA_BASE.with(Cell::get)?;
+    let (t0, d0) = match ETA.with(Cell::get) {
+        Some((t, t0, d0, last)) if t == total && done >= last => (t0, d0),
+        _ => (now, done),
+    };
+    ETA.with(|e| e.set(Some((total, t0, d0, done))));
     let elapsed = (now - t0) / 1e3;
     (done > d0 && elapsed >= 1.0).then(|| elapsed / (done - d0) as f64 * (total - done.min(total)) as f64)
 }

@@ -391,8 +391,7 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
                         }
                     }
                 }
-                let r = |v: &[i32]| v[full..].to_vec();
-                requantize(&tail, c - full, &rq.mult[full..], &rq.add[full..], &r(&rq.lo), &r(&rq.hi), rq.zp, &mut o[full..]);
+                requantize(&tail, c - full, &rq.mult[full..], &rq.add[full..], &rq.lo[full..], &rq.hi[full..], rq.zp, &mut o[full..]);
             }
         }
     }
