@@ -158,7 +158,7 @@ mod int8 {
         let shared = r.below(2) == 0;
         let lo: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 0 } else { r.below(40) as i32 }).collect();
         let hi: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
-        Requant { mult: f(r, 1e-5, 3e-3), add: f(r, -130.0, 130.0), lo, hi, zp: r.below(256) as i32 - 128 }
+        Requant::new(&f(r, 1e-5, 3e-3), &f(r, -130.0, 130.0), &lo, &hi, r.below(256) as i32 - 128)
     }
 
     pub fn check_dot_gemm(p: usize, m: usize, k: usize, seed: u64) {
@@ -176,7 +176,7 @@ mod int8 {
         // Fused requantization: the same as the naive sums requantized by the scalar loop.
         let rq = requant(&mut r, m);
         let mut want = vec![0i16; p * m];
-        requantize(&b, m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, &mut want);
+        requantize(&b, &rq, &mut want);
         let mut got = vec![9i16; p * m];
         dot_gemm_requant(p, &x, &PackedWeights::new(m, kp, &w), &rq, &mut got);
         assert_eq!(got, want, "dot_gemm_requant {p}x{m}x{k}");
@@ -192,7 +192,7 @@ mod int8 {
         assert_eq!(a, b, "{g:?}");
         let rq = requant(&mut r, g.c);
         let mut want = vec![0i16; b.len()];
-        requantize(&b, g.c, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, &mut want);
+        requantize(&b, &rq, &mut want);
         let mut got = vec![9i16; b.len()];
         depthwise_requant(&g, &x, &w, &rq, &mut got);
         assert_eq!(got, want, "depthwise_requant {g:?}");
@@ -229,6 +229,36 @@ mod int8 {
                 check_depthwise(g, case);
             }
         }
+    }
+
+    /// The requantization against its definition written with the standard library's rounding:
+    /// clamp to the channel's bounds, round half to even, subtract the zero point.
+    #[test]
+    fn requantize_rounds_half_to_even_within_bounds() {
+        let mut r = Rng(13);
+        let m = 13;
+        let f = |r: &mut Rng, lo: f32, hi: f32| (0..m).map(|_| lo + (hi - lo) * r.below(1 << 20) as f32 / (1 << 20) as f32).collect::<Vec<f32>>();
+        let (mut mult, mut add) = (f(&mut r, 1e-5, 3e-3), f(&mut r, -130.0, 130.0));
+        let lo: Vec<i32> = (0..m).map(|j| if j % 2 == 0 { 0 } else { r.below(40) as i32 }).collect();
+        let hi: Vec<i32> = (0..m).map(|j| if j % 2 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
+        // Exact half steps: acc * 0.5 + 0.0 lands on k + 0.5 for odd acc.
+        (mult[0], add[0], mult[1], add[1]) = (0.5, 0.0, 0.25, 100.5);
+        let zp = -3;
+        let rq = Requant::new(&mult, &add, &lo, &hi, zp);
+        let rows = 400;
+        let mut acc: Vec<i32> = (0..rows * m).map(|_| r.below(1 << 20) as i32 - (1 << 19)).collect();
+        for (i, a) in acc.iter_mut().enumerate().take(20 * m) {
+            *a = (i / m) as i32 * 2 + 1;
+        }
+        let mut got = vec![0i16; rows * m];
+        requantize(&acc, &rq, &mut got);
+        for (i, (&a, &g)) in acc.iter().zip(&got).enumerate() {
+            let j = i % m;
+            let want = (a as f32 * mult[j] + add[j]).clamp(lo[j] as f32, hi[j] as f32).round_ties_even() as i32 - zp;
+            assert_eq!(g as i32, want, "acc {a}, channel {j}");
+        }
+        // 3 * 0.5 = 1.5 -> 2 and 5 * 0.5 = 2.5 -> 2; 0.25 * 2 + 100.5 = 101.0, 0.25 * 6 + 100.5 = 102.0.
+        assert_eq!((got[m] as i32 + zp, got[2 * m] as i32 + zp), (2, 2));
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -6,8 +6,9 @@
 //!
 //! Agreement with the simulation: Add and table ops are bit-identical; Conv/Gemm accumulate
 //! exactly in integers where the simulation sums floats, and requantize with an f32 multiplier
-//! (`q = floor(acc * s_x s_w / s_y + b / s_y - o_y + 0.5)`), so an output can differ by one
-//! quantization step where the float sum lands within rounding error of a half step; likewise
+//! (`q = round_half_even(acc * s_x s_w / s_y + b / s_y - o_y)`, as onnxruntime's integer kernels
+//! round), so an output can differ by one quantization step where the float sum lands within
+//! rounding error of a half step, or exactly on one (the simulation rounds half away from zero); likewise
 //! GlobalAveragePool (integer sum vs float mean).
 
 use super::ops;
@@ -85,6 +86,25 @@ struct Linear {
     out: QEnc,
     /// Clamp of a fused activation, in real values, per output channel (or one for all).
     clamp: (Vec<f32>, Vec<f32>),
+    /// The input's encoding when planned, and the requantization built for it.
+    in_enc: Option<QEnc>,
+    rq: Requant,
+}
+
+impl Linear {
+    /// Requantization of this step's sums for an input of scale `sx`: `acc * sx * sw / sy +
+    /// b / sy - o_y`, bounded by the output range and the fused activation.
+    fn requant(&self, sx: f32) -> Requant {
+        let sy = self.out.scale();
+        let o = self.out.offset();
+        let mult: Vec<f32> = self.sw.iter().map(|&sw| sx * sw / sy).collect();
+        let add: Vec<f32> = self.bias.iter().map(|&b| b / sy - o as f32).collect();
+        let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
+        let bound = |x: f32, or: i32| if x.is_finite() { self.out.enc.quantize(x).clamp(0, self.out.n()) } else { or };
+        let lo: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.0, j), 0)).collect();
+        let hi: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.1, j), self.out.n())).collect();
+        Requant::new(&mult, &add, &lo, &hi, -o)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -462,7 +482,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 packed[t * m + c] = wq[c * kh * kw + t];
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, out: target, clamp }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     } else {
                         let k = cg * kh * kw;
                         let kp = padded(k);
@@ -474,7 +494,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 }
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     }
                 }
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -491,10 +511,12 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                         }
                     }
                     let Some(bias) = bias_of(m) else { return Ok(None) };
-                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp }
+                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
                 }
                 _ => return Ok(None),
             };
+            let mut linear = linear;
+            linear.rq = linear.requant(in_q.map_or(1.0, |e| e.scale()));
             Ok(Some(Step::Linear(Box::new(linear))))
         }
         Op::Binary(crate::graph::BinaryOp::Add) => {
@@ -531,15 +553,9 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
 
 /// Runs a Conv/Gemm step on a quantized input.
 fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
-    let sx = x.enc.scale();
-    let sy = l.out.scale();
-    let o = l.out.offset();
-    let mult: Vec<f32> = l.sw.iter().map(|&sw| sx * sw / sy).collect();
-    let add: Vec<f32> = l.bias.iter().map(|&b| b / sy - o as f32 + 0.5).collect();
-    let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
-    let qlo: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.0, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).max(0) } else { 0 }).collect();
-    let qhi: Vec<i32> = (0..l.m).map(|j| per(&l.clamp.1, j)).map(|x| if x.is_finite() { l.out.enc.quantize(x).min(l.out.n()) } else { l.out.n() }).collect();
-    let rq = Requant { mult, add, lo: qlo, hi: qhi, zp: -o };
+    // Built when planned; an input with another encoding (not expected) gets its own.
+    let rq = if l.in_enc == Some(x.enc) { std::borrow::Cow::Borrowed(&l.rq) } else { std::borrow::Cow::Owned(l.requant(x.enc.scale())) };
+    let rq = rq.as_ref();
     let gemm = || l.gemm.as_ref().ok_or_else(|| Error::Graph("a convolution step without packed weights".into()));
     let too_big = |n: usize| -> Result<()> {
         if n > limits.max_tensor_elements {
@@ -556,7 +572,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             let p = x.shape[0];
             let rows = pad_rows(&x.v, p, l.k, l.kp);
             let mut v = vec![0i16; p * l.m];
-            dot_gemm_requant(p, &rows, gemm()?, &rq, &mut v);
+            dot_gemm_requant(p, &rows, gemm()?, rq, &mut v);
             Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
         }
         LinearKind::Conv { kh, kw, depthwise, window } => {
@@ -582,12 +598,12 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
                 let vb = &mut v[b * p * l.m..(b + 1) * p * l.m];
                 if depthwise {
                     let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
-                    depthwise_requant(&dg, xb, &l.w, &rq, vb);
+                    depthwise_requant(&dg, xb, &l.w, rq, vb);
                 } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
-                    dot_gemm_requant(p, xb, gemm()?, &rq, vb);
+                    dot_gemm_requant(p, xb, gemm()?, rq, vb);
                 } else {
                     let rows = im2row(&geom, xb, oh, ow, l.kp);
-                    dot_gemm_requant(p, &rows, gemm()?, &rq, vb);
+                    dot_gemm_requant(p, &rows, gemm()?, rq, vb);
                 }
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })

@@ -146,9 +146,8 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
     use core::arch::wasm32::*;
     let m = w.m;
     assert!(x.len() >= p * w.kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
-    let params = RequantLanes::new(rq);
     gemm_blocks(p, x, w, |row, b, acc| {
-        let v = params.apply(b * 8, acc);
+        let v = rq.lanes(b * 8, acc);
         let cols = 8.min(m - b * 8);
         let o = &mut out[row * m + b * 8..][..cols];
         if cols == 8 {
@@ -163,40 +162,88 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
     });
 }
 
-/// Requantization parameters as f32 lanes, padded to whole blocks of 8 channels (wasm32).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-struct RequantLanes {
+/// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
+    let mut acc = vec![0i32; p * w.m];
+    dot_gemm_packed(p, x, w, &mut acc);
+    requantize(&acc, rq, out);
+}
+
+/// 1.5 * 2^23. For |v| < 2^22, `v + ROUND_MAGIC` rounds to an f32 whose low mantissa bits hold
+/// `round_half_even(v)`: rounding and conversion in one add, where wasm's float-to-int
+/// conversion (`i32x4.trunc_sat_f32x4_s`) costs several instructions on x64.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// Requantization of `m` output channels: `q = round_half_even(clamp(acc * mult[j] + add[j],
+/// lo[j], hi[j]))`, stored as `q - zp`, in f32 arithmetic that is the same on every target and
+/// in every kernel (the rounding of onnxruntime's integer kernels). The bounds carry the output
+/// range and any fused activation; since they are integers, clamping before rounding equals
+/// clamping after, and keeps the rounding trick in range. Built once per layer; the parameters
+/// are padded with zeros to whole blocks of 8 channels for the SIMD kernels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Requant {
+    m: usize,
     mult: Vec<f32>,
     add: Vec<f32>,
     lo: Vec<f32>,
     hi: Vec<f32>,
-    zp: core::arch::wasm32::v128,
+    zp: i32,
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-impl RequantLanes {
-    fn new(rq: &Requant) -> Self {
-        let n = rq.len().div_ceil(8) * 8;
+impl Requant {
+    /// Parameters per channel (all of length m); `lo[j] <= hi[j]`, both small integers.
+    pub fn new(mult: &[f32], add: &[f32], lo: &[i32], hi: &[i32], zp: i32) -> Self {
+        let m = mult.len();
+        assert!(add.len() == m && lo.len() == m && hi.len() == m, "Requant: parameters of different lengths");
         let pad = |v: Vec<f32>| {
             let mut v = v;
-            v.resize(n, 0.0);
+            v.resize(m.div_ceil(8) * 8, 0.0);
             v
         };
-        RequantLanes {
-            mult: pad(rq.mult.clone()),
-            add: pad(rq.add.clone()),
-            lo: pad(rq.lo.iter().map(|&v| v as f32).collect()),
-            hi: pad(rq.hi.iter().map(|&v| v as f32).collect()),
-            zp: core::arch::wasm32::i32x4_splat(rq.zp),
+        Requant {
+            m,
+            mult: pad(mult.to_vec()),
+            add: pad(add.to_vec()),
+            lo: pad(lo.iter().map(|&v| v as f32).collect()),
+            hi: pad(hi.iter().map(|&v| v as f32).collect()),
+            zp,
         }
     }
 
-    /// The 8 sums of channels `c..c + 8` requantized to i16 lanes, with the same operations as
-    /// [`requantize`]: multiply, add, floor, compare-and-select clamp, minus the zero point.
+    pub fn len(&self) -> usize {
+        self.m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.m == 0
+    }
+
+    /// Channels `c0..c0 + acc.len()` of one row.
     #[inline(always)]
-    fn apply(&self, c: usize, acc: [core::arch::wasm32::v128; 2]) -> core::arch::wasm32::v128 {
+    fn row(&self, c0: usize, acc: &[i32], out: &mut [i16]) {
+        let n = acc.len();
+        let (mult, add, lo, hi) = (&self.mult[c0..c0 + n], &self.add[c0..c0 + n], &self.lo[c0..c0 + n], &self.hi[c0..c0 + n]);
+        for j in 0..n {
+            // Compare-and-select (not f32::max/min, whose NaN rules keep the loop scalar): the
+            // same operations as the pmin/pmax of the SIMD kernels.
+            let v = acc[j] as f32 * mult[j] + add[j];
+            let v = if v < lo[j] { lo[j] } else { v };
+            let v = if v > hi[j] { hi[j] } else { v };
+            let q = (v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
+            out[j] = (q - self.zp) as i16;
+        }
+    }
+
+    /// The 8 sums of channels `c..c + 8` requantized to i16 lanes: the operations of
+    /// [`Requant::row`] on 4 lanes at a time (wasm32).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[inline(always)]
+    fn lanes(&self, c: usize, acc: [core::arch::wasm32::v128; 2]) -> core::arch::wasm32::v128 {
         use core::arch::wasm32::*;
         assert!(c + 8 <= self.mult.len());
+        let magic = f32x4_splat(ROUND_MAGIC);
+        let shift = i32x4_splat((ROUND_MAGIC.to_bits() as i32).wrapping_add(self.zp));
         let q: [v128; 2] = core::array::from_fn(|h| {
             let at = c + h * 4;
             // SAFETY: bounds asserted above (the vectors hold whole blocks of 8).
@@ -208,38 +255,11 @@ impl RequantLanes {
                     v128_load(self.hi.as_ptr().add(at) as *const v128),
                 )
             };
-            let v = f32x4_floor(f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad));
+            let v = f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad);
             let v = f32x4_pmin(f32x4_pmax(v, l), u);
-            i32x4_sub(i32x4_trunc_sat_f32x4(v), self.zp)
+            i32x4_sub(f32x4_add(v, magic), shift)
         });
         i16x8_narrow_i32x4(q[0], q[1])
-    }
-}
-
-/// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
-    let mut acc = vec![0i32; p * w.m];
-    dot_gemm_packed(p, x, w, &mut acc);
-    requantize(&acc, w.m, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
-}
-
-/// Requantization of `m` output channels (see [`requantize`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Requant {
-    pub mult: Vec<f32>,
-    pub add: Vec<f32>,
-    pub lo: Vec<i32>,
-    pub hi: Vec<i32>,
-    pub zp: i32,
-}
-
-impl Requant {
-    pub fn len(&self) -> usize {
-        self.mult.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.mult.is_empty()
     }
 }
 
@@ -342,7 +362,6 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
     use core::arch::wasm32::*;
     let c = g.c;
     assert!(x.len() >= g.h * g.w * c && wt.len() >= g.kh * g.kw * c && out.len() >= g.oh * g.ow * c && rq.len() == c, "depthwise_requant: bad sizes");
-    let params = RequantLanes::new(rq);
     let full = c / 8 * 8;
     // The taps of one axis that land inside the image: k in lo..hi.
     let taps = |o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
@@ -375,7 +394,7 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
                         hi = i32x4_add(hi, i32x4_extmul_high_i16x8(xv, wv));
                     }
                 }
-                let v = params.apply(cb, [lo, hi]);
+                let v = rq.lanes(cb, [lo, hi]);
                 // SAFETY: `o` holds c >= cb + 8 values.
                 unsafe { v128_store(o.as_mut_ptr().add(cb) as *mut v128, v) };
             }
@@ -391,7 +410,7 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
                         }
                     }
                 }
-                requantize(&tail, c - full, &rq.mult[full..], &rq.add[full..], &rq.lo[full..], &rq.hi[full..], rq.zp, &mut o[full..]);
+                rq.row(full, &tail, &mut o[full..]);
             }
         }
     }
@@ -402,7 +421,7 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
 pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
     let mut acc = vec![0i32; g.oh * g.ow * g.c];
     depthwise_nhwc(g, x, wt, &mut acc);
-    requantize(&acc, g.c, &rq.mult, &rq.add, &rq.lo, &rq.hi, rq.zp, out);
+    requantize(&acc, rq, out);
 }
 
 /// Reference for [`depthwise_nhwc`], written from the definition.
@@ -426,35 +445,12 @@ pub fn depthwise_nhwc_naive(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) 
     }
 }
 
-/// Requantizes accumulators of `m` channels (row-major [rows, m]):
-/// `q = clamp(floor(acc * mult[j] + add[j]), lo[j], hi[j])`, stored as `q - zp` (f32
-/// arithmetic, the same on every target). The per-channel bounds carry fused activations; when
-/// they are the same for every channel a tighter loop runs.
-#[allow(clippy::too_many_arguments)]
-pub fn requantize(acc: &[i32], m: usize, mult: &[f32], add: &[f32], lo: &[i32], hi: &[i32], zp: i32, out: &mut [i16]) {
-    let uniform = lo.iter().all(|&v| v == lo[0]) && hi.iter().all(|&v| v == hi[0]);
-    if uniform {
-        let (l, h) = (lo[0] as f32, hi[0] as f32);
-        for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
-            for j in 0..m {
-                let q = (row_a[j] as f32 * mult[j] + add[j]).floor().clamp(l, h) as i32;
-                row_o[j] = (q - zp) as i16;
-            }
-        }
+/// Requantizes accumulators of `rq.len()` channels (row-major [rows, m]) with [`Requant`].
+pub fn requantize(acc: &[i32], rq: &Requant, out: &mut [i16]) {
+    if rq.is_empty() {
         return;
     }
-    // Per-channel bounds (fused activations with per-channel clips): same loop shape as above,
-    // bounds converted once so the loop still vectorises.
-    let (lo_f, hi_f): (Vec<f32>, Vec<f32>) = (lo.iter().map(|&v| v as f32).collect(), hi.iter().map(|&v| v as f32).collect());
-    for (row_a, row_o) in acc.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
-        for j in 0..m {
-            // Compare-and-select (what `clamp` does), which maps to SIMD pmin/pmax; f32::max/min
-            // have NaN rules that keep the loop scalar.
-            let v = (row_a[j] as f32 * mult[j] + add[j]).floor();
-            let v = if v < lo_f[j] { lo_f[j] } else { v };
-            let v = if v > hi_f[j] { hi_f[j] } else { v };
-            let q = v as i32;
-            row_o[j] = (q - zp) as i16;
-        }
+    for (row_a, row_o) in acc.chunks_exact(rq.m).zip(out.chunks_exact_mut(rq.m)) {
+        rq.row(0, row_a, row_o);
     }
 }
