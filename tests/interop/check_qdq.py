@@ -6,7 +6,8 @@ Prints one JSON line: the largest difference in output quantization steps with o
 graph optimizations disabled (the QDQ graph executed as written, in float) and enabled (onnxruntime
 fuses QDQ patterns into integer kernels, which round differently), the top-1 agreement and the
 SQNR of onnxruntime's outputs against qplay's for each; and, as the yardstick, the SQNR between
-onnxruntime's outputs on the inputs and on the inputs perturbed by ~1e-6 relative noise.
+onnxruntime's outputs on the inputs and on the inputs perturbed by ~1e-6 relative noise, and how
+far onnxruntime's two paths (literal and optimized) are from each other in output steps.
 The model must pass onnx's checker.
 """
 import json
@@ -28,6 +29,7 @@ def main():
     x, sim = np.load(x_path), np.load(sim_path)
     enc = json.load(open(enc_path))
     out = {"onnxruntime": ort.__version__}
+    ys = {}
     for label, level in [("literal", ort.GraphOptimizationLevel.ORT_DISABLE_ALL), ("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)]:
         so = ort.SessionOptions()
         so.graph_optimization_level = level
@@ -38,7 +40,7 @@ def main():
         def run(x):
             return np.concatenate([s.run(None, {s.get_inputs()[0].name: x[i : i + 1]})[0] for i in range(len(x))]).reshape(sim.shape)
 
-        y = run(x)
+        y = ys[label] = run(x)
         out[label] = {
             "max_steps": float(np.abs(y - sim).max() / step),
             "top1_agreement": float((y.reshape(len(x), -1).argmax(1) == sim.reshape(len(x), -1).argmax(1)).mean()),
@@ -49,6 +51,7 @@ def main():
             # quantized models amplify any rounding flip, whoever computes them.
             noise = np.random.default_rng(0).standard_normal(x.shape)
             out[label]["self_sqnr_db"] = sqnr(y, run((x * (1 + 1e-6 * noise)).astype(np.float32)))
+    out["optimized_vs_literal_max_steps"] = float(np.abs(ys["optimized"] - ys["literal"]).max() / step)
     print(json.dumps(out))
 
 
