@@ -142,7 +142,7 @@ fn dot_matches_sequential_sum() {
 
 mod int8 {
     use super::Rng;
-    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, depthwise_requant, dot_gemm, dot_gemm_naive, dot_gemm_requant, padded, requantize, DwGeom, PackedWeights, Requant};
+    use qplay_core::kernels::int8::{depthwise_nhwc, depthwise_nhwc_naive, depthwise_requant, dot_gemm, dot_gemm_naive, dot_gemm_requant, dot_gemm_rows, padded, requantize, DwGeom, PackedWeights, Requant};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -173,6 +173,10 @@ mod int8 {
         dot_gemm(p, m, kp, &x, &w, &mut a);
         dot_gemm_naive(p, m, kp, &x, &w, &mut b);
         assert_eq!(a, b, "dot_gemm {p}x{m}x{k}");
+        // The portable kernel (what targets without vectors run) too.
+        let mut c = vec![7; p * m];
+        dot_gemm_rows(p, m, kp, &x, &w, &mut c);
+        assert_eq!(c, b, "dot_gemm_rows {p}x{m}x{k}");
         // Fused requantization: the same as the naive sums requantized by the scalar loop.
         let rq = requant(&mut r, m);
         let mut want = vec![0i16; p * m];

@@ -1,7 +1,12 @@
 //! Integer kernels of the INT8 engine. Activations are held as `v = q - zero_point` in i16
 //! (8-bit values, 9-bit range after the shift), weights as their signed 8-bit (or narrower)
-//! values in i16, accumulation in i32. On wasm32 the GEMM uses `i32x4.dot_i16x8_s`.
+//! values in i16, accumulation in i32. With 128-bit vectors (wasm32 SIMD128, x86-64 SSE2; see
+//! [`super::lanes`]) the GEMM multiplies pairs of i16 into i32 lanes (`i32x4.dot_i16x8_s`,
+//! `pmaddwd`); elsewhere a portable kernel runs.
 //! Every kernel has a naive twin; integer results are bit-exact (tests/kernels.rs).
+
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+use super::lanes::*;
 
 /// Rows are padded to a multiple of this many values (zeros), the dot-product block.
 pub const KBLOCK: usize = 8;
@@ -22,7 +27,7 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
 
 /// Weights `[m][kp]` in the layout the GEMM kernels read, packed once (when the engine is built).
 ///
-/// wasm32: blocks of 8 output channels with their k values in pairs (`[w[j][k], w[j][k+1]]` for
+/// With vectors: blocks of 8 output channels with their k values in pairs (`[w[j][k], w[j][k+1]]` for
 /// j = j0..j0+8, two vectors per pair of k); each input pair `[x[k], x[k+1]]` is broadcast to all
 /// lanes, so one `i32x4.dot_i16x8_s` adds the pair's contribution to 4 output channels at once
 /// and the sums land in their lanes with no horizontal reduction (which dominated at the small K
@@ -38,7 +43,7 @@ impl PackedWeights {
     /// `w` holds `m` rows of `kp` values; `kp` must be a multiple of [`KBLOCK`].
     pub fn new(m: usize, kp: usize, w: &[i16]) -> Self {
         assert!(kp.is_multiple_of(KBLOCK) && w.len() >= m * kp, "PackedWeights: bad sizes");
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
         {
             let (blocks, pairs) = (m.div_ceil(8), kp / 2);
             let mut data = vec![0i16; blocks * pairs * 16];
@@ -52,7 +57,7 @@ impl PackedWeights {
             }
             PackedWeights { m, kp, data }
         }
-        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        #[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
         PackedWeights { m, kp, data: w[..m * kp].to_vec() }
     }
 }
@@ -65,17 +70,16 @@ pub fn dot_gemm(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [
 }
 
 /// [`dot_gemm`] on packed weights: `out[i * m + j] = Σ_k x[i * kp + k] * w[j][k]`.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) {
-    use core::arch::wasm32::*;
     let m = w.m;
     assert!(x.len() >= p * w.kp && out.len() >= p * m, "dot_gemm: bad sizes");
     gemm_blocks(p, x, w, |row, b, acc| {
         let mut lanes = [0i32; 8];
-        // SAFETY: `lanes` holds 8 i32 = two v128.
+        // SAFETY: `lanes` holds 8 i32 = two vectors.
         unsafe {
-            v128_store(lanes.as_mut_ptr() as *mut v128, acc[0]);
-            v128_store(lanes.as_mut_ptr().add(4) as *mut v128, acc[1]);
+            store(lanes.as_mut_ptr(), acc[0]);
+            store(lanes.as_mut_ptr().add(4), acc[1]);
         }
         let cols = 8.min(m - b * 8);
         out[row * m + b * 8..][..cols].copy_from_slice(&lanes[..cols]);
@@ -84,35 +88,33 @@ pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) 
 
 /// Sums of `R` rows (each `pairs` k-pairs long) against one packed block of 8 output channels:
 /// 2R accumulators in registers.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 #[inline(always)]
-fn tile<const R: usize>(xr: [&[i16]; R], block: &[i16], pairs: usize) -> [[core::arch::wasm32::v128; 2]; R] {
-    use core::arch::wasm32::*;
+fn tile<const R: usize>(xr: [&[i16]; R], block: &[i16], pairs: usize) -> [[V; 2]; R] {
     assert!(block.len() >= pairs * 16 && xr.iter().all(|r| r.len() >= 2 * pairs));
-    let z = i32x4_splat(0);
-    let mut acc = [[z; 2]; R];
+    let mut acc = [[zero(); 2]; R];
     let wp = block.as_ptr();
     for k2 in 0..pairs {
-        // SAFETY: bounds asserted above; unaligned loads are allowed in wasm.
+        // SAFETY: bounds asserted above; the loads are unaligned ones.
         unsafe {
-            let w0 = v128_load(wp.add(k2 * 16) as *const v128);
-            let w1 = v128_load(wp.add(k2 * 16 + 8) as *const v128);
+            let w0 = load(wp.add(k2 * 16));
+            let w1 = load(wp.add(k2 * 16 + 8));
             for r in 0..R {
-                let a = v128_load32_splat(xr[r].as_ptr().add(2 * k2) as *const u32);
-                acc[r][0] = i32x4_add(acc[r][0], i32x4_dot_i16x8(a, w0));
-                acc[r][1] = i32x4_add(acc[r][1], i32x4_dot_i16x8(a, w1));
+                let a = load_pair_splat(xr[r].as_ptr().add(2 * k2));
+                acc[r][0] = add_i32(acc[r][0], dot_i16(a, w0));
+                acc[r][1] = add_i32(acc[r][1], dot_i16(a, w1));
             }
         }
     }
     acc
 }
 
-/// The blocked product of [`dot_gemm_packed`] (wasm32): calls `emit(row, block, sums)` with the
+/// The blocked product of [`dot_gemm_packed`] (vectors): calls `emit(row, block, sums)` with the
 /// sums of one row for the 8 output channels of block `block` (lanes past `m` hold garbage).
 /// Rows go 4 at a time (8 accumulators), the last ones one at a time.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 #[inline(always)]
-fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usize, usize, [core::arch::wasm32::v128; 2])) {
+fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usize, usize, [V; 2])) {
     let (m, kp) = (w.m, w.kp);
     if p == 0 || m == 0 {
         return;
@@ -139,11 +141,10 @@ fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usiz
 }
 
 /// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]);
-/// bit-identical to the two steps. On wasm32 the requantization happens on the sums while they
+/// bit-identical to the two steps. With vectors the requantization happens on the sums while they
 /// are in registers (no i32 buffer).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
-    use core::arch::wasm32::*;
     let m = w.m;
     assert!(x.len() >= p * w.kp && out.len() >= p * m && rq.len() == m, "dot_gemm_requant: bad sizes");
     gemm_blocks(p, x, w, |row, b, acc| {
@@ -151,19 +152,19 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
         let cols = 8.min(m - b * 8);
         let o = &mut out[row * m + b * 8..][..cols];
         if cols == 8 {
-            // SAFETY: `o` holds 8 i16 = one v128.
-            unsafe { v128_store(o.as_mut_ptr() as *mut v128, v) };
+            // SAFETY: `o` holds 8 i16 = one vector.
+            unsafe { store(o.as_mut_ptr(), v) };
         } else {
             let mut lanes = [0i16; 8];
-            // SAFETY: `lanes` holds 8 i16 = one v128.
-            unsafe { v128_store(lanes.as_mut_ptr() as *mut v128, v) };
+            // SAFETY: `lanes` holds 8 i16 = one vector.
+            unsafe { store(lanes.as_mut_ptr(), v) };
             o.copy_from_slice(&lanes[..cols]);
         }
     });
 }
 
 /// [`dot_gemm`] followed by [`requantize`] with the parameters of `rq`, into `out` ([p, m]).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, out: &mut [i16]) {
     let mut acc = vec![0i32; p * w.m];
     dot_gemm_packed(p, x, w, &mut acc);
@@ -236,37 +237,36 @@ impl Requant {
     }
 
     /// The 8 sums of channels `c..c + 8` requantized to i16 lanes: the operations of
-    /// [`Requant::row`] on 4 lanes at a time (wasm32).
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    /// [`Requant::row`] on 4 lanes at a time (vectors).
+    #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
     #[inline(always)]
-    fn lanes(&self, c: usize, acc: [core::arch::wasm32::v128; 2]) -> core::arch::wasm32::v128 {
-        use core::arch::wasm32::*;
+    fn lanes(&self, c: usize, acc: [V; 2]) -> V {
         assert!(c + 8 <= self.mult.len());
-        let magic = f32x4_splat(ROUND_MAGIC);
-        let shift = i32x4_splat((ROUND_MAGIC.to_bits() as i32).wrapping_add(self.zp));
-        let q: [v128; 2] = core::array::from_fn(|h| {
+        let magic = splat_f32(ROUND_MAGIC);
+        let shift = splat_i32((ROUND_MAGIC.to_bits() as i32).wrapping_add(self.zp));
+        let q: [V; 2] = core::array::from_fn(|h| {
             let at = c + h * 4;
             // SAFETY: bounds asserted above (the vectors hold whole blocks of 8).
-            let (mu, ad, l, u) = unsafe {
-                (
-                    v128_load(self.mult.as_ptr().add(at) as *const v128),
-                    v128_load(self.add.as_ptr().add(at) as *const v128),
-                    v128_load(self.lo.as_ptr().add(at) as *const v128),
-                    v128_load(self.hi.as_ptr().add(at) as *const v128),
-                )
-            };
-            let v = f32x4_add(f32x4_mul(f32x4_convert_i32x4(acc[h]), mu), ad);
-            let v = f32x4_pmin(f32x4_pmax(v, l), u);
-            i32x4_sub(f32x4_add(v, magic), shift)
+            let (mu, ad, l, u) = unsafe { (load(self.mult.as_ptr().add(at)), load(self.add.as_ptr().add(at)), load(self.lo.as_ptr().add(at)), load(self.hi.as_ptr().add(at))) };
+            let v = add_f32(mul_f32(to_f32(acc[h]), mu), ad);
+            let v = min_f32(max_f32(v, l), u);
+            sub_i32(add_f32(v, magic), shift)
         });
-        i16x8_narrow_i32x4(q[0], q[1])
+        narrow_i32(q[0], q[1])
     }
 }
 
 /// [`dot_gemm`] on packed weights: `out[i * m + j] = Σ_k x[i * kp + k] * w[j][k]`.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) {
-    let (m, kp, w) = (w.m, w.kp, &w.data[..]);
+    dot_gemm_rows(p, w.m, w.kp, x, &w.data, out);
+}
+
+/// The portable kernel (targets without 128-bit vectors) on weights as plain rows `[m][kp]`:
+/// 2x4 blocks of dot products in KBLOCK lanes, which compilers vectorise. Compiled everywhere
+/// so that it is tested everywhere.
+pub fn dot_gemm_rows(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: &mut [i32]) {
+    assert!(kp.is_multiple_of(KBLOCK) && w.len() >= m * kp, "dot_gemm: bad sizes");
     assert!(x.len() >= p * kp && out.len() >= p * m, "dot_gemm: bad sizes");
     let mut i = 0;
     while i + 2 <= p {
@@ -291,7 +291,6 @@ pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) 
     }
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn dot(a: &[i16], b: &[i16]) -> i32 {
     let mut acc = [0i32; KBLOCK];
     for (x, y) in a.chunks_exact(KBLOCK).zip(b.chunks_exact(KBLOCK)) {
@@ -302,7 +301,6 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     acc.iter().sum()
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn block_2x4(x: &[i16], w: &[i16], kp: usize) -> [[i32; 4]; 2] {
     let mut acc = [[[0i32; KBLOCK]; 4]; 2];
     for k0 in (0..kp).step_by(KBLOCK) {
@@ -354,12 +352,11 @@ pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
 }
 
 /// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`
-/// ([oh * ow, c]); bit-identical to the two steps. On wasm32, 8 channels at a time accumulate in
+/// ([oh * ow, c]); bit-identical to the two steps. With vectors, 8 channels at a time accumulate in
 /// registers over the taps inside the image (`i32x4.extmul` of i16 lanes) and are requantized
 /// there: no i32 buffer, no per-tap closure.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
-    use core::arch::wasm32::*;
     let c = g.c;
     assert!(x.len() >= g.h * g.w * c && wt.len() >= g.kh * g.kw * c && out.len() >= g.oh * g.ow * c && rq.len() == c, "depthwise_requant: bad sizes");
     let full = c / 8 * 8;
@@ -377,26 +374,22 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
             let (x0, kx_lo, kx_hi) = taps(ox, g.stride[1], g.dilation[1], g.pads[1], g.w, g.kw);
             let o = &mut out[(oy * g.ow + ox) * c..][..c];
             for cb in (0..full).step_by(8) {
-                let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+                let (mut lo, mut hi) = (zero(), zero());
                 for ky in ky_lo..ky_hi {
                     let iy = (y0 + (ky * g.dilation[0]) as isize) as usize;
                     for kx in kx_lo..kx_hi {
                         let ix = (x0 + (kx * g.dilation[1]) as isize) as usize;
                         // SAFETY: iy < h, ix < w (the tap ranges keep them inside) and cb + 8 <= c,
                         // so both reads stay within the lengths asserted above.
-                        let (xv, wv) = unsafe {
-                            (
-                                v128_load(x.as_ptr().add((iy * g.w + ix) * c + cb) as *const v128),
-                                v128_load(wt.as_ptr().add((ky * g.kw + kx) * c + cb) as *const v128),
-                            )
-                        };
-                        lo = i32x4_add(lo, i32x4_extmul_low_i16x8(xv, wv));
-                        hi = i32x4_add(hi, i32x4_extmul_high_i16x8(xv, wv));
+                        let (xv, wv) = unsafe { (load(x.as_ptr().add((iy * g.w + ix) * c + cb)), load(wt.as_ptr().add((ky * g.kw + kx) * c + cb))) };
+                        let (pl, ph) = extmul_i16(xv, wv);
+                        lo = add_i32(lo, pl);
+                        hi = add_i32(hi, ph);
                     }
                 }
                 let v = rq.lanes(cb, [lo, hi]);
                 // SAFETY: `o` holds c >= cb + 8 values.
-                unsafe { v128_store(o.as_mut_ptr().add(cb) as *mut v128, v) };
+                unsafe { store(o.as_mut_ptr().add(cb), v) };
             }
             if full < c {
                 tail.fill(0);
@@ -417,7 +410,7 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
 }
 
 /// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
     let mut acc = vec![0i32; g.oh * g.ow * g.c];
     depthwise_nhwc(g, x, wt, &mut acc);

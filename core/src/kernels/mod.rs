@@ -4,6 +4,8 @@
 pub mod conv;
 pub mod gemm;
 pub mod int8;
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+pub mod lanes;
 pub mod pool;
 
 pub use conv::{conv2d, conv2d_naive, ConvGeom};
