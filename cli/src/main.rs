@@ -21,6 +21,7 @@ const USAGE: &str = "usage:
             [--adaround-iters 10000] [--seed 0] [--cle all|measured [--cle-samples 8]]
             [--import E.json (instead of calibrating)] [--encodings E.json] [--report R.json] [--out QDQ.onnx] [--fp32-out TRANSFORMED.onnx]
   qplay eval MODEL.onnx --data X.npy [--labels Y.npy] [--reference R.npy] [--output Y.npy] [--encodings E.json [--int8] [--recipe none|dfq]] [--json]
+            [--dump DIR (with --encodings: every quantized activation as DIR/NNN.npy, named in DIR/index.json)]
   qplay bench MODEL.onnx [--input X.npy] [--encodings E.json [--int8]] [--runs N] [--json] [--profile]";
 
 /// `println!` that ends the process quietly when stdout is closed (`qplay inspect m | head -1`)
@@ -133,7 +134,7 @@ fn run_cli(args: &[String]) -> CliResult<()> {
         "inspect" => inspect(&Opts::parse(rest, &["json"], &[])?),
         "run" => run(&Opts::parse(rest, &["int8"], &["input", "image", "preprocess", "output", "labels", "encodings", "recipe"])?),
         "quantize" => quantize(&Opts::parse(rest, &["per-channel"], &["bias-correction", "calib", "recipe", "weight-bits", "act-bits", "scheme", "encodings", "report", "out", "fp32-out", "skip", "mode", "adaround-iters", "seed", "import", "cle", "cle-samples"])?),
-        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output"])?),
+        "eval" => eval(&Opts::parse(rest, &["json", "int8"], &["data", "labels", "reference", "encodings", "recipe", "output", "dump"])?),
         "bench" => bench(&Opts::parse(rest, &["json", "profile", "int8"], &["runs", "input", "image", "preprocess", "encodings", "recipe"])?),
         "--help" | "-h" | "help" => {
             out!("{USAGE}");
@@ -574,14 +575,53 @@ fn write_outputs(o: &Opts, sim: &QuantSim) -> CliResult<(usize, usize)> {
     Ok((count("param_encodings"), count("activation_encodings")))
 }
 
+/// The simulation's quantized activations over all samples, concatenated along the first axis,
+/// in the order they were produced.
+#[derive(Default)]
+struct Dump {
+    values: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl Dump {
+    fn add(&mut self, name: &str, t: &Tensor) {
+        let Some(d) = t.as_f32() else { return };
+        match self.values.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, shape, data)) if shape[1..] == t.shape()[1..] && !shape.is_empty() => {
+                shape[0] += t.shape()[0];
+                data.extend_from_slice(d);
+            }
+            Some(_) => {}
+            None => self.values.push((name.to_string(), t.shape().to_vec(), d.to_vec())),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> CliResult<()> {
+        let fail = |e: std::io::Error| CliError::Failed(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let mut index = serde_json::Map::new();
+        for (i, (name, shape, data)) in self.values.iter().enumerate() {
+            let file = format!("{i:03}.npy");
+            std::fs::write(dir.join(&file), write_npy_f32(shape, data)).map_err(fail)?;
+            index.insert(name.clone(), file.into());
+        }
+        std::fs::write(dir.join("index.json"), serde_json::to_string_pretty(&index).unwrap_or_default()).map_err(fail)
+    }
+}
+
 fn eval(o: &Opts) -> CliResult<()> {
     let (g, _) = load(&o.model)?;
     let data = samples(&g, Path::new(o.value("data").ok_or_else(|| CliError::Usage("--data is required".into()))?), 64)?;
     let mut model = Model::new(g, o)?;
     let mut logits = Vec::new();
     let mut k = 0;
+    let mut dump = Dump::default();
     for x in data {
-        let y = model.run(x)?.remove(0);
+        let y = match (&mut model, o.value("dump")) {
+            (Model::Sim(e), Some(_)) => e.run_visiting(vec![x], &mut |name, t| dump.add(name, t))?,
+            (_, Some(_)) => return Err(CliError::Usage("--dump needs --encodings (and no --int8): it writes the simulation's activations".into())),
+            _ => model.run(x)?,
+        }
+        .remove(0);
         k = *y.shape().last().unwrap_or(&1);
         logits.extend(y.to_f32_vec());
     }
@@ -606,8 +646,11 @@ fn eval(o: &Opts) -> CliResult<()> {
     if let Some(p) = o.value("output") {
         std::fs::write(p, write_npy_f32(&[n, k], &logits)).map_err(|e| CliError::Failed(format!("{p}: {e}")))?;
     }
-    if result.get("accuracy").is_none() && result.get("sqnr_db").is_none() && o.value("output").is_none() {
-        return Err(CliError::Usage("give --labels Y.npy, --reference R.npy or --output Y.npy".into()));
+    if let Some(dir) = o.value("dump") {
+        dump.write(Path::new(dir))?;
+    }
+    if result.get("accuracy").is_none() && result.get("sqnr_db").is_none() && o.value("output").is_none() && o.value("dump").is_none() {
+        return Err(CliError::Usage("give --labels Y.npy, --reference R.npy, --output Y.npy or --dump DIR".into()));
     }
     if o.flag("json") {
         out!("{result}");

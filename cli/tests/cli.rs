@@ -166,4 +166,8 @@ fn inspect_rejects_bad_files_with_one_line() {
     assert_eq!(o.status.code(), Some(1));
     let o = qplay(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+    // --dump writes the simulation's activations: it needs encodings, and not the integer engine.
+    let o = qplay(&["eval", "assets/models/digits_mlp.onnx", "--data", "assets/data/digits_test_x.npy", "--dump", "/nonexistent/d"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dump needs --encodings"));
 }

@@ -1,7 +1,8 @@
 //! Export: the QDQ model from `qplay quantize --out` runs in onnxruntime (Python, CPU; passes
 //! onnx's full checker) and agrees with qplay's simulation; the FP32 transformed model from
 //! `--fp32-out` plus the encodings JSON reproduce the simulation when loaded back; and the
-//! encodings survive export -> import unchanged.
+//! encodings survive export -> import unchanged; and, layer by layer, each exported layer run by
+//! onnxruntime on qplay's simulated inputs agrees with qplay's simulated output within one step.
 
 mod common;
 
@@ -41,6 +42,7 @@ fn export_case(model: &str, calib: &str, x: &str, args: &[&str], tag: &str, max_
     assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
     println!("{tag}: {out}");
+    check_layers(f.to_str().unwrap(), q.to_str().unwrap(), x, enc.to_str().unwrap(), tag);
     let (lit, opt) = (&out["literal"], &out["optimized"]);
     assert!(lit["max_steps"].as_f64().unwrap() <= max_steps.unwrap_or(f64::INFINITY) + 1e-3, "{tag}: {out}");
     // qplay differs from onnxruntime no more than onnxruntime differs from itself when the
@@ -50,6 +52,35 @@ fn export_case(model: &str, calib: &str, x: &str, args: &[&str], tag: &str, max_
     assert!(lit["top1_agreement"].as_f64().unwrap() >= if exact_top1 { 1.0 } else { 0.9 }, "{tag}: {out}");
     assert!(opt["top1_agreement"].as_f64().unwrap() >= if exact_top1 { 1.0 } else { 0.9 }, "{tag}: {out}");
     out
+}
+
+/// Every layer of the QDQ export, run by onnxruntime (as written, and fused into its integer
+/// kernels) on qplay's own simulated inputs to that layer, agrees with qplay's simulated output
+/// within one output step: the exported model computes what qplay simulates, one layer at a time
+/// (on the first samples, from `qplay eval --dump`).
+fn check_layers(fp32: &str, qdq: &str, x: &str, enc: &str, tag: &str) {
+    let t = qplay_core::npy::read_npy(&std::fs::read(root().join(x)).unwrap(), 1 << 26).unwrap();
+    let rows = t.shape()[0].min(if t.len() / t.shape()[0] > 10_000 { 2 } else { 16 });
+    let per = t.len() / t.shape()[0];
+    let mut shape = t.shape().to_vec();
+    shape[0] = rows;
+    let head = tmp(&format!("{tag}.head.npy"));
+    std::fs::write(&head, qplay_core::npy::write_npy_f32(&shape, &t.to_f32_vec()[..rows * per])).unwrap();
+    let dump = tmp(&format!("{tag}.dump"));
+    qplay(&["eval", fp32, "--data", head.to_str().unwrap(), "--encodings", enc, "--dump", dump.to_str().unwrap()]);
+    let o = Command::new(python())
+        .args(["tests/interop/check_layers.py", qdq, dump.to_str().unwrap(), enc])
+        .current_dir(root())
+        .output()
+        .expect("run python3");
+    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    println!("{tag} layer by layer: {out}");
+    assert!(out["layers"].as_u64().unwrap() >= 2, "{tag}: {out}");
+    for k in ["literal_max_steps", "optimized_max_steps"] {
+        assert!(out[k].as_f64().unwrap() <= 1.0 + 1e-3, "{tag}: {k}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dump);
 }
 
 #[test]

@@ -634,10 +634,18 @@ pub struct SimExecutor {
 
 impl SimExecutor {
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_visiting(inputs, &mut |_, _| {})
+    }
+
+    /// [`SimExecutor::run`], also handing every quantized activation to `visit` (its value's
+    /// name and the quantize-dequantized tensor, as the next layers see it).
+    pub fn run_visiting(&mut self, inputs: Vec<Tensor>, visit: &mut dyn FnMut(&str, &Tensor)) -> Result<Vec<Tensor>> {
         let act = &self.act;
+        let names: Vec<String> = self.exec.graph().values.iter().map(|v| v.name.clone()).collect();
         self.exec.run_with_hook(inputs, &mut |id, t| {
             if let Some(e) = act[id] {
                 e.qdq_tensor(t);
+                visit(&names[id], t);
             }
             Ok(())
         })
