@@ -125,6 +125,8 @@ pub struct Int8Executor {
     qenc: Vec<Option<QEnc>>,
     steps: Vec<Step>,
     last_use: Vec<Option<usize>>,
+    /// Graph inputs read only by convolutions: quantized straight into channels-last layout.
+    nhwc_inputs: Vec<ValueId>,
     limits: Limits,
 }
 
@@ -180,7 +182,12 @@ impl Int8Executor {
         for &o in &graph.outputs {
             last_use[o] = None;
         }
-        Ok(Int8Executor { graph, qenc, steps, last_use, limits: sim.limits().clone() })
+        let conv_reads = |id: ValueId| {
+            let mut readers = steps.iter().filter(|s| step_io(s, &graph).0.contains(&id)).peekable();
+            readers.peek().is_some() && readers.all(|s| matches!(s, Step::Linear(l) if matches!(l.kind, LinearKind::Conv { .. })))
+        };
+        let nhwc_inputs = graph.inputs.iter().copied().filter(|&i| conv_reads(i)).collect();
+        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, limits: sim.limits().clone() })
     }
 
     /// How many steps run in integers and how many fall back to float.
@@ -232,6 +239,7 @@ impl Int8Executor {
         for (&id, t) in g.inputs.iter().zip(inputs) {
             super::check_input(g, id, &t)?;
             vals[id] = Some(match self.qenc[id] {
+                Some(enc) if self.nhwc_inputs.contains(&id) && t.rank() == 4 => Val::Q(quantize_nhwc(&t, enc)?),
                 Some(enc) => Val::Q(quantize_tensor(&t, enc)?),
                 None => Val::F(t),
             });
@@ -360,6 +368,22 @@ impl Int8Executor {
         let mut scratch = Vec::new();
         Ok(ops::eval(n, &[Some(a), Some(b)], &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?.remove(0))
     }
+}
+
+/// [`quantize_tensor`] of an NCHW tensor, written channels-last in the same pass.
+fn quantize_nhwc(t: &Tensor, enc: QEnc) -> Result<QTensor> {
+    let d = t.as_f32().ok_or_else(|| Error::Graph(format!("cannot quantize a {} tensor", t.dtype_name())))?;
+    let (n, c, hw) = (t.shape()[0], t.shape()[1], t.shape()[2] * t.shape()[3]);
+    let mut v = vec![0i16; d.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let plane = &d[(b * c + ch) * hw..][..hw];
+            for (p, &x) in plane.iter().enumerate() {
+                v[(b * hw + p) * c + ch] = enc.quantize(x);
+            }
+        }
+    }
+    Ok(QTensor { shape: t.shape().to_vec(), nhwc: true, v, enc })
 }
 
 fn quantize_tensor(t: &Tensor, enc: QEnc) -> Result<QTensor> {
@@ -591,7 +615,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             }
             let p = oh * ow;
             too_big(n * p * l.m)?;
-            too_big(p * l.kp)?;
+            too_big(4 * l.kp)?;
             let mut v = vec![0i16; n * p * l.m];
             for b in 0..n {
                 let xb = &x.v[b * h * w * c..(b + 1) * h * w * c];
@@ -602,14 +626,24 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
                 } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
                     dot_gemm_requant(p, xb, gemm()?, rq, vb);
                 } else {
-                    let rows = im2row(&geom, xb, oh, ow, l.kp);
-                    dot_gemm_requant(p, &rows, gemm()?, rq, vb);
+                    // Patches of a few pixels at a time, in a buffer that stays in cache.
+                    let chunk = (IM2ROW_BYTES / (2 * l.kp)).max(4);
+                    let mut rows = vec![0i16; chunk.min(p) * l.kp];
+                    for first in (0..p).step_by(chunk) {
+                        let n = chunk.min(p - first);
+                        let rows = &mut rows[..n * l.kp];
+                        im2row(&geom, xb, ow, l.kp, first, rows);
+                        dot_gemm_requant(n, rows, gemm()?, rq, &mut vb[first * l.m..(first + n) * l.m]);
+                    }
                 }
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })
         }
     }
 }
+
+/// Size of the patch buffer of a convolution that needs one (a part of the L1 cache).
+const IM2ROW_BYTES: usize = 8 << 10;
 
 /// Copies `p` rows of `k` values into rows of `kp` (zero padded).
 fn pad_rows(x: &[i16], p: usize, k: usize, kp: usize) -> std::borrow::Cow<'_, [i16]> {
@@ -623,30 +657,28 @@ fn pad_rows(x: &[i16], p: usize, k: usize, kp: usize) -> std::borrow::Cow<'_, [i
     std::borrow::Cow::Owned(out)
 }
 
-/// NHWC patches: one row of `kp` values per output pixel, ordered (ky, kx, c), zeros for padding.
-fn im2row(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize) -> Vec<i16> {
+/// NHWC patches of the output pixels `first..first + rows.len() / kp` (row-major, `ow` pixels per
+/// output row): one row of `kp` values per pixel, ordered (ky, kx, c), zeros for padding.
+fn im2row(g: &ConvGeom, x: &[i16], ow: usize, kp: usize, first: usize, rows: &mut [i16]) {
     // Copies of a known small length compile to plain loads and stores (the RGB stem has c = 3,
     // where a memcpy per tap cost more than the convolution).
-    fn patches<const C: usize>(g: &ConvGeom, x: &[i16], oh: usize, ow: usize, kp: usize, c: usize) -> Vec<i16> {
-        let mut rows = vec![0i16; oh * ow * kp];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut rows[(oy * ow + ox) * kp..(oy * ow + ox + 1) * kp];
-                crate::kernels::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
-                    if C > 0 {
-                        row[t * C..(t + 1) * C].copy_from_slice(&x[px * C..][..C]);
-                    } else {
-                        row[t * c..(t + 1) * c].copy_from_slice(&x[px * c..][..c]);
-                    }
-                });
-            }
+    fn patches<const C: usize>(g: &ConvGeom, x: &[i16], ow: usize, kp: usize, first: usize, rows: &mut [i16], c: usize) {
+        rows.fill(0);
+        for (i, row) in rows.chunks_exact_mut(kp).enumerate() {
+            let (oy, ox) = ((first + i) / ow, (first + i) % ow);
+            crate::kernels::for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |t, px| {
+                if C > 0 {
+                    row[t * C..(t + 1) * C].copy_from_slice(&x[px * C..][..C]);
+                } else {
+                    row[t * c..(t + 1) * c].copy_from_slice(&x[px * c..][..c]);
+                }
+            });
         }
-        rows
     }
     match g.c_in {
-        1 => patches::<1>(g, x, oh, ow, kp, 1),
-        3 => patches::<3>(g, x, oh, ow, kp, 3),
-        4 => patches::<4>(g, x, oh, ow, kp, 4),
-        c => patches::<0>(g, x, oh, ow, kp, c),
+        1 => patches::<1>(g, x, ow, kp, first, rows, 1),
+        3 => patches::<3>(g, x, ow, kp, first, rows, 3),
+        4 => patches::<4>(g, x, ow, kp, first, rows, 4),
+        c => patches::<0>(g, x, ow, kp, first, rows, c),
     }
 }
