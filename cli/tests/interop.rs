@@ -10,8 +10,16 @@ use common::*;
 use serde_json::Value;
 use std::process::Command;
 
-fn python() -> String {
-    std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into())
+/// Runs one of the onnxruntime checks in tests/interop and returns the JSON line it prints.
+fn check(script: &str, args: &[&str], tag: &str) -> Value {
+    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(format!("tests/interop/{script}"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run python3 (set QPLAY_PYTHON to a Python with onnx and onnxruntime)");
+    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Quantizes `model`, evaluates the exported FP32 model + encodings in qplay, and checks the
@@ -34,13 +42,7 @@ fn export_case(model: &str, calib: &str, x: &str, args: &[&str], tag: &str, max_
     assert_eq!(e1["param_encodings"], e2["param_encodings"], "{tag}: weight encodings after a round trip");
     assert_eq!(e1["activation_encodings"], e2["activation_encodings"], "{tag}: activation encodings after a round trip");
 
-    let o = Command::new(python())
-        .args(["tests/interop/check_qdq.py", q.to_str().unwrap(), x, sim.to_str().unwrap(), enc.to_str().unwrap()])
-        .current_dir(root())
-        .output()
-        .expect("run python3 (set QPLAY_PYTHON to a Python with onnx and onnxruntime)");
-    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = check("check_qdq.py", &[q.to_str().unwrap(), x, sim.to_str().unwrap(), enc.to_str().unwrap()], tag);
     println!("{tag}: {out}");
     check_layers(f.to_str().unwrap(), q.to_str().unwrap(), x, enc.to_str().unwrap(), tag);
     let (lit, opt) = (&out["literal"], &out["optimized"]);
@@ -68,13 +70,7 @@ fn check_layers(fp32: &str, qdq: &str, x: &str, enc: &str, tag: &str) {
     std::fs::write(&head, qplay_core::npy::write_npy_f32(&shape, &t.to_f32_vec()[..rows * per])).unwrap();
     let dump = tmp(&format!("{tag}.dump"));
     qplay(&["eval", fp32, "--data", head.to_str().unwrap(), "--encodings", enc, "--dump", dump.to_str().unwrap()]);
-    let o = Command::new(python())
-        .args(["tests/interop/check_layers.py", qdq, dump.to_str().unwrap(), enc])
-        .current_dir(root())
-        .output()
-        .expect("run python3");
-    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = check("check_layers.py", &[qdq, dump.to_str().unwrap(), enc], tag);
     println!("{tag} layer by layer: {out}");
     assert!(out["layers"].as_u64().unwrap() >= 2, "{tag}: {out}");
     for k in ["literal_max_steps", "optimized_max_steps"] {
