@@ -353,8 +353,8 @@ pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
 
 /// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`
 /// ([oh * ow, c]); bit-identical to the two steps. With vectors, 8 channels at a time accumulate in
-/// registers over the taps inside the image (`i32x4.extmul` of i16 lanes) and are requantized
-/// there: no i32 buffer, no per-tap closure.
+/// registers over the taps inside the image, two taps per pair-dot (`i32x4.dot_i16x8_s` on the
+/// taps' values interleaved), and are requantized there: no i32 buffer, no per-tap closure.
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
     let c = g.c;
@@ -368,24 +368,46 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
         (start, lo, hi.max(lo))
     };
     let mut tail = vec![0i32; c - full];
+    // Taps as (offset in x, offset in the weights): every tap relative to the window's corner
+    // (pixels whose window lies inside the image), or a border pixel's taps inside the image.
+    let all: Vec<(usize, usize)> = (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dilation[0] * g.w + kx * g.dilation[1]) * c, (ky * g.kw + kx) * c))).collect();
+    let mut inside: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..g.oh {
         let (y0, ky_lo, ky_hi) = taps(oy, g.stride[0], g.dilation[0], g.pads[0], g.h, g.kh);
         for ox in 0..g.ow {
             let (x0, kx_lo, kx_hi) = taps(ox, g.stride[1], g.dilation[1], g.pads[1], g.w, g.kw);
-            let o = &mut out[(oy * g.ow + ox) * c..][..c];
-            for cb in (0..full).step_by(8) {
-                let (mut lo, mut hi) = (zero(), zero());
+            let (list, base) = if (ky_lo, ky_hi, kx_lo, kx_hi) == (0, g.kh, 0, g.kw) {
+                (&all[..], (y0 as usize * g.w + x0 as usize) * c)
+            } else {
+                inside.clear();
                 for ky in ky_lo..ky_hi {
                     let iy = (y0 + (ky * g.dilation[0]) as isize) as usize;
                     for kx in kx_lo..kx_hi {
                         let ix = (x0 + (kx * g.dilation[1]) as isize) as usize;
-                        // SAFETY: iy < h, ix < w (the tap ranges keep them inside) and cb + 8 <= c,
-                        // so both reads stay within the lengths asserted above.
-                        let (xv, wv) = unsafe { (load(x.as_ptr().add((iy * g.w + ix) * c + cb)), load(wt.as_ptr().add((ky * g.kw + kx) * c + cb))) };
-                        let (pl, ph) = extmul_i16(xv, wv);
-                        lo = add_i32(lo, pl);
-                        hi = add_i32(hi, ph);
+                        inside.push(((iy * g.w + ix) * c, (ky * g.kw + kx) * c));
                     }
+                }
+                (&inside[..], 0)
+            };
+            let (pairs, single) = list.as_chunks::<2>();
+            let o = &mut out[(oy * g.ow + ox) * c..][..c];
+            for cb in (0..full).step_by(8) {
+                let (mut lo, mut hi) = (zero(), zero());
+                // Two taps at once: their values interleaved per channel, so that one
+                // i16 pair-dot adds both products of 4 channels.
+                for &[(xa, wa), (xb, wb)] in pairs {
+                    // SAFETY: the offsets are of pixels inside the image and of kernel taps, and
+                    // cb + 8 <= c, so every read stays within the lengths asserted above.
+                    let (x0, x1, w0, w1) = unsafe { (load(x.as_ptr().add(base + xa + cb)), load(x.as_ptr().add(base + xb + cb)), load(wt.as_ptr().add(wa + cb)), load(wt.as_ptr().add(wb + cb))) };
+                    lo = add_i32(lo, dot_i16(interleave_lo_i16(x0, x1), interleave_lo_i16(w0, w1)));
+                    hi = add_i32(hi, dot_i16(interleave_hi_i16(x0, x1), interleave_hi_i16(w0, w1)));
+                }
+                for &(xa, wa) in single {
+                    // SAFETY: as above.
+                    let (xv, wv) = unsafe { (load(x.as_ptr().add(base + xa + cb)), load(wt.as_ptr().add(wa + cb))) };
+                    let (pl, ph) = extmul_i16(xv, wv);
+                    lo = add_i32(lo, pl);
+                    hi = add_i32(hi, ph);
                 }
                 let v = rq.lanes(cb, [lo, hi]);
                 // SAFETY: `o` holds c >= cb + 8 values.
@@ -393,14 +415,10 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
             }
             if full < c {
                 tail.fill(0);
-                for ky in ky_lo..ky_hi {
-                    let iy = (y0 + (ky * g.dilation[0]) as isize) as usize;
-                    for kx in kx_lo..kx_hi {
-                        let ix = (x0 + (kx * g.dilation[1]) as isize) as usize;
-                        let (xs, ws) = (&x[(iy * g.w + ix) * c + full..][..c - full], &wt[(ky * g.kw + kx) * c + full..][..c - full]);
-                        for ((a, &xv), &wv) in tail.iter_mut().zip(xs).zip(ws) {
-                            *a += xv as i32 * wv as i32;
-                        }
+                for &(xa, wa) in list {
+                    let (xs, ws) = (&x[base + xa + full..][..c - full], &wt[wa + full..][..c - full]);
+                    for ((a, &xv), &wv) in tail.iter_mut().zip(xs).zip(ws) {
+                        *a += xv as i32 * wv as i32;
                     }
                 }
                 rq.row(full, &tail, &mut o[full..]);

@@ -51,6 +51,16 @@ mod imp {
     pub fn extmul_i16(a: V, b: V) -> (V, V) {
         (i32x4_extmul_low_i16x8(a, b), i32x4_extmul_high_i16x8(a, b))
     }
+    /// i16 lanes `[a0, b0, a1, b1, a2, b2, a3, b3]`.
+    #[inline(always)]
+    pub fn interleave_lo_i16(a: V, b: V) -> V {
+        i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a, b)
+    }
+    /// i16 lanes `[a4, b4, a5, b5, a6, b6, a7, b7]`.
+    #[inline(always)]
+    pub fn interleave_hi_i16(a: V, b: V) -> V {
+        i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a, b)
+    }
     #[inline(always)]
     pub fn add_i32(a: V, b: V) -> V {
         i32x4_add(a, b)
@@ -140,6 +150,16 @@ mod imp {
         // SAFETY: SSE2 is part of the x86-64 baseline.
         unsafe { let (lo, hi) = (_mm_mullo_epi16(a, b), _mm_mulhi_epi16(a, b));
         (_mm_unpacklo_epi16(lo, hi), _mm_unpackhi_epi16(lo, hi)) }
+    }
+    #[inline(always)]
+    pub fn interleave_lo_i16(a: V, b: V) -> V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { _mm_unpacklo_epi16(a, b) }
+    }
+    #[inline(always)]
+    pub fn interleave_hi_i16(a: V, b: V) -> V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { _mm_unpackhi_epi16(a, b) }
     }
     #[inline(always)]
     pub fn add_i32(a: V, b: V) -> V {
