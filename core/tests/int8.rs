@@ -6,8 +6,39 @@ use qplay_core::npy::read_npy;
 use qplay_core::passes::bn_fold::fold_batch_norms;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::{load_model, Limits, Tensor};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
+
+thread_local! {
+    /// Bytes this thread has asked the allocator for.
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: forwards to the system allocator; the counter is a thread-local Cell (no allocation).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + layout.size()));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + layout.size()));
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + new_size.saturating_sub(layout.size())));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 const MOBILENET: &[u8] = include_bytes!("../../assets/models/digits_mobilenet.onnx");
 const MLP: &[u8] = include_bytes!("../../assets/models/digits_mlp.onnx");
@@ -73,6 +104,32 @@ fn mobilenet_int8_matches_simulation() {
 fn mlp_int8_matches_simulation() {
     check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: false, ..Default::default() });
     check(MLP, true, QuantSimConfig { weight_bits: 8, act_bits: 8, per_channel: true, ..Default::default() });
+}
+
+/// After the first inference the engine reuses its activation buffers: a later inference asks
+/// the allocator for a small part of what the first did (what is left: the quantized input, the
+/// float steps (Flatten here), the outputs and small per-call scratch).
+#[test]
+fn repeated_inference_reuses_activation_buffers() {
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    let (g, _) = fold_batch_norms(g);
+    let mut sim = QuantSim::new(g, QuantSimConfig::default()).unwrap();
+    sim.calibrate(&[digits(TRAIN_X, 256, false)]).unwrap();
+    let mut int = Int8Executor::new(&sim).unwrap();
+    let x = digits(TEST_X, 450, false);
+    let mut run = || {
+        let x = x.clone();
+        let before = ALLOCATED.with(Cell::get);
+        let y = int.run(vec![x]).unwrap();
+        (ALLOCATED.with(Cell::get) - before, y[0].to_f32_vec())
+    };
+    let (first, y1) = run();
+    let (_, y2) = run();
+    let (third, y3) = run();
+    let steps = int.profile(vec![x.clone()], &|| ALLOCATED.with(Cell::get) as f64).unwrap();
+    println!("bytes allocated by an inference of 450 digits: first {first}, third {third}; by step: {steps:?}");
+    assert!(y1 == y2 && y2 == y3, "reused buffers change nothing");
+    assert!(third * 5 < first, "first {first} bytes, third {third}");
 }
 
 #[test]

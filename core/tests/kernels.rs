@@ -198,8 +198,18 @@ mod int8 {
         let mut want = vec![0i16; b.len()];
         requantize(&b, &rq, &mut want);
         let mut got = vec![9i16; b.len()];
-        depthwise_requant(&g, &x, &w, &rq, &mut got);
+        depthwise_requant(&g, 1, &x, &w, &rq, &mut got);
         assert_eq!(got, want, "depthwise_requant {g:?}");
+        // Two images in a row: each as on its own.
+        let x2: Vec<i16> = x.iter().rev().copied().collect();
+        let mut b2 = vec![0; b.len()];
+        depthwise_nhwc_naive(&g, &x2, &w, &mut b2);
+        let mut want2 = want.clone();
+        want2.resize(2 * b.len(), 0);
+        requantize(&b2, &rq, &mut want2[b.len()..]);
+        let mut got2 = vec![9i16; 2 * b.len()];
+        depthwise_requant(&g, 2, &[x, x2].concat(), &w, &rq, &mut got2);
+        assert_eq!(got2, want2, "depthwise_requant of two images {g:?}");
     }
 
     pub fn dw_geom(r: &mut Rng) -> Option<DwGeom> {

@@ -118,6 +118,39 @@ enum Step {
     Float { node: usize },
 }
 
+/// Buffers of activations that are no longer needed, reused by later steps and later inferences.
+/// The same network asks for the same sizes every inference, so after the first one a step
+/// usually finds a buffer of exactly its size, which it overwrites without clearing (the integer
+/// kernels write every element): no allocation and no zeroing in the hot path.
+#[derive(Debug, Default)]
+struct Pool(Vec<Vec<i16>>);
+
+impl Pool {
+    /// Most buffers kept (Lite0 needs about a dozen).
+    const MAX: usize = 64;
+
+    /// A buffer of `n` elements, for a caller that overwrites all of them.
+    fn take(&mut self, n: usize) -> Vec<i16> {
+        if let Some(i) = self.0.iter().position(|b| b.len() == n) {
+            return self.0.swap_remove(i);
+        }
+        let fit = self.0.iter().enumerate().filter(|(_, b)| b.capacity() >= n).min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i);
+        let mut b = fit.map_or_else(Vec::new, |i| self.0.swap_remove(i));
+        b.clear();
+        b.resize(n, 0);
+        b
+    }
+
+    fn give(&mut self, b: Vec<i16>) {
+        if b.capacity() > 0 {
+            if self.0.len() == Self::MAX {
+                self.0.remove(0);
+            }
+            self.0.push(b);
+        }
+    }
+}
+
 /// Executes a calibrated quantization simulation in integer arithmetic.
 #[derive(Debug)]
 pub struct Int8Executor {
@@ -127,6 +160,7 @@ pub struct Int8Executor {
     last_use: Vec<Option<usize>>,
     /// Graph inputs read only by convolutions: quantized straight into channels-last layout.
     nhwc_inputs: Vec<ValueId>,
+    pool: Pool,
     limits: Limits,
 }
 
@@ -187,7 +221,7 @@ impl Int8Executor {
             readers.peek().is_some() && readers.all(|s| matches!(s, Step::Linear(l) if matches!(l.kind, LinearKind::Conv { .. })))
         };
         let nhwc_inputs = graph.inputs.iter().copied().filter(|&i| conv_reads(i)).collect();
-        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, limits: sim.limits().clone() })
+        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, pool: Pool::default(), limits: sim.limits().clone() })
     }
 
     /// How many steps run in integers and how many fall back to float.
@@ -244,10 +278,11 @@ impl Int8Executor {
                 None => Val::F(t),
             });
         }
+        let mut pool = std::mem::take(&mut self.pool);
         for si in 0..self.steps.len() {
             let step = &self.steps[si];
             let t0 = timing.as_ref().map(|(clock, _)| clock());
-            let outs = self.exec_step(step, &vals)?;
+            let outs = self.exec_step(step, &vals, &mut pool)?;
             if let (Some(t0), Some((clock, times))) = (t0, timing.as_mut()) {
                 times.push((self.step_label(step), clock() - t0));
             }
@@ -256,10 +291,13 @@ impl Int8Executor {
             }
             for i in step_io(step, &self.graph).0 {
                 if self.last_use[i] == Some(si) && self.graph.consts[i].is_none() {
-                    vals[i] = None;
+                    if let Some(Val::Q(q)) = vals[i].take() {
+                        pool.give(q.v);
+                    }
                 }
             }
         }
+        self.pool = pool;
         self.graph
             .outputs
             .iter()
@@ -275,7 +313,7 @@ impl Int8Executor {
         vals[id].as_ref().ok_or_else(|| Error::Graph(format!("value '{}' has not been computed", self.graph.values[id].name)))
     }
 
-    fn exec_step(&self, step: &Step, vals: &[Option<Val>]) -> Result<Vec<(ValueId, Val)>> {
+    fn exec_step(&self, step: &Step, vals: &[Option<Val>], pool: &mut Pool) -> Result<Vec<(ValueId, Val)>> {
         let q_input = |id: ValueId| -> Result<QTensor> {
             match self.get(vals, id)? {
                 Val::Q(q) => Ok(q.clone()),
@@ -288,12 +326,13 @@ impl Int8Executor {
                     Val::Q(q) => q,
                     Val::F(_) => return Err(Error::Graph(format!("input of '{}' is not quantized", self.graph.values[l.output].name))),
                 };
-                vec![(l.output, Val::Q(run_linear(l, x, &self.limits)?))]
+                vec![(l.output, Val::Q(run_linear(l, x, &self.limits, pool)?))]
             }
             Step::Add { a, b, out, enc } => {
                 if let (Val::Q(qa), Val::Q(qb)) = (self.get(vals, *a)?, self.get(vals, *b)?) {
                     if qa.shape == qb.shape && qa.nhwc == qb.nhwc {
-                        let v = enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset());
+                        let mut v = pool.take(qa.v.len());
+                        enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset(), &mut v);
                         return Ok(vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]);
                     }
                 }
@@ -311,28 +350,37 @@ impl Int8Executor {
                 }
             }
             Step::Gap { input, out, enc } => {
-                let x = relayout(q_input(*input)?, true);
+                let Val::Q(x) = self.get(vals, *input)? else { return Err(Error::Graph(format!("value '{}' is not quantized", self.graph.values[*input].name))) };
                 if x.shape.len() != 4 {
                     return Err(Error::Graph("GlobalAveragePool needs a 4-D input".into()));
                 }
                 let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
-                let s = x.enc.scale();
-                let mut v = Vec::with_capacity(n * c);
-                for b in 0..n {
-                    let mut acc = vec![0i32; c];
-                    for p in 0..hw {
-                        for (a, &xv) in acc.iter_mut().zip(&x.v[(b * hw + p) * c..(b * hw + p + 1) * c]) {
-                            *a += xv as i32;
+                // Integer sums per image and channel, in either layout.
+                let mut acc = vec![0i32; n * c];
+                for (b, sums) in acc.chunks_exact_mut(c.max(1)).enumerate() {
+                    if x.nhwc {
+                        for px in x.v[b * hw * c..(b + 1) * hw * c].chunks_exact(c) {
+                            for (a, &xv) in sums.iter_mut().zip(px) {
+                                *a += xv as i32;
+                            }
+                        }
+                    } else {
+                        for (a, plane) in sums.iter_mut().zip(x.v[b * c * hw..(b + 1) * c * hw].chunks_exact(hw.max(1))) {
+                            *a = plane.iter().map(|&xv| xv as i32).sum();
                         }
                     }
-                    v.extend(acc.iter().map(|&a| enc.quantize(a as f32 * s / hw as f32)));
                 }
+                let s = x.enc.scale();
+                let v = acc.iter().map(|&a| enc.quantize(a as f32 * s / hw as f32)).collect();
                 vec![(*out, Val::Q(QTensor { shape: vec![n, c, 1, 1], nhwc: false, v, enc: *enc }))]
             }
             Step::Table { input, out, in_offset, table, enc } => {
-                let x = q_input(*input)?;
-                let v = x.v.iter().map(|&xv| table[(xv as i32 - in_offset).clamp(0, table.len() as i32 - 1) as usize]).collect();
-                vec![(*out, Val::Q(QTensor { shape: x.shape, nhwc: x.nhwc, v, enc: *enc }))]
+                let Val::Q(x) = self.get(vals, *input)? else { return Err(Error::Graph(format!("value '{}' is not quantized", self.graph.values[*input].name))) };
+                let mut v = pool.take(x.v.len());
+                for (o, &xv) in v.iter_mut().zip(&x.v) {
+                    *o = table[(xv as i32 - in_offset).clamp(0, table.len() as i32 - 1) as usize];
+                }
+                vec![(*out, Val::Q(QTensor { shape: x.shape.clone(), nhwc: x.nhwc, v, enc: *enc }))]
             }
             Step::Float { node } => {
                 let n = &self.graph.nodes[*node];
@@ -343,7 +391,10 @@ impl Int8Executor {
                         None => Ok(None),
                         Some(id) => match &self.graph.consts[*id] {
                             Some(c) => Ok(Some(c.clone())),
-                            None => Ok(Some(to_float(self.get(vals, *id)?.clone()))),
+                            None => Ok(Some(match self.get(vals, *id)? {
+                                Val::F(t) => t.clone(),
+                                Val::Q(q) => dequantize(q),
+                            })),
                         },
                     })
                     .collect::<Result<_>>()?;
@@ -394,12 +445,26 @@ fn quantize_tensor(t: &Tensor, enc: QEnc) -> Result<QTensor> {
 fn to_float(v: Val) -> Tensor {
     match v {
         Val::F(t) => t,
-        Val::Q(q) => {
-            let q = relayout(q, false);
-            let s = q.enc.scale();
-            Tensor::from_parts_f32(q.shape, q.v.iter().map(|&x| x as f32 * s).collect())
+        Val::Q(q) => dequantize(&q),
+    }
+}
+
+/// The real values of a quantized tensor, in NCHW order.
+fn dequantize(q: &QTensor) -> Tensor {
+    let s = q.enc.scale();
+    if !q.nhwc {
+        return Tensor::from_parts_f32(q.shape.clone(), q.v.iter().map(|&x| x as f32 * s).collect());
+    }
+    let (n, c, hw) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3]);
+    let mut d = vec![0f32; q.v.len()];
+    for b in 0..n {
+        for (p, px) in q.v[b * hw * c..(b + 1) * hw * c].chunks_exact(c.max(1)).enumerate() {
+            for (ch, &x) in px.iter().enumerate() {
+                d[(b * c + ch) * hw + p] = x as f32 * s;
+            }
         }
     }
+    Tensor::from_parts_f32(q.shape.clone(), d)
 }
 
 /// Converts a rank-4 tensor between NCHW and NHWC storage (other ranks are unchanged).
@@ -576,7 +641,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
 }
 
 /// Runs a Conv/Gemm step on a quantized input.
-fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
+fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Result<QTensor> {
     // Built when planned; an input with another encoding (not expected) gets its own.
     let rq = if l.in_enc == Some(x.enc) { std::borrow::Cow::Borrowed(&l.rq) } else { std::borrow::Cow::Owned(l.requant(x.enc.scale())) };
     let rq = rq.as_ref();
@@ -595,7 +660,7 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             }
             let p = x.shape[0];
             let rows = pad_rows(&x.v, p, l.k, l.kp);
-            let mut v = vec![0i16; p * l.m];
+            let mut v = pool.take(p * l.m);
             dot_gemm_requant(p, &rows, gemm()?, rq, &mut v);
             Ok(QTensor { shape: vec![p, l.m], nhwc: false, v, enc: l.out })
         }
@@ -616,25 +681,28 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits) -> Result<QTensor> {
             let p = oh * ow;
             too_big(n * p * l.m)?;
             too_big(4 * l.kp)?;
-            let mut v = vec![0i16; n * p * l.m];
+            let mut v = pool.take(n * p * l.m);
+            if depthwise {
+                let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
+                depthwise_requant(&dg, n, &x.v, &l.w, rq, &mut v);
+                return Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out });
+            }
+            if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
+                // The channels-last input is already the GEMM's rows, for the whole batch.
+                dot_gemm_requant(n * p, &x.v, gemm()?, rq, &mut v);
+                return Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out });
+            }
+            // Patches of a few pixels at a time, in a buffer that stays in cache.
+            let chunk = (IM2ROW_BYTES / (2 * l.kp)).max(4);
+            let mut rows = vec![0i16; chunk.min(p) * l.kp];
             for b in 0..n {
                 let xb = &x.v[b * h * w * c..(b + 1) * h * w * c];
                 let vb = &mut v[b * p * l.m..(b + 1) * p * l.m];
-                if depthwise {
-                    let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
-                    depthwise_requant(&dg, xb, &l.w, rq, vb);
-                } else if *kh == 1 && *kw == 1 && *stride == [1, 1] && pads == [0; 4] && c == l.kp {
-                    dot_gemm_requant(p, xb, gemm()?, rq, vb);
-                } else {
-                    // Patches of a few pixels at a time, in a buffer that stays in cache.
-                    let chunk = (IM2ROW_BYTES / (2 * l.kp)).max(4);
-                    let mut rows = vec![0i16; chunk.min(p) * l.kp];
-                    for first in (0..p).step_by(chunk) {
-                        let n = chunk.min(p - first);
-                        let rows = &mut rows[..n * l.kp];
-                        im2row(&geom, xb, ow, l.kp, first, rows);
-                        dot_gemm_requant(n, rows, gemm()?, rq, &mut vb[first * l.m..(first + n) * l.m]);
-                    }
+                for first in (0..p).step_by(chunk) {
+                    let n = chunk.min(p - first);
+                    let rows = &mut rows[..n * l.kp];
+                    im2row(&geom, xb, ow, l.kp, first, rows);
+                    dot_gemm_requant(n, rows, gemm()?, rq, &mut vb[first * l.m..(first + n) * l.m]);
                 }
             }
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })

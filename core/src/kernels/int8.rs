@@ -351,14 +351,31 @@ pub fn depthwise_nhwc(g: &DwGeom, x: &[i16], wt: &[i16], out: &mut [i32]) {
     }
 }
 
-/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`
-/// ([oh * ow, c]); bit-identical to the two steps. With vectors, 8 channels at a time accumulate in
+/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, for `images`
+/// images in a row, into `out` ([images, oh * ow, c]); bit-identical to the two steps. With vectors, 8 channels at a time accumulate in
 /// registers over the taps inside the image, two taps per pair-dot (`i32x4.dot_i16x8_s` on the
 /// taps' values interleaved), and are requantized there: no i32 buffer, no per-tap closure.
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
-pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
+pub fn depthwise_requant(g: &DwGeom, images: usize, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
     let c = g.c;
-    assert!(x.len() >= g.h * g.w * c && wt.len() >= g.kh * g.kw * c && out.len() >= g.oh * g.ow * c && rq.len() == c, "depthwise_requant: bad sizes");
+    let (isz, osz) = (g.h * g.w * c, g.oh * g.ow * c);
+    assert!(x.len() >= images * isz && wt.len() >= g.kh * g.kw * c && out.len() >= images * osz && rq.len() == c, "depthwise_requant: bad sizes");
+    let mut tail = vec![0i32; c % 8];
+    // Taps as (offset in x, offset in the weights): every tap relative to the window's corner
+    // (pixels whose window lies inside the image), or a border pixel's taps inside the image.
+    let all: Vec<(usize, usize)> = (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dilation[0] * g.w + kx * g.dilation[1]) * c, (ky * g.kw + kx) * c))).collect();
+    let mut inside: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
+    for (x, out) in x.chunks_exact(isz.max(1)).zip(out.chunks_exact_mut(osz.max(1))).take(images) {
+        depthwise_image(g, x, wt, rq, out, &all, &mut inside, &mut tail);
+    }
+}
+
+/// One image of [`depthwise_requant`], with its scratch.
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn depthwise_image(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16], all: &[(usize, usize)], inside: &mut Vec<(usize, usize)>, tail: &mut [i32]) {
+    let c = g.c;
     let full = c / 8 * 8;
     // The taps of one axis that land inside the image: k in lo..hi.
     let taps = |o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
@@ -367,17 +384,12 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
         let hi = (0..k).rev().find(|&t| start + ((t * dil) as isize) < size as isize).map_or(0, |t| t + 1);
         (start, lo, hi.max(lo))
     };
-    let mut tail = vec![0i32; c - full];
-    // Taps as (offset in x, offset in the weights): every tap relative to the window's corner
-    // (pixels whose window lies inside the image), or a border pixel's taps inside the image.
-    let all: Vec<(usize, usize)> = (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dilation[0] * g.w + kx * g.dilation[1]) * c, (ky * g.kw + kx) * c))).collect();
-    let mut inside: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..g.oh {
         let (y0, ky_lo, ky_hi) = taps(oy, g.stride[0], g.dilation[0], g.pads[0], g.h, g.kh);
         for ox in 0..g.ow {
             let (x0, kx_lo, kx_hi) = taps(ox, g.stride[1], g.dilation[1], g.pads[1], g.w, g.kw);
             let (list, base) = if (ky_lo, ky_hi, kx_lo, kx_hi) == (0, g.kh, 0, g.kw) {
-                (&all[..], (y0 as usize * g.w + x0 as usize) * c)
+                (all, (y0 as usize * g.w + x0 as usize) * c)
             } else {
                 inside.clear();
                 for ky in ky_lo..ky_hi {
@@ -427,12 +439,16 @@ pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &
     }
 }
 
-/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, into `out`.
+/// [`depthwise_nhwc`] followed by [`requantize`] with the parameters of `rq`, for `images`
+/// images, into `out`.
 #[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
-pub fn depthwise_requant(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
-    let mut acc = vec![0i32; g.oh * g.ow * g.c];
-    depthwise_nhwc(g, x, wt, &mut acc);
-    requantize(&acc, rq, out);
+pub fn depthwise_requant(g: &DwGeom, images: usize, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i16]) {
+    let (isz, osz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let mut acc = vec![0i32; osz];
+    for (x, out) in x.chunks_exact(isz.max(1)).zip(out.chunks_exact_mut(osz.max(1))).take(images) {
+        depthwise_nhwc(g, x, wt, &mut acc);
+        requantize(&acc, rq, out);
+    }
 }
 
 /// Reference for [`depthwise_nhwc`], written from the definition.

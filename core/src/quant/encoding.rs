@@ -90,12 +90,14 @@ impl Encoding {
         round_half_away(clamp_select(x, lo, hi) / d - o) as i32
     }
 
-    /// `quantize(a[i] * sa + b[i] * sb) + shift` for every i: the integer engine's Add of two
+    /// `out[i] = quantize(a[i] * sa + b[i] * sb) + shift`: the integer engine's Add of two
     /// quantized tensors, bit-identical to calling [`Encoding::quantize`] per element, in a loop
     /// the compiler vectorizes.
-    pub fn quantize_sum(&self, a: &[i16], sa: f32, b: &[i16], sb: f32, shift: i32) -> Vec<i16> {
+    pub fn quantize_sum(&self, a: &[i16], sa: f32, b: &[i16], sb: f32, shift: i32, out: &mut [i16]) {
         let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        a.iter().zip(b).map(|(&x, &y)| (round_half_away(clamp_select(x as f32 * sa + y as f32 * sb, lo, hi) / d - o) as i32 + shift) as i16).collect()
+        for ((r, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *r = (round_half_away(clamp_select(x as f32 * sa + y as f32 * sb, lo, hi) / d - o) as i32 + shift) as i16;
+        }
     }
 
     /// Quantize-dequantize a float tensor in place (other dtypes are left alone).
@@ -231,7 +233,9 @@ mod tests {
         let b: Vec<i16> = (0..5000).map(|_| r.below(511) as i16 - 255).collect();
         let (sa, sb, shift) = (0.031_f32, 0.047_f32, -17);
         let want: Vec<i16> = a.iter().zip(&b).map(|(&x, &y)| (enc.quantize(x as f32 * sa + y as f32 * sb) + shift) as i16).collect();
-        assert_eq!(enc.quantize_sum(&a, sa, &b, sb, shift), want);
+        let mut got = vec![7i16; a.len()];
+        enc.quantize_sum(&a, sa, &b, sb, shift, &mut got);
+        assert_eq!(got, want);
     }
 
     /// The libm-free rounding equals `f32::round` on the grid positions qdq produces, including
