@@ -151,6 +151,9 @@ impl Pool {
     }
 }
 
+/// A clock (milliseconds) and the times of the steps so far, by label.
+type StepTimes<'a> = (&'a dyn Fn() -> f64, &'a mut Vec<(String, f64)>);
+
 /// Executes a calibrated quantization simulation in integer arithmetic.
 #[derive(Debug)]
 pub struct Int8Executor {
@@ -264,7 +267,7 @@ impl Int8Executor {
         }
     }
 
-    fn run_timed(&mut self, inputs: Vec<Tensor>, mut timing: Option<(&dyn Fn() -> f64, &mut Vec<(String, f64)>)>) -> Result<Vec<Tensor>> {
+    fn run_timed(&mut self, inputs: Vec<Tensor>, mut timing: Option<StepTimes>) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));

@@ -433,7 +433,7 @@ fn depthwise_image(g: &DwGeom, x: &[i16], wt: &[i16], rq: &Requant, out: &mut [i
                         *a += xv as i32 * wv as i32;
                     }
                 }
-                rq.row(full, &tail, &mut o[full..]);
+                rq.row(full, tail, &mut o[full..]);
             }
         }
     }
