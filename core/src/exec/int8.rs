@@ -429,11 +429,12 @@ fn quantize_nhwc(t: &Tensor, enc: QEnc) -> Result<QTensor> {
     let d = t.as_f32().ok_or_else(|| Error::Graph(format!("cannot quantize a {} tensor", t.dtype_name())))?;
     let (n, c, hw) = (t.shape()[0], t.shape()[1], t.shape()[2] * t.shape()[3]);
     let mut v = vec![0i16; d.len()];
+    let mut plane = vec![0i16; hw];
     for b in 0..n {
         for ch in 0..c {
-            let plane = &d[(b * c + ch) * hw..][..hw];
-            for (p, &x) in plane.iter().enumerate() {
-                v[(b * hw + p) * c + ch] = enc.quantize(x);
+            enc.enc.quantize_slice(&d[(b * c + ch) * hw..][..hw], enc.offset(), &mut plane);
+            for (p, &q) in plane.iter().enumerate() {
+                v[(b * hw + p) * c + ch] = q;
             }
         }
     }
@@ -442,7 +443,9 @@ fn quantize_nhwc(t: &Tensor, enc: QEnc) -> Result<QTensor> {
 
 fn quantize_tensor(t: &Tensor, enc: QEnc) -> Result<QTensor> {
     let d = t.as_f32().ok_or_else(|| Error::Graph(format!("cannot quantize a {} tensor", t.dtype_name())))?;
-    Ok(QTensor { shape: t.shape().to_vec(), nhwc: false, v: d.iter().map(|&x| enc.quantize(x)).collect(), enc })
+    let mut v = vec![0i16; d.len()];
+    enc.enc.quantize_slice(d, enc.offset(), &mut v);
+    Ok(QTensor { shape: t.shape().to_vec(), nhwc: false, v, enc })
 }
 
 fn to_float(v: Val) -> Tensor {

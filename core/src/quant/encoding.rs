@@ -90,6 +90,15 @@ impl Encoding {
         round_half_away(clamp_select(x, lo, hi) / d - o) as i32
     }
 
+    /// `out[i] = quantize(xs[i]) + shift` (bit-identical to [`Encoding::quantize`] per element),
+    /// in a loop the compiler vectorizes: the integer engine's input quantization.
+    pub fn quantize_slice(&self, xs: &[f32], shift: i32, out: &mut [i16]) {
+        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
+        for (r, &x) in out.iter_mut().zip(xs) {
+            *r = (round_half_away(clamp_select(x, lo, hi) / d - o) as i32 + shift) as i16;
+        }
+    }
+
     /// `out[i] = quantize(a[i] * sa + b[i] * sb) + shift`: the integer engine's Add of two
     /// quantized tensors, bit-identical to calling [`Encoding::quantize`] per element, in a loop
     /// the compiler vectorizes.
@@ -235,6 +244,11 @@ mod tests {
         let want: Vec<i16> = a.iter().zip(&b).map(|(&x, &y)| (enc.quantize(x as f32 * sa + y as f32 * sb) + shift) as i16).collect();
         let mut got = vec![7i16; a.len()];
         enc.quantize_sum(&a, sa, &b, sb, shift, &mut got);
+        assert_eq!(got, want);
+        // And the plain quantization of floats, across the range and beyond it.
+        let xs: Vec<f32> = (0..5000).map(|_| (r.below(1 << 20) as f32 / (1 << 20) as f32) * 16.0 - 5.0).collect();
+        let want: Vec<i16> = xs.iter().map(|&x| (enc.quantize(x) + shift) as i16).collect();
+        enc.quantize_slice(&xs, shift, &mut got);
         assert_eq!(got, want);
     }
 
