@@ -23,6 +23,10 @@ pub struct Encoding {
     pub scale: f64,
     pub offset: i64,
     pub symmetric: bool,
+    /// Round grid positions half to even (ONNX QuantizeLinear, qplay mode's activations) instead
+    /// of AIMET's half up.
+    #[serde(default)]
+    pub ties_even: bool,
 }
 
 /// Checks a bit-width (2 to 16).
@@ -53,12 +57,12 @@ impl Encoding {
                 let nneg = n - npos;
                 let pos_div = if bw == 2 { npos + 1.0 } else { npos };
                 let scale = (mx / pos_div).max(-mn / nneg).max(MIN_SCALE);
-                Ok(Encoding { bw, scale, offset: -(nneg as i64), symmetric: true })
+                Ok(Encoding { bw, scale, offset: -(nneg as i64), symmetric: true, ties_even: false })
             }
             QuantScheme::Asymmetric => {
                 let scale = ((mx - mn) / n).max(MIN_SCALE);
                 let offset = (mn / scale).round().clamp(-n, 0.0) as i64;
-                Ok(Encoding { bw, scale, offset, symmetric: false })
+                Ok(Encoding { bw, scale, offset, symmetric: false, ties_even: false })
             }
         }
     }
@@ -77,36 +81,43 @@ impl Encoding {
     }
 
     /// Quantize-dequantize in f32 as AIMET: `x_c = clamp(x, min, max)`, `q = round(x_c/Δ - o)`
-    /// (ties away from zero; the argument is >= 0), result `(q + o) * Δ`.
+    /// (ties away from zero, i.e. up, as the argument is >= 0; half to even with `ties_even`),
+    /// result `(q + o) * Δ`.
     pub fn qdq(&self, x: f32) -> f32 {
-        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        let q = round_half_away(clamp_select(x, lo, hi) / d - o);
-        (q + o) * d
+        let q = if self.ties_even { self.grid::<true>().index(x) } else { self.grid::<false>().index(x) };
+        (q + self.offset as f32) * self.scale as f32
     }
 
     /// The integer grid index `q` in `0..=n` that [`Encoding::qdq`] maps `x` to.
     pub fn quantize(&self, x: f32) -> i32 {
-        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        round_half_away(clamp_select(x, lo, hi) / d - o) as i32
+        (if self.ties_even { self.grid::<true>().index(x) } else { self.grid::<false>().index(x) }) as i32
+    }
+
+    fn grid<const EVEN: bool>(&self) -> Grid<EVEN> {
+        Grid { lo: self.min(), hi: self.max(), d: self.scale as f32, o: self.offset as f32 }
     }
 
     /// `out[i] = quantize(xs[i]) + shift` (bit-identical to [`Encoding::quantize`] per element),
     /// in a loop the compiler vectorizes: the integer engine's input quantization.
     pub fn quantize_slice(&self, xs: &[f32], shift: i32, out: &mut [i16]) {
-        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        for (r, &x) in out.iter_mut().zip(xs) {
-            *r = (round_half_away(clamp_select(x, lo, hi) / d - o) as i32 + shift) as i16;
+        fn go<const E: bool>(g: Grid<E>, xs: &[f32], shift: i32, out: &mut [i16]) {
+            for (r, &x) in out.iter_mut().zip(xs) {
+                *r = (g.index(x) as i32 + shift) as i16;
+            }
         }
+        if self.ties_even { go(self.grid::<true>(), xs, shift, out) } else { go(self.grid::<false>(), xs, shift, out) }
     }
 
     /// `out[i] = quantize(a[i] * sa + b[i] * sb) + shift`: the integer engine's Add of two
     /// quantized tensors, bit-identical to calling [`Encoding::quantize`] per element, in a loop
     /// the compiler vectorizes.
     pub fn quantize_sum(&self, a: &[i16], sa: f32, b: &[i16], sb: f32, shift: i32, out: &mut [i16]) {
-        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        for ((r, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *r = (round_half_away(clamp_select(x as f32 * sa + y as f32 * sb, lo, hi) / d - o) as i32 + shift) as i16;
+        fn go<const E: bool>(g: Grid<E>, a: &[i16], sa: f32, b: &[i16], sb: f32, shift: i32, out: &mut [i16]) {
+            for ((r, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *r = (g.index(x as f32 * sa + y as f32 * sb) as i32 + shift) as i16;
+            }
         }
+        if self.ties_even { go(self.grid::<true>(), a, sa, b, sb, shift, out) } else { go(self.grid::<false>(), a, sa, b, sb, shift, out) }
     }
 
     /// Quantize-dequantize a float tensor in place (other dtypes are left alone).
@@ -120,11 +131,40 @@ impl Encoding {
 
     /// Quantize-dequantize a slice in place.
     pub fn qdq_slice(&self, xs: &mut [f32]) {
-        let (lo, hi, d, o) = (self.min(), self.max(), self.scale as f32, self.offset as f32);
-        for x in xs {
-            *x = (round_half_away(clamp_select(*x, lo, hi) / d - o) + o) * d;
+        fn go<const E: bool>(g: Grid<E>, xs: &mut [f32]) {
+            for x in xs {
+                *x = (g.index(*x) + g.o) * g.d;
+            }
         }
+        if self.ties_even { go(self.grid::<true>(), xs) } else { go(self.grid::<false>(), xs) }
     }
+}
+
+/// An encoding's grid in f32, with its rounding of ties.
+#[derive(Clone, Copy)]
+struct Grid<const EVEN: bool> {
+    lo: f32,
+    hi: f32,
+    d: f32,
+    o: f32,
+}
+
+impl<const EVEN: bool> Grid<EVEN> {
+    /// The rounded grid position of `x`: `round(clamp(x, lo, hi) / Δ - o)`.
+    #[inline(always)]
+    fn index(&self, x: f32) -> f32 {
+        let g = clamp_select(x, self.lo, self.hi) / self.d - self.o;
+        if EVEN { round_half_even(g) } else { round_half_away(g) }
+    }
+}
+
+/// `f32::round_ties_even` for grid positions (|x| < 2^22) without the libm call it costs where
+/// SSE4.1 is not assumed: adding 1.5 * 2^23 leaves the rounded value in the mantissa, and
+/// subtracting it back is exact.
+#[inline(always)]
+fn round_half_even(x: f32) -> f32 {
+    const M: f32 = 12_582_912.0;
+    (x + M) - M
 }
 
 /// `x` clamped to `[lo, hi]` by compare-and-select (vectorises in wasm, where `f32::clamp`'s
@@ -225,13 +265,34 @@ pub fn sqnr_search(h: &super::observer::Histogram, bw: u8, scheme: QuantScheme) 
     }
     let (_, d, o) = best.ok_or_else(|| Error::Quant("no valid encoding candidate".into()))?;
     let scale = d.max(MIN_SCALE);
-    Ok(Encoding { bw, scale, offset: o.clamp(-n, 0.0) as i64, symmetric: scheme == QuantScheme::Symmetric })
+    Ok(Encoding { bw, scale, offset: o.clamp(-n, 0.0) as i64, symmetric: scheme == QuantScheme::Symmetric, ties_even: false })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::observer::{Histogram, Percentile};
+
+    /// Ties: AIMET's rounding goes up, `ties_even` (ONNX QuantizeLinear) to the even neighbour;
+    /// everything else rounds to nearest in both, in the scalar and the slice functions alike.
+    #[test]
+    fn ties_round_up_or_to_even() {
+        let up = Encoding::from_min_max(0.0, 255.0, 8, QuantScheme::Asymmetric).unwrap();
+        assert_eq!(up.scale, 1.0);
+        let even = Encoding { ties_even: true, ..up };
+        let xs = [0.5f32, 1.5, 2.5, 3.5, 2.4999998, 2.5000002, 254.5, 300.0, -3.0];
+        let q = |e: &Encoding| xs.iter().map(|&x| e.quantize(x)).collect::<Vec<_>>();
+        assert_eq!(q(&up), [1, 2, 3, 4, 2, 3, 255, 255, 0]);
+        assert_eq!(q(&even), [0, 2, 2, 4, 2, 3, 254, 255, 0]);
+        for e in [up, even] {
+            let mut v = xs.to_vec();
+            e.qdq_slice(&mut v);
+            assert_eq!(v, xs.iter().map(|&x| e.qdq(x)).collect::<Vec<_>>());
+            let mut s = vec![0i16; xs.len()];
+            e.quantize_slice(&xs, 0, &mut s);
+            assert_eq!(s.iter().map(|&v| v as i32).collect::<Vec<_>>(), q(&e));
+        }
+    }
 
     /// The vectorized Add equals `quantize` per element.
     #[test]
@@ -285,7 +346,7 @@ mod tests {
         let e = Encoding::from_min_max(0.0, 0.0, 8, QuantScheme::Asymmetric).unwrap();
         assert_eq!((e.scale, e.offset), (MIN_SCALE, 0));
         // ties go up: with scale 1 and offset -128, -0.5 -> 0 and 2.5 -> 3
-        let e = Encoding { bw: 8, scale: 1.0, offset: -128, symmetric: true };
+        let e = Encoding { bw: 8, scale: 1.0, offset: -128, symmetric: true, ties_even: false };
         assert_eq!((e.qdq(-0.5), e.qdq(-1.5), e.qdq(2.5), e.qdq(1000.0)), (0.0, -1.0, 3.0, 127.0));
         assert!(Encoding::from_min_max(f32::NAN, 1.0, 8, QuantScheme::Asymmetric).is_err());
     }

@@ -382,8 +382,12 @@ impl QuantSim {
         }
         let mut g = self.quantized_weights_graph();
         let mut act = vec![None; g.values.len()];
+        // qplay mode rounds activations as ONNX's QuantizeLinear does (half to even), so that an
+        // exported QDQ model computes what the simulation shows; AIMET mode rounds ties up.
+        let ties_even = self.config.mode == Mode::Qplay;
         for a in &self.acts {
             if let Some(e) = a.encoding {
+                let e = Encoding { ties_even, ..e };
                 match g.consts[a.value].as_mut() {
                     Some(t) => e.qdq_tensor(t),
                     None => act[a.value] = Some(e),
@@ -508,7 +512,7 @@ fn encoding_from(name: &str, bw: &serde_json::Value, scale: f64, offset: f64, sy
     if !(scale.is_finite() && scale > 0.0) || offset.fract() != 0.0 || offset > 0.0 || offset < -(((1u64 << bw) - 1) as f64) {
         return Err(Error::Quant(format!("tensor '{name}': invalid scale {scale} / offset {offset}")));
     }
-    Ok(Encoding { bw, scale, offset: offset as i64, symmetric: sym })
+    Ok(Encoding { bw, scale, offset: offset as i64, symmetric: sym, ties_even: false })
 }
 
 /// One entry of a 1.0.0 file: `{name, bw, dtype, enc_type, is_sym, offset: [..], scale: [..]}`.
