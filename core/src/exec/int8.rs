@@ -316,19 +316,18 @@ impl Int8Executor {
         vals[id].as_ref().ok_or_else(|| Error::Graph(format!("value '{}' has not been computed", self.graph.values[id].name)))
     }
 
+    /// A computed value that must be quantized.
+    fn get_q<'a>(&'a self, vals: &'a [Option<Val>], id: ValueId) -> Result<&'a QTensor> {
+        match self.get(vals, id)? {
+            Val::Q(q) => Ok(q),
+            Val::F(t) => Err(Error::Graph(format!("value '{}' ({:?}) is not quantized", self.graph.values[id].name, t.shape()))),
+        }
+    }
+
     fn exec_step(&self, step: &Step, vals: &[Option<Val>], pool: &mut Pool) -> Result<Vec<(ValueId, Val)>> {
-        let q_input = |id: ValueId| -> Result<QTensor> {
-            match self.get(vals, id)? {
-                Val::Q(q) => Ok(q.clone()),
-                Val::F(t) => Err(Error::Graph(format!("value '{}' ({:?}) is not quantized", self.graph.values[id].name, t.shape()))),
-            }
-        };
         Ok(match step {
             Step::Linear(l) => {
-                let x = match self.get(vals, l.input)? {
-                    Val::Q(q) => q,
-                    Val::F(_) => return Err(Error::Graph(format!("input of '{}' is not quantized", self.graph.values[l.output].name))),
-                };
+                let x = self.get_q(vals, l.input)?;
                 vec![(l.output, Val::Q(run_linear(l, x, &self.limits, pool)?))]
             }
             Step::Add { a, b, out, enc } => {
@@ -339,7 +338,7 @@ impl Int8Executor {
                         return Ok(vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]);
                     }
                 }
-                let (qa, qb) = (q_input(*a)?, q_input(*b)?);
+                let (qa, qb) = (self.get_q(vals, *a)?.clone(), self.get_q(vals, *b)?.clone());
                 let qb = if qb.nhwc != qa.nhwc { relayout(qb, qa.nhwc) } else { qb };
                 if qa.shape != qb.shape {
                     let fa = to_float(Val::Q(qa));
@@ -353,7 +352,7 @@ impl Int8Executor {
                 }
             }
             Step::Gap { input, out, enc } => {
-                let Val::Q(x) = self.get(vals, *input)? else { return Err(Error::Graph(format!("value '{}' is not quantized", self.graph.values[*input].name))) };
+                let x = self.get_q(vals, *input)?;
                 if x.shape.len() != 4 {
                     return Err(Error::Graph("GlobalAveragePool needs a 4-D input".into()));
                 }
@@ -378,7 +377,7 @@ impl Int8Executor {
                 vec![(*out, Val::Q(QTensor { shape: vec![n, c, 1, 1], nhwc: false, v, enc: *enc }))]
             }
             Step::Table { input, out, in_offset, table, enc } => {
-                let Val::Q(x) = self.get(vals, *input)? else { return Err(Error::Graph(format!("value '{}' is not quantized", self.graph.values[*input].name))) };
+                let x = self.get_q(vals, *input)?;
                 let mut v = pool.take(x.v.len());
                 for (o, &xv) in v.iter_mut().zip(&x.v) {
                     *o = table[(xv as i32 - in_offset).clamp(0, table.len() as i32 - 1) as usize];

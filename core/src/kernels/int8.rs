@@ -174,7 +174,7 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
 /// 1.5 * 2^23. For |v| < 2^22, `v + ROUND_MAGIC` rounds to an f32 whose low mantissa bits hold
 /// `round_half_even(v)`: rounding and conversion in one add, where wasm's float-to-int
 /// conversion (`i32x4.trunc_sat_f32x4_s`) costs several instructions on x64.
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Requantization of `m` output channels: `q = round_half_even(clamp(acc * mult[j] + add[j],
 /// lo[j], hi[j]))`, stored as `q - zp`, in f32 arithmetic that is the same on every target and

@@ -159,12 +159,12 @@ impl<const EVEN: bool> Grid<EVEN> {
 }
 
 /// `f32::round_ties_even` for grid positions (|x| < 2^22) without the libm call it costs where
-/// SSE4.1 is not assumed: adding 1.5 * 2^23 leaves the rounded value in the mantissa, and
-/// subtracting it back is exact.
+/// SSE4.1 is not assumed: adding 1.5 * 2^23 leaves the rounded value in the mantissa (the trick
+/// of the integer kernels' requantization), and subtracting it back is exact.
 #[inline(always)]
 fn round_half_even(x: f32) -> f32 {
-    const M: f32 = 12_582_912.0;
-    (x + M) - M
+    use crate::kernels::int8::ROUND_MAGIC;
+    (x + ROUND_MAGIC) - ROUND_MAGIC
 }
 
 /// `x` clamped to `[lo, hi]` by compare-and-select (vectorises in wasm, where `f32::clamp`'s
