@@ -15,7 +15,7 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_requant, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
+use crate::kernels::int8::{depthwise_requant, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant, ROUND_MAGIC};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
@@ -80,9 +80,11 @@ struct Linear {
     w: Vec<i16>,
     /// Regular convolution and Gemm: the weights in the GEMM kernel's layout.
     gemm: Option<PackedWeights>,
-    /// Per output channel: weight scale and float bias.
+    /// Per output channel: weight scale, and the bias, in float (AIMET mode) or as int32 on the
+    /// accumulator's grid (qplay mode, [`QuantSim::int_bias`]; the float bias is then zero).
     sw: Vec<f32>,
     bias: Vec<f32>,
+    ibias: Vec<i32>,
     out: QEnc,
     /// Clamp of a fused activation, in real values, per output channel (or one for all).
     clamp: (Vec<f32>, Vec<f32>),
@@ -92,18 +94,19 @@ struct Linear {
 }
 
 impl Linear {
-    /// Requantization of this step's sums for an input of scale `sx`: `acc * sx * sw / sy +
-    /// b / sy - o_y`, bounded by the output range and the fused activation.
+    /// Requantization of this step's sums for an input of scale `sx`: the centered output
+    /// `(acc + ib) * (sx * sw / sy) + b / sy` (the scale product in onnxruntime's order), bounded
+    /// by the output range and the fused activation.
     fn requant(&self, sx: f32) -> Requant {
         let sy = self.out.scale();
         let o = self.out.offset();
         let mult: Vec<f32> = self.sw.iter().map(|&sw| sx * sw / sy).collect();
-        let add: Vec<f32> = self.bias.iter().map(|&b| b / sy - o as f32).collect();
+        let add: Vec<f32> = self.bias.iter().map(|&b| b / sy).collect();
         let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
-        let bound = |x: f32, or: i32| if x.is_finite() { self.out.enc.quantize(x).clamp(0, self.out.n()) } else { or };
+        let bound = |x: f32, or: i32| o + if x.is_finite() { self.out.enc.quantize(x).clamp(0, self.out.n()) } else { or };
         let lo: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.0, j), 0)).collect();
         let hi: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.1, j), self.out.n())).collect();
-        Requant::new(&mult, &add, &lo, &hi, -o)
+        Requant::new(&mult, &self.ibias, &add, &lo, &hi)
     }
 }
 
@@ -176,7 +179,7 @@ fn step_io(s: &Step, g: &Graph) -> (Vec<ValueId>, Vec<ValueId>) {
     }
 }
 
-const LAYOUT_OPS: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"];
+pub(crate) const LAYOUT_OPS: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"];
 
 impl Int8Executor {
     /// Plans the integer execution of a calibrated simulation (weights and activations of at
@@ -334,7 +337,11 @@ impl Int8Executor {
                 if let (Val::Q(qa), Val::Q(qb)) = (self.get(vals, *a)?, self.get(vals, *b)?) {
                     if qa.shape == qb.shape && qa.nhwc == qb.nhwc {
                         let mut v = pool.take(qa.v.len());
-                        enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset(), &mut v);
+                        if enc.enc.ties_even {
+                            qlinear_add(&qa.v, qa.enc, &qb.v, qb.enc, *enc, &mut v);
+                        } else {
+                            enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset(), &mut v);
+                        }
                         return Ok(vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]);
                     }
                 }
@@ -420,6 +427,27 @@ impl Int8Executor {
         let n = self.graph.nodes.iter().find(|n| n.outputs.contains(&out)).ok_or_else(|| Error::Graph("no producer".into()))?;
         let mut scratch = Vec::new();
         Ok(ops::eval(n, &[Some(a), Some(b)], &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?.remove(0))
+    }
+}
+
+/// The Add of two quantized tensors as onnxruntime's integer kernel (MLAS's QLinearAdd)
+/// computes it, for qplay mode (ONNX rounding): on the grid indices `a`, `b` (centered values
+/// minus their offsets), `y = a rA + (b rB + f)` with `rA = sA / sC`, `rB = sB / sC`,
+/// `f = zC - (rA zA + rB zB)`, each multiply-add fused (one rounding, as MLAS's FMA), then rounded
+/// half to even and saturated to the output grid. The fused multiply-adds are evaluated in f64,
+/// where the product of an 8-bit integer and an f32 and its sum with an f32 are exact, so the
+/// one rounding is the conversion back to f32 (wasm has no FMA instruction).
+fn qlinear_add(a: &[i16], ea: QEnc, b: &[i16], eb: QEnc, ec: QEnc, out: &mut [i16]) {
+    let (sc, zc) = (ec.scale(), -ec.offset());
+    let (ra, rb) = (ea.scale() / sc, eb.scale() / sc);
+    let (oa, ob, oc, n) = (ea.offset(), eb.offset(), ec.offset(), ec.n() as f32);
+    let fixed = zc as f32 - (ra * -oa as f32 + rb * -ob as f32);
+    let fma = |x: i32, r: f32, t: f32| (x as f64 * r as f64 + t as f64) as f32;
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        let v = fma(x as i32 - oa, ra, fma(y as i32 - ob, rb, fixed));
+        let v = if v < 0.0 { 0.0 } else { v };
+        let v = if v > n { n } else { v };
+        *o = (((v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32) + oc) as i16;
     }
 }
 
@@ -540,9 +568,12 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                 }
             };
             let wd = w.as_f32().unwrap_or(&[]);
+            let int_bias = sim.int_bias(n).filter(|(ints, _)| ints.len() == m_out);
+            let ibias = int_bias.as_ref().map_or_else(|| vec![0; m_out], |(ints, _)| ints.clone());
             let bias_of = |m: usize| -> Option<Vec<f32>> {
                 match n.inputs.get(2).copied().flatten() {
                     None => Some(vec![0.0; m]),
+                    Some(_) if int_bias.is_some() => Some(vec![0.0; m]),
                     Some(b) => {
                         let t = g.consts[b].as_ref()?;
                         let d = t.to_f32_vec();
@@ -576,7 +607,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 packed[t * m + c] = wq[c * kh * kw + t];
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     } else {
                         let k = cg * kh * kw;
                         let kp = padded(k);
@@ -588,7 +619,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 }
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     }
                 }
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -605,7 +636,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                         }
                     }
                     let Some(bias) = bias_of(m) else { return Ok(None) };
-                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                 }
                 _ => return Ok(None),
             };

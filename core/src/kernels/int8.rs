@@ -176,39 +176,45 @@ pub fn dot_gemm_requant(p: usize, x: &[i16], w: &PackedWeights, rq: &Requant, ou
 /// conversion (`i32x4.trunc_sat_f32x4_s`) costs several instructions on x64.
 pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// Requantization of `m` output channels: `q = round_half_even(clamp(acc * mult[j] + add[j],
-/// lo[j], hi[j]))`, stored as `q - zp`, in f32 arithmetic that is the same on every target and
-/// in every kernel (the rounding of onnxruntime's integer kernels). The bounds carry the output
-/// range and any fused activation; since they are integers, clamping before rounding equals
-/// clamping after, and keeps the rounding trick in range. Built once per layer; the parameters
-/// are padded with zeros to whole blocks of 8 channels for the SIMD kernels.
+/// Requantization of `m` output channels: `q = round_half_even(clamp(f32(acc + bias[j]) *
+/// mult[j] + add[j], lo[j], hi[j]))`, in f32 arithmetic that is the same on every target and in
+/// every kernel. `q` is the centered output (grid index plus offset), so no zero point enters
+/// the rounding: with an integer bias and `add = 0` this is exactly onnxruntime's requantization
+/// of its integer kernels (`round(float(acc + bias) * scale)`, then the zero point, saturated).
+/// The bounds carry the output range and any fused activation; since they are integers,
+/// clamping before rounding equals clamping after, and keeps the rounding trick in range. Built
+/// once per layer; the parameters are padded with zeros to whole blocks of 8 channels for the
+/// SIMD kernels.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Requant {
     m: usize,
+    bias: Vec<i32>,
     mult: Vec<f32>,
     add: Vec<f32>,
     lo: Vec<f32>,
     hi: Vec<f32>,
-    zp: i32,
 }
 
 impl Requant {
     /// Parameters per channel (all of length m); `lo[j] <= hi[j]`, both small integers.
-    pub fn new(mult: &[f32], add: &[f32], lo: &[i32], hi: &[i32], zp: i32) -> Self {
+    pub fn new(mult: &[f32], bias: &[i32], add: &[f32], lo: &[i32], hi: &[i32]) -> Self {
         let m = mult.len();
-        assert!(add.len() == m && lo.len() == m && hi.len() == m, "Requant: parameters of different lengths");
+        assert!(bias.len() == m && add.len() == m && lo.len() == m && hi.len() == m, "Requant: parameters of different lengths");
+        let blocks = m.div_ceil(8) * 8;
         let pad = |v: Vec<f32>| {
             let mut v = v;
-            v.resize(m.div_ceil(8) * 8, 0.0);
+            v.resize(blocks, 0.0);
             v
         };
+        let mut b = bias.to_vec();
+        b.resize(blocks, 0);
         Requant {
             m,
+            bias: b,
             mult: pad(mult.to_vec()),
             add: pad(add.to_vec()),
             lo: pad(lo.iter().map(|&v| v as f32).collect()),
             hi: pad(hi.iter().map(|&v| v as f32).collect()),
-            zp,
         }
     }
 
@@ -224,15 +230,14 @@ impl Requant {
     #[inline(always)]
     fn row(&self, c0: usize, acc: &[i32], out: &mut [i16]) {
         let n = acc.len();
-        let (mult, add, lo, hi) = (&self.mult[c0..c0 + n], &self.add[c0..c0 + n], &self.lo[c0..c0 + n], &self.hi[c0..c0 + n]);
+        let (bias, mult, add, lo, hi) = (&self.bias[c0..c0 + n], &self.mult[c0..c0 + n], &self.add[c0..c0 + n], &self.lo[c0..c0 + n], &self.hi[c0..c0 + n]);
         for j in 0..n {
             // Compare-and-select (not f32::max/min, whose NaN rules keep the loop scalar): the
             // same operations as the pmin/pmax of the SIMD kernels.
-            let v = acc[j] as f32 * mult[j] + add[j];
+            let v = acc[j].wrapping_add(bias[j]) as f32 * mult[j] + add[j];
             let v = if v < lo[j] { lo[j] } else { v };
             let v = if v > hi[j] { hi[j] } else { v };
-            let q = (v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
-            out[j] = (q - self.zp) as i16;
+            out[j] = ((v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32) as i16;
         }
     }
 
@@ -243,12 +248,14 @@ impl Requant {
     fn lanes(&self, c: usize, acc: [V; 2]) -> V {
         assert!(c + 8 <= self.mult.len());
         let magic = splat_f32(ROUND_MAGIC);
-        let shift = splat_i32((ROUND_MAGIC.to_bits() as i32).wrapping_add(self.zp));
+        let shift = splat_i32(ROUND_MAGIC.to_bits() as i32);
         let q: [V; 2] = core::array::from_fn(|h| {
             let at = c + h * 4;
             // SAFETY: bounds asserted above (the vectors hold whole blocks of 8).
-            let (mu, ad, l, u) = unsafe { (load(self.mult.as_ptr().add(at)), load(self.add.as_ptr().add(at)), load(self.lo.as_ptr().add(at)), load(self.hi.as_ptr().add(at))) };
-            let v = add_f32(mul_f32(to_f32(acc[h]), mu), ad);
+            let (bi, mu, ad, l, u) = unsafe {
+                (load(self.bias.as_ptr().add(at)), load(self.mult.as_ptr().add(at)), load(self.add.as_ptr().add(at)), load(self.lo.as_ptr().add(at)), load(self.hi.as_ptr().add(at)))
+            };
+            let v = add_f32(mul_f32(to_f32(add_i32(acc[h], bi)), mu), ad);
             let v = min_f32(max_f32(v, l), u);
             sub_i32(add_f32(v, magic), shift)
         });

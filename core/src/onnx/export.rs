@@ -7,14 +7,19 @@
 //! - every quantized activation `v` becomes `producer -> v_prequant -> QuantizeLinear ->
 //!   v_quantized -> DequantizeLinear -> v` (uint8, zero point `-offset`), so consumers and graph
 //!   outputs keep their names; a quantized graph input is rewired to `v_dequantized`;
-//! - biases stay float (AIMET's default config does not quantize them);
+//! - biases of Conv/Gemm stay float in AIMET mode (AIMET's default config does not quantize
+//!   them); in qplay mode they are int32 on the accumulator's grid (`s_x * s_w`, zero point 0)
+//!   read through a `DequantizeLinear`, as the simulation and integer kernels add them;
 //! - quantized constants (Clip bounds in AIMET's placement) are stored already quantize-dequantized.
 //!
 //! Bit-widths below 8 use the 8-bit containers with a restricted range: weights are exact (their
 //! integers already lie in the smaller range), activations get a `Clip` to the encoding's range
 //! before `QuantizeLinear`. Bit-widths above 8 are refused. A Clip with per-channel bounds (left by
 //! qplay's function-preserving equalization) is written as `Max`/`Min` with broadcast bounds,
-//! since ONNX's Clip takes scalars only; qplay's loader reads the pair back as that Clip.
+//! since ONNX's Clip takes scalars only; qplay's loader reads the pair back as that Clip. When
+//! such a Clip's output is quantized and its input is not, the input gets a QDQ pair with the
+//! output's encoding: the same values (quantization commutes with the clip), and onnxruntime
+//! can then fuse the producing convolution into its integer kernel.
 
 use super::proto::{self, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
 use crate::error::{Error, Result};
@@ -57,6 +62,21 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
         if let Some(ax) = p.axis {
             attrs.push(int_attr("axis", ax as i64));
         }
+        w.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&format!("{name}_quantized"), &format!("{name}_scale"), &format!("{name}_zero_point")], &[&name], attrs);
+    }
+    // Biases of integer kernels (qplay mode): int32 on the accumulator's grid.
+    for n in &g.nodes {
+        let (Some((ints, scales)), Some(&Some(b))) = (sim.int_bias(n), n.inputs.get(2)) else { continue };
+        if !w.skip_init.insert(b) {
+            continue;
+        }
+        let name = g.value_name(b).to_string();
+        w.init(&format!("{name}_quantized"), &[ints.len()], DataType::Int32, ints.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let per_channel = scales.len() > 1;
+        let shape: &[usize] = if per_channel { &[scales.len()] } else { &[] };
+        w.init(&format!("{name}_scale"), shape, DataType::Float, f32_bytes(&scales));
+        w.init(&format!("{name}_zero_point"), shape, DataType::Int32, vec![0; 4 * scales.len()]);
+        let attrs = if per_channel { vec![int_attr("axis", 0)] } else { Vec::new() };
         w.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&format!("{name}_quantized"), &format!("{name}_scale"), &format!("{name}_zero_point")], &[&name], attrs);
     }
     // Activations.
@@ -201,7 +221,20 @@ impl Writer {
             let ins: Vec<String> = n.inputs.iter().map(|i| i.map_or(String::new(), |v| self.input_alias.get(&v).cloned().unwrap_or_else(|| g.value_name(v).to_string()))).collect();
             let outs: Vec<String> = n.outputs.iter().map(|&o| rename(o).unwrap_or_else(|| g.value_name(o).to_string())).collect();
             match is_vector_clip(g, n) {
-                true => self.vector_clip(g, n, &ins[0], &outs[0]),
+                true => {
+                    // Quantizing the input with the output's encoding first changes nothing
+                    // (quantization is monotonic, so it commutes with the clip, and quantizing
+                    // twice is quantizing once), but lets onnxruntime fuse the producing
+                    // convolution into its integer kernel; the clip then runs on grid values.
+                    let (x, y) = (n.inputs[0], n.outputs[0]);
+                    let mut src = ins[0].clone();
+                    if let (Some(None), Some(Some(e))) = (x.map(|x| self.act[x]), self.act.get(y).copied()) {
+                        let on_grid = self.fresh(&format!("{src}_on_grid"));
+                        self.qdq(&src, &on_grid, &e);
+                        src = on_grid;
+                    }
+                    self.vector_clip(g, n, &src, &outs[0])
+                }
                 false => self.nodes.push(NodeProto {
                     name: Some(n.name.clone()),
                     op_type: Some(n.op_type.clone()),

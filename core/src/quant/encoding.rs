@@ -94,7 +94,9 @@ impl Encoding {
     }
 
     fn grid<const EVEN: bool>(&self) -> Grid<EVEN> {
-        Grid { lo: self.min(), hi: self.max(), d: self.scale as f32, o: self.offset as f32 }
+        let o = self.offset as f32;
+        let (lo, hi) = if EVEN { (o, o + self.steps() as f32) } else { (self.min(), self.max()) };
+        Grid { lo, hi, d: self.scale as f32, o }
     }
 
     /// `out[i] = quantize(xs[i]) + shift` (bit-identical to [`Encoding::quantize`] per element),
@@ -140,7 +142,8 @@ impl Encoding {
     }
 }
 
-/// An encoding's grid in f32, with its rounding of ties.
+/// An encoding's grid in f32, with its rounding of ties. The bounds `lo`, `hi` are values for
+/// AIMET's rounding and grid indices (`o`, `o + n`) for ONNX's.
 #[derive(Clone, Copy)]
 struct Grid<const EVEN: bool> {
     lo: f32,
@@ -150,11 +153,17 @@ struct Grid<const EVEN: bool> {
 }
 
 impl<const EVEN: bool> Grid<EVEN> {
-    /// The rounded grid position of `x`: `round(clamp(x, lo, hi) / Δ - o)`.
+    /// The rounded grid position of `x`. AIMET: `round(clamp(x, min, max) / Δ - o)`, ties up.
+    /// ONNX QuantizeLinear: `round(x / Δ)` half to even, saturated, plus the zero point `-o`:
+    /// rounding before the shift matters at ties when the zero point is odd, and the sum is
+    /// exact where `x / Δ - o` in f32 may not be.
     #[inline(always)]
     fn index(&self, x: f32) -> f32 {
-        let g = clamp_select(x, self.lo, self.hi) / self.d - self.o;
-        if EVEN { round_half_even(g) } else { round_half_away(g) }
+        if EVEN {
+            round_half_even(clamp_select(x / self.d, self.lo, self.hi)) - self.o
+        } else {
+            round_half_away(clamp_select(x, self.lo, self.hi) / self.d - self.o)
+        }
     }
 }
 
@@ -284,7 +293,17 @@ mod tests {
         let q = |e: &Encoding| xs.iter().map(|&x| e.quantize(x)).collect::<Vec<_>>();
         assert_eq!(q(&up), [1, 2, 3, 4, 2, 3, 255, 255, 0]);
         assert_eq!(q(&even), [0, 2, 2, 4, 2, 3, 254, 255, 0]);
-        for e in [up, even] {
+        // An odd zero point (127): ONNX rounds x / Δ to even before adding it, so the tie
+        // -100.5 goes to -100 (index 27), where rounding the shifted 26.5 to even gives 26.
+        let odd = Encoding::from_min_max(-127.0, 128.0, 8, QuantScheme::Asymmetric).unwrap();
+        assert_eq!((odd.scale, odd.offset), (1.0, -127));
+        let odd_even = Encoding { ties_even: true, ..odd };
+        let ys = [-100.5f32, -99.5, 78.5, 0.5, -127.5, 128.5, 1e-7];
+        assert_eq!(ys.map(|y| odd_even.quantize(y)), [27, 27, 205, 127, 0, 255, 127]);
+        assert_eq!(ys.map(|y| odd.quantize(y)), [27, 28, 206, 128, 0, 255, 127]);
+        for e in [up, even, odd, odd_even] {
+            let xs = [&xs[..], &ys].concat();
+            let q = |e: &Encoding| xs.iter().map(|&x| e.quantize(x)).collect::<Vec<_>>();
             let mut v = xs.to_vec();
             e.qdq_slice(&mut v);
             assert_eq!(v, xs.iter().map(|&x| e.qdq(x)).collect::<Vec<_>>());

@@ -363,6 +363,42 @@ impl QuantSim {
         }
     }
 
+    /// qplay mode: the bias of a Conv or Gemm node as int32 on its accumulator's grid, as
+    /// integer kernels add it: scale `s_x * s_w[c]` (the f32 product, as onnxruntime computes
+    /// it), value `round_half_even(b / scale)`. Returns the integers and the scales (one, or one
+    /// per output channel); `None` in AIMET mode (AIMET leaves biases in float) or when the
+    /// node's input or weight is not quantized.
+    pub fn int_bias(&self, n: &crate::graph::Node) -> Option<(Vec<i32>, Vec<f32>)> {
+        if self.config.mode != Mode::Qplay || !matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }) {
+            return None;
+        }
+        let (x, w, b) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?, n.inputs.get(2).copied().flatten()?);
+        // The input's encoding, also across layout ops (Flatten, Reshape, ...) that keep it.
+        let mut x = x;
+        let mut enc = self.act_encoding(x);
+        while enc.is_none() {
+            let p = self.graph.nodes.iter().find(|m| m.outputs.contains(&x) && crate::exec::int8::LAYOUT_OPS.contains(&m.op_type.as_str()))?;
+            x = p.inputs.first().copied().flatten()?;
+            enc = self.act_encoding(x);
+        }
+        let sx = enc?.scale as f32;
+        let sw: Vec<f32> = self.param_encodings_of(w)?.iter().map(|e| e.scale as f32).collect();
+        let bias = self.graph.consts[b].as_ref()?.as_f32()?;
+        if sw.is_empty() || (sw.len() != 1 && sw.len() != bias.len()) {
+            return None;
+        }
+        let scales: Vec<f32> = sw.iter().map(|&s| sx * s).collect();
+        let ints = bias
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| {
+                let s = scales[if scales.len() == 1 { 0 } else { j }] as f64;
+                (v as f64 / s).round_ties_even().clamp(-(i32::MAX as f64), i32::MAX as f64) as i32
+            })
+            .collect();
+        Some((ints, scales))
+    }
+
     /// A copy of the graph whose weights are quantize-dequantized with their encodings.
     pub(crate) fn quantized_weights_graph(&self) -> Graph {
         let mut g = self.graph.clone();
@@ -381,6 +417,16 @@ impl QuantSim {
             return Err(Error::Quant("calibrate the simulation first".into()));
         }
         let mut g = self.quantized_weights_graph();
+        // Biases of integer kernels: their int32 values, dequantized as DequantizeLinear does.
+        for n in &self.graph.nodes {
+            if let (Some((ints, scales)), Some(Some(b))) = (self.int_bias(n), n.inputs.get(2)) {
+                let per = |j: usize| scales[if scales.len() == 1 { 0 } else { j }];
+                if let Some(t) = g.consts[*b].as_ref() {
+                    let v = ints.iter().enumerate().map(|(j, &q)| q as f32 * per(j)).collect();
+                    g.consts[*b] = Some(Tensor::from_parts_f32(t.shape().to_vec(), v));
+                }
+            }
+        }
         let mut act = vec![None; g.values.len()];
         // qplay mode rounds activations as ONNX's QuantizeLinear does (half to even), so that an
         // exported QDQ model computes what the simulation shows; AIMET mode rounds ties up.
