@@ -166,6 +166,8 @@ pub struct Int8Executor {
     last_use: Vec<Option<usize>>,
     /// Graph inputs read only by convolutions: quantized straight into channels-last layout.
     nhwc_inputs: Vec<ValueId>,
+    /// Values with an activation encoding of their own (not inherited through a layout op).
+    encoded: Vec<bool>,
     pool: Pool,
     limits: Limits,
 }
@@ -193,6 +195,7 @@ impl Int8Executor {
             )));
         }
         let (graph, acts) = sim.simulated_graph()?;
+        let encoded = acts.iter().map(Option::is_some).collect();
         let mut qenc: Vec<Option<QEnc>> = acts.iter().map(|a| a.map(|enc| QEnc { enc })).collect();
         for n in &graph.nodes {
             if LAYOUT_OPS.contains(&n.op_type.as_str()) {
@@ -227,7 +230,7 @@ impl Int8Executor {
             readers.peek().is_some() && readers.all(|s| matches!(s, Step::Linear(l) if matches!(l.kind, LinearKind::Conv { .. })))
         };
         let nhwc_inputs = graph.inputs.iter().copied().filter(|&i| conv_reads(i)).collect();
-        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, pool: Pool::default(), limits: sim.limits().clone() })
+        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, encoded, pool: Pool::default(), limits: sim.limits().clone() })
     }
 
     /// How many steps run in integers and how many fall back to float.
@@ -238,14 +241,20 @@ impl Int8Executor {
 
     /// Runs on float inputs (quantized with the model-input encodings); outputs are dequantized.
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        self.run_timed(inputs, None)
+        self.run_timed(inputs, None, None)
+    }
+
+    /// [`Int8Executor::run`], also handing every quantized activation to `visit` (its value's
+    /// name and its real values, NCHW), in execution order.
+    pub fn run_visiting(&mut self, inputs: Vec<Tensor>, visit: &mut dyn FnMut(&str, &Tensor)) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, None, Some(visit))
     }
 
     /// Milliseconds per kind of step over one run (`clock` returns milliseconds), slowest first:
     /// where the integer engine spends its time.
     pub fn profile(&mut self, inputs: Vec<Tensor>, clock: &dyn Fn() -> f64) -> Result<Vec<(String, f64)>> {
         let mut times = Vec::new();
-        self.run_timed(inputs, Some((clock, &mut times)))?;
+        self.run_timed(inputs, Some((clock, &mut times)), None)?;
         let mut by: Vec<(String, f64)> = Vec::new();
         for (k, t) in times {
             match by.iter_mut().find(|(n, _)| *n == k) {
@@ -270,7 +279,7 @@ impl Int8Executor {
         }
     }
 
-    fn run_timed(&mut self, inputs: Vec<Tensor>, mut timing: Option<StepTimes>) -> Result<Vec<Tensor>> {
+    fn run_timed(&mut self, inputs: Vec<Tensor>, mut timing: Option<StepTimes>, mut visit: Option<&mut dyn FnMut(&str, &Tensor)>) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::Graph(format!("the model takes {} inputs but {} were given", g.inputs.len(), inputs.len())));
@@ -284,6 +293,16 @@ impl Int8Executor {
                 None => Val::F(t),
             });
         }
+        let mut show = |g: &Graph, id: ValueId, v: &Val| {
+            if let (Some(f), Val::Q(q), true) = (visit.as_mut(), v, self.encoded[id]) {
+                f(g.value_name(id), &dequantize(q));
+            }
+        };
+        for &id in &g.inputs {
+            if let Some(v) = &vals[id] {
+                show(g, id, v);
+            }
+        }
         let mut pool = std::mem::take(&mut self.pool);
         for si in 0..self.steps.len() {
             let step = &self.steps[si];
@@ -293,6 +312,7 @@ impl Int8Executor {
                 times.push((self.step_label(step), clock() - t0));
             }
             for (id, v) in outs {
+                show(&self.graph, id, &v);
                 vals[id] = Some(v);
             }
             for i in step_io(step, &self.graph).0 {

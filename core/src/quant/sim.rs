@@ -10,6 +10,13 @@
 //!   that are not parameters (e.g. Clip bounds);
 //! - calibration observes activations on a forward pass with quantized weights and unquantized
 //!   activations; encodings from min-max.
+//!
+//! Execution: AIMET mode runs AIMET's float simulation (quantize-dequantize after every quantized
+//! value, float arithmetic in between). qplay mode simulates what an integer runtime computes:
+//! biases are int32 on the accumulator's grid ([`QuantSim::int_bias`]), activations round as
+//! ONNX's QuantizeLinear, and with at most 8 bits the model runs on the integer engine
+//! ([`crate::exec::int8`]), whose arithmetic is that of onnxruntime's integer kernels: the
+//! exported QDQ model gives the same integers in onnxruntime.
 
 use super::encoding::{check_bits, sqnr_search, Encoding, QuantScheme};
 use super::observer::{Histogram, MinMax, Percentile};
@@ -443,10 +450,20 @@ impl QuantSim {
         Ok((g, act))
     }
 
-    /// Runs the simulated quantized model (weights, constants and activations quantize-dequantized).
+    /// Runs the simulated quantized model: in AIMET mode (or above 8 bits) the float
+    /// simulation, weights, constants and activations quantize-dequantized; in qplay mode the
+    /// integer engine (see the module doc).
     pub fn executor(&self) -> Result<SimExecutor> {
+        if self.config.mode == Mode::Qplay && self.weight_bits <= 8 && self.act_bits <= 8 {
+            return Ok(SimExecutor(SimExec::Integer(Box::new(crate::exec::int8::Int8Executor::new(self)?))));
+        }
+        self.float_executor()
+    }
+
+    /// The float simulation (AIMET's), whatever the mode.
+    pub fn float_executor(&self) -> Result<SimExecutor> {
         let (g, act) = self.simulated_graph()?;
-        Ok(SimExecutor { exec: Executor::with_fusion(g, self.limits.clone(), false)?, act })
+        Ok(SimExecutor(SimExec::Float { exec: Executor::with_fusion(g, self.limits.clone(), false)?, act }))
     }
 
     /// Subtracts `shift` (per channel) from the bias constant `b` (bias correction).
@@ -677,22 +694,31 @@ fn qdq_param(t: Tensor, axis: Option<usize>, enc: &[Encoding]) -> Tensor {
 
 /// Executes the simulated quantized model.
 #[derive(Debug)]
-pub struct SimExecutor {
-    exec: Executor,
-    act: Vec<Option<Encoding>>,
+pub struct SimExecutor(SimExec);
+
+#[derive(Debug)]
+enum SimExec {
+    Float { exec: Executor, act: Vec<Option<Encoding>> },
+    Integer(Box<crate::exec::int8::Int8Executor>),
 }
 
 impl SimExecutor {
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        self.run_visiting(inputs, &mut |_, _| {})
+        match &mut self.0 {
+            SimExec::Integer(e) => e.run(inputs),
+            SimExec::Float { .. } => self.run_visiting(inputs, &mut |_, _| {}),
+        }
     }
 
     /// [`SimExecutor::run`], also handing every quantized activation to `visit` (its value's
     /// name and the quantize-dequantized tensor, as the next layers see it).
     pub fn run_visiting(&mut self, inputs: Vec<Tensor>, visit: &mut dyn FnMut(&str, &Tensor)) -> Result<Vec<Tensor>> {
-        let act = &self.act;
-        let names: Vec<String> = self.exec.graph().values.iter().map(|v| v.name.clone()).collect();
-        self.exec.run_with_hook(inputs, &mut |id, t| {
+        let (exec, act) = match &mut self.0 {
+            SimExec::Integer(e) => return e.run_visiting(inputs, visit),
+            SimExec::Float { exec, act } => (exec, act),
+        };
+        let names: Vec<String> = exec.graph().values.iter().map(|v| v.name.clone()).collect();
+        exec.run_with_hook(inputs, &mut |id, t| {
             if let Some(e) = act[id] {
                 e.qdq_tensor(t);
                 visit(&names[id], t);
