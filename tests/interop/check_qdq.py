@@ -3,8 +3,8 @@ outputs with qplay's simulated outputs (from `qplay run --encodings`).
 
 usage: check_qdq.py MODEL.onnx INPUT.npy SIMULATED.npy ENCODINGS.json
 Prints one JSON line: the largest difference in output quantization steps with onnxruntime's
-graph optimizations disabled (the QDQ graph executed as written, in float) and enabled (onnxruntime
-fuses QDQ patterns into integer kernels, which round differently), the top-1 agreement and the
+graph optimizations disabled (the QDQ graph executed as written, in float) and enabled (its
+default session: onnxruntime fuses QDQ patterns into its integer kernels), the top-1 agreement and the
 SQNR of onnxruntime's outputs against qplay's for each; and, as the yardstick, the SQNR between
 onnxruntime's outputs on the inputs and on the inputs perturbed by ~1e-6 relative noise, and how
 far onnxruntime's two paths (literal and optimized) are from each other in output steps.
