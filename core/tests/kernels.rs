@@ -158,7 +158,11 @@ mod int8 {
         let shared = r.below(2) == 0;
         let lo: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 0 } else { r.below(40) as i32 }).collect();
         let hi: Vec<i32> = (0..m).map(|j| if shared || j % 3 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
-        Requant::new(&f(r, 1e-5, 3e-3), &f(r, -130.0, 130.0), &lo, &hi, r.below(256) as i32 - 128)
+        let bias: Vec<i32> = (0..m).map(|_| r.below(1 << 16) as i32 - (1 << 15)).collect();
+        let zp = r.below(256) as i32 - 128;
+        // Centered bounds: the grid indices shifted by the zero point.
+        let (lo, hi): (Vec<i32>, Vec<i32>) = (lo.iter().map(|v| v - zp).collect(), hi.iter().map(|v| v - zp).collect());
+        Requant::new(&f(r, 1e-5, 3e-3), &bias, &f(r, -130.0, 130.0), &lo, &hi)
     }
 
     pub fn check_dot_gemm(p: usize, m: usize, k: usize, seed: u64) {
@@ -246,7 +250,7 @@ mod int8 {
     }
 
     /// The requantization against its definition written with the standard library's rounding:
-    /// clamp to the channel's bounds, round half to even, subtract the zero point.
+    /// add the integer bias, scale, add, clamp to the channel's bounds, round half to even.
     #[test]
     fn requantize_rounds_half_to_even_within_bounds() {
         let mut r = Rng(13);
@@ -257,8 +261,9 @@ mod int8 {
         let hi: Vec<i32> = (0..m).map(|j| if j % 2 == 0 { 255 } else { 200 + r.below(56) as i32 }).collect();
         // Exact half steps: acc * 0.5 + 0.0 lands on k + 0.5 for odd acc.
         (mult[0], add[0], mult[1], add[1]) = (0.5, 0.0, 0.25, 100.5);
-        let zp = -3;
-        let rq = Requant::new(&mult, &add, &lo, &hi, zp);
+        let mut bias: Vec<i32> = (0..m).map(|_| r.below(2001) as i32 - 1000).collect();
+        (bias[0], bias[1]) = (0, 0);
+        let rq = Requant::new(&mult, &bias, &add, &lo, &hi);
         let rows = 400;
         let mut acc: Vec<i32> = (0..rows * m).map(|_| r.below(1 << 20) as i32 - (1 << 19)).collect();
         for (i, a) in acc.iter_mut().enumerate().take(20 * m) {
@@ -268,11 +273,11 @@ mod int8 {
         requantize(&acc, &rq, &mut got);
         for (i, (&a, &g)) in acc.iter().zip(&got).enumerate() {
             let j = i % m;
-            let want = (a as f32 * mult[j] + add[j]).clamp(lo[j] as f32, hi[j] as f32).round_ties_even() as i32 - zp;
+            let want = ((a + bias[j]) as f32 * mult[j] + add[j]).clamp(lo[j] as f32, hi[j] as f32).round_ties_even() as i32;
             assert_eq!(g as i32, want, "acc {a}, channel {j}");
         }
         // 3 * 0.5 = 1.5 -> 2 and 5 * 0.5 = 2.5 -> 2; 0.25 * 2 + 100.5 = 101.0, 0.25 * 6 + 100.5 = 102.0.
-        assert_eq!((got[m] as i32 + zp, got[2 * m] as i32 + zp), (2, 2));
+        assert_eq!((got[m] as i32, got[2 * m] as i32), (2, 2));
     }
 
     #[cfg(not(target_arch = "wasm32"))]
