@@ -357,11 +357,7 @@ impl Int8Executor {
                 if let (Val::Q(qa), Val::Q(qb)) = (self.get(vals, *a)?, self.get(vals, *b)?) {
                     if qa.shape == qb.shape && qa.nhwc == qb.nhwc {
                         let mut v = pool.take(qa.v.len());
-                        if enc.enc.ties_even {
-                            qlinear_add(&qa.v, qa.enc, &qb.v, qb.enc, *enc, &mut v);
-                        } else {
-                            enc.enc.quantize_sum(&qa.v, qa.enc.scale(), &qb.v, qb.enc.scale(), enc.offset(), &mut v);
-                        }
+                        add_quantized(qa, qb, *enc, &mut v);
                         return Ok(vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]);
                     }
                 }
@@ -373,8 +369,8 @@ impl Int8Executor {
                     let t = self.float_node_eval_binary(&fa, &fb, *out)?;
                     vec![(*out, Val::Q(quantize_tensor(&t, *enc)?))]
                 } else {
-                    let (sa, sb) = (qa.enc.scale(), qb.enc.scale());
-                    let v = qa.v.iter().zip(&qb.v).map(|(&x, &y)| enc.quantize(x as f32 * sa + y as f32 * sb)).collect();
+                    let mut v = vec![0; qa.v.len()];
+                    add_quantized(&qa, &qb, *enc, &mut v);
                     vec![(*out, Val::Q(QTensor { shape: qa.shape.clone(), nhwc: qa.nhwc, v, enc: *enc }))]
                 }
             }
@@ -447,6 +443,16 @@ impl Int8Executor {
         let n = self.graph.nodes.iter().find(|n| n.outputs.contains(&out)).ok_or_else(|| Error::Graph("no producer".into()))?;
         let mut scratch = Vec::new();
         Ok(ops::eval(n, &[Some(a), Some(b)], &mut Ctx { limits: &self.limits, scratch: &mut scratch, clamp: None })?.remove(0))
+    }
+}
+
+/// The Add of two quantized tensors of the same shape and layout: in AIMET mode the float
+/// simulation's `quantize(a + b)`, in qplay mode onnxruntime's integer kernel ([`qlinear_add`]).
+fn add_quantized(a: &QTensor, b: &QTensor, enc: QEnc, out: &mut [i16]) {
+    if enc.enc.ties_even {
+        qlinear_add(&a.v, a.enc, &b.v, b.enc, enc, out);
+    } else {
+        enc.enc.quantize_sum(&a.v, a.enc.scale(), &b.v, b.enc.scale(), enc.offset(), out);
     }
 }
 
