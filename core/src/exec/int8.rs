@@ -293,14 +293,14 @@ impl Int8Executor {
                 None => Val::F(t),
             });
         }
-        let mut show = |g: &Graph, id: ValueId, v: &Val| {
+        let mut show = |id: ValueId, v: &Val| {
             if let (Some(f), Val::Q(q), true) = (visit.as_mut(), v, self.encoded[id]) {
                 f(g.value_name(id), &dequantize(q));
             }
         };
         for &id in &g.inputs {
             if let Some(v) = &vals[id] {
-                show(g, id, v);
+                show(id, v);
             }
         }
         let mut pool = std::mem::take(&mut self.pool);
@@ -312,7 +312,7 @@ impl Int8Executor {
                 times.push((self.step_label(step), clock() - t0));
             }
             for (id, v) in outs {
-                show(&self.graph, id, &v);
+                show(id, &v);
                 vals[id] = Some(v);
             }
             for i in step_io(step, &self.graph).0 {

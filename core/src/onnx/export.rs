@@ -52,17 +52,8 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
         }
         let q = quantize_weights(t, p.axis, &p.encodings);
         w.skip_init.insert(p.value);
-        w.init(&format!("{name}_quantized"), t.shape(), DataType::Int8, q.iter().map(|&v| v as u8).collect());
         let scales: Vec<f32> = p.encodings.iter().map(|e| e.scale as f32).collect();
-        let n = scales.len();
-        let shape: &[usize] = if p.axis.is_some() { &[n] } else { &[] };
-        w.init(&format!("{name}_scale"), shape, DataType::Float, f32_bytes(&scales));
-        w.init(&format!("{name}_zero_point"), shape, DataType::Int8, vec![0; n]);
-        let mut attrs = Vec::new();
-        if let Some(ax) = p.axis {
-            attrs.push(int_attr("axis", ax as i64));
-        }
-        w.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&format!("{name}_quantized"), &format!("{name}_scale"), &format!("{name}_zero_point")], &[&name], attrs);
+        w.dequantized_const(&name, t.shape(), DataType::Int8, q.iter().map(|&v| v as u8).collect(), &scales, p.axis);
     }
     // Biases of integer kernels (qplay mode): int32 on the accumulator's grid.
     for n in &g.nodes {
@@ -71,13 +62,8 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
             continue;
         }
         let name = g.value_name(b).to_string();
-        w.init(&format!("{name}_quantized"), &[ints.len()], DataType::Int32, ints.iter().flat_map(|v| v.to_le_bytes()).collect());
-        let per_channel = scales.len() > 1;
-        let shape: &[usize] = if per_channel { &[scales.len()] } else { &[] };
-        w.init(&format!("{name}_scale"), shape, DataType::Float, f32_bytes(&scales));
-        w.init(&format!("{name}_zero_point"), shape, DataType::Int32, vec![0; 4 * scales.len()]);
-        let attrs = if per_channel { vec![int_attr("axis", 0)] } else { Vec::new() };
-        w.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&format!("{name}_quantized"), &format!("{name}_scale"), &format!("{name}_zero_point")], &[&name], attrs);
+        let axis = (scales.len() > 1).then_some(0);
+        w.dequantized_const(&name, &[ints.len()], DataType::Int32, ints.iter().flat_map(|v| v.to_le_bytes()).collect(), &scales, axis);
     }
     // Activations.
     let mut quantized: Vec<Option<Encoding>> = vec![None; g.values.len()];
@@ -192,6 +178,21 @@ impl Writer {
         }
         self.names.insert(name.clone());
         name
+    }
+
+    /// A constant stored as integers (`dtype`, little-endian `data` of `shape`) and read through a
+    /// `DequantizeLinear` writing `name`: zero points 0, one scale per slice along `axis` (scalar
+    /// scale and zero point without one).
+    fn dequantized_const(&mut self, name: &str, shape: &[usize], dtype: DataType, data: Vec<u8>, scales: &[f32], axis: Option<usize>) {
+        let (q, scale, zp) = (format!("{name}_quantized"), format!("{name}_scale"), format!("{name}_zero_point"));
+        self.init(&q, shape, dtype, data);
+        let n = scales.len();
+        let per: &[usize] = if axis.is_some() { &[n] } else { &[] };
+        self.init(&scale, per, DataType::Float, f32_bytes(scales));
+        let zp_width = if dtype == DataType::Int32 { 4 } else { 1 };
+        self.init(&zp, per, dtype, vec![0; zp_width * n]);
+        let attrs = axis.map(|ax| vec![int_attr("axis", ax as i64)]).unwrap_or_default();
+        self.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&q, &scale, &zp], &[name], attrs);
     }
 
     /// `input -> [Clip] -> QuantizeLinear -> DequantizeLinear -> output` with encoding `e`.
