@@ -171,3 +171,113 @@ fn inspect_rejects_bad_files_with_one_line() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dump needs --encodings"));
 }
+
+/// Each subcommand's help lists its own flags (with defaults and value names); a misspelt flag
+/// exits 2 with clap's suggestion; `--version` and `help <cmd>` work.
+#[test]
+fn help_is_per_command_and_typos_get_a_suggestion() {
+    let o = qplay(&["quantize", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--per-channel", "--calib <X.npy|DIR>", "--adaround-iters <N>", "[default: 10000]", "dfq+adaround", "--max-model-mb <MB>"] {
+        assert!(help.contains(flag), "quantize --help lacks {flag}: {help}");
+    }
+    for other in ["--dump", "--profile", "--int8", "--reference"] {
+        assert!(!help.contains(other), "quantize --help shows {other}, which is not quantize's");
+    }
+    assert_eq!(qplay(&["help", "quantize"]).stdout, o.stdout, "`qplay help quantize` is `qplay quantize --help`");
+
+    let o = qplay(&["quantize", "m.onnx", "--per-chanel"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("'--per-chanel'") && err.contains("similar argument exists: '--per-channel'"), "{err}");
+
+    let o = qplay(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("qplay {}", env!("CARGO_PKG_VERSION")));
+    // Flags that do not combine are usage errors too.
+    let o = qplay(&["run", "assets/models/digits_mlp.onnx", "--input", "x.npy", "--int8"]);
+    assert_eq!(o.status.code(), Some(2), "--int8 without --encodings");
+}
+
+/// `qplay completions SHELL` prints a script the shell accepts (bash is checked with `bash -n`).
+#[test]
+fn completion_scripts() {
+    let o = qplay(&["completions", "bash"]);
+    assert!(o.status.success());
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(script.contains("quantize") && script.contains("--per-channel"), "the script completes subcommands and flags");
+    let p = tmp("qplay.bash");
+    std::fs::write(&p, &o.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&p).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    for shell in ["zsh", "fish"] {
+        let o = qplay(&["completions", shell]);
+        assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("per-channel"), "{shell}");
+    }
+    assert_eq!(qplay(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// AdaRound's progress: to a pipe, one plain line per stage (each AdaRounded layer, then
+/// calibration) and no carriage return; under a pseudo-terminal, a live bar with an ETA; nothing
+/// with --quiet.
+#[test]
+fn progress_is_plain_in_logs_and_a_bar_on_terminals() {
+    let report = tmp("ada_report.json");
+    let args = [
+        "quantize", "assets/models/digits_mobilenet.onnx", "--calib", "assets/data/digits_train_x.npy",
+        "--recipe", "adaround", "--adaround-iters", "300", "--report", report.to_str().unwrap(),
+    ];
+    let o = qplay(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.contains('\r'), "no carriage returns in a log: {log:?}");
+    let layers = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&report).unwrap()).unwrap()["adaround"]["layers"].as_array().unwrap().len();
+    // digits_mobilenet: 7 convolutions and the classifier's Gemm (shared/samples/README.md).
+    assert_eq!(layers, 8);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), layers + 1, "one line per stage: {log}");
+    for (i, line) in lines[..layers].iter().enumerate() {
+        assert!(line.starts_with(&format!("adaround {}/{layers}: 300/300 iterations in ", i + 1)), "{line}");
+    }
+    assert!(lines[layers].starts_with("calibrate: 43/43 batches"), "{}", lines[layers]);
+
+    let mut quiet = args.to_vec();
+    quiet.push("--quiet");
+    let o = qplay(&quiet);
+    assert!(o.status.success() && o.stderr.is_empty(), "--quiet: {}", String::from_utf8_lossy(&o.stderr));
+
+    // `script` (util-linux) gives the command a pseudo-terminal.
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_qplay").to_string()).chain(args.iter().map(|a| a.to_string())).collect::<Vec<_>>().join(" ");
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).current_dir(root()).output().expect("run script");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(screen.contains("ETA ") && screen.contains("adaround 1/8 ["), "a bar with an ETA: {screen}");
+}
+
+/// Limits as flags: a model over --max-model-mb is refused from its size alone (a sparse 4 GiB
+/// file would take seconds and 4 GiB to read), and tensors over --max-tensor-elements fail with
+/// one line naming the limit.
+#[test]
+fn limit_flags() {
+    let big = tmp("huge.onnx");
+    std::fs::File::create(&big).unwrap().set_len(4 << 30).unwrap();
+    let o = qplay(&["inspect", big.to_str().unwrap(), "--max-model-mb", "1"]);
+    std::fs::remove_file(&big).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("4294967296 bytes, over the limit of 1048576 bytes (--max-model-mb)"), "{err}");
+
+    let o = qplay(&["inspect", "assets/models/efficientnet_lite0.onnx", "--max-model-mb", "4"]);
+    assert_eq!(o.status.code(), Some(1), "Lite0 is about 19 MB");
+    assert!(qplay(&["inspect", "assets/models/efficientnet_lite0.onnx", "--max-model-mb", "40"]).status.success());
+
+    let o = qplay(&["run", "assets/models/digits_mlp.onnx", "--input", "tests/reference/digits_mlp.input_first32.npy", "--max-tensor-elements", "1000"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.lines().count() == 1 && err.contains("limit of 1000 elements"), "{err}");
+    let o = qplay(&["eval", "assets/models/digits_mlp.onnx", "--data", "assets/data/digits_train_x.npy", "--output", "/dev/null", "--max-memory-mb", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("initializers over the limit of 0 bytes"), "{err}");
+}

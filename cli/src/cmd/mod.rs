@@ -1,0 +1,8 @@
+//! One file per subcommand: its flags (a clap `Args` struct) and its `run`.
+
+pub mod bench;
+pub mod completions;
+pub mod eval;
+pub mod inspect;
+pub mod quantize;
+pub mod run;
