@@ -16,7 +16,7 @@ pub enum Error {
     WrongFormat(&'static str),
     #[error("the model has no graph")]
     NoGraph,
-    #[error("opset {version} of the default domain is not supported (qplay supports opsets 11 to 21)")]
+    #[error("opset {version} of the default domain is not supported (qplay supports opsets 7 to 21)")]
     UnsupportedOpset { version: i64 },
     #[error("the model imports no opset of the default ONNX domain")]
     NoOpset,

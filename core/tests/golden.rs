@@ -25,11 +25,20 @@ fn run_model(model: &[u8], input: Tensor) -> Tensor {
 
 /// max |y - r| <= tol_rel * max |r| (+ a tiny absolute floor for all-zero references).
 fn assert_close(what: &str, y: &Tensor, r: &Tensor, tol_rel: f32) {
-    assert_eq!(y.shape(), r.shape(), "{what}: shape");
+    if let Some(m) = difference(what, y, r, tol_rel) {
+        panic!("{m}");
+    }
+}
+
+/// What is wrong with `y` against the reference `r`, if anything.
+fn difference(what: &str, y: &Tensor, r: &Tensor, tol_rel: f32) -> Option<String> {
+    if y.shape() != r.shape() {
+        return Some(format!("{what}: shape {:?}, onnxruntime's {:?}", y.shape(), r.shape()));
+    }
     let (yd, rd) = (y.to_f32_vec(), r.to_f32_vec());
     let scale = rd.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let diff = yd.iter().zip(&rd).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= tol_rel * scale + 1e-6, "{what}: max |diff| {diff} > {tol_rel} * {scale}");
+    (!(diff <= tol_rel * scale + 1e-6)).then(|| format!("{what}: max |diff| {diff} > {tol_rel} * {scale}"))
 }
 
 fn argmax_rows(t: &Tensor) -> Vec<usize> {
@@ -106,17 +115,30 @@ op_cases!(
     conv_group_strides_pads,
     conv_pointwise,
     conv_same_upper_s2,
+    conv_transpose_basic,
+    conv_transpose_depthwise_upsample,
+    conv_transpose_group_dilation,
+    conv_transpose_output_shape,
+    conv_transpose_same_upper,
+    conv_transpose_strides_pads_outpad,
     conv_valid_stride3,
     div_broadcast_both,
     dropout_identity,
     flatten_axis2,
+    gelu_erf_decomposed,
+    gelu_opset20,
     gemm_transA_alpha_beta,
     gemm_transB,
     global_average_pool,
     hardsigmoid,
     hardswish,
+    instance_norm,
+    layer_norm_axis1_no_bias,
+    layer_norm_decomposed,
+    layer_norm_last_axis,
     leakyrelu,
     matmul_batched,
+    matmul_two_activations,
     max_pool_dilated,
     max_pool_pads_ceil,
     max_pool_same_upper,
@@ -124,26 +146,58 @@ op_cases!(
     pad_constant_value,
     pad_edge,
     pad_reflect,
+    reduce_max_keepdims0,
     reduce_mean_axes_keepdims0,
     reduce_mean_opset18_input_axes,
+    reduce_min_all,
+    reduce_sum_opset11_attr,
+    reduce_sum_opset13_input_axes,
     relu,
     reshape_zero_minus1,
+    resize_linear_align_corners_sizes,
+    resize_linear_asymmetric,
+    resize_linear_half_pixel_down,
+    resize_linear_half_pixel_symmetric_opset19,
+    resize_linear_half_pixel_up,
+    resize_linear_pytorch_half_pixel_to_1,
+    resize_nearest_align_corners_sizes,
+    resize_nearest_asymmetric_floor_up,
+    resize_nearest_half_pixel_down,
+    resize_nearest_prefer_ceil_sizes,
+    resize_nearest_tf_half_pixel_ceil,
+    resize_opset10_linear,
+    resize_opset10_nearest_down,
+    resize_opset10_nearest_up,
+    resize_opset11_roi_scales,
     shape_subgraph_reshape,
     sigmoid,
+    slice_negative_steps,
     softmax_axis1,
     softmax_legacy_opset11,
+    split_opset11_attr,
+    split_opset11_equal,
+    split_opset13_sizes,
+    split_opset18_num_outputs,
     squeeze_unsqueeze,
     sub_broadcast_row,
     tanh,
     transpose_perm,
+    upsample_opset7_linear,
+    upsample_opset9_nearest,
 );
 
+/// Every case is run and every failure reported (not only the first).
 #[test]
 fn single_op_cases_match_onnxruntime() {
+    let mut failures = Vec::new();
     for (name, model, input, output) in OP_CASES {
-        let y = run_model(model, npy(input));
-        assert_close(name, &y, &npy(output), 1e-5);
+        let run = load_model(model, &Limits::default()).and_then(|(g, _)| Executor::new(g, Limits::default())?.run(vec![npy(input)]));
+        match run {
+            Err(e) => failures.push(format!("{name}: {e}")),
+            Ok(y) => failures.extend(difference(name, &y[0], &npy(output), 1e-5)),
+        }
     }
+    assert!(failures.is_empty(), "{} of {} cases differ from onnxruntime:\n{}", failures.len(), OP_CASES.len(), failures.join("\n"));
 }
 
 /// Every generated case directory is listed above (a new case cannot be skipped silently).

@@ -299,7 +299,7 @@ fn cases() -> Vec<Case> {
     for dims in [vec![1i64 << 40, 1 << 40], vec![i64::MAX, 2], vec![1 << 20, 1 << 20], vec![-3, 2]] {
         v.push(case(&format!("initializer dims {dims:?}"), add_w(f32_init("W", &dims, 1)), |e| matches!(e, Error::Tensor { .. } | Error::Limit(_))));
     }
-    for opset in [7, 10, 22, 99] {
+    for opset in [1, 6, 22, 99] {
         v.push(case(&format!("opset {opset}"), enc(model(vec![node("Relu", "r", &["x"], &["y"])], vec![], opset)), move |e| *e == Error::UnsupportedOpset { version: opset }));
     }
     for (len, seed) in [(1usize, 0x9E37_79B9u32), (7, 0x85EB_CA6B), (100, 0xC2B2_AE35), (4096, 0x27D4_EB2F), (100_000, 0x1656_67B1)] {

@@ -2,7 +2,7 @@
 
 mod op;
 
-pub use op::{AutoPad, BinaryOp, CastTo, Op, PadMode, UnaryOp, Window};
+pub use op::{AutoPad, BinaryOp, CastTo, CoordMode, NearestMode, Op, PadMode, ReduceKind, ResizeMode, SliceAttrs, UnaryOp, Window};
 
 use crate::tensor::Tensor;
 

@@ -84,14 +84,69 @@ pub enum Op {
     Softmax { axis: i64, legacy: bool },
     /// `pads` set for opset < 11 (attribute form), else from input 1.
     Pad { mode: PadMode, pads: Option<Vec<i64>>, value: f32 },
-    ReduceMean { axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    /// `axes` from the attribute, or None (then input 1, or every axis).
+    Reduce { kind: ReduceKind, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    /// Resize, and Upsample (opset 7-9). `scales` is the attribute of Upsample-7; otherwise the
+    /// scales (input 1 before opset 11, else input 2) or sizes (input 3) are inputs.
+    Resize { mode: ResizeMode, coord: CoordMode, nearest: NearestMode, scales: Option<Vec<f32>>, scales_input: usize },
+    ConvTranspose { window: Window, group: usize, output_padding: [usize; 2], output_shape: Option<[usize; 2]> },
+    /// `split` from the attribute (opset < 13), else input 1; or `num_outputs` equal parts
+    /// (opset 18), or as many equal parts as the node has outputs.
+    Split { axis: i64, split: Option<Vec<i64>> },
+    InstanceNorm { epsilon: f32 },
+    /// Normalizes over the axes from `axis` to the last.
+    LayerNorm { axis: i64, epsilon: f32 },
     Identity,
     Dropout,
     Shape { start: i64, end: Option<i64> },
     Gather { axis: i64 },
     Cast { to: CastTo },
-    Slice,
+    /// Slice-1 (opset < 10) takes `starts`, `ends` and `axes` as attributes; later opsets as inputs.
+    Slice { attrs: Option<SliceAttrs> },
     ConstantOfShape { value: f32, int: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceAttrs {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+}
+
+/// How an output coordinate maps to an input coordinate (ONNX `coordinate_transformation_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordMode {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+    TfHalfPixelForNn,
+}
+
+/// How nearest mode picks a pixel. `Simple` is the rule of Resize-10 and Upsample (truncate when
+/// enlarging, round up when shrinking), as onnxruntime applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+    Simple,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +220,54 @@ impl<'a> Attrs<'a> {
             ))),
         }
     }
+    /// Resize (every opset) and Upsample (7-9): the interpolation, the coordinate rule and where
+    /// the scales come from.
+    fn resize(&self, opset: i64) -> Result<Op> {
+        let mode = match self.string("mode")?.as_deref().unwrap_or("nearest") {
+            "nearest" => ResizeMode::Nearest,
+            "linear" | "bilinear" => ResizeMode::Linear,
+            other => return Err(self.err(format!("mode '{other}' is not supported (nearest, linear)"))),
+        };
+        if self.node.op_type() == "Upsample" {
+            if !(7..=9).contains(&opset) {
+                return Err(self.err(format!("Upsample is supported for opset 7 to 9, the model has {opset}")));
+            }
+            let scales = if opset < 9 { Some(self.floats("scales")?.ok_or_else(|| self.err("attribute 'scales' is required".into()))?) } else { None };
+            return Ok(Op::Resize { mode, coord: CoordMode::Asymmetric, nearest: NearestMode::Simple, scales, scales_input: 1 });
+        }
+        if opset < 11 {
+            return Ok(Op::Resize { mode, coord: CoordMode::Asymmetric, nearest: NearestMode::Simple, scales: None, scales_input: 1 });
+        }
+        if self.int("antialias", 0)? != 0 {
+            return Err(self.err("antialias=1 is not supported".into()));
+        }
+        if self.get("axes").is_some() {
+            return Err(self.err("attribute 'axes' is not supported (give scales or sizes for every axis)".into()));
+        }
+        if self.string("keep_aspect_ratio_policy")?.as_deref().is_some_and(|p| p != "stretch") {
+            return Err(self.err("keep_aspect_ratio_policy other than 'stretch' is not supported".into()));
+        }
+        let coord = match self.string("coordinate_transformation_mode")?.as_deref().unwrap_or("half_pixel") {
+            "half_pixel" => CoordMode::HalfPixel,
+            "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
+            "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+            "align_corners" => CoordMode::AlignCorners,
+            "asymmetric" => CoordMode::Asymmetric,
+            "tf_half_pixel_for_nn" => CoordMode::TfHalfPixelForNn,
+            other => return Err(self.err(format!("coordinate_transformation_mode '{other}' is not supported"))),
+        };
+        let nearest = match self.string("nearest_mode")?.as_deref().unwrap_or("round_prefer_floor") {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            other => return Err(self.err(format!("nearest_mode '{other}' is not supported"))),
+        };
+        Ok(Op::Resize { mode, coord, nearest, scales: None, scales_input: 2 })
+    }
+    fn floats(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        Ok(self.typed(name, AttributeType::Floats)?.map(|a| a.floats.clone()))
+    }
     fn window(&self, kernel_required: bool) -> Result<Window> {
         let kernel = match self.ints("kernel_shape")? {
             Some(_) => Some(self.usize_list::<2>("kernel_shape", 1, 1)?),
@@ -213,6 +316,9 @@ impl Op {
             "BatchNormalization" => {
                 if a.int("training_mode", 0)? != 0 {
                     return Err(a.err("training_mode=1 is not supported (inference only)".into()));
+                }
+                if opset < 9 && a.int("spatial", 1)? == 0 {
+                    return Err(a.err("spatial=0 (per-element statistics, opset 7-8) is not supported".into()));
                 }
                 Op::BatchNorm { epsilon: a.float("epsilon", 1e-5)? }
             }
@@ -309,11 +415,54 @@ impl Op {
                 let (pads, value) = if opset < 11 { (a.ints("pads")?, a.float("value", 0.0)?) } else { (None, 0.0) };
                 Op::Pad { mode, pads, value }
             }
-            "ReduceMean" => Op::ReduceMean {
-                axes: if opset < 18 { a.ints("axes")? } else { None },
-                keepdims: a.int("keepdims", 1)? != 0,
-                noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
-            },
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+                let (kind, axes_input_from) = match node.op_type() {
+                    "ReduceMean" => (ReduceKind::Mean, 18),
+                    "ReduceSum" => (ReduceKind::Sum, 13),
+                    "ReduceMax" => (ReduceKind::Max, 18),
+                    _ => (ReduceKind::Min, 18),
+                };
+                Op::Reduce {
+                    kind,
+                    axes: if opset < axes_input_from { a.ints("axes")? } else { None },
+                    keepdims: a.int("keepdims", 1)? != 0,
+                    noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+                }
+            }
+            "Resize" | "Upsample" => a.resize(opset)?,
+            "ConvTranspose" => {
+                let group = a.int("group", 1)?;
+                if !(1..=1 << 20).contains(&group) {
+                    return Err(a.err(format!("attribute 'group' = {group} is out of range")));
+                }
+                let output_shape = match a.ints("output_shape")? {
+                    None => None,
+                    Some(v) if v.len() == 2 => Some(a.usize_list::<2>("output_shape", 1, 1)?),
+                    Some(v) => return Err(a.err(format!("attribute 'output_shape' has {} values; qplay supports 2-D (2 values)", v.len()))),
+                };
+                Op::ConvTranspose { window: a.window(false)?, group: group as usize, output_padding: a.usize_list::<2>("output_padding", 0, 0)?, output_shape }
+            }
+            "Split" => {
+                let split = if opset < 13 { a.ints("split")? } else { None };
+                if let Some(s) = &split {
+                    if s.len() != node.output.len() || s.iter().any(|&v| v < 0) {
+                        return Err(a.err(format!("attribute 'split' {s:?} does not give a non-negative size for each of the {} outputs", node.output.len())));
+                    }
+                }
+                if let Some(n) = a.typed("num_outputs", AttributeType::Int)?.map(|x| x.i()) {
+                    if n != node.output.len() as i64 {
+                        return Err(a.err(format!("num_outputs = {n} but the node has {} outputs", node.output.len())));
+                    }
+                }
+                Op::Split { axis: a.int("axis", 0)?, split }
+            }
+            "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? },
+            "LayerNormalization" => {
+                if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                    return Err(a.err("the Mean and InvStdDev outputs are not supported (inference only)".into()));
+                }
+                Op::LayerNorm { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? }
+            }
             "Identity" => Op::Identity,
             "Dropout" => Op::Dropout,
             "Shape" => Op::Shape {
@@ -331,12 +480,11 @@ impl Op {
                     },
                 }
             }
-            "Slice" => {
-                if opset < 10 {
-                    return Err(unsupported());
-                }
-                Op::Slice
+            "Slice" if opset < 10 => {
+                let need = |n: &str| a.ints(n)?.ok_or_else(|| a.err(format!("attribute '{n}' is required")));
+                Op::Slice { attrs: Some(SliceAttrs { starts: need("starts")?, ends: need("ends")?, axes: a.ints("axes")? }) }
             }
+            "Slice" => Op::Slice { attrs: None },
             "ConstantOfShape" => {
                 let (value, int) = match a.get("value") {
                     None => (0.0, false),

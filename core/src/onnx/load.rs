@@ -7,6 +7,11 @@ use crate::tensor::Tensor;
 use prost::Message;
 use std::collections::HashMap;
 
+/// The default-domain opsets qplay reads: 7 (the oldest most exporters still write, e.g. old
+/// paddle2onnx) to 21.
+pub const MIN_OPSET: i64 = 7;
+pub const MAX_OPSET: i64 = 21;
+
 /// Resource limits, checked before anything proportional to them is allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -188,7 +193,7 @@ pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
         .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
         .map(|o| o.version())
         .ok_or(Error::NoOpset)?;
-    if !(11..=21).contains(&opset) {
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(Error::UnsupportedOpset { version: opset });
     }
     let g = model.graph.as_ref().ok_or(Error::NoGraph)?;

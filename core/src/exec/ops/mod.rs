@@ -1,9 +1,13 @@
 //! Op implementations over whole tensors. Kernels do the arithmetic; this file checks shapes,
 //! resolves attributes against inputs, and allocates outputs within the limits.
 
+mod conv_transpose;
+mod norm;
+mod resize;
+
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::graph::{AutoPad, BinaryOp, CastTo, Node, Op, PadMode, UnaryOp, Window};
+use crate::graph::{AutoPad, BinaryOp, CastTo, Node, Op, PadMode, ReduceKind, UnaryOp, Window};
 use crate::kernels::{self, pool::PoolGeom, ConvGeom};
 use crate::tensor::{checked_numel, Tensor, TensorData};
 
@@ -192,36 +196,14 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
         }
         Op::Softmax { axis, legacy } => one(softmax(&e, ins, *axis, *legacy)?),
         Op::Pad { mode, pads, value } => one(pad(&e, ctx, ins, *mode, pads.as_deref(), *value)?),
-        Op::ReduceMean { axes, keepdims, noop_with_empty_axes } => {
-            let x = e.input(ins, 0)?;
-            let view = x.view_f32().ok_or_else(|| e.err("input must be float32"))?;
-            let axes = match (axes, e.opt(ins, 1)) {
-                (Some(a), _) => a.clone(),
-                (None, Some(t)) => t.to_i64_vec(),
-                (None, None) => vec![],
-            };
-            if axes.is_empty() && *noop_with_empty_axes {
-                return one(x.clone());
-            }
-            let mut axes: Vec<usize> = if axes.is_empty() {
-                (0..x.rank()).collect()
-            } else {
-                axes.iter().map(|&a| e.axis(a, x.rank())).collect::<Result<_>>()?
-            };
-            axes.sort_unstable();
-            axes.dedup();
-            let mut arr = view.to_owned();
-            for &a in axes.iter().rev() {
-                arr = arr.mean_axis(ndarray::Axis(a)).ok_or_else(|| e.err("cannot reduce an empty axis"))?;
-            }
-            let mut shape: Vec<usize> = arr.shape().to_vec();
-            if *keepdims {
-                for &a in &axes {
-                    shape.insert(a, 1);
-                }
-            }
-            one(Tensor::from_parts_f32(shape, arr.iter().copied().collect()))
+        Op::Reduce { kind, axes, keepdims, noop_with_empty_axes } => one(reduce(&e, ins, *kind, axes.as_deref(), *keepdims, *noop_with_empty_axes)?),
+        Op::Resize { mode, coord, nearest, scales, scales_input } => one(resize::resize(&e, ctx, ins, *mode, *coord, *nearest, scales.as_deref(), *scales_input)?),
+        Op::ConvTranspose { window, group, output_padding, output_shape } => {
+            one(conv_transpose::conv_transpose(&e, ctx, ins, window, *group, *output_padding, *output_shape)?)
         }
+        Op::Split { axis, split } => split_op(&e, ins, *axis, split.as_deref()),
+        Op::InstanceNorm { epsilon } => one(norm::instance_norm(&e, ins, *epsilon)?),
+        Op::LayerNorm { axis, epsilon } => one(norm::layer_norm(&e, ctx, ins, *axis, *epsilon)?),
         Op::Identity | Op::Dropout => {
             let x = e.input(ins, 0)?;
             if node.outputs.len() > 1 {
@@ -246,7 +228,7 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
                 CastTo::I64 => Tensor::from_parts_i64(x.shape().to_vec(), x.to_i64_vec()),
             })
         }
-        Op::Slice => one(slice(&e, ctx, ins)?),
+        Op::Slice { attrs } => one(slice(&e, ctx, ins, attrs.as_ref())?),
         Op::ConstantOfShape { value, int } => {
             let dims = e.input(ins, 0)?.to_i64_vec();
             let shape = dims
@@ -261,6 +243,78 @@ pub(crate) fn eval(node: &Node, ins: Ins, ctx: &mut Ctx) -> Result<Vec<Tensor>> 
             })
         }
     }
+}
+
+/// ReduceMean / Sum / Max / Min over `axes` (the attribute, else input 1, else every axis).
+fn reduce(e: &E, ins: Ins, kind: ReduceKind, axes: Option<&[i64]>, keepdims: bool, noop_with_empty_axes: bool) -> Result<Tensor> {
+    let x = e.input(ins, 0)?;
+    let view = x.view_f32().ok_or_else(|| e.err("input must be float32"))?;
+    let axes = match (axes, e.opt(ins, 1)) {
+        (Some(a), _) => a.to_vec(),
+        (None, Some(t)) => t.to_i64_vec(),
+        (None, None) => vec![],
+    };
+    if axes.is_empty() && noop_with_empty_axes {
+        return Ok(x.clone());
+    }
+    let mut axes: Vec<usize> = if axes.is_empty() { (0..x.rank()).collect() } else { axes.iter().map(|&a| e.axis(a, x.rank())).collect::<Result<_>>()? };
+    axes.sort_unstable();
+    axes.dedup();
+    if axes.iter().any(|&a| x.shape()[a] == 0) && kind != ReduceKind::Sum {
+        return Err(e.err("cannot reduce an empty axis"));
+    }
+    let mut arr = view.to_owned();
+    for &a in axes.iter().rev() {
+        let ax = ndarray::Axis(a);
+        arr = match kind {
+            ReduceKind::Mean => arr.mean_axis(ax).ok_or_else(|| e.err("cannot reduce an empty axis"))?,
+            ReduceKind::Sum => arr.sum_axis(ax),
+            ReduceKind::Max => arr.fold_axis(ax, f32::NEG_INFINITY, |&m, &v| m.max(v)),
+            ReduceKind::Min => arr.fold_axis(ax, f32::INFINITY, |&m, &v| m.min(v)),
+        };
+    }
+    let mut shape: Vec<usize> = arr.shape().to_vec();
+    if keepdims {
+        for &a in &axes {
+            shape.insert(a, 1);
+        }
+    }
+    Ok(Tensor::from_parts_f32(shape, arr.iter().copied().collect()))
+}
+
+/// Split along `axis` into the node's outputs: sizes from the attribute or input 1, else equal
+/// parts (the last one smaller when the axis does not divide, as opset 18 allows).
+fn split_op(e: &E, ins: Ins, axis: i64, attr: Option<&[i64]>) -> Result<Vec<Tensor>> {
+    let x = e.input(ins, 0)?;
+    let a = e.axis(axis, x.rank())?;
+    let len = x.shape()[a];
+    let parts = e.node.outputs.len();
+    let sizes: Vec<usize> = match (attr, e.opt(ins, 1)) {
+        (Some(s), _) => s.iter().map(|&v| v as usize).collect(),
+        (None, Some(t)) => t.to_i64_vec().iter().map(|&v| usize::try_from(v).map_err(|_| e.err(format!("negative split size {v}")))).collect::<Result<_>>()?,
+        (None, None) => {
+            let each = len.div_ceil(parts.max(1));
+            (0..parts).map(|i| each.min(len.saturating_sub(i * each))).collect()
+        }
+    };
+    if sizes.len() != parts || sizes.iter().sum::<usize>() != len {
+        return Err(e.err(format!("split sizes {sizes:?} must be one per output ({parts}) and add up to the axis length {len}")));
+    }
+    let outer: usize = x.shape()[..a].iter().product();
+    let inner: usize = x.shape()[a + 1..].iter().product();
+    let mut start = 0;
+    let mut outs = Vec::with_capacity(parts);
+    for &s in &sizes {
+        let mut shape = x.shape().to_vec();
+        shape[a] = s;
+        let pick = |row: usize| (row * len + start) * inner..(row * len + start + s) * inner;
+        outs.push(match x.data() {
+            TensorData::F32(d) => Tensor::from_parts_f32(shape, (0..outer).flat_map(|r| d[pick(r)].iter().copied()).collect()),
+            TensorData::I64(d) => Tensor::from_parts_i64(shape, (0..outer).flat_map(|r| d[pick(r)].iter().copied()).collect()),
+        });
+        start += s;
+    }
+    Ok(outs)
 }
 
 fn unary_fn(u: UnaryOp) -> impl Fn(f32) -> f32 {
@@ -902,19 +956,18 @@ fn gather(e: &E, ctx: &Ctx, ins: Ins, axis: i64) -> Result<Tensor> {
     })
 }
 
-fn slice(e: &E, ctx: &Ctx, ins: Ins) -> Result<Tensor> {
+fn slice(e: &E, ctx: &Ctx, ins: Ins, attrs: Option<&crate::graph::SliceAttrs>) -> Result<Tensor> {
     let x = e.input(ins, 0)?;
     let r = x.rank();
-    let starts = e.input(ins, 1)?.to_i64_vec();
-    let ends = e.input(ins, 2)?.to_i64_vec();
-    let axes: Vec<usize> = match e.opt(ins, 3) {
-        Some(t) => t.to_i64_vec().iter().map(|&a| e.axis(a, r)).collect::<Result<_>>()?,
+    let (starts, ends, axes, steps) = match attrs {
+        Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+        None => (e.input(ins, 1)?.to_i64_vec(), e.input(ins, 2)?.to_i64_vec(), e.opt(ins, 3).map(Tensor::to_i64_vec), e.opt(ins, 4).map(Tensor::to_i64_vec)),
+    };
+    let axes: Vec<usize> = match axes {
+        Some(v) => v.iter().map(|&a| e.axis(a, r)).collect::<Result<_>>()?,
         None => (0..starts.len()).collect(),
     };
-    let steps = match e.opt(ins, 4) {
-        Some(t) => t.to_i64_vec(),
-        None => vec![1; starts.len()],
-    };
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err(e.err("starts, ends, axes and steps must have the same length"));
     }
