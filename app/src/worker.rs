@@ -8,7 +8,7 @@ use qplay_core::quant::{QuantSim, QuantSimConfig};
 use js_sys::{Array, Uint8Array};
 use qplay_core::graph::Dim;
 use qplay_core::npy::read_npy;
-use qplay_core::preprocess::{Crop, Preprocess, Resize};
+use qplay_core::preprocess::Preprocess;
 use qplay_core::{load_model, Executor, Graph, Limits, ModelInfo, Tensor};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -396,13 +396,8 @@ async fn calibration_photos(job: u32, photos: &[String], n: usize, height: usize
 
 /// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.
 fn image_preprocess(height: usize, width: usize) -> Result<Preprocess, String> {
-    let mut p = Preprocess::from_json(LITE0_PREPROCESS).map_err(|e| e.to_string())?;
-    if [height, width] != p.crop.size {
-        p.shape = vec![1, 3, height, width];
-        p.crop = Crop { size: [height, width] };
-        p.resize = Resize { shorter_side: (height.max(width) * 256).div_ceil(224) };
-    }
-    Ok(p)
+    let p = Preprocess::from_json(LITE0_PREPROCESS).map_err(|e| e.to_string())?;
+    Ok(if p.size() == [height, width] { p } else { Preprocess::imagenet_like(height, width) })
 }
 
 fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {

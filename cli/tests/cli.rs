@@ -281,3 +281,27 @@ fn limit_flags() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(1) && err.contains("initializers over the limit of 0 bytes"), "{err}");
 }
+
+/// Every resize mode, filter, colour order and layout of the preprocessing JSON against
+/// Pillow/numpy (tests/reference/preprocess/make.py). Photos are PNG (lossless decoding).
+#[test]
+fn preprocessing_modes_match_pillow() {
+    let dir = root().join("tests/reference/preprocess");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    cases.sort();
+    assert_eq!(cases.len(), 6);
+    for json in cases {
+        let text = std::fs::read_to_string(&json).unwrap();
+        let photo: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let photo = photo["image"].as_str().unwrap();
+        let path = if photo == "tiny.png" { dir.join(photo) } else { root().join("assets/images").join(photo) };
+        let img = image::load_from_memory(&std::fs::read(path).unwrap()).unwrap().to_rgb8();
+        let pre = qplay_core::preprocess::Preprocess::from_json(&text).unwrap();
+        let x = pre.apply(img.as_raw(), img.width() as usize, img.height() as usize).unwrap();
+        let (shape, r) = load_f32(&json.with_extension("npy"));
+        assert_eq!(x.shape(), &shape[..], "{}", json.display());
+        let diff = x.to_f32_vec().iter().zip(&r).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        // Pillow resamples float images with float32 weights.
+        assert!(diff < 2e-4, "{}: differs from Pillow by {diff}", json.display());
+    }
+}
