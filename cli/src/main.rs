@@ -6,6 +6,7 @@
 
 mod cmd;
 mod common;
+mod data;
 mod progress;
 
 use clap::Parser;

@@ -305,3 +305,56 @@ fn preprocessing_modes_match_pillow() {
         assert!(diff < 2e-4, "{}: differs from Pillow by {diff}", json.display());
     }
 }
+
+/// The digits test set as 8x8 grey PNGs, one folder per class (and, for calibration, a flat folder
+/// of training photos named `<class>_<n>.png`): `eval --data DIR --preprocess` takes the labels
+/// from the folders and must give the accuracy of the same data as .npy; `quantize --calib DIR`
+/// calibrates on the photos; a broken photo or a folder without --preprocess is refused.
+#[test]
+fn photo_folders_as_data_sets() {
+    let base = tmp("digit_photos");
+    let _ = std::fs::remove_dir_all(&base);
+    let load = |p: &str| read_npy(&std::fs::read(root().join(p)).unwrap(), 1 << 24).unwrap();
+    let (x, y) = (load("assets/data/digits_test_x.npy").to_f32_vec(), load("assets/data/digits_test_y.npy").to_i64_vec());
+    let png = |pixels: &[f32], path: &Path| {
+        // Pixels are k/16 for k in 0..=16: stored as the integers k.
+        let img = image::GrayImage::from_raw(8, 8, pixels.iter().map(|&v| (v * 16.0).round() as u8).collect()).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        img.save(path).unwrap();
+    };
+    for (i, (px, &c)) in x.chunks(64).zip(&y).enumerate() {
+        png(px, &base.join(format!("test/{c}/{i:03}.png")));
+    }
+    let train = load("assets/data/digits_train_x.npy").to_f32_vec();
+    let train_y = load("assets/data/digits_train_y.npy").to_i64_vec();
+    for (i, px) in train.chunks(64).take(64).enumerate() {
+        png(px, &base.join(format!("calib/{}_{i:03}.png", train_y[i])));
+    }
+    let settings = base.join("digits.json");
+    std::fs::write(&settings, r#"{"shape": [1, 1, 8, 8], "color": "GRAY", "resize": {"mode": "stretch"}, "scale": 0.0625}"#).unwrap();
+    let s = settings.to_str().unwrap();
+    let model = "assets/models/digits_mobilenet.onnx";
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = qplay(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let photos = json(&["eval", model, "--data", base.join("test").to_str().unwrap(), "--preprocess", s, "--json"]);
+    let arrays = json(&["eval", model, "--data", "assets/data/digits_test_x.npy", "--labels", "assets/data/digits_test_y.npy", "--json"]);
+    assert_eq!(photos["n"], 450);
+    assert_eq!(photos["accuracy"], arrays["accuracy"], "photos {photos} vs arrays {arrays}");
+
+    let enc = tmp("photo_calib.json");
+    let o = qplay(&["quantize", model, "--calib", base.join("calib").to_str().unwrap(), "--preprocess", s, "--encodings", enc.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("from 64 calibration samples"), "{}", String::from_utf8_lossy(&o.stdout));
+    let q = json(&["eval", model, "--data", base.join("test").to_str().unwrap(), "--preprocess", s, "--encodings", enc.to_str().unwrap(), "--json"]);
+    assert!(q["accuracy"].as_f64().unwrap() > arrays["accuracy"].as_f64().unwrap() - 0.03, "W8A8 on photo calibration: {q}");
+
+    std::fs::write(base.join("calib/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let o = qplay(&["quantize", model, "--calib", base.join("calib").to_str().unwrap(), "--preprocess", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.lines().count() == 1 && err.contains("broken.png: cannot decode image"), "{err}");
+    let o = qplay(&["eval", model, "--data", base.join("test").to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(2), "photos need --preprocess: {}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,6 +1,7 @@
 //! `qplay eval`: a model (FP32, simulated or integer) on a data set: accuracy against labels, or
 //! logits SQNR and top-1 agreement against reference outputs.
 
+use crate::data::{self, Settings};
 use crate::common::{write_file, CliError, CliResult, Engine, Global, Model};
 use crate::out;
 use crate::progress::Progress;
@@ -14,10 +15,14 @@ pub struct Args {
     /// The ONNX model
     #[arg(value_name = "MODEL.onnx")]
     model: PathBuf,
-    /// The inputs: one .npy with N samples along axis 0, or a directory of .npy files
+    /// The inputs: one .npy with N samples along axis 0, a directory of .npy files, or a directory
+    /// of photos (with --preprocess; labels from labels.csv, class folders or file names)
     #[arg(long, value_name = "X.npy|DIR")]
     data: PathBuf,
-    /// Class indices, one per sample: prints accuracy
+    /// How photos become the model's input (the preprocessing JSON)
+    #[arg(long, value_name = "MODEL.json")]
+    preprocess: Option<PathBuf>,
+    /// Class indices, one per sample: prints accuracy (photos' own labels are used without it)
     #[arg(long, value_name = "Y.npy")]
     labels: Option<PathBuf>,
     /// Reference outputs (e.g. onnxruntime's FP32 logits): prints pooled SQNR and top-1 agreement
@@ -69,14 +74,16 @@ impl Dump {
 }
 
 pub fn run(a: &Args, global: &Global) -> CliResult<()> {
-    if a.labels.is_none() && a.reference.is_none() && a.output.is_none() && a.dump.is_none() {
-        return Err(CliError::Usage("give --labels Y.npy, --reference R.npy, --output Y.npy or --dump DIR".into()));
-    }
     if a.dump.is_some() && (a.engine.encodings.is_none() || a.engine.int8) {
         return Err(CliError::Usage("--dump needs --encodings (and no --int8): it writes the simulation's activations".into()));
     }
     let (g, _) = global.load(&a.model)?;
-    let data = global.samples(&g, &a.data, 64)?;
+    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let set = data::load(global, &g, &a.data, settings.as_ref(), 64)?;
+    if a.labels.is_none() && set.labels.is_none() && a.reference.is_none() && a.output.is_none() && a.dump.is_none() {
+        return Err(CliError::Usage("give --labels Y.npy, --reference R.npy, --output Y.npy or --dump DIR".into()));
+    }
+    let data = set.batches;
     let mut model = Model::new(g, &a.engine, global)?;
     let mut logits = Vec::new();
     let mut k = 0;
@@ -98,10 +105,19 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     stage.finish();
     let n = logits.len() / k.max(1);
     let mut result = serde_json::json!({"n": n});
-    if let Some(l) = &a.labels {
-        let labels = global.read_npy(l)?.to_i64_vec();
+    let labels = match &a.labels {
+        Some(l) => {
+            let labels = global.read_npy(l)?.to_i64_vec();
+            if labels.len() != n {
+                return Err(crate::common::failed_at(l, format!("{} labels for {n} samples", labels.len())));
+            }
+            Some(labels)
+        }
+        None => set.labels,
+    };
+    if let Some(labels) = labels {
         if labels.len() != n {
-            return Err(crate::common::failed_at(l, format!("{} labels for {n} samples", labels.len())));
+            return Err(crate::common::failed_at(&a.data, format!("{} labels for {n} outputs (a model with several outputs per photo?)", labels.len())));
         }
         result["accuracy"] = qplay_core::metrics::accuracy(&logits, &labels, k).into();
     }

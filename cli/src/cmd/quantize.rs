@@ -1,6 +1,7 @@
 //! `qplay quantize`: a recipe (BN folding, equalization, AdaRound, bias correction), calibration,
 //! and the encodings, QDQ model, transformed FP32 model and report written out.
 
+use crate::data::{self, Settings};
 use crate::common::{encodings_config, equalized, failed_at, read_text, transform, write_file, CliError, CliResult, Global, ModeArg, Transform, Transformed};
 use crate::out;
 use crate::progress::{Progress, Stage};
@@ -16,9 +17,13 @@ pub struct Args {
     /// The ONNX model
     #[arg(value_name = "MODEL.onnx")]
     model: PathBuf,
-    /// Calibration samples: one .npy with N samples along axis 0, or a directory of .npy files
+    /// Calibration samples: one .npy with N samples along axis 0, a directory of .npy files, or a
+    /// directory of photos (with --preprocess)
     #[arg(long, value_name = "X.npy|DIR", required_unless_present = "import")]
     calib: Option<PathBuf>,
+    /// How photos become the model's input (the preprocessing JSON)
+    #[arg(long, value_name = "MODEL.json")]
+    preprocess: Option<PathBuf>,
     /// What to do before calibrating
     #[arg(long, value_enum, default_value_t = Recipe::None)]
     recipe: Recipe,
@@ -118,6 +123,8 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         Recipe::DfqAdaround => (Transform::Dfq, true),
     };
     let progress = Progress::new(global.quiet);
+    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let calib_set = |g: &qplay_core::Graph, path: &std::path::Path| data::load(global, g, path, settings.as_ref(), 32);
     let ada = AdaroundConfig { iterations: a.adaround_iters, seed: a.seed, ..Default::default() };
     let config = QuantSimConfig { mode, weight_bits: a.weight_bits, act_bits: a.act_bits, per_channel: a.per_channel, scheme: a.scheme, skip: a.skip.clone() };
     if a.cle == Cle::Measured && (base != Transform::Dfq || mode != Mode::Qplay) {
@@ -129,7 +136,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         // The search quantizes the model once per set and twice more: it calibrates and scores on
         // the first --cle-samples samples only.
         use qplay_core::passes::cle_select::{leading_samples, select_equalization};
-        let all = global.samples(&g, calib, 32)?;
+        let all = calib_set(&g, calib)?.batches;
         let data = leading_samples(&all, a.cle_samples.max(1));
         let mut stage: Option<Stage> = None;
         let (g, cle, sel) = select_equalization(&g, &config, data, data, &mut |done, total| {
@@ -162,7 +169,8 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         return Ok(());
     }
     let calib = a.calib.as_ref().ok_or_else(|| CliError::Usage("--calib is required (or --import E.json)".into()))?;
-    let data = global.samples(&g, calib, 32)?;
+    let set = calib_set(&g, calib)?;
+    let data = set.batches;
     let t0 = Instant::now();
     let mut sim = QuantSim::new(g, config.clone())?;
     let adaround_report = if with_adaround {
@@ -218,6 +226,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
+            "calibration_samples": set.samples,
             "activation_quantizers": n_act,
             "param_quantizers": n_par,
             "seconds": secs,
@@ -227,7 +236,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     if let Some(c) = &cle {
         out!("equalized: {} ReLU6 replaced by ReLU, {} layer groups, {} scaled sets, {} high biases absorbed", c.relu6_replaced.len(), c.groups.len(), c.sets.len(), c.absorbed.len());
     }
-    out!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration batches in {secs:.2} s", fold["folded"], data.len());
+    out!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration samples ({} batches) in {secs:.2} s", fold["folded"], set.samples, data.len());
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! `qplay run`: one input through the FP32 executor, the simulated quantized model or the integer
 //! engine; prints the output's shape and, for class scores, the top 5.
 
-use crate::common::{failed_at, read_file, read_text, top_k, write_file, CliError, CliResult, Engine, Global, Model};
+use crate::common::{read_text, top_k, write_file, CliError, CliResult, Engine, Global, Model};
+use crate::data::Settings;
 use crate::out;
 use qplay_core::npy::write_npy_f32;
-use qplay_core::preprocess::Preprocess;
 use qplay_core::Tensor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Run a model on one input (a tensor, or a photo with its preprocessing)
@@ -48,26 +48,17 @@ impl Input {
             return global.read_tensor(p).map(Some);
         }
         let (Some(img), Some(pp)) = (&self.image, &self.preprocess) else { return Ok(None) };
-        let pre = Preprocess::from_json(&read_text(pp)?).map_err(|e| failed_at(pp, e))?;
-        let bytes = read_file(img, 64 << 20, "photos")?;
-        let decoded = image::load_from_memory(&bytes).map_err(|e| failed_at(img, format!("cannot decode image: {e}")))?;
-        let rgb = decoded.to_rgb8();
-        Ok(Some(pre.apply(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize)?))
+        Settings::read(pp)?.photo(img).map(Some)
     }
 }
 
 /// Class names: --labels, else the `labels` file named by the preprocessing JSON.
-fn labels(a: &Args) -> Option<Vec<String>> {
-    let path = match (&a.labels, &a.input.preprocess) {
-        (Some(l), _) => l.clone(),
-        (None, Some(pp)) => {
-            let j: serde_json::Value = serde_json::from_slice(&std::fs::read(pp).ok()?).ok()?;
-            Path::new(pp).parent()?.join(j.get("labels")?.as_str()?)
-        }
-        _ => return None,
-    };
-    let text = std::fs::read_to_string(&path).ok()?;
-    Some(text.lines().map(str::to_string).collect())
+fn labels(a: &Args) -> CliResult<Option<Vec<String>>> {
+    match (&a.labels, &a.input.preprocess) {
+        (Some(l), _) => Ok(Some(read_text(l)?.lines().map(str::to_string).collect())),
+        (None, Some(pp)) => Ok(Settings::read(pp)?.classes),
+        _ => Ok(None),
+    }
 }
 
 pub fn run(a: &Args, global: &Global) -> CliResult<()> {
@@ -89,7 +80,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let rows = if y.rank() == 2 { y.shape()[0] } else { 1 };
     let is_vector = y.rank() <= 1 || (y.rank() == 2 && y.shape()[1] > 1);
     if is_vector && !data.is_empty() {
-        let names = labels(a);
+        let names = labels(a)?;
         let k = data.len() / rows;
         for r in 0..rows.min(8) {
             let row = &data[r * k..(r + 1) * k];

@@ -1,0 +1,161 @@
+//! Data sets for `--calib` and `--data`: tensors (.npy) or photos preprocessed as `--preprocess`
+//! says, with labels found beside the photos.
+//!
+//! - `X.npy`: N samples along axis 0; a directory of `.npy` files: each file's samples, by name.
+//! - A directory of photos (PNG, JPEG), each one sample. Labels, when they can be found, come
+//!   from (first match): a `labels.csv` in the directory (`file,label` lines), one sub-directory
+//!   per class (`DIR/<class>/*.png`), or file names `<class>_<anything>.png`. A class is a number
+//!   (the class index) or a name from the preprocessing's labels file.
+
+use crate::common::{failed_at, read_file, read_text, CliError, CliResult, Global};
+use qplay_core::graph::Dim;
+use qplay_core::preprocess::Preprocess;
+use qplay_core::{Graph, Tensor};
+use std::path::{Path, PathBuf};
+
+/// Photos larger than this are refused before decoding.
+const MAX_PHOTO_BYTES: usize = 64 << 20;
+const PHOTO_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+pub struct DataSet {
+    /// Batches of samples, in order.
+    pub batches: Vec<Tensor>,
+    /// One class index per sample, when the photos' names or folders give them.
+    pub labels: Option<Vec<i64>>,
+    pub samples: usize,
+}
+
+/// The preprocessing settings and the class names its `labels` file holds (if any).
+pub struct Settings {
+    pub preprocess: Preprocess,
+    pub classes: Option<Vec<String>>,
+}
+
+impl Settings {
+    pub fn read(path: &Path) -> CliResult<Settings> {
+        let preprocess = Preprocess::from_json(&read_text(path)?).map_err(|e| failed_at(path, e))?;
+        let classes = match &preprocess.labels {
+            None => None,
+            Some(f) => {
+                let p = path.parent().unwrap_or(Path::new(".")).join(f);
+                Some(read_text(&p)?.lines().map(str::to_string).collect())
+            }
+        };
+        Ok(Settings { preprocess, classes })
+    }
+
+    /// Decodes and preprocesses one photo.
+    pub fn photo(&self, path: &Path) -> CliResult<Tensor> {
+        let bytes = read_file(path, MAX_PHOTO_BYTES, "photos")?;
+        let decoded = image::load_from_memory(&bytes).map_err(|e| failed_at(path, format!("cannot decode image: {e}")))?;
+        let rgb = decoded.to_rgb8();
+        self.preprocess.apply(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize).map_err(|e| failed_at(path, e))
+    }
+
+    /// The class index `name` stands for: a number, or a name in the labels file.
+    fn class(&self, name: &str) -> Option<i64> {
+        name.parse::<i64>().ok().filter(|&i| i >= 0).or_else(|| self.classes.as_ref()?.iter().position(|c| c == name).map(|i| i as i64))
+    }
+}
+
+fn is_photo(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| PHOTO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn sorted_entries(dir: &Path) -> CliResult<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| failed_at(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The model's fixed batch size, if its first input declares one.
+fn fixed_batch(g: &Graph) -> Option<usize> {
+    let dims = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref())?;
+    match dims.first() {
+        Some(Dim::Fixed(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// Stacks single samples [1, ...] into batches of `step`.
+fn batch(samples: Vec<Tensor>, step: usize) -> CliResult<Vec<Tensor>> {
+    let mut out = Vec::new();
+    for chunk in samples.chunks(step.max(1)) {
+        let mut shape = chunk[0].shape().to_vec();
+        shape[0] = chunk.len();
+        let data: Vec<f32> = chunk.iter().flat_map(|t| t.to_f32_vec()).collect();
+        out.push(Tensor::f32(shape, data)?);
+    }
+    Ok(out)
+}
+
+/// Reads a data set (see the module doc). `settings` is required for photos; `batch` is the
+/// batch size for models without a fixed one.
+pub fn load(global: &Global, g: &Graph, path: &Path, settings: Option<&Settings>, batch_size: usize) -> CliResult<DataSet> {
+    let step = fixed_batch(g).unwrap_or(batch_size).max(1);
+    if path.is_dir() {
+        let entries = sorted_entries(path)?;
+        let class_dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+        let photos: Vec<&PathBuf> = entries.iter().filter(|p| is_photo(p)).collect();
+        if !photos.is_empty() || !class_dirs.is_empty() && !entries.iter().any(|p| p.extension().is_some_and(|x| x == "npy")) {
+            let settings = settings.ok_or_else(|| CliError::Usage(format!("{}: a folder of photos needs --preprocess MODEL.json (how the model wants its input)", path.display())))?;
+            return photos_set(path, &entries, settings, step);
+        }
+    }
+    let batches = global.samples(g, path, batch_size)?;
+    let samples = batches.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
+    Ok(DataSet { batches, labels: None, samples })
+}
+
+fn photos_set(dir: &Path, entries: &[PathBuf], settings: &Settings, step: usize) -> CliResult<DataSet> {
+    let csv = dir.join("labels.csv");
+    let mut files: Vec<PathBuf> = entries.iter().filter(|p| is_photo(p)).cloned().collect();
+    let mut labels: Option<Vec<i64>> = None;
+    if csv.is_file() {
+        let text = read_text(&csv)?;
+        let mut by_file = std::collections::HashMap::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let (f, l) = line.rsplit_once(',').ok_or_else(|| failed_at(&csv, format!("line {}: expected 'file,label'", i + 1)))?;
+            match settings.class(l.trim()) {
+                Some(c) => {
+                    by_file.insert(f.trim().trim_matches('"').to_string(), c);
+                }
+                // A header line.
+                None if i == 0 => {}
+                None => return Err(failed_at(&csv, format!("line {}: '{}' is neither a class index nor a class name", i + 1, l.trim()))),
+            }
+        }
+        let mut v = Vec::new();
+        for f in &files {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            v.push(*by_file.get(name).ok_or_else(|| failed_at(&csv, format!("no label for {name}")))?);
+        }
+        labels = Some(v);
+    } else if files.is_empty() {
+        // One sub-directory per class.
+        let mut v = Vec::new();
+        for (k, sub) in entries.iter().filter(|p| p.is_dir()).enumerate() {
+            let name = sub.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let class = settings.class(name).unwrap_or(k as i64);
+            for f in sorted_entries(sub)?.into_iter().filter(|p| is_photo(p)) {
+                files.push(f);
+                v.push(class);
+            }
+        }
+        labels = Some(v);
+    } else {
+        let from_names: Option<Vec<i64>> = files.iter().map(|f| f.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('_')).and_then(|(c, _)| settings.class(c))).collect();
+        labels = labels.or(from_names);
+    }
+    if files.is_empty() {
+        return Err(failed_at(dir, "no photos (.png, .jpg) and no .npy files"));
+    }
+    if let Some(n) = settings.classes.as_ref().map(Vec::len) {
+        if let Some((f, l)) = labels.as_ref().and_then(|ls| files.iter().zip(ls).find(|(_, &l)| l as usize >= n)) {
+            return Err(failed_at(f, format!("class {l} is beyond the {n} classes of the labels file")));
+        }
+    }
+    let samples = files.iter().map(|f| settings.photo(f)).collect::<CliResult<Vec<_>>>()?;
+    let n = samples.len();
+    Ok(DataSet { batches: batch(samples, step)?, labels, samples: n })
+}
