@@ -4,8 +4,8 @@
 //! - `X.npy`: N samples along axis 0; a directory of `.npy` files: each file's samples, by name.
 //! - A directory of photos (PNG, JPEG), each one sample. Labels, when they can be found, come
 //!   from (first match): a `labels.csv` in the directory (`file,label` lines), one sub-directory
-//!   per class (`DIR/<class>/*.png`), or file names `<class>_<anything>.png`. A class is a number
-//!   (the class index) or a name from the preprocessing's labels file.
+//!   per class (`DIR/<class>/*.png`), or file names `<class>_<anything>.png`. A class is a name
+//!   from the preprocessing's labels file, or else a number (the class index).
 
 use crate::common::{failed_at, read_file, read_text, CliError, CliResult, Global};
 use qplay_core::graph::Dim;
@@ -52,9 +52,10 @@ impl Settings {
         self.preprocess.apply(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize).map_err(|e| failed_at(path, e))
     }
 
-    /// The class index `name` stands for: a number, or a name in the labels file.
+    /// The class index `name` stands for: a name in the labels file (even one that looks like a
+    /// number, such as "180"), else a number.
     fn class(&self, name: &str) -> Option<i64> {
-        name.parse::<i64>().ok().filter(|&i| i >= 0).or_else(|| self.classes.as_ref()?.iter().position(|c| c == name).map(|i| i as i64))
+        self.classes.as_ref().and_then(|c| c.iter().position(|c| c == name)).map(|i| i as i64).or_else(|| name.parse::<i64>().ok().filter(|&i| i >= 0))
     }
 }
 

@@ -64,3 +64,29 @@ mod tests {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
     }
 }
+
+/// Intersection over union of the maps thresholded at `threshold` (`> threshold` is foreground),
+/// e.g. a text detector's probability map against the FP32 one. Two empty maps agree fully (1).
+pub fn iou_at(reference: &[f32], test: &[f32], threshold: f32) -> f64 {
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&r, &t) in reference.iter().zip(test) {
+        let (a, b) = (r > threshold, t > threshold);
+        inter += (a && b) as usize;
+        union += (a || b) as usize;
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+#[cfg(test)]
+mod iou_tests {
+    #[test]
+    fn iou_counts_thresholded_pixels() {
+        // Foreground {1, 2} against {2, 3}: one shared of three.
+        assert!((super::iou_at(&[0.1, 0.9, 0.8, 0.2], &[0.0, 0.2, 0.9, 0.7], 0.5) - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(super::iou_at(&[0.0; 3], &[0.1; 3], 0.5), 1.0);
+    }
+}

@@ -36,7 +36,10 @@ def main():
         so.intra_op_num_threads = 1
         s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         name = s.get_outputs()[0].name
-        step = [e["scale"][0] for e in enc["activation_encodings"] if e["name"] == name][0]
+        steps = [e["scale"][0] for e in enc["activation_encodings"] if e["name"] == name]
+        # An output written by a layout op (Identity, Reshape) carries its input's grid: without an
+        # encoding of its own, steps are measured on the 8-bit grid of the output's range.
+        step = steps[0] if steps else float(sim.max() - sim.min()) / 255 or 1.0
         def run(x):
             return np.concatenate([s.run(None, {s.get_inputs()[0].name: x[i : i + 1]})[0] for i in range(len(x))]).reshape(sim.shape)
 

@@ -28,12 +28,16 @@ pub struct Args {
     /// Reference outputs (e.g. onnxruntime's FP32 logits): prints pooled SQNR and top-1 agreement
     #[arg(long, value_name = "R.npy")]
     reference: Option<PathBuf>,
+    /// With --reference: also the IoU of the output and reference maps thresholded here (e.g. 0.3
+    /// for a text detector's probability map)
+    #[arg(long, value_name = "T", requires = "reference")]
+    threshold: Option<f32>,
     /// Write the outputs, [N, K]
     #[arg(long, value_name = "Y.npy")]
     output: Option<PathBuf>,
     #[command(flatten)]
     engine: Engine,
-    /// Print {"n", "accuracy", "sqnr_db", "top1_agreement"} as one JSON object
+    /// Print {"n", "accuracy", "sqnr_db", "top1_agreement", "iou"} as one JSON object
     #[arg(long)]
     json: bool,
     /// With --encodings: write every quantized activation as DIR/NNN.npy, named in DIR/index.json
@@ -128,6 +132,9 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         }
         result["sqnr_db"] = qplay_core::metrics::sqnr_db(&reference, &logits).into();
         result["top1_agreement"] = qplay_core::metrics::top1_agreement(&reference, &logits, k).into();
+        if let Some(t) = a.threshold {
+            result["iou"] = qplay_core::metrics::iou_at(&reference, &logits, t).into();
+        }
     }
     if let Some(p) = &a.output {
         write_file(p, write_npy_f32(&[n, k], &logits))?;
@@ -143,6 +150,9 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         }
         if let Some(s) = result["sqnr_db"].as_f64() {
             out!("logits SQNR {s:.2} dB (pooled), top-1 agreement {:.2} % on {n} samples", result["top1_agreement"].as_f64().unwrap_or(0.0) * 100.0);
+        }
+        if let (Some(iou), Some(t)) = (result["iou"].as_f64(), a.threshold) {
+            out!("IoU of the maps above {t}: {:.4}", iou);
         }
     }
     Ok(())

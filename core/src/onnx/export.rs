@@ -32,17 +32,20 @@ use prost::Message;
 /// The FP32 graph as an ONNX model.
 pub fn fp32_model(g: &Graph) -> Result<Vec<u8>> {
     let mut w = Writer::new(g);
-    w.nodes(g, &|_| None);
+    w.nodes(g, &|_| None)?;
     w.finish(g, g.opset)
 }
 
-/// The simulated quantized model as QDQ ONNX (see the module doc), opset 13 or later.
+/// The simulated quantized model as QDQ ONNX (see the module doc), opset 13 or later: per-axis
+/// DequantizeLinear needs 13, so opset 11 and 12 models are written as opset 13, with the ops
+/// whose form changed at 13 rewritten (see [`upgrade_to_13`]).
 pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
     let g = sim.graph();
-    if g.opset < 13 {
-        return Err(Error::Quant(format!("QDQ export needs opset 13 or later (per-axis DequantizeLinear); this model is opset {}", g.opset)));
+    if g.opset < 11 {
+        return Err(Error::Quant(format!("QDQ export of an opset-{} model is not supported: it needs opset 11 or later (convert the model first)", g.opset)));
     }
     let mut w = Writer::new(g);
+    w.upgrade = g.opset < 13;
     // Weights: int8 initializer + DequantizeLinear writing the weight's own name.
     for p in &sim.params {
         let name = g.value_name(p.value).to_string();
@@ -94,8 +97,49 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
     }
     w.input_alias = input_alias;
     w.act = quantized.clone();
-    w.nodes(g, &rename);
-    w.finish(g, g.opset)
+    w.nodes(g, &rename)?;
+    w.finish(g, g.opset.max(13))
+}
+
+/// Rewrites an opset-11/12 node into its opset-13 form: the `axes` of Squeeze, Unsqueeze and
+/// ReduceSum and the `split` of Split move from attributes to int64 inputs; Softmax-family ops
+/// over the last axis keep their form; others are written as the legacy computation
+/// `Reshape(Softmax(Flatten(x, axis), -1), Shape(x))`. Returns the node's inputs and attributes,
+/// or None when it wrote the node's replacement itself.
+fn upgrade_to_13(w: &mut Writer, g: &Graph, n: &crate::graph::Node, mut ins: Vec<String>, out: &str) -> Result<Option<(Vec<String>, Vec<AttributeProto>)>> {
+    let mut attrs = n.attrs.clone();
+    let moved = match n.op_type.as_str() {
+        "Squeeze" | "Unsqueeze" | "ReduceSum" => Some(("axes", 1)),
+        "Split" => Some(("split", 1)),
+        _ => None,
+    };
+    if let Some((name, at)) = moved {
+        if let Some(pos) = attrs.iter().position(|a| a.name() == name) {
+            let values = attrs.remove(pos).ints;
+            let t = w.fresh(&format!("{}_{name}", n.name));
+            w.init(&t, &[values.len()], DataType::Int64, values.iter().flat_map(|v| v.to_le_bytes()).collect());
+            ins.resize(at.max(ins.len()), String::new());
+            ins.insert(at, t);
+        }
+    }
+    if matches!(n.op_type.as_str(), "Softmax" | "LogSoftmax" | "Hardmax") {
+        let rank = n.inputs.first().copied().flatten().and_then(|x| g.values[x].ty.as_ref()).and_then(|t| t.dims.as_ref()).map(Vec::len);
+        let axis = attrs.iter().find(|a| a.name() == "axis").map_or(1, |a| a.i());
+        attrs.retain(|a| a.name() != "axis");
+        attrs.push(int_attr("axis", -1));
+        let last = axis == -1 || rank.is_some_and(|r| axis == r as i64 - 1);
+        if !last {
+            let x = ins.first().cloned().unwrap_or_default();
+            let (flat, soft, shape) = (w.fresh(&format!("{}_flat", n.name)), w.fresh(&format!("{}_2d", n.name)), w.fresh(&format!("{}_shape", n.name)));
+            let names = [w.fresh(&format!("{}_Flatten", n.name)), w.fresh(&format!("{}_Shape", n.name)), w.fresh(&format!("{}_Reshape", n.name))];
+            w.node(&names[0], "Flatten", &[&x], &[&flat], vec![int_attr("axis", axis)]);
+            w.node(&n.name, &n.op_type, &[&flat], &[&soft], attrs);
+            w.node(&names[1], "Shape", &[&x], &[&shape], vec![]);
+            w.node(&names[2], "Reshape", &[&soft, &shape], &[out], vec![]);
+            return Ok(None);
+        }
+    }
+    Ok(Some((ins, attrs)))
 }
 
 /// The integers `q + offset` (signed) of each weight.
@@ -132,6 +176,8 @@ struct Writer {
     input_alias: std::collections::HashMap<ValueId, String>,
     /// Encodings of the computed values to quantize right after their producer.
     act: Vec<Option<Encoding>>,
+    /// Write an opset-11/12 graph's nodes in their opset-13 form.
+    upgrade: bool,
 }
 
 impl Writer {
@@ -144,6 +190,7 @@ impl Writer {
             const_override: Default::default(),
             input_alias: Default::default(),
             act: vec![None; g.values.len()],
+            upgrade: false,
         }
     }
 
@@ -217,7 +264,7 @@ impl Writer {
     }
 
     /// The graph's nodes, outputs renamed by `rename` (inputs follow [`Writer::input_alias`]).
-    fn nodes(&mut self, g: &Graph, rename: &dyn Fn(ValueId) -> Option<String>) {
+    fn nodes(&mut self, g: &Graph, rename: &dyn Fn(ValueId) -> Option<String>) -> Result<()> {
         for n in &g.nodes {
             let ins: Vec<String> = n.inputs.iter().map(|i| i.map_or(String::new(), |v| self.input_alias.get(&v).cloned().unwrap_or_else(|| g.value_name(v).to_string()))).collect();
             let outs: Vec<String> = n.outputs.iter().map(|&o| rename(o).unwrap_or_else(|| g.value_name(o).to_string())).collect();
@@ -236,14 +283,12 @@ impl Writer {
                     }
                     self.vector_clip(g, n, &src, &outs[0])
                 }
-                false => self.nodes.push(NodeProto {
-                    name: Some(n.name.clone()),
-                    op_type: Some(n.op_type.clone()),
-                    input: ins,
-                    output: outs.clone(),
-                    attribute: n.attrs.clone(),
-                    ..Default::default()
-                }),
+                false => {
+                    let rewritten = if self.upgrade { upgrade_to_13(self, g, n, ins, &outs[0])? } else { Some((ins, n.attrs.clone())) };
+                    if let Some((input, attribute)) = rewritten {
+                        self.nodes.push(NodeProto { name: Some(n.name.clone()), op_type: Some(n.op_type.clone()), input, output: outs.clone(), attribute, ..Default::default() });
+                    }
+                }
             }
             for (&o, stored) in n.outputs.iter().zip(&outs) {
                 if let Some(e) = self.act[o] {
@@ -251,6 +296,7 @@ impl Writer {
                 }
             }
         }
+        Ok(())
     }
 
     /// Clip with per-channel bounds as `Max(x, lo) -> Min(., hi)` with the bound constants as

@@ -171,11 +171,13 @@ impl QuantSim {
             // Parameters (and which inputs are parameters: weights and biases).
             let weight = match &n.op {
                 Op::Conv { .. } => Some(0),
+                // [C_in, C_out / group, kh, kw]: the output channels are axis 1.
+                Op::ConvTranspose { .. } => Some(1),
                 Op::Gemm { trans_b, .. } => Some(if *trans_b { 0 } else { 1 }),
                 Op::MatMul => None, // axis depends on rank, set below
                 _ => None,
             };
-            let is_layer = matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul) && !skipped(n);
+            let is_layer = matches!(n.op, Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Gemm { .. } | Op::MatMul) && !skipped(n);
             if is_layer {
                 if let Some(w) = n.inputs.get(1).copied().flatten().filter(|&w| graph.consts[w].as_ref().is_some_and(|t| t.as_f32().is_some())) {
                     let rank = graph.consts[w].as_ref().map_or(0, Tensor::rank);
@@ -204,7 +206,12 @@ impl QuantSim {
                 continue;
             }
             // Constant float inputs that are not parameters get an activation quantizer.
-            for &i in n.inputs.iter().flatten() {
+            // Only data inputs: not Resize's roi and scales, not a normalization's scale and bias.
+            let data_inputs = match n.op {
+                Op::Resize { .. } | Op::InstanceNorm { .. } | Op::LayerNorm { .. } => 1,
+                _ => n.inputs.len(),
+            };
+            for &i in n.inputs.iter().take(data_inputs).flatten() {
                 let is_float_const = graph.consts[i].as_ref().is_some_and(|t| t.as_f32().is_some());
                 // qplay mode: Clip bounds are clamp parameters of the integer kernel, not data.
                 let bn_param = matches!(n.op, Op::BatchNorm { .. }) || (config.mode == Mode::Qplay && matches!(n.op, Op::Clip { .. }));
