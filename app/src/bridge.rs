@@ -208,6 +208,8 @@ fn apply(state: AppState, r: Response) {
             }
             state.classification.set(None);
             state.digits.set(None);
+            state.user_labels.set(None);
+            state.preprocess.set(None);
             state.summary.set(Some(summary));
             state.quant.set(None);
             state.previous_quant.set(None);
@@ -237,6 +239,11 @@ fn apply(state: AppState, r: Response) {
             state.idle();
         }
         Response::Exported { .. } => state.idle(),
+        Response::PreprocessSet { file, height, width, .. } => {
+            state.classification.set(None);
+            state.preprocess.set(Some((file, height, width)));
+            state.idle();
+        }
         Response::Histogram { result, .. } => {
             state.histogram.set(Some(result));
             state.idle();

@@ -23,6 +23,10 @@ pub enum Request {
     Export { job: u32, qdq: bool },
     /// The histogram of one quantized activation over a few calibration samples.
     Histogram { job: u32, tensor: String },
+    /// The user's preprocessing settings (the JSON `qplay --preprocess` reads, from file `file`)
+    /// for the loaded image model: photos are then prepared this way for classification and
+    /// calibration.
+    SetPreprocess { job: u32, file: String, json: String },
 }
 
 /// A quantization recipe as the page offers it.
@@ -120,6 +124,8 @@ pub enum Response {
     /// Payload: the file's bytes.
     Exported { job: u32, file_name: String },
     Histogram { job: u32, result: qplay_core::quant::analysis::ActivationHistogram },
+    /// The settings were accepted: the model's input is now `height` x `width`.
+    PreprocessSet { job: u32, file: String, height: usize, width: usize },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },

@@ -59,6 +59,10 @@ pub struct AppState {
     /// A notice (not an error), e.g. after a cancel.
     pub notice: RwSignal<Option<String>>,
     pub speed: RwSignal<Option<SpeedResult>>,
+    /// The user's class names for the loaded model: (file name, names).
+    pub user_labels: RwSignal<Option<(String, Vec<String>)>>,
+    /// The user's preprocessing settings in force: (file name, input height, width).
+    pub preprocess: RwSignal<Option<(String, usize, usize)>>,
 }
 
 impl AppState {
@@ -78,6 +82,8 @@ impl AppState {
             progress: RwSignal::new(None),
             notice: RwSignal::new(None),
             speed: RwSignal::new(None),
+            user_labels: RwSignal::new(None),
+            preprocess: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {

@@ -33,6 +33,14 @@ struct Loaded {
     sim: Option<QuantSim>,
     probe: Vec<Tensor>,
     name: String,
+    /// The user's preprocessing settings, if given (else EfficientNet-Lite0's, scaled).
+    preprocess: Option<Preprocess>,
+}
+
+impl Loaded {
+    fn preprocess(&self, height: usize, width: usize) -> Result<Preprocess, String> {
+        self.preprocess.clone().map_or_else(|| image_preprocess(height, width), Ok)
+    }
 }
 
 thread_local! {
@@ -98,7 +106,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Quantize { job, .. }
         | Request::Speed { job, .. }
         | Request::Export { job, .. }
-        | Request::Histogram { job, .. } => *job,
+        | Request::Histogram { job, .. }
+        | Request::SetPreprocess { job, .. } => *job,
     }
 }
 
@@ -112,7 +121,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut summary = summarize(&name, &graph, &info);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -124,7 +133,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 return Err("this model does not take an RGB image".into());
             };
             let t0 = now();
-            let pre = image_preprocess(height, width)?;
+            let pre = loaded.preprocess(height, width)?;
             let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
             let t1 = now();
             loaded.last_input = Some(x.clone());
@@ -220,12 +229,38 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let result = qplay_core::quant::analysis::activation_histogram(sim, &loaded.probe, &tensor, 80).map_err(|e| e.to_string())?;
             Ok(Response::Histogram { job, result })
         }
+        Request::SetPreprocess { job, file, json } => {
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let InputKind::Image { .. } = loaded.kind else {
+                return Err(format!("{file}: this model does not take an RGB image ([N, 3, H, W])"));
+            };
+            let pre = Preprocess::from_json(&json).map_err(|e| format!("{file}: {e}"))?;
+            if pre.color.channels() != 3 || pre.layout != qplay_core::preprocess::Layout::Nchw {
+                return Err(format!("{file}: field 'color'/'layout': the model takes [N, 3, H, W] (RGB or BGR, NCHW)"));
+            }
+            let [height, width] = pre.size();
+            let dims = loaded.graph.values[loaded.graph.inputs[0]].ty.as_ref().and_then(|t| t.dims.clone()).unwrap_or_default();
+            for (axis, want) in [(2, height), (3, width)] {
+                if let Some(qplay_core::graph::Dim::Fixed(d)) = dims.get(axis) {
+                    if *d != want {
+                        return Err(format!("{file}: field 'shape': {:?} does not fit the model's input, whose axis {axis} is {d}", pre.shape));
+                    }
+                }
+            }
+            loaded.preprocess = Some(pre);
+            loaded.last_input = None;
+            Ok(Response::PreprocessSet { job, file, height, width })
+        }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
             // The per-layer analysis always uses the same probe samples (4 photos / 128 digits), so
             // that recipes with different calibration sets are compared on equal terms.
             let (samples, probe) = match kind {
-                InputKind::Image { height, width } => calibration_photos(job, &photos, config.calib_samples as usize, height, width).await?,
+                InputKind::Image { height, width } => {
+                    let pre = state.borrow().as_ref().ok_or("load a model first")?.preprocess(height, width)?;
+                    calibration_photos(job, &photos, config.calib_samples as usize, &pre).await?
+                }
                 InputKind::Digits => {
                     let graph_rank = {
                         let guard = state.borrow();
@@ -368,10 +403,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
 /// Fetches, decodes and preprocesses `n` calibration samples (0: all): the bundled photos first,
 /// then their mirror images (left-right), in the same order. Also returns the first 4 photos, the
 /// probe of the per-layer analysis.
-async fn calibration_photos(job: u32, photos: &[String], n: usize, height: usize, width: usize) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+async fn calibration_photos(job: u32, photos: &[String], n: usize, pre: &Preprocess) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
     const PROBE: usize = 4;
     let n = if n == 0 { 2 * photos.len() } else { n.min(2 * photos.len()) };
-    let pre = image_preprocess(height, width)?;
+    let width = pre.size()[1];
     let mut originals = Vec::new();
     let used = &photos[..n.max(PROBE).min(photos.len())];
     for (i, p) in used.iter().enumerate() {

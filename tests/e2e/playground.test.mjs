@@ -411,3 +411,49 @@ test("the model and recipe live in the URL: a shared link restores them", async 
   assert.match(await page.evaluate(() => location.hash), /^#model=digits_mlp&/);
   assert.deepEqual(consoleErrors, []);
 });
+
+// The first float32 values of a small .npy file (format 1.0, little-endian).
+function npyFloats(file) {
+  const b = fs.readFileSync(file);
+  const header = b.readUInt16LE(8);
+  const data = b.subarray(10 + header);
+  return Array.from({ length: data.length / 4 }, (_, i) => data.readFloatLE(4 * i));
+}
+
+test("your own model: a 2-class PaddleOCR classifier with its input settings and labels, FP32 and INT8", async () => {
+  const ocr = path.join(root, "tests/ocr");
+  await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "cls.onnx"));
+  await page.locator('[data-testid="model-name"]:has-text("cls.onnx")').waitFor();
+  // Settings with a bad field: a message naming the file and the field; the model stays.
+  await page.setInputFiles('[data-testid="preprocess-file"]', { name: "bad.json", mimeType: "application/json", buffer: Buffer.from('{"shape": [1, 3, 48]}') });
+  await page.locator('[data-testid="error"]:has-text("bad.json")').waitFor();
+  assert.match(await page.textContent('[data-testid="error"]'), /field 'shape'/);
+  await page.setInputFiles('[data-testid="preprocess-file"]', path.join(ocr, "cls.json"));
+  await page.locator('[data-testid="input-settings"]:has-text("cls.json says (48x192)")').waitFor();
+  // Labels of the wrong count are refused; the right ones name the classes.
+  await page.setInputFiles('[data-testid="labels-file"]', { name: "three.txt", mimeType: "text/plain", buffer: Buffer.from("a\nb\nc\n") });
+  await page.locator('[data-testid="error"]:has-text("three.txt: 3 class names, but the model\'s output has 2 classes")').waitFor();
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "cls.onnx");
+  await page.setInputFiles('[data-testid="labels-file"]', path.join(ocr, "cls_labels.txt"));
+  await page.locator('[data-testid="input-settings"]:has-text("cls_labels.txt (2 classes)")').waitFor();
+  // FP32: onnxruntime's class on the photo it was given preprocessed by numpy (tests/ocr).
+  const ref = JSON.parse(fs.readFileSync(path.join(ocr, "reference.json"), "utf8")).cls;
+  const logits = npyFloats(path.join(ocr, "cls.output2.npy"));
+  for (const [i, file] of ref.entries()) {
+    const want = logits[2 * i] >= logits[2 * i + 1] ? 0 : 1;
+    await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "lines_test", file));
+    await page.locator(`[data-testid="results"] h2:has-text("${file}")`).waitFor();
+    assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), String(want), file);
+    assert.equal(await page.textContent('[data-testid="top1"]'), ["0", "180"][want]);
+  }
+  // INT8, calibrated on photos prepared with the same settings.
+  await page.click('[data-testid="preset-int8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "lines_test", "180_001.png"));
+  await page.locator('[data-testid="int8-top1"]').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "1");
+  assert.match(await page.textContent('[data-testid="int8-top1"]'), /^(0|180)$/);
+  await page.screenshot({ path: path.join(root, "tests/output/own-model.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});

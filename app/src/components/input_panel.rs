@@ -24,17 +24,90 @@ fn classify_bundled(state: AppState, file: &'static str) {
     });
 }
 
+/// The text of a file the user picked.
+async fn file_text(f: &web_sys::File) -> Result<String, String> {
+    let text = wasm_bindgen_futures::JsFuture::from(f.text()).await.map_err(|_| format!("{}: cannot read the file", f.name()))?;
+    text.as_string().ok_or_else(|| format!("{}: not a text file", f.name()))
+}
+
+/// The first file of an `<input type=file>` change, the input cleared for the next pick.
+fn picked(ev: &leptos::ev::Event) -> Option<web_sys::File> {
+    let input: web_sys::HtmlInputElement = event_target(ev);
+    let f = input.files().and_then(|fs| fs.get(0));
+    input.set_value("");
+    f
+}
+
+/// Settings for the user's own model: the preprocessing JSON (as `qplay --preprocess` reads) and
+/// a labels file (one class name per line, as many as the model has outputs).
+#[component]
+fn ModelSettings() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let busy = move || state.busy.get() != Busy::Idle;
+    let on_settings = move |ev: leptos::ev::Event| {
+        let Some(f) = picked(&ev) else { return };
+        state.start(format!("Reading {}…", f.name()));
+        wasm_bindgen_futures::spawn_local(async move {
+            let sent = match file_text(&f).await {
+                Ok(json) => bridge::send(&Request::SetPreprocess { job: bridge::next_job(), file: f.name(), json }, wasm_bindgen::JsValue::UNDEFINED),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                state.fail(e);
+            }
+        });
+    };
+    let on_labels = move |ev: leptos::ev::Event| {
+        let Some(f) = picked(&ev) else { return };
+        wasm_bindgen_futures::spawn_local(async move {
+            let text = match file_text(&f).await {
+                Ok(t) => t,
+                Err(e) => return state.fail(e),
+            };
+            let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+            while names.last().is_some_and(String::is_empty) {
+                names.pop();
+            }
+            let classes = state.summary.with_untracked(|s| s.as_ref().and_then(|s| s.outputs.first()).and_then(|o| o.shape.last()).and_then(|d| d.parse::<usize>().ok()));
+            match classes {
+                _ if names.is_empty() => state.fail(format!("{}: no class names (one per line)", f.name())),
+                Some(k) if k != names.len() => state.fail(format!("{}: {} class names, but the model's output has {k} classes", f.name(), names.len())),
+                _ => {
+                    state.error.set(None);
+                    state.classification.set(None);
+                    state.user_labels.set(Some((f.name(), names)));
+                }
+            }
+        });
+    };
+    view! {
+        <div class="model-settings">
+            <label class="upload">"Input settings (preprocessing JSON) "
+                <input type="file" accept=".json,application/json" data-testid="preprocess-file" disabled=busy on:change=on_settings/>
+            </label>
+            <label class="upload">"Class names (one per line) "
+                <input type="file" accept=".txt,text/plain" data-testid="labels-file" on:change=on_labels/>
+            </label>
+            <p class="hint" data-testid="input-settings">
+                {move || match state.preprocess.get() {
+                    Some((f, h, w)) => format!("Photos are prepared as {f} says ({h}x{w})."),
+                    None => "Photos are prepared as EfficientNet-Lite0's (shorter side, centre crop, (p - 127) / 128).".to_string(),
+                }}
+                " "
+                {move || state.user_labels.get().map(|(f, l)| format!("Class names from {f} ({} classes).", l.len()))}
+            </p>
+        </div>
+    }
+}
+
 #[component]
 pub fn InputPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
     let busy = move || state.busy.get() != Busy::Idle;
     let on_photo = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        if let Some(f) = input.files().and_then(|fs| fs.get(0)) {
-            let name = f.name();
-            classify_blob(state, name, f.into());
+        if let Some(f) = picked(&ev) {
+            classify_blob(state, f.name(), f.into());
         }
-        input.set_value("");
     };
     let dragging = RwSignal::new(false);
     let on_drop = move |ev: leptos::ev::DragEvent| {
@@ -52,6 +125,7 @@ pub fn InputPanel() -> impl IntoView {
             InputKind::Image { .. } => view! {
                 <section class="panel" aria-labelledby="in-h">
                     <h2 id="in-h"><span class="step">"4"</span>"Pick a photo"</h2>
+                    <ModelSettings/>
                     <div class="photos">
                         {PHOTOS
                             .iter()

@@ -108,7 +108,7 @@ pub fn ModelPicker() -> impl IntoView {
                     "Or drop an .onnx file here, or "
                     <input type="file" accept=".onnx" data-testid="model-file" on:change=on_file/>
                 </label>
-                <p class="hint">"FP32 ONNX image classifiers, opsets 11 to 21. The file is read in this tab only."</p>
+                <p class="hint">"FP32 ONNX image classifiers, opsets 7 to 21. The file is read in this tab only."</p>
             </div>
         </section>
     }

@@ -7,7 +7,12 @@ use leptos::prelude::*;
 pub fn Results() -> impl IntoView {
     let state = expect_context::<AppState>();
     let class_name = move |i: usize| -> String {
-        state.labels.with(|l| if l.len() == 1000 { l.get(i).cloned() } else { None }).unwrap_or_else(|| format!("class {i}"))
+        // The user's labels; else ImageNet's names for a 1000-class model; else the index.
+        state
+            .user_labels
+            .with(|u| u.as_ref().and_then(|(_, l)| l.get(i).cloned()))
+            .or_else(|| state.labels.with(|l| if l.len() == 1000 && state.user_labels.with(Option::is_none) { l.get(i).cloned() } else { None }))
+            .unwrap_or_else(|| format!("class {i}"))
     };
     let photo = move || {
         state.classification.get().map(|(name, c)| {
