@@ -469,12 +469,18 @@ fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {
     }
 }
 
+/// The `k` best classes with their probabilities: the softmax of the outputs, unless the model
+/// already gives probabilities (every output in [0, 1], summing to 1 within a few 8-bit steps, as
+/// a model ending in a Softmax does).
 fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
+    let total: f32 = logits.iter().sum();
+    let probabilities = logits.iter().all(|v| (0.0..=1.0).contains(v)) && (total - 1.0).abs() < 0.02;
     let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|v| (v - mx).exp()).sum();
+    let prob = |v: f32| if probabilities { v } else { (v - mx).exp() / sum };
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| Prediction { class: i, prob: (logits[i] - mx).exp() / sum, logit: logits[i] }).collect()
+    idx.into_iter().take(k).map(|i| Prediction { class: i, prob: prob(logits[i]), logit: logits[i] }).collect()
 }
 
 /// Decodes a photo with the browser's decoders (in the worker) into RGB bytes.

@@ -445,6 +445,9 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings and
     await page.locator(`[data-testid="results"] h2:has-text("${file}")`).waitFor();
     assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), String(want), file);
     assert.equal(await page.textContent('[data-testid="top1"]'), ["0", "180"][want]);
+    // The model ends in a Softmax: its outputs are the probabilities shown (no second softmax).
+    const pct = Number((await page.textContent('[data-testid="rank-1"] .pct')).replace("%", ""));
+    assert.ok(Math.abs(pct - 100 * Math.max(logits[2 * i], logits[2 * i + 1])) < 0.06, `${file}: ${pct}%`);
   }
   // INT8, calibrated on photos prepared with the same settings.
   await page.click('[data-testid="preset-int8-pc"]');
@@ -454,6 +457,9 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings and
   await page.locator('[data-testid="int8-top1"]').waitFor();
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "1");
   assert.match(await page.textContent('[data-testid="int8-top1"]'), /^(0|180)$/);
+  // INT8 probabilities too are the model's own (within a few 8-bit steps), not a second softmax.
+  const int8pct = (await page.locator('[data-testid="int8-top1"] >> xpath=../../ol/li[1]/span[@class="pct"]').textContent()).replace("%", "");
+  assert.ok(Number(int8pct) > 90, `INT8 top-1 probability ${int8pct}%`);
   await page.screenshot({ path: path.join(root, "tests/output/own-model.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);
 });
