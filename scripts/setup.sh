@@ -40,16 +40,18 @@ need_apt() {
   fi
 }
 
-# Python with onnx + onnxruntime (from PyPI) for the export tests: the system's if it has them, else a
-# virtual environment in .venv. Sets QPLAY_PYTHON.
+# Python with onnx + onnxruntime + Pillow (from PyPI) for the export and OCR tests: the system's if
+# it has them, else a virtual environment in .venv. Sets QPLAY_PYTHON.
+PY_PACKAGES="numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0 pillow==13.0.0"
 need_python() {
-  if python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+  if python3 -c 'import onnx, onnxruntime, numpy, PIL' 2>/dev/null; then
     QPLAY_PYTHON=$(command -v python3)
   else
-    if ! "$ROOT/.venv/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
-      say "installing onnx and onnxruntime into .venv (pip)"
+    if ! "$ROOT/.venv/bin/python" -c 'import onnx, onnxruntime, numpy, PIL' 2>/dev/null; then
+      say "installing $PY_PACKAGES into .venv (pip)"
       python3 -m venv "$ROOT/.venv" 2>/dev/null || { need_apt python3-venv; python3 -m venv "$ROOT/.venv"; }
-      "$ROOT/.venv/bin/pip" install -q numpy onnx onnxruntime
+      # shellcheck disable=SC2086
+      "$ROOT/.venv/bin/pip" install -q $PY_PACKAGES
     fi
     QPLAY_PYTHON="$ROOT/.venv/bin/python"
   fi
