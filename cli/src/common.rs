@@ -132,7 +132,7 @@ impl Global {
             let t = self.read_tensor(f)?;
             let n = *t.shape().first().ok_or_else(|| failed_at(f, "a scalar is not a sample"))?;
             let d = t.to_f32_vec();
-            let per = if n == 0 { 0 } else { d.len() / n };
+            let per = d.len().checked_div(n).unwrap_or(0);
             let mut i = 0;
             while i < n {
                 let b = step.min(n - i);

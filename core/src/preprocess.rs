@@ -167,7 +167,7 @@ impl Preprocess {
         };
         let mean = per_channel("mean", 0.0)?;
         let std = per_channel("std", 1.0)?;
-        if std.iter().any(|&s| s == 0.0) {
+        if std.contains(&0.0) {
             return Err(bad("std", "must not be zero"));
         }
         // The first format described the scale in words: a string means the default.

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "reference", "preprocess"))
+from make import bilinear_axis  # noqa: E402  (OpenCV's INTER_LINEAR rule, one axis)
 rng = np.random.default_rng(7)
 WORDS = ("qplay quantize model phone edge tensor float int8 scale offset range depthwise residual "
          "pixel batch layer convolution network signal noise ratio browser worker kernel weight "
@@ -57,18 +59,6 @@ def page():
         d.text((int(rng.integers(4, 40)), y), sentence(int(rng.integers(1, 4))), font=ImageFont.load_default(size=size), fill=fg)
         y += size + int(rng.integers(8, 30))
     return img
-
-
-def bilinear_axis(a, n_out, axis):
-    n_in = a.shape[axis]
-    x = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(x).astype(int), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    f = np.where(i0 == n_in - 1, 0.0, x - i0)
-    shape = [1] * a.ndim
-    shape[axis] = n_out
-    f = f.reshape(shape)
-    return np.take(a, i0, axis=axis) * (1 - f) + np.take(a, i1, axis=axis) * f
 
 
 def prep(img, h, w, fit, mean, std):

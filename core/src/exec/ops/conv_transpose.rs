@@ -29,16 +29,7 @@ pub(super) fn conv_transpose(e: &E, ctx: &Ctx, ins: Ins, w: &Window, group: usiz
     }
     let m = mg * group;
     let (xd, wd) = (e.f32(ins, 0)?, e.f32(ins, 1)?);
-    let bias = match e.opt(ins, 2) {
-        None => None,
-        Some(b) => {
-            let bd = b.as_f32().ok_or_else(|| e.err("bias must be float32"))?;
-            if bd.len() != m {
-                return Err(e.err(format!("bias has {} values for {m} output channels", bd.len())));
-            }
-            Some(bd)
-        }
-    };
+    let bias = e.bias(ins, m)?;
     let [sh, sw] = w.strides;
     let [dh, dw] = w.dilations;
     let span = |k: usize, d: usize| (k - 1) * d + 1;

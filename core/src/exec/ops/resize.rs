@@ -3,13 +3,16 @@
 
 use super::{Ctx, Ins, E};
 use crate::error::Result;
-use crate::graph::{CoordMode, NearestMode, ResizeMode};
+use crate::graph::{CoordMode, NearestMode, Op, ResizeMode};
 use crate::tensor::Tensor;
 
-pub(super) fn resize(e: &E, ctx: &Ctx, ins: Ins, mode: ResizeMode, coord: CoordMode, nearest: NearestMode, attr_scales: Option<&[f32]>, scales_input: usize) -> Result<Tensor> {
+/// `op` is the node's `Op::Resize`.
+pub(super) fn resize(e: &E, ctx: &Ctx, ins: Ins, op: &Op) -> Result<Tensor> {
+    let Op::Resize { mode, coord, nearest, scales: attr_scales, scales_input } = op else { return Err(e.err("not a Resize")) };
+    let (mode, coord, nearest, scales_input, attr_scales) = (*mode, *coord, *nearest, *scales_input, attr_scales.as_deref());
     let x = e.input(ins, 0)?;
     let r = x.rank();
-    let nonempty = |i: usize| e.opt(ins, i).filter(|t| t.len() > 0);
+    let nonempty = |i: usize| e.opt(ins, i).filter(|t| !t.is_empty());
     let (out_shape, scales): (Vec<usize>, Vec<f32>) = if let Some(sizes) = nonempty(scales_input + 1) {
         if nonempty(scales_input).is_some() {
             return Err(e.err("give scales or sizes, not both"));
@@ -37,7 +40,7 @@ pub(super) fn resize(e: &E, ctx: &Ctx, ins: Ins, mode: ResizeMode, coord: CoordM
         (shape, scales)
     };
     e.numel(ctx, &out_shape)?;
-    if mode == ResizeMode::Linear && x.len() == 0 {
+    if mode == ResizeMode::Linear && x.is_empty() {
         return Err(e.err("cannot interpolate an empty tensor"));
     }
     let mut cur = e.f32(ins, 0)?.to_vec();
