@@ -23,6 +23,8 @@ thread_local! {
     /// Messages posted before the worker said Ready (its handler may not be installed yet).
     static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
     static READY: Cell<bool> = const { Cell::new(false) };
+    /// The user's calibration photos for the loaded model (sent with each Quantize request).
+    static CALIB: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
     /// last `done` seen).
     static ETA: Cell<Option<(usize, f64, usize, usize)>> = const { Cell::new(None) };
@@ -164,6 +166,16 @@ pub fn next_job() -> u32 {
     })
 }
 
+/// Keeps the user's calibration photos for the loaded model.
+pub fn set_calibration_photos(files: Vec<web_sys::File>) {
+    CALIB.with(|c| *c.borrow_mut() = files);
+}
+
+/// The user's calibration photos as the Quantize payload (an empty array: the bundled photos).
+pub fn calibration_payload() -> JsValue {
+    CALIB.with(|c| c.borrow().iter().collect::<Array>().into())
+}
+
 /// Posts a request; `payload` (a Uint8Array or Blob) goes along, array buffers are transferred.
 pub fn send(req: &Request, payload: JsValue) -> Result<(), String> {
     let msg = Array::new();
@@ -210,6 +222,8 @@ fn apply(state: AppState, r: Response) {
             state.digits.set(None);
             state.user_labels.set(None);
             state.preprocess.set(None);
+            state.calibration_photos.set(None);
+            set_calibration_photos(Vec::new());
             state.summary.set(Some(summary));
             state.quant.set(None);
             state.previous_quant.set(None);

@@ -63,6 +63,8 @@ pub struct AppState {
     pub user_labels: RwSignal<Option<(String, Vec<String>)>>,
     /// The user's preprocessing settings in force: (file name, input height, width).
     pub preprocess: RwSignal<Option<(String, usize, usize)>>,
+    /// How many calibration photos of their own the user gave.
+    pub calibration_photos: RwSignal<Option<usize>>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             speed: RwSignal::new(None),
             user_labels: RwSignal::new(None),
             preprocess: RwSignal::new(None),
+            calibration_photos: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {

@@ -259,7 +259,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (samples, probe) = match kind {
                 InputKind::Image { height, width } => {
                     let pre = state.borrow().as_ref().ok_or("load a model first")?.preprocess(height, width)?;
-                    calibration_photos(job, &photos, config.calib_samples as usize, &pre).await?
+                    match payload.dyn_ref::<js_sys::Array>().filter(|a| a.length() > 0) {
+                        Some(files) => user_calibration(job, files, config.calib_samples as usize, &pre).await?,
+                        None => calibration_photos(job, &photos, config.calib_samples as usize, &pre).await?,
+                    }
                 }
                 InputKind::Digits => {
                     let graph_rank = {
@@ -426,6 +429,25 @@ async fn calibration_photos(job: u32, photos: &[String], n: usize, pre: &Preproc
         let mirrored: Vec<f32> = x.to_f32_vec().chunks(width).flat_map(|row| row.iter().rev().copied().collect::<Vec<_>>()).collect();
         samples.push(Tensor::f32(x.shape().to_vec(), mirrored).map_err(|e| e.to_string())?);
     }
+    Ok((samples, probe))
+}
+
+/// The user's calibration photos (File objects), `n` of them (0: all), decoded and preprocessed;
+/// the first 4 are also the probe of the per-layer analysis. An undecodable photo is an error
+/// naming it.
+async fn user_calibration(job: u32, files: &js_sys::Array, n: usize, pre: &Preprocess) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+    let total = files.length() as usize;
+    let n = if n == 0 { total } else { n.min(total) };
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        post(&Response::Progress { job, stage: "Preparing your calibration photos".into(), done: i, total: n });
+        let item = files.get(i as u32);
+        let name = item.dyn_ref::<web_sys::File>().map_or_else(|| format!("calibration photo {}", i + 1), |f| f.name());
+        let blob: web_sys::Blob = item.dyn_into().map_err(|_| format!("{name}: not a file"))?;
+        let (rgb, w, h) = decode_image(&blob).await.map_err(|e| format!("{name}: {e}"))?;
+        samples.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| format!("{name}: {e}"))?);
+    }
+    let probe = samples[..samples.len().min(4)].to_vec();
     Ok((samples, probe))
 }
 

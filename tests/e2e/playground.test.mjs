@@ -420,7 +420,7 @@ function npyFloats(file) {
   return Array.from({ length: data.length / 4 }, (_, i) => data.readFloatLE(4 * i));
 }
 
-test("your own model: a 2-class PaddleOCR classifier with its input settings and labels, FP32 and INT8", async () => {
+test("your own model: a 2-class PaddleOCR classifier with its input settings, labels and calibration photos, FP32 and INT8", async () => {
   const ocr = path.join(root, "tests/ocr");
   await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "cls.onnx"));
   await page.locator('[data-testid="model-name"]:has-text("cls.onnx")').waitFor();
@@ -449,10 +449,14 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings and
     const pct = Number((await page.textContent('[data-testid="rank-1"] .pct')).replace("%", ""));
     assert.ok(Math.abs(pct - 100 * Math.max(logits[2 * i], logits[2 * i + 1])) < 0.06, `${file}: ${pct}%`);
   }
-  // INT8, calibrated on photos prepared with the same settings.
+  // INT8, calibrated on the user's own photos prepared with the same settings.
+  const calib = fs.readdirSync(path.join(ocr, "lines_calib")).sort().slice(0, 8).map((f) => path.join(ocr, "lines_calib", f));
+  await page.setInputFiles('[data-testid="calib-files"]', calib);
+  await page.locator('[data-testid="input-settings"]:has-text("calibrates on your 8 photos")').waitFor();
   await page.click('[data-testid="preset-int8-pc"]');
   await page.click('[data-testid="quantize"]');
   await page.locator('[data-testid="quant-summary"]').waitFor();
+  assert.match(await page.textContent('[data-testid="quant-summary"]'), /from 8 calibration samples/);
   await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "lines_test", "180_001.png"));
   await page.locator('[data-testid="int8-top1"]').waitFor();
   assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), "1");

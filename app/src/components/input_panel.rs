@@ -80,6 +80,13 @@ fn ModelSettings() -> impl IntoView {
             }
         });
     };
+    let on_calib = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let files: Vec<web_sys::File> = input.files().map(|fs| (0..fs.length()).filter_map(|i| fs.get(i)).collect()).unwrap_or_default();
+        input.set_value("");
+        state.calibration_photos.set((!files.is_empty()).then_some(files.len()));
+        bridge::set_calibration_photos(files);
+    };
     view! {
         <div class="model-settings">
             <label class="upload">"Input settings (preprocessing JSON) "
@@ -88,13 +95,20 @@ fn ModelSettings() -> impl IntoView {
             <label class="upload">"Class names (one per line) "
                 <input type="file" accept=".txt,text/plain" data-testid="labels-file" on:change=on_labels/>
             </label>
+            <label class="upload">"Calibration photos (several) "
+                <input type="file" accept="image/*" multiple data-testid="calib-files" disabled=busy on:change=on_calib/>
+            </label>
             <p class="hint" data-testid="input-settings">
                 {move || match state.preprocess.get() {
                     Some((f, h, w)) => format!("Photos are prepared as {f} says ({h}x{w})."),
                     None => "Photos are prepared as EfficientNet-Lite0's (shorter side, centre crop, (p - 127) / 128).".to_string(),
                 }}
                 " "
-                {move || state.user_labels.get().map(|(f, l)| format!("Class names from {f} ({} classes).", l.len()))}
+                {move || state.user_labels.get().map(|(f, l)| format!("Class names from {f} ({} classes). ", l.len()))}
+                {move || match state.calibration_photos.get() {
+                    Some(n) => format!("Quantizing calibrates on your {n} photos."),
+                    None => "Quantizing calibrates on the bundled photos.".to_string(),
+                }}
             </p>
         </div>
     }

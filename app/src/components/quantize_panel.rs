@@ -23,7 +23,7 @@ const ADAROUND_PRESET: u32 = 2000;
 fn start_quantize(state: AppState, config: QuantConfig) {
     state.start(format!("Quantizing W{}A{}{}…", config.weight_bits, config.act_bits, if config.per_channel { " per-channel" } else { "" }));
     let photos = PHOTOS.iter().map(|(f, _)| f.to_string()).collect();
-    if let Err(e) = bridge::send(&Request::Quantize { job: bridge::next_job(), config, photos }, wasm_bindgen::JsValue::UNDEFINED) {
+    if let Err(e) = bridge::send(&Request::Quantize { job: bridge::next_job(), config, photos }, bridge::calibration_payload()) {
         state.fail(e);
     }
 }
