@@ -104,8 +104,24 @@ pub fn load(global: &Global, g: &Graph, path: &Path, settings: Option<&Settings>
         }
     }
     let batches = global.samples(g, path, batch_size)?;
+    if let Some(b) = batches.first() {
+        check_fits(g, path, b.shape())?;
+    }
     let samples = batches.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
     Ok(DataSet { batches, labels: None, samples })
+}
+
+/// A data set's samples must have the model's input shape (its declared rank and fixed sizes,
+/// the batch axis aside): the error names the file, not just the model's input.
+fn check_fits(g: &Graph, path: &Path, shape: &[usize]) -> CliResult<()> {
+    let Some(&input) = g.inputs.first() else { return Ok(()) };
+    let Some(dims) = g.values[input].ty.as_ref().and_then(|t| t.dims.as_ref()) else { return Ok(()) };
+    let fits = dims.len() == shape.len() && dims.iter().zip(shape).skip(1).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+    if fits {
+        return Ok(());
+    }
+    let want: Vec<String> = dims.iter().enumerate().map(|(i, d)| if i == 0 { "N".into() } else { d.to_string() }).collect();
+    Err(failed_at(path, format!("samples of shape {:?} do not fit the model's input '{}' [{}]", &shape[1.min(shape.len())..], g.values[input].name, want.join(", "))))
 }
 
 fn photos_set(dir: &Path, entries: &[PathBuf], settings: &Settings, step: usize) -> CliResult<DataSet> {

@@ -357,4 +357,10 @@ fn photo_folders_as_data_sets() {
     assert!(o.status.code() == Some(1) && err.lines().count() == 1 && err.contains("broken.png: cannot decode image"), "{err}");
     let o = qplay(&["eval", model, "--data", base.join("test").to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(2), "photos need --preprocess: {}", String::from_utf8_lossy(&o.stderr));
+    // An .npy whose samples are not the model's input shape: the error names the file.
+    let flat = base.join("flat.npy");
+    std::fs::write(&flat, qplay_core::npy::write_npy_f32(&[450, 64], &x)).unwrap();
+    let o = qplay(&["quantize", model, "--calib", flat.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.lines().count() == 1 && err.contains("flat.npy: samples of shape [64] do not fit the model's input 'input' [N, 1, 8, 8]"), "{err}");
 }
