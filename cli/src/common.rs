@@ -3,7 +3,6 @@
 
 use clap::ValueEnum;
 use qplay_core::exec::int8::Int8Executor;
-use qplay_core::graph::Dim;
 use qplay_core::npy::read_npy;
 use qplay_core::passes::bn_fold::OutputStats;
 use qplay_core::passes::cle::CleReport;
@@ -97,52 +96,6 @@ impl Global {
             Some(_) => t,
             None => Tensor::f32(t.shape().to_vec(), t.to_f32_vec())?,
         })
-    }
-
-    /// Samples for calibration or evaluation from one .npy (N along axis 0) or a directory of .npy
-    /// files (sorted by name). Models with a fixed batch of 1 get one sample per tensor; others get
-    /// batches of up to `batch`. All files together must fit in `--max-memory-mb`.
-    pub fn samples(&self, g: &Graph, path: &Path, batch: usize) -> CliResult<Vec<Tensor>> {
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| failed_at(path, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "npy"))
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![path.to_path_buf()]
-        };
-        if files.is_empty() {
-            return Err(failed_at(path, "no .npy files"));
-        }
-        let budget = self.limits().max_total_bytes as u64;
-        let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-        if total > budget {
-            return Err(failed_at(path, format!("{total} bytes of data, over --max-memory-mb ({budget} bytes)")));
-        }
-        let fixed_batch = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref()).and_then(|d| match d.first() {
-            Some(Dim::Fixed(b)) => Some(*b),
-            _ => None,
-        });
-        let step = fixed_batch.unwrap_or(batch).max(1);
-        let mut out = Vec::new();
-        for f in &files {
-            let t = self.read_tensor(f)?;
-            let n = *t.shape().first().ok_or_else(|| failed_at(f, "a scalar is not a sample"))?;
-            let d = t.to_f32_vec();
-            let per = d.len().checked_div(n).unwrap_or(0);
-            let mut i = 0;
-            while i < n {
-                let b = step.min(n - i);
-                let mut shape = t.shape().to_vec();
-                shape[0] = b;
-                out.push(Tensor::f32(shape, d[i * per..(i + b) * per].to_vec())?);
-                i += b;
-            }
-        }
-        Ok(out)
     }
 }
 

@@ -103,12 +103,46 @@ pub fn load(global: &Global, g: &Graph, path: &Path, settings: Option<&Settings>
             return photos_set(path, &entries, settings, step);
         }
     }
-    let batches = global.samples(g, path, batch_size)?;
+    let batches = npy_set(global, path, step)?;
     if let Some(b) = batches.first() {
         check_fits(g, path, b.shape())?;
     }
     let samples = batches.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
     Ok(DataSet { batches, labels: None, samples })
+}
+
+/// Samples from one .npy (N along axis 0) or a directory of .npy files (sorted by name), in
+/// batches of up to `step`. All files together must fit in `--max-memory-mb`.
+fn npy_set(global: &Global, path: &Path, step: usize) -> CliResult<Vec<Tensor>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        sorted_entries(path)?.into_iter().filter(|p| p.extension().is_some_and(|x| x == "npy")).collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(failed_at(path, "no .npy files"));
+    }
+    let budget = global.limits().max_total_bytes as u64;
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    if total > budget {
+        return Err(failed_at(path, format!("{total} bytes of data, over --max-memory-mb ({budget} bytes)")));
+    }
+    let mut out = Vec::new();
+    for f in &files {
+        let t = global.read_tensor(f)?;
+        let n = *t.shape().first().ok_or_else(|| failed_at(f, "a scalar is not a sample"))?;
+        let d = t.to_f32_vec();
+        let per = d.len().checked_div(n).unwrap_or(0);
+        let mut i = 0;
+        while i < n {
+            let b = step.min(n - i);
+            let mut shape = t.shape().to_vec();
+            shape[0] = b;
+            out.push(Tensor::f32(shape, d[i * per..(i + b) * per].to_vec())?);
+            i += b;
+        }
+    }
+    Ok(out)
 }
 
 /// A data set's samples must have the model's input shape (its declared rank and fixed sizes,
