@@ -270,6 +270,29 @@ pub struct Classification {
     pub image_height: u32,
     /// Present once the model is quantized: the integer engine's result on the same input.
     pub int8: Option<QuantOutput>,
+    /// For a model whose output is a map (then `top5` is empty): the maps drawn.
+    pub map: Option<MapResult>,
+}
+
+/// A map output (detector heatmap, class scores per pixel, image), FP32 and INT8 drawn alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapResult {
+    pub kind: qplay_core::mapview::MapKind,
+    pub shape: qplay_core::mapview::MapShape,
+    pub fp32: qplay_core::mapview::Drawing,
+    /// Heatmaps: the fraction of FP32 pixels above the threshold.
+    pub fp32_above: Option<f64>,
+    pub int8: Option<MapInt8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapInt8 {
+    pub drawing: qplay_core::mapview::Drawing,
+    /// |FP32 - INT8|, the largest difference at full intensity.
+    pub difference: qplay_core::mapview::Drawing,
+    pub max_difference: f32,
+    pub metrics: qplay_core::mapview::MapMetrics,
+    pub above: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,9 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
+use qplay_core::mapview::{self, MapKind, MapShape};
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use js_sys::{Array, Uint8Array};
@@ -140,19 +141,25 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let y = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
             let t2 = now();
             let logits = y.first().map(Tensor::to_f32_vec).unwrap_or_default();
+            let map_shape = y.first().and_then(|t| mapview::map_shape(t.shape()));
+            let top = |v: &[f32]| if map_shape.is_some() { Vec::new() } else { top_k(v, 5) };
             let int8 = match loaded.int8.as_mut() {
                 None => None,
                 Some(e) => {
                     let t3 = now();
                     let yq = e.run(vec![x]).map_err(|e| e.to_string())?;
                     let ms = now() - t3;
-                    let q = yq.first().map(Tensor::to_f32_vec).unwrap_or_default();
-                    Some(QuantOutput { top5: top_k(&q, 5), infer_ms: ms, sqnr_db: sqnr_db(&logits, &q) })
+                    Some((yq.first().map(Tensor::to_f32_vec).unwrap_or_default(), ms))
                 }
             };
+            let map = map_shape.map(|s| {
+                let threshold = pre.threshold.unwrap_or(0.5) as f32;
+                draw_maps(s.kind([height, width], threshold), s, &logits, int8.as_ref().map(|(q, _)| q.as_slice()))
+            });
+            let int8 = int8.map(|(q, ms)| QuantOutput { top5: top(&q), infer_ms: ms, sqnr_db: sqnr_db(&logits, &q) });
             Ok(Response::Classified {
                 job,
-                result: Classification { top5: top_k(&logits, 5), infer_ms: t2 - t1, preprocess_ms: t1 - t0, image_width: w, image_height: h, int8 },
+                result: Classification { top5: top(&logits), infer_ms: t2 - t1, preprocess_ms: t1 - t0, image_width: w, image_height: h, int8, map },
             })
         }
         Request::EvalDigits { job } => {
@@ -503,6 +510,20 @@ fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     idx.into_iter().take(k).map(|i| Prediction { class: i, prob: prob(logits[i]), logit: logits[i] }).collect()
+}
+
+/// The FP32 map drawn, and with an INT8 one: both on the same scale, their difference and metrics.
+fn draw_maps(kind: MapKind, shape: MapShape, fp32: &[f32], int8: Option<&[f32]>) -> MapResult {
+    let painter = mapview::Painter::new(kind, shape, fp32);
+    let above = |v: &[f32]| match kind {
+        MapKind::Heat { threshold } => Some(mapview::above(v, threshold)),
+        _ => None,
+    };
+    let int8 = int8.map(|q| {
+        let (difference, max_difference) = painter.draw_difference(fp32, q);
+        MapInt8 { drawing: painter.draw(q), difference, max_difference, metrics: mapview::compare(kind, shape, fp32, q), above: above(q) }
+    });
+    MapResult { kind, shape, fp32: painter.draw(fp32), fp32_above: above(fp32), int8 }
 }
 
 /// Decodes a photo with the browser's decoders (in the worker) into RGB bytes.

@@ -97,6 +97,10 @@ pub struct Preprocess {
     /// Class names file, relative to the JSON's folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
+    /// For a model whose output is a heatmap: the value above which a pixel is foreground (the
+    /// IoU of quantized against FP32 maps is measured there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
 }
 
 /// Largest image side accepted, before or after resizing.
@@ -215,7 +219,11 @@ impl Preprocess {
             Some(Value::String(s)) => Some(s.clone()),
             Some(v) => return Err(bad("labels", format!("expected a file name, got {v}"))),
         };
-        Ok(Preprocess { shape, layout, color, scale, mean, std, resize, filter, crop, pad_value, labels })
+        let threshold = match j.get("threshold") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(number(v, "threshold")?),
+        };
+        Ok(Preprocess { shape, layout, color, scale, mean, std, resize, filter, crop, pad_value, labels, threshold })
     }
 
     /// The JSON [`Preprocess::from_json`] reads back to `self`.
@@ -249,6 +257,7 @@ impl Preprocess {
             crop: Some([height, width]),
             pad_value: 0.0,
             labels: None,
+            threshold: None,
         }
     }
 
@@ -408,7 +417,7 @@ mod tests {
     #[test]
     fn round_trips_through_json() {
         let p = Preprocess::from_json(r#"{"shape": [1, 48, 192, 1], "layout": "NHWC", "color": "gray", "scale": 0.5, "mean": 0.25, "std": [2],
-            "resize": {"mode": "fit", "align": "center", "filter": "bilinear"}, "pad_value": -1, "labels": "l.txt"}"#)
+            "resize": {"mode": "fit", "align": "center", "filter": "bilinear"}, "pad_value": -1, "labels": "l.txt", "threshold": 0.3}"#)
         .unwrap();
         assert_eq!(Preprocess::from_json(&p.to_json()).unwrap(), p);
         let q = Preprocess::imagenet_like(48, 192);

@@ -467,3 +467,38 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings, la
   await page.screenshot({ path: path.join(root, "tests/output/own-model.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);
 });
+
+test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probability maps, their difference and IoU", async () => {
+  const ocr = path.join(root, "tests/ocr");
+  await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "det.onnx"));
+  await page.locator('[data-testid="model-name"]:has-text("det.onnx")').waitFor();
+  await page.setInputFiles('[data-testid="preprocess-file"]', path.join(ocr, "det.json"));
+  await page.locator('[data-testid="input-settings"]:has-text("det.json says (256x256)")').waitFor();
+  // FP32: the share of pixels above det.json's threshold (0.3) is onnxruntime's on the same photo.
+  const ref = npyFloats(path.join(ocr, "det.output2.npy")).slice(0, 256 * 256);
+  const want = ref.filter((v) => v > 0.3).length / ref.length;
+  await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "pages_test", "000.png"));
+  await page.locator('[data-testid="results"] h2:has-text("000.png")').waitFor();
+  assert.equal(await page.locator('[data-testid="output-map"]').count(), 1);
+  assert.equal(await page.locator('[data-testid="top1"]').count(), 0);
+  const above = Number(await page.getAttribute('[data-testid="output-map"][data-engine="fp32"]', "data-above"));
+  assert.ok(want > 0.02 && Math.abs(above - want) < 1e-3, `FP32 above 0.3: ${above}, onnxruntime ${want}`);
+  // INT8 calibrated on 6 other pages: two maps, the difference and the IoU.
+  const calib = fs.readdirSync(path.join(ocr, "pages_calib")).sort().slice(0, 6).map((f) => path.join(ocr, "pages_calib", f));
+  await page.setInputFiles('[data-testid="calib-files"]', calib);
+  await page.click('[data-testid="preset-int8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "pages_test", "000.png"));
+  await page.locator('[data-testid="map-metric"]').waitFor();
+  assert.equal(await page.locator('[data-testid="output-map"]').count(), 2);
+  assert.equal(await page.locator('[data-testid="output-diff"]').count(), 1);
+  const iou = Number(await page.getAttribute('[data-testid="map-metric"]', "data-iou"));
+  assert.ok(iou > 0.8 && iou <= 1, `IoU ${iou}`);
+  assert.match(await page.textContent('[data-testid="map-metric"]'), /IoU of the maps above 0.3: 0\.\d{3} · SQNR \d+\.\d dB/);
+  // The maps are drawn: the images decode at the map's size.
+  const size = await page.$eval('[data-testid="output-map"][data-engine="int8"]', (img) => [img.naturalWidth, img.naturalHeight]);
+  assert.deepEqual(size, [256, 256]);
+  await page.screenshot({ path: path.join(root, "tests/output/dense-model.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});

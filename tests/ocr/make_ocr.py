@@ -97,7 +97,7 @@ def main():
     with open(os.path.join(HERE, "cls_labels.txt"), "w") as f:
         f.write("0\n180\n")
     cls = {"shape": [1, 3, 48, 192], "color": "BGR", "resize": {"mode": "fit", "filter": "bilinear"}, "mean": 0.5, "std": 0.5, "labels": "cls_labels.txt"}
-    det = {"shape": [1, 3, 256, 256], "color": "BGR", "resize": {"mode": "stretch", "filter": "bilinear"}, "mean": [0.406, 0.456, 0.485], "std": [0.225, 0.224, 0.229]}
+    det = {"shape": [1, 3, 256, 256], "color": "BGR", "resize": {"mode": "stretch", "filter": "bilinear"}, "mean": [0.406, 0.456, 0.485], "std": [0.225, 0.224, 0.229], "threshold": 0.3}
     for name, s in [("cls", cls), ("det", det)]:
         with open(os.path.join(HERE, name + ".json"), "w") as f:
             json.dump(s, f, indent=1)

@@ -5,6 +5,7 @@ mod adaround_chart;
 mod cle_chart;
 mod input_panel;
 mod layer_table;
+mod map_view;
 mod model_card;
 mod model_picker;
 mod quantize_panel;

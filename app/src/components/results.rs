@@ -16,6 +16,9 @@ pub fn Results() -> impl IntoView {
     };
     let photo = move || {
         state.classification.get().map(|(name, c)| {
+            if let Some(map) = c.map.clone() {
+                return view! { <super::map_view::MapView name=name result=c map=map/> }.into_any();
+            }
             let rows = c
                 .top5
                 .iter()
@@ -75,6 +78,7 @@ pub fn Results() -> impl IntoView {
                     </div>
                 </section>
             }
+            .into_any()
         })
     };
     let digits = move || {

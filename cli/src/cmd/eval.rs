@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_name = "R.npy")]
     reference: Option<PathBuf>,
     /// With --reference: also the IoU of the output and reference maps thresholded here (e.g. 0.3
-    /// for a text detector's probability map)
+    /// for a text detector's probability map; default: the --preprocess file's "threshold")
     #[arg(long, value_name = "T", requires = "reference")]
     threshold: Option<f32>,
     /// Write the outputs, [N, K]
@@ -83,6 +83,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     }
     let (g, _) = global.load(&a.model)?;
     let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let threshold = a.threshold.or_else(|| settings.as_ref().and_then(|s| s.preprocess.threshold).map(|t| t as f32));
     let set = data::load(global, &g, &a.data, settings.as_ref(), 64)?;
     if a.labels.is_none() && set.labels.is_none() && a.reference.is_none() && a.output.is_none() && a.dump.is_none() {
         return Err(CliError::Usage("give --labels Y.npy, --reference R.npy, --output Y.npy or --dump DIR".into()));
@@ -132,7 +133,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         }
         result["sqnr_db"] = qplay_core::metrics::sqnr_db(&reference, &logits).into();
         result["top1_agreement"] = qplay_core::metrics::top1_agreement(&reference, &logits, k).into();
-        if let Some(t) = a.threshold {
+        if let Some(t) = threshold {
             result["iou"] = qplay_core::metrics::iou_at(&reference, &logits, t).into();
         }
     }
@@ -151,7 +152,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         if let Some(s) = result["sqnr_db"].as_f64() {
             out!("logits SQNR {s:.2} dB (pooled), top-1 agreement {:.2} % on {n} samples", result["top1_agreement"].as_f64().unwrap_or(0.0) * 100.0);
         }
-        if let (Some(iou), Some(t)) = (result["iou"].as_f64(), a.threshold) {
+        if let (Some(iou), Some(t)) = (result["iou"].as_f64(), threshold) {
             out!("IoU of the maps above {t}: {:.4}", iou);
         }
     }
