@@ -25,6 +25,8 @@ thread_local! {
     static READY: Cell<bool> = const { Cell::new(false) };
     /// The user's calibration photos for the loaded model (sent with each Quantize request).
     static CALIB: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
+    /// The user's test files for the loaded model (run again after each quantization).
+    static TEST_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
     /// last `done` seen).
     static ETA: Cell<Option<(usize, f64, usize, usize)>> = const { Cell::new(None) };
@@ -171,6 +173,27 @@ pub fn set_calibration_photos(files: Vec<web_sys::File>) {
     CALIB.with(|c| *c.borrow_mut() = files);
 }
 
+/// Runs the loaded model over the user's test files (kept for later runs; none: the last ones).
+pub fn eval_test_files(state: AppState, files: Option<Vec<web_sys::File>>) {
+    if let Some(f) = files {
+        TEST_FILES.with(|t| *t.borrow_mut() = f);
+    }
+    let payload: Array = TEST_FILES.with(|t| t.borrow().iter().collect());
+    if payload.length() == 0 {
+        return;
+    }
+    state.start(format!("Running {} test files…", payload.length()));
+    let classes = state.user_labels.get_untracked().map(|(_, l)| l);
+    if let Err(e) = send(&Request::EvalSet { job: next_job(), classes }, payload.into()) {
+        state.fail(e);
+    }
+}
+
+/// Whether the user gave test files for the loaded model.
+pub fn has_test_files() -> bool {
+    TEST_FILES.with(|t| !t.borrow().is_empty())
+}
+
 /// The user's calibration photos as the Quantize payload (an empty array: the bundled photos).
 pub fn calibration_payload() -> JsValue {
     CALIB.with(|c| c.borrow().iter().collect::<Array>().into())
@@ -223,7 +246,9 @@ fn apply(state: AppState, r: Response) {
             state.user_labels.set(None);
             state.preprocess.set(None);
             state.calibration_photos.set(None);
+            state.set_eval.set(None);
             set_calibration_photos(Vec::new());
+            TEST_FILES.with(|t| t.borrow_mut().clear());
             state.summary.set(Some(summary));
             state.quant.set(None);
             state.previous_quant.set(None);
@@ -249,6 +274,12 @@ fn apply(state: AppState, r: Response) {
             state.previous_quant.set(state.quant.get_untracked());
             state.histogram.set(None);
             state.quant.set(Some(report));
+            // The test set's INT8 figures were of the previous quantization.
+            state.set_eval.update(|s| {
+                if let Some((_, r)) = s {
+                    r.int8 = None;
+                }
+            });
             state.speed.set(None);
             state.idle();
         }
@@ -256,6 +287,10 @@ fn apply(state: AppState, r: Response) {
         Response::PreprocessSet { file, height, width, .. } => {
             state.classification.set(None);
             state.preprocess.set(Some((file, height, width)));
+            state.idle();
+        }
+        Response::SetEvaluated { result, .. } => {
+            state.set_eval.set(Some((TEST_FILES.with(|t| t.borrow().len()), result)));
             state.idle();
         }
         Response::Histogram { result, .. } => {

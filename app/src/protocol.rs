@@ -27,6 +27,10 @@ pub enum Request {
     /// for the loaded image model: photos are then prepared this way for classification and
     /// calibration.
     SetPreprocess { job: u32, file: String, json: String },
+    /// Runs FP32 (and INT8, once quantized) over the user's test data. Payload: an array of
+    /// Files: photos (labelled by a `labels.csv` among them, their folder or their names, with
+    /// `classes` the model's class names) or `.npy` tensors of samples.
+    EvalSet { job: u32, classes: Option<Vec<String>> },
 }
 
 /// A quantization recipe as the page offers it.
@@ -126,6 +130,7 @@ pub enum Response {
     Histogram { job: u32, result: qplay_core::quant::analysis::ActivationHistogram },
     /// The settings were accepted: the model's input is now `height` x `width`.
     PreprocessSet { job: u32, file: String, height: usize, width: usize },
+    SetEvaluated { job: u32, result: SetEval },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },
@@ -293,6 +298,30 @@ pub struct MapInt8 {
     pub max_difference: f32,
     pub metrics: qplay_core::mapview::MapMetrics,
     pub above: Option<f64>,
+}
+
+/// The user's test set through the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetEval {
+    pub samples: usize,
+    /// Where the labels came from (`None`: no labels, so no accuracy).
+    pub labels_from: Option<String>,
+    /// Correctly classified samples (with labels).
+    pub fp32_correct: Option<usize>,
+    pub fp32_ms: f64,
+    pub int8: Option<SetEvalInt8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetEvalInt8 {
+    pub correct: Option<usize>,
+    /// Classifiers: samples whose top-1 is FP32's.
+    pub same_top1: Option<usize>,
+    /// Pooled SQNR of all outputs against FP32, dB.
+    pub sqnr_db: f64,
+    /// Heatmaps: the mean IoU of the thresholded maps against FP32.
+    pub mean_iou: Option<f64>,
+    pub ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

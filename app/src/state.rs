@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport, SpeedResult};
+use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -63,8 +63,10 @@ pub struct AppState {
     pub user_labels: RwSignal<Option<(String, Vec<String>)>>,
     /// The user's preprocessing settings in force: (file name, input height, width).
     pub preprocess: RwSignal<Option<(String, usize, usize)>>,
-    /// How many calibration photos of their own the user gave.
-    pub calibration_photos: RwSignal<Option<usize>>,
+    /// How many calibration files of their own the user gave, and whether .npy are among them.
+    pub calibration_photos: RwSignal<Option<(usize, bool)>>,
+    /// The user's test set through the model: (how many files, the result).
+    pub set_eval: RwSignal<Option<(usize, SetEval)>>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             user_labels: RwSignal::new(None),
             preprocess: RwSignal::new(None),
             calibration_photos: RwSignal::new(None),
+            set_eval: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {

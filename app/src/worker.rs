@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, SetEval, SetEvalInt8, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::mapview::{self, MapKind, MapShape};
 use qplay_core::metrics::sqnr_db;
@@ -108,7 +108,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Speed { job, .. }
         | Request::Export { job, .. }
         | Request::Histogram { job, .. }
-        | Request::SetPreprocess { job, .. } => *job,
+        | Request::SetPreprocess { job, .. }
+        | Request::EvalSet { job, .. } => *job,
     }
 }
 
@@ -127,15 +128,26 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         }
         Request::Classify { job } => {
             let blob = payload.dyn_into::<web_sys::Blob>().map_err(|_| "no photo was sent".to_string())?;
-            let (rgb, w, h) = decode_image(&blob).await?;
+            let pre = {
+                let guard = state.borrow();
+                let loaded = guard.as_ref().ok_or("load a model first")?;
+                let InputKind::Image { height, width } = loaded.kind else {
+                    return Err("this model does not take an RGB image".into());
+                };
+                loaded.preprocess(height, width)?
+            };
+            let [height, width] = pre.size();
+            let t0 = now();
+            // A tensor the user prepared: its first sample, as it is.
+            let (x, w, h) = match npy_file(&blob) {
+                Some(f) => (user_npy(&f, &pre.shape).await?.into_iter().next().map(|t| leading(&t, 1)).ok_or_else(|| format!("{}: no samples", f.name()))??, width as u32, height as u32),
+                None => {
+                    let (rgb, w, h) = decode_image(&blob).await?;
+                    (pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?, w, h)
+                }
+            };
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
-            let InputKind::Image { height, width } = loaded.kind else {
-                return Err("this model does not take an RGB image".into());
-            };
-            let t0 = now();
-            let pre = loaded.preprocess(height, width)?;
-            let x = pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?;
             let t1 = now();
             loaded.last_input = Some(x.clone());
             let y = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
@@ -258,6 +270,52 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             loaded.preprocess = Some(pre);
             loaded.last_input = None;
             Ok(Response::PreprocessSet { job, file, height, width })
+        }
+        Request::EvalSet { job, classes } => {
+            let files = payload.dyn_into::<Array>().map_err(|_| "no test files were sent".to_string())?;
+            let pre = {
+                let guard = state.borrow();
+                let loaded = guard.as_ref().ok_or("load a model first")?;
+                let InputKind::Image { height, width } = loaded.kind else {
+                    return Err("this model does not take an RGB image".into());
+                };
+                loaded.preprocess(height, width)?
+            };
+            let (samples, labels, labels_from) = test_set(job, &files, &pre, classes.as_deref()).await?;
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let threshold = pre.threshold.unwrap_or(0.5) as f32;
+            let n = samples.len();
+            let (mut fp32, mut int8) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut fp32_ms, mut int8_ms) = (0.0, 0.0);
+            for (i, x) in samples.iter().enumerate() {
+                post(&Response::Progress { job, stage: "Running your test set".into(), done: i, total: n });
+                let t0 = now();
+                fp32.push(loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?.remove(0));
+                fp32_ms += now() - t0;
+                if let Some(e) = loaded.int8.as_mut() {
+                    let t1 = now();
+                    int8.push(e.run(vec![x.clone()]).map_err(|e| e.to_string())?.remove(0));
+                    int8_ms += now() - t1;
+                }
+            }
+            let is_map = fp32.first().and_then(|y| mapview::map_shape(y.shape())).is_some();
+            let top1 = |ys: &[Tensor]| -> Vec<usize> { ys.iter().map(|y| qplay_core::metrics::argmax(&y.to_f32_vec())).collect() };
+            let correct = |pred: &[usize]| labels.as_ref().filter(|_| !is_map).map(|l| pred.iter().zip(l).filter(|(&p, &l)| p as i64 == l).count());
+            let p32 = top1(&fp32);
+            let int8 = (!int8.is_empty()).then(|| {
+                let pq = top1(&int8);
+                let flat = |ys: &[Tensor]| ys.iter().flat_map(Tensor::to_f32_vec).collect::<Vec<f32>>();
+                let ious: Vec<f64> = fp32.iter().zip(&int8).map(|(a, b)| qplay_core::metrics::iou_at(&a.to_f32_vec(), &b.to_f32_vec(), threshold)).collect();
+                SetEvalInt8 {
+                    correct: correct(&pq),
+                    same_top1: (!is_map).then(|| p32.iter().zip(&pq).filter(|(a, b)| a == b).count()),
+                    sqnr_db: sqnr_db(&flat(&fp32), &flat(&int8)),
+                    mean_iou: is_map.then(|| ious.iter().sum::<f64>() / n as f64),
+                    ms: int8_ms,
+                }
+            });
+            Ok(Response::SetEvaluated { job, result: SetEval { samples: n, labels_from: labels_from.filter(|_| !is_map), fp32_correct: correct(&p32), fp32_ms, int8 } })
         }
         Request::Quantize { job, config, photos } => {
             let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
@@ -439,23 +497,137 @@ async fn calibration_photos(job: u32, photos: &[String], n: usize, pre: &Preproc
     Ok((samples, probe))
 }
 
-/// The user's calibration photos (File objects), `n` of them (0: all), decoded and preprocessed;
-/// the first 4 are also the probe of the per-layer analysis. An undecodable photo is an error
-/// naming it.
+/// The user's calibration data (File objects: photos, decoded and preprocessed, or `.npy`
+/// tensors of samples), `n` samples (0: all); the first 4 are also the probe of the per-layer
+/// analysis. An undecodable photo or a tensor of the wrong shape is an error naming the file.
 async fn user_calibration(job: u32, files: &js_sys::Array, n: usize, pre: &Preprocess) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
     let total = files.length() as usize;
-    let n = if n == 0 { total } else { n.min(total) };
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        post(&Response::Progress { job, stage: "Preparing your calibration photos".into(), done: i, total: n });
+    let n = if n == 0 { usize::MAX } else { n };
+    let mut samples = Vec::new();
+    let mut count = 0;
+    for i in 0..total {
+        if count >= n {
+            break;
+        }
+        post(&Response::Progress { job, stage: "Preparing your calibration data".into(), done: i, total });
         let item = files.get(i as u32);
-        let name = item.dyn_ref::<web_sys::File>().map_or_else(|| format!("calibration photo {}", i + 1), |f| f.name());
+        let name = item.dyn_ref::<web_sys::File>().map_or_else(|| format!("calibration file {}", i + 1), |f| f.name());
         let blob: web_sys::Blob = item.dyn_into().map_err(|_| format!("{name}: not a file"))?;
-        let (rgb, w, h) = decode_image(&blob).await.map_err(|e| format!("{name}: {e}"))?;
-        samples.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| format!("{name}: {e}"))?);
+        if let Some(f) = npy_file(&blob) {
+            for t in user_npy(&f, &pre.shape).await? {
+                let take = t.shape()[0].min(n - count);
+                if take > 0 {
+                    count += take;
+                    samples.push(if take == t.shape()[0] { t } else { leading(&t, take)? });
+                }
+            }
+        } else {
+            let (rgb, w, h) = decode_image(&blob).await.map_err(|e| format!("{name}: {e}"))?;
+            samples.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| format!("{name}: {e}"))?);
+            count += 1;
+        }
     }
-    let probe = samples[..samples.len().min(4)].to_vec();
+    let probe: Vec<Tensor> = samples.iter().take(4).map(|t| if t.shape()[0] > 4 { leading(t, 4) } else { Ok(t.clone()) }).collect::<Result<_, _>>()?;
     Ok((samples, probe))
+}
+
+/// Most samples in a test set the page runs.
+const MAX_TEST_SAMPLES: usize = 2000;
+
+/// The user's test data, one sample per tensor, with labels (and where they come from) when
+/// every photo has one: from a `labels.csv` among the files, else the folder each is in (when a
+/// folder was picked), else the file names. `.npy` tensors carry no labels.
+async fn test_set(job: u32, files: &Array, pre: &Preprocess, classes: Option<&[String]>) -> Result<(Vec<Tensor>, Option<Vec<i64>>, Option<String>), String> {
+    let files: Vec<web_sys::File> = files.iter().filter_map(|f| f.dyn_into().ok()).collect();
+    let csv = match files.iter().find(|f| f.name().eq_ignore_ascii_case("labels.csv")) {
+        Some(f) => {
+            let text = JsFuture::from(f.text()).await.ok().and_then(|t| t.as_string()).ok_or("labels.csv: cannot read the file")?;
+            Some(qplay_core::labels::read_labels_csv(&text, classes).map_err(|e| format!("labels.csv: {e}"))?)
+        }
+        None => None,
+    };
+    let data: Vec<&web_sys::File> = files.iter().filter(|f| !f.name().eq_ignore_ascii_case("labels.csv")).collect();
+    let folder = |f: &web_sys::File| {
+        let rel = js_sys::Reflect::get(f, &"webkitRelativePath".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+        let parts: Vec<&str> = rel.split('/').collect();
+        (parts.len() >= 3).then(|| parts[parts.len() - 2].to_string())
+    };
+    let label_of = |f: &web_sys::File| -> Result<Option<i64>, String> {
+        Ok(match (&csv, folder(f)) {
+            (Some(by_file), _) => Some(*by_file.get(&f.name()).ok_or_else(|| format!("labels.csv: no label for {}", f.name()))?),
+            (None, Some(dir)) => qplay_core::labels::class_of(classes, &dir),
+            (None, None) => qplay_core::labels::class_of_file_name(classes, &f.name()),
+        })
+    };
+    let (mut samples, mut labels) = (Vec::new(), Vec::new());
+    for (i, f) in data.iter().enumerate() {
+        post(&Response::Progress { job, stage: "Preparing your test data".into(), done: i, total: data.len() });
+        if npy_file(f).is_some() {
+            for t in user_npy(f, &pre.shape).await? {
+                for k in 0..t.shape()[0] {
+                    let per: usize = t.shape()[1..].iter().product();
+                    samples.push(Tensor::f32([vec![1], t.shape()[1..].to_vec()].concat(), t.to_f32_vec()[k * per..(k + 1) * per].to_vec()).map_err(|e| e.to_string())?);
+                    labels.push(None);
+                }
+            }
+        } else {
+            let (rgb, w, h) = decode_image(f).await.map_err(|e| format!("{}: {e}", f.name()))?;
+            samples.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| format!("{}: {e}", f.name()))?);
+            labels.push(label_of(f)?);
+        }
+        if samples.len() > MAX_TEST_SAMPLES {
+            return Err(format!("more than {MAX_TEST_SAMPLES} test samples: give fewer"));
+        }
+    }
+    if samples.is_empty() {
+        return Err("no test photos or .npy files among the files given".into());
+    }
+    if let Some(k) = classes.map(<[String]>::len) {
+        if let Some((f, l)) = data.iter().zip(&labels).find_map(|(f, l)| l.filter(|&l| l as usize >= k).map(|l| (f, l))) {
+            return Err(format!("{}: class {l} is beyond the {k} classes of the labels file", f.name()));
+        }
+    }
+    let from = if csv.is_some() { "labels.csv" } else if data.first().is_some_and(|f| folder(f).is_some()) { "their folders" } else { "their file names" };
+    let labels: Option<Vec<i64>> = labels.into_iter().collect();
+    let from = labels.as_ref().map(|_| from.to_string());
+    Ok((samples, labels, from))
+}
+
+/// The picked file, if it is a `.npy` tensor rather than a photo.
+fn npy_file(blob: &web_sys::Blob) -> Option<web_sys::File> {
+    blob.dyn_ref::<web_sys::File>().filter(|f| f.name().to_ascii_lowercase().ends_with(".npy")).cloned()
+}
+
+/// Largest .npy the page reads (elements): 64 Mi floats, 256 MB.
+const MAX_NPY_ELEMENTS: usize = 1 << 26;
+
+/// A `.npy` of samples for a model whose input is `input` ([1, ...]): `[N, ...]` (or one sample
+/// without the batch axis), in batches of at most 8 samples. A tensor of another shape is an error
+/// naming the file and its shape.
+async fn user_npy(file: &web_sys::File, input: &[usize]) -> Result<Vec<Tensor>, String> {
+    let name = file.name();
+    if file.size() > (MAX_NPY_ELEMENTS * 8) as f64 {
+        return Err(format!("{name}: {:.0} MB is more than the page reads ({} MB)", file.size() / 1e6, MAX_NPY_ELEMENTS * 8 / 1_000_000));
+    }
+    let buf = JsFuture::from(file.array_buffer()).await.map_err(|_| format!("{name}: cannot read the file"))?;
+    let t = read_npy(&Uint8Array::new(&buf).to_vec(), MAX_NPY_ELEMENTS).map_err(|e| format!("{name}: {e}"))?;
+    let sample = &input[1..];
+    match t.shape() {
+        s if s == sample => {}
+        [n, rest @ ..] if rest == sample && *n > 0 => {}
+        s => return Err(format!("{name}: field 'shape': {s:?} does not fit the model's input {input:?} (give [N, {}])", sample.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))),
+    }
+    let per = sample.iter().product::<usize>();
+    let data = t.to_f32_vec();
+    data.chunks(8 * per)
+        .map(|c| Tensor::f32([vec![c.len() / per], sample.to_vec()].concat(), c.to_vec()).map_err(|e| format!("{name}: {e}")))
+        .collect()
+}
+
+/// The first `k` samples of `t` (along axis 0).
+fn leading(t: &Tensor, k: usize) -> Result<Tensor, String> {
+    let per: usize = t.shape()[1..].iter().product();
+    Tensor::f32([vec![k], t.shape()[1..].to_vec()].concat(), t.to_f32_vec()[..k * per].to_vec()).map_err(|e| e.to_string())
 }
 
 /// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.

@@ -9,6 +9,7 @@
 
 use crate::common::{failed_at, read_file, read_text, CliError, CliResult, Global};
 use qplay_core::graph::Dim;
+use qplay_core::labels;
 use qplay_core::preprocess::Preprocess;
 use qplay_core::{Graph, Tensor};
 use std::path::{Path, PathBuf};
@@ -52,10 +53,9 @@ impl Settings {
         self.preprocess.apply(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize).map_err(|e| failed_at(path, e))
     }
 
-    /// The class index `name` stands for: a name in the labels file (even one that looks like a
-    /// number, such as "180"), else a number.
+    /// The class index `name` stands for (see [`labels::class_of`]).
     fn class(&self, name: &str) -> Option<i64> {
-        self.classes.as_ref().and_then(|c| c.iter().position(|c| c == name)).map(|i| i as i64).or_else(|| name.parse::<i64>().ok().filter(|&i| i >= 0))
+        labels::class_of(self.classes.as_deref(), name)
     }
 }
 
@@ -163,19 +163,7 @@ fn photos_set(dir: &Path, entries: &[PathBuf], settings: &Settings, step: usize)
     let mut files: Vec<PathBuf> = entries.iter().filter(|p| is_photo(p)).cloned().collect();
     let mut labels: Option<Vec<i64>> = None;
     if csv.is_file() {
-        let text = read_text(&csv)?;
-        let mut by_file = std::collections::HashMap::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let (f, l) = line.rsplit_once(',').ok_or_else(|| failed_at(&csv, format!("line {}: expected 'file,label'", i + 1)))?;
-            match settings.class(l.trim()) {
-                Some(c) => {
-                    by_file.insert(f.trim().trim_matches('"').to_string(), c);
-                }
-                // A header line.
-                None if i == 0 => {}
-                None => return Err(failed_at(&csv, format!("line {}: '{}' is neither a class index nor a class name", i + 1, l.trim()))),
-            }
-        }
+        let by_file = labels::read_labels_csv(&read_text(&csv)?, settings.classes.as_deref()).map_err(|e| failed_at(&csv, e))?;
         let mut v = Vec::new();
         for f in &files {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -195,7 +183,7 @@ fn photos_set(dir: &Path, entries: &[PathBuf], settings: &Settings, step: usize)
         }
         labels = Some(v);
     } else {
-        let from_names: Option<Vec<i64>> = files.iter().map(|f| f.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('_')).and_then(|(c, _)| settings.class(c))).collect();
+        let from_names: Option<Vec<i64>> = files.iter().map(|f| f.file_name().and_then(|s| s.to_str()).and_then(|s| labels::class_of_file_name(settings.classes.as_deref(), s))).collect();
         labels = labels.or(from_names);
     }
     if files.is_empty() {

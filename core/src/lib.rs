@@ -5,6 +5,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod kernels;
+pub mod labels;
 pub mod mapview;
 pub mod metrics;
 pub mod npy;

@@ -413,6 +413,18 @@ test("the model and recipe live in the URL: a shared link restores them", async 
 });
 
 // The first float32 values of a small .npy file (format 1.0, little-endian).
+/// A float32 .npy of zeros of this shape.
+function npyBuffer(shape) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}), }`;
+  header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11) + "\n";
+  const n = shape.reduce((a, b) => a * b, 1);
+  const head = Buffer.alloc(10);
+  Buffer.from("\x93NUMPY", "latin1").copy(head);
+  head[6] = 1;
+  head.writeUInt16LE(header.length, 8);
+  return Buffer.concat([head, Buffer.from(header, "latin1"), Buffer.alloc(4 * n)]);
+}
+
 function npyFloats(file) {
   const b = fs.readFileSync(file);
   const header = b.readUInt16LE(8);
@@ -436,6 +448,22 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings, la
   assert.equal(await page.textContent('[data-testid="model-name"]'), "cls.onnx");
   await page.setInputFiles('[data-testid="labels-file"]', path.join(ocr, "cls_labels.txt"));
   await page.locator('[data-testid="input-settings"]:has-text("cls_labels.txt (2 classes)")').waitFor();
+  // A labelled test set (the class is the start of each file name): onnxruntime's FP32 score.
+  const tests = fs.readdirSync(path.join(ocr, "lines_test")).sort().map((f) => path.join(ocr, "lines_test", f));
+  await page.setInputFiles('[data-testid="test-files"]', tests);
+  await page.locator('[data-testid="set-accuracy"]').waitFor();
+  const right = JSON.parse(fs.readFileSync(path.join(ocr, "reference.json"), "utf8")).cls_fp32_correct;
+  assert.match(await page.textContent('[data-testid="set-accuracy"]'), new RegExp(`\\(${right} of 64\\)`));
+  assert.match(await page.textContent('[data-testid="set-summary"]'), /64 samples from 64 files, labels from their file names/);
+  // A tensor instead of a photo: the first sample of the numpy-preprocessed pair.
+  await page.setInputFiles('[data-testid="photo-file"]', path.join(ocr, "cls.input2.npy"));
+  await page.locator('[data-testid="results"] h2:has-text("cls.input2.npy")').waitFor();
+  {
+    const l = npyFloats(path.join(ocr, "cls.output2.npy"));
+    assert.equal(await page.getAttribute('[data-testid="top1"]', "data-class"), l[0] >= l[1] ? "0" : "1");
+    const pct = Number((await page.textContent('[data-testid="rank-1"] .pct')).replace("%", ""));
+    assert.ok(Math.abs(pct - 100 * Math.max(l[0], l[1])) < 0.06, `${pct}%`);
+  }
   // FP32: onnxruntime's class on the photo it was given preprocessed by numpy (tests/ocr).
   const ref = JSON.parse(fs.readFileSync(path.join(ocr, "reference.json"), "utf8")).cls;
   const logits = npyFloats(path.join(ocr, "cls.output2.npy"));
@@ -450,6 +478,12 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings, la
     assert.ok(Math.abs(pct - 100 * Math.max(logits[2 * i], logits[2 * i + 1])) < 0.06, `${file}: ${pct}%`);
   }
   // INT8, calibrated on the user's own photos prepared with the same settings.
+  // A tensor of the wrong shape is refused, naming the file and the field; the model stays.
+  await page.setInputFiles('[data-testid="calib-files"]', { name: "wrong.npy", mimeType: "application/octet-stream", buffer: npyBuffer([2, 3, 32, 32]) });
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="error"]:has-text("wrong.npy")').waitFor();
+  assert.match(await page.textContent('[data-testid="error"]'), /wrong\.npy: field 'shape': \[2, 3, 32, 32\] does not fit the model's input \[1, 3, 48, 192\]/);
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "cls.onnx");
   const calib = fs.readdirSync(path.join(ocr, "lines_calib")).sort().slice(0, 8).map((f) => path.join(ocr, "lines_calib", f));
   await page.setInputFiles('[data-testid="calib-files"]', calib);
   await page.locator('[data-testid="input-settings"]:has-text("calibrates on your 8 photos")').waitFor();
@@ -464,6 +498,11 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings, la
   // INT8 probabilities too are the model's own (within a few 8-bit steps), not a second softmax.
   const int8pct = (await page.locator('[data-testid="int8-top1"] >> xpath=../../ol/li[1]/span[@class="pct"]').textContent()).replace("%", "");
   assert.ok(Number(int8pct) > 90, `INT8 top-1 probability ${int8pct}%`);
+  // The test set again, now with INT8.
+  await page.click('[data-testid="set-run"]');
+  await page.locator('[data-testid="set-int8-accuracy"]').waitFor();
+  const int8right = Number((await page.textContent('[data-testid="set-int8-accuracy"]')).match(/\((\d+) of 64\)/)[1]);
+  assert.ok(int8right >= right - 3, `INT8 ${int8right} of 64, FP32 ${right}`);
   await page.screenshot({ path: path.join(root, "tests/output/own-model.png"), fullPage: true });
   assert.deepEqual(consoleErrors, []);
 });
@@ -496,6 +535,13 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   const iou = Number(await page.getAttribute('[data-testid="map-metric"]', "data-iou"));
   assert.ok(iou > 0.8 && iou <= 1, `IoU ${iou}`);
   assert.match(await page.textContent('[data-testid="map-metric"]'), /IoU of the maps above 0.3: 0\.\d{3} · SQNR \d+\.\d dB/);
+  // The 16 test pages: the mean IoU over them.
+  const pages = fs.readdirSync(path.join(ocr, "pages_test")).sort().map((f) => path.join(ocr, "pages_test", f));
+  await page.setInputFiles('[data-testid="test-files"]', pages);
+  await page.locator('[data-testid="set-int8-iou"]').waitFor();
+  assert.match(await page.textContent('[data-testid="set-summary"]'), /16 samples from 16 files, no labels/);
+  const meanIou = Number(await page.getAttribute('[data-testid="set-int8-iou"]', "data-iou"));
+  assert.ok(meanIou > 0.8 && meanIou <= 1, `mean IoU ${meanIou}`);
   // The maps are drawn: the images decode at the map's size.
   const size = await page.$eval('[data-testid="output-map"][data-engine="int8"]', (img) => [img.naturalWidth, img.naturalHeight]);
   assert.deepEqual(size, [256, 256]);

@@ -110,8 +110,22 @@ def main():
         np.save(os.path.join(HERE, f"{name}.input2.npy"), x)
         np.save(os.path.join(HERE, f"{name}.output2.npy"), sess.run(None, {"x": x})[0])
         ref[name] = files
+    ref["cls_fp32_correct"] = cls_fp32_correct(cls)
     with open(os.path.join(HERE, "reference.json"), "w") as f:
         json.dump(ref, f, indent=1)
+
+
+def cls_fp32_correct(cls):
+    """How many of the test lines onnxruntime's FP32 classifier turns the right way (the labels
+    are in the file names)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(os.path.join(HERE, "cls.onnx"), providers=["CPUExecutionProvider"])
+    files = sorted(os.listdir(os.path.join(HERE, "lines_test")))
+    right = 0
+    for f in files:
+        x = prep(Image.open(os.path.join(HERE, "lines_test", f)), 48, 192, True, np.array(cls["mean"]), np.array(cls["std"]))
+        right += int(sess.run(None, {"x": x})[0].argmax() == (1 if f.startswith("180_") else 0))
+    return right
 
 
 if __name__ == "__main__":

@@ -38,6 +38,14 @@ fn picked(ev: &leptos::ev::Event) -> Option<web_sys::File> {
     f
 }
 
+/// Every file of an `<input type=file multiple>` change, the input cleared for the next pick.
+fn picked_all(ev: &leptos::ev::Event) -> Vec<web_sys::File> {
+    let input: web_sys::HtmlInputElement = event_target(ev);
+    let files = input.files().map(|fs| (0..fs.length()).filter_map(|i| fs.get(i)).collect()).unwrap_or_default();
+    input.set_value("");
+    files
+}
+
 /// Settings for the user's own model: the preprocessing JSON (as `qplay --preprocess` reads) and
 /// a labels file (one class name per line, as many as the model has outputs).
 #[component]
@@ -81,11 +89,21 @@ fn ModelSettings() -> impl IntoView {
         });
     };
     let on_calib = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let files: Vec<web_sys::File> = input.files().map(|fs| (0..fs.length()).filter_map(|i| fs.get(i)).collect()).unwrap_or_default();
-        input.set_value("");
-        state.calibration_photos.set((!files.is_empty()).then_some(files.len()));
+        let files = picked_all(&ev);
+        let npy = files.iter().any(|f| f.name().to_ascii_lowercase().ends_with(".npy"));
+        state.calibration_photos.set((!files.is_empty()).then_some((files.len(), npy)));
         bridge::set_calibration_photos(files);
+    };
+    // A folder picker (not in leptos's attribute list).
+    let folder = NodeRef::<leptos::html::Input>::new();
+    folder.on_load(|input| {
+        let _ = input.set_attribute("webkitdirectory", "");
+    });
+    let on_test = move |ev: leptos::ev::Event| {
+        let files = picked_all(&ev);
+        if !files.is_empty() {
+            bridge::eval_test_files(state, Some(files));
+        }
     };
     view! {
         <div class="model-settings">
@@ -95,8 +113,15 @@ fn ModelSettings() -> impl IntoView {
             <label class="upload">"Class names (one per line) "
                 <input type="file" accept=".txt,text/plain" data-testid="labels-file" on:change=on_labels/>
             </label>
-            <label class="upload">"Calibration photos (several) "
-                <input type="file" accept="image/*" multiple data-testid="calib-files" disabled=busy on:change=on_calib/>
+            <label class="upload">"Calibration photos or .npy tensors (several) "
+                <input type="file" accept="image/*,.npy" multiple data-testid="calib-files" disabled=busy on:change=on_calib/>
+            </label>
+            <label class="upload" title="Labels come from a labels.csv (file,label) among the files, the folder of each photo, or names like 180_001.png">
+                "Test photos with labels (several) "
+                <input type="file" accept="image/*,.npy,.csv" multiple data-testid="test-files" disabled=busy on:change=on_test/>
+            </label>
+            <label class="upload">"or a test folder (one sub-folder per class) "
+                <input type="file" node_ref=folder data-testid="test-folder" disabled=busy on:change=on_test/>
             </label>
             <p class="hint" data-testid="input-settings">
                 {move || match state.preprocess.get() {
@@ -106,7 +131,8 @@ fn ModelSettings() -> impl IntoView {
                 " "
                 {move || state.user_labels.get().map(|(f, l)| format!("Class names from {f} ({} classes). ", l.len()))}
                 {move || match state.calibration_photos.get() {
-                    Some(n) => format!("Quantizing calibrates on your {n} photos."),
+                    Some((n, false)) => format!("Quantizing calibrates on your {n} photos."),
+                    Some((n, true)) => format!("Quantizing calibrates on your {n} files (photos and tensors)."),
                     None => "Quantizing calibrates on the bundled photos.".to_string(),
                 }}
             </p>
@@ -128,7 +154,7 @@ pub fn InputPanel() -> impl IntoView {
         ev.prevent_default();
         dragging.set(false);
         match ev.data_transfer().and_then(|dt| dt.files()).and_then(|fs| fs.get(0)) {
-            Some(f) if f.type_().starts_with("image/") || f.type_().is_empty() => classify_blob(state, f.name(), f.into()),
+            Some(f) if f.type_().starts_with("image/") || f.type_().is_empty() || f.name().ends_with(".npy") => classify_blob(state, f.name(), f.into()),
             Some(f) => state.fail(format!("{}: not an image ({})", f.name(), f.type_())),
             None => {}
         }
@@ -162,8 +188,8 @@ pub fn InputPanel() -> impl IntoView {
                         }
                         on:dragleave=move |_| dragging.set(false)
                         on:drop=on_drop>
-                        <label class="upload">"Or drop your own photo here (JPEG/PNG, decoded by your browser), or "
-                            <input type="file" accept="image/*" data-testid="photo-file" on:change=on_photo/>
+                        <label class="upload">"Or drop your own photo here (JPEG/PNG, decoded by your browser, or a .npy tensor), or "
+                            <input type="file" accept="image/*,.npy" data-testid="photo-file" on:change=on_photo/>
                         </label>
                     </div>
                 </section>

@@ -106,5 +106,33 @@ pub fn Results() -> impl IntoView {
             }
         })
     };
-    view! { {photo} {digits} }
+    let set = move || {
+        state.set_eval.get().map(|(files, r)| {
+            let acc = |c: Option<usize>| c.map(|c| format!("{:.1} % ({c} of {})", 100.0 * c as f64 / r.samples.max(1) as f64, r.samples));
+            let int8 = match r.int8.clone() {
+                None if state.quant.with(Option::is_some) => view! { <p class="hint">"Run the test set again to compare this quantization."</p> }.into_any(),
+                None => view! { <p class="hint">"Quantize, then run the test set again to compare INT8."</p> }.into_any(),
+                Some(q) => view! {
+                    <p>
+                        {acc(q.correct).map(|a| view! { "INT8 accuracy "<strong data-testid="set-int8-accuracy">{a}</strong>", " })}
+                        {q.same_top1.map(|s| format!("same top-1 as FP32 on {s} of {}, ", r.samples))}
+                        {q.mean_iou.map(|i| view! { "mean IoU against FP32 "<strong data-testid="set-int8-iou" data-iou=format!("{i:.5}")>{format!("{i:.3}")}</strong>", " })}
+                        {format!("output SQNR {:.1} dB, {:.0} ms in all", q.sqnr_db, q.ms)}
+                    </p>
+                }
+                .into_any(),
+            };
+            view! {
+                <section class="panel results" data-testid="set-results">
+                    <h2>"Your test set"</h2>
+                    <p data-testid="set-summary">{format!("{} samples from {files} files", r.samples)}
+                        {match &r.labels_from { Some(f) => format!(", labels from {f}."), None => ", no labels (so no accuracy).".into() }}</p>
+                    <p>{acc(r.fp32_correct).map(|a| view! { "FP32 accuracy "<strong data-testid="set-accuracy">{a}</strong>", " })}{format!("{:.0} ms in all", r.fp32_ms)}</p>
+                    {int8}
+                    <button data-testid="set-run" disabled=move || state.busy.get() != crate::state::Busy::Idle on:click=move |_| crate::bridge::eval_test_files(state, None)>"Run again"</button>
+                </section>
+            }
+        })
+    };
+    view! { {photo} {digits} {set} }
 }
