@@ -24,6 +24,8 @@ thread_local! {
     static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
     static READY: Cell<bool> = const { Cell::new(false) };
     /// The user's calibration photos for the loaded model (sent with each Quantize request).
+    /// The worker was replaced and the model it had is being reloaded.
+    static RELOADING: Cell<bool> = const { Cell::new(false) };
     static CALIB: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The user's test files for the loaded model (run again after each quantization).
     static TEST_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
@@ -86,7 +88,7 @@ fn post(w: &Worker, msg: &Array, transfer: &Array) -> Result<(), String> {
 
 /// Stops the running job: the worker is replaced and the model reloaded (its quantization is lost).
 /// Saves `bytes` (a Uint8Array) as a file through a temporary object URL.
-fn download(file_name: &str, bytes: &JsValue) -> Result<(), String> {
+pub fn download(file_name: &str, bytes: &JsValue) -> Result<(), String> {
     let err = |e: JsValue| format!("cannot save {file_name}: {e:?}");
     let parts = Array::of1(bytes);
     let opts = web_sys::BlobPropertyBag::new();
@@ -142,6 +144,7 @@ fn restart(state: AppState, why: Option<String>) {
     }
     match model {
         Some((name, bytes)) => {
+            RELOADING.with(|r| r.set(true));
             state.busy.set(Busy::Working(format!("Reloading {name}…")));
             let _ = load(&name, &bytes);
         }
@@ -235,20 +238,39 @@ fn apply(state: AppState, r: Response) {
             state.worker_ready.set(true);
         }
         Response::Loaded { summary, .. } => {
+            let mut sample = false;
             if let Some(m) = PENDING.with(|p| p.borrow_mut().take()) {
                 // The URL names a bundled model only once it has loaded; a local file cannot be
                 // shared by link.
-                crate::url::set("model", crate::state::SAMPLES.iter().find(|s| s.label == m.0).map(|s| s.id));
+                let id = crate::state::SAMPLES.iter().find(|s| s.label == m.0).map(|s| s.id);
+                sample = id.is_some();
+                crate::url::set("model", id);
                 MODEL.with(|slot| *slot.borrow_mut() = Some(m));
             }
             state.classification.set(None);
             state.digits.set(None);
-            state.user_labels.set(None);
-            state.preprocess.set(None);
-            state.calibration_photos.set(None);
-            state.set_eval.set(None);
-            set_calibration_photos(Vec::new());
-            TEST_FILES.with(|t| t.borrow_mut().clear());
+            if RELOADING.with(|r| r.replace(false)) {
+                // The same model in a new worker: the user's settings, labels and data stay (the
+                // settings go to the worker again).
+                if let Some((file, _, _, json)) = state.preprocess.get_untracked() {
+                    state.preprocess.set(None);
+                    let _ = send(&Request::SetPreprocess { job: next_job(), file, json }, JsValue::UNDEFINED);
+                }
+            } else {
+                state.user_labels.set(None);
+                state.preprocess.set(None);
+                state.calibration_photos.set(None);
+                state.set_eval.set(None);
+                set_calibration_photos(Vec::new());
+                TEST_FILES.with(|t| t.borrow_mut().clear());
+                // Settings in the link apply to the user's own model (a bundled one has its own).
+                match crate::url::get("pre") {
+                    Some(json) if !sample => {
+                        let _ = send(&Request::SetPreprocess { job: next_job(), file: "the link's settings".into(), json }, JsValue::UNDEFINED);
+                    }
+                    _ => crate::url::set("pre", None),
+                }
+            }
             state.summary.set(Some(summary));
             state.quant.set(None);
             state.previous_quant.set(None);
@@ -284,9 +306,12 @@ fn apply(state: AppState, r: Response) {
             state.idle();
         }
         Response::Exported { .. } => state.idle(),
-        Response::PreprocessSet { file, height, width, .. } => {
+        Response::PreprocessSet { file, height, width, json, .. } => {
             state.classification.set(None);
-            state.preprocess.set(Some((file, height, width)));
+            // Kept in the link (compact), so that the same settings come back with the model.
+            let compact = serde_json::from_str::<serde_json::Value>(&json).map(|v| v.to_string()).unwrap_or_default();
+            crate::url::set("pre", Some(&compact));
+            state.preprocess.set(Some((file, height, width, json)));
             state.idle();
         }
         Response::SetEvaluated { result, .. } => {

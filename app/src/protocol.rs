@@ -4,6 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
+const LITE0_PREPROCESS: &str = include_str!("../../assets/models/efficientnet_lite0.json");
+
+/// The settings a photo is prepared with when the user gave none: EfficientNet-Lite0's, scaled to
+/// the model's input size.
+pub fn default_preprocess(height: usize, width: usize) -> Result<qplay_core::preprocess::Preprocess, String> {
+    use qplay_core::preprocess::Preprocess;
+    let p = Preprocess::from_json(LITE0_PREPROCESS).map_err(|e| e.to_string())?;
+    Ok(if p.size() == [height, width] { p } else { Preprocess::imagenet_like(height, width) })
+}
+
 /// Page -> worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
@@ -128,8 +138,9 @@ pub enum Response {
     /// Payload: the file's bytes.
     Exported { job: u32, file_name: String },
     Histogram { job: u32, result: qplay_core::quant::analysis::ActivationHistogram },
-    /// The settings were accepted: the model's input is now `height` x `width`.
-    PreprocessSet { job: u32, file: String, height: usize, width: usize },
+    /// The settings were accepted: the model's input is now `height` x `width`; `json` is
+    /// them written out in full.
+    PreprocessSet { job: u32, file: String, height: usize, width: usize, json: String },
     SetEvaluated { job: u32, result: SetEval },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.

@@ -61,8 +61,8 @@ pub struct AppState {
     pub speed: RwSignal<Option<SpeedResult>>,
     /// The user's class names for the loaded model: (file name, names).
     pub user_labels: RwSignal<Option<(String, Vec<String>)>>,
-    /// The user's preprocessing settings in force: (file name, input height, width).
-    pub preprocess: RwSignal<Option<(String, usize, usize)>>,
+    /// The user's preprocessing settings in force: (where from, input height, width, the JSON).
+    pub preprocess: RwSignal<Option<(String, usize, usize, String)>>,
     /// How many calibration files of their own the user gave, and whether .npy are among them.
     pub calibration_photos: RwSignal<Option<(usize, bool)>>,
     /// The user's test set through the model: (how many files, the result).

@@ -20,7 +20,6 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 const DIGITS_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
 const DIGITS_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
-const LITE0_PREPROCESS: &str = include_str!("../../assets/models/efficientnet_lite0.json");
 
 struct Loaded {
     exec: Executor,
@@ -40,7 +39,7 @@ struct Loaded {
 
 impl Loaded {
     fn preprocess(&self, height: usize, width: usize) -> Result<Preprocess, String> {
-        self.preprocess.clone().map_or_else(|| image_preprocess(height, width), Ok)
+        self.preprocess.clone().map_or_else(|| crate::protocol::default_preprocess(height, width), Ok)
     }
 }
 
@@ -267,9 +266,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                     }
                 }
             }
+            let json = pre.to_json();
             loaded.preprocess = Some(pre);
             loaded.last_input = None;
-            Ok(Response::PreprocessSet { job, file, height, width })
+            Ok(Response::PreprocessSet { job, file, height, width, json })
         }
         Request::EvalSet { job, classes } => {
             let files = payload.dyn_into::<Array>().map_err(|_| "no test files were sent".to_string())?;
@@ -628,12 +628,6 @@ async fn user_npy(file: &web_sys::File, input: &[usize]) -> Result<Vec<Tensor>, 
 fn leading(t: &Tensor, k: usize) -> Result<Tensor, String> {
     let per: usize = t.shape()[1..].iter().product();
     Tensor::f32([vec![k], t.shape()[1..].to_vec()].concat(), t.to_f32_vec()[..k * per].to_vec()).map_err(|e| e.to_string())
-}
-
-/// The bundled EfficientNet-Lite0 preprocessing, scaled to the model's input size.
-fn image_preprocess(height: usize, width: usize) -> Result<Preprocess, String> {
-    let p = Preprocess::from_json(LITE0_PREPROCESS).map_err(|e| e.to_string())?;
-    Ok(if p.size() == [height, width] { p } else { Preprocess::imagenet_like(height, width) })
 }
 
 fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {

@@ -513,6 +513,31 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   await page.locator('[data-testid="model-name"]:has-text("det.onnx")').waitFor();
   await page.setInputFiles('[data-testid="preprocess-file"]', path.join(ocr, "det.json"));
   await page.locator('[data-testid="input-settings"]:has-text("det.json says (256x256)")').waitFor();
+  // The settings form shows them; its download is the same settings; a bad field is named.
+  const det = JSON.parse(fs.readFileSync(path.join(ocr, "det.json"), "utf8"));
+  await page.click('[data-testid="settings-form"] summary');
+  for (const [id, want] of [["set-height", "256"], ["set-width", "256"], ["set-resize", "stretch"], ["set-filter", "bilinear"], ["set-color", "BGR"], ["set-threshold", "0.3"], ["set-mean", det.mean.join(", ")]]) {
+    assert.equal(await page.inputValue(`[data-testid="${id}"]`), want, id);
+  }
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="settings-export"]')]);
+  assert.equal(dl.suggestedFilename(), "det.preprocess.json");
+  const exported = JSON.parse(fs.readFileSync(await dl.path(), "utf8"));
+  for (const k of ["shape", "color", "mean", "std", "threshold"]) assert.deepEqual(exported[k], det[k], k);
+  assert.deepEqual([exported.resize.mode, exported.resize.filter], [det.resize.mode, det.resize.filter]);
+  await page.fill('[data-testid="set-mean"]', "0.4, x, 0.5");
+  await page.click('[data-testid="settings-apply"]');
+  await page.locator('[data-testid="error"]:has-text("the settings form")').waitFor();
+  assert.match(await page.textContent('[data-testid="error"]'), /field 'mean\[1\]'/);
+  await page.fill('[data-testid="set-mean"]', det.mean.join(", "));
+  await page.click('[data-testid="settings-apply"]');
+  await page.locator('[data-testid="input-settings"]:has-text("the settings form says (256x256)")').waitFor();
+  // They are kept in the link: the same model given again after a fresh load gets them back.
+  assert.match(page.url(), /#.*pre=/);
+  const link = page.url();
+  await page.goto("about:blank");
+  await page.goto(link);
+  await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "det.onnx"));
+  await page.locator('[data-testid="input-settings"]:has-text("the link\'s settings says (256x256)")').waitFor();
   // FP32: the share of pixels above det.json's threshold (0.3) is onnxruntime's on the same photo.
   const ref = npyFloats(path.join(ocr, "det.output2.npy")).slice(0, 256 * 256);
   const want = ref.filter((v) => v > 0.3).length / ref.length;

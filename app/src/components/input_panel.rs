@@ -123,9 +123,10 @@ fn ModelSettings() -> impl IntoView {
             <label class="upload">"or a test folder (one sub-folder per class) "
                 <input type="file" node_ref=folder data-testid="test-folder" disabled=busy on:change=on_test/>
             </label>
+            <super::settings_form::SettingsForm/>
             <p class="hint" data-testid="input-settings">
                 {move || match state.preprocess.get() {
-                    Some((f, h, w)) => format!("Photos are prepared as {f} says ({h}x{w})."),
+                    Some((f, h, w, _)) => format!("Photos are prepared as {f} says ({h}x{w})."),
                     None => "Photos are prepared as EfficientNet-Lite0's (shorter side, centre crop, (p - 127) / 128).".to_string(),
                 }}
                 " "

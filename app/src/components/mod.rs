@@ -11,6 +11,7 @@ mod model_picker;
 mod quantize_panel;
 mod recipe_compare;
 mod results;
+mod settings_form;
 mod speed_panel;
 
 use crate::bridge;
