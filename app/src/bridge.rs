@@ -147,6 +147,10 @@ fn restart(state: AppState, why: Option<String>) {
             RELOADING.with(|r| r.set(true));
             state.busy.set(Busy::Working(format!("Reloading {name}…")));
             let _ = load(&name, &bytes);
+            // Queued behind the model, ahead of anything the user asks next.
+            if let Some((file, _, _, json)) = state.preprocess.get_untracked() {
+                let _ = send(&Request::SetPreprocess { job: next_job(), file, json }, JsValue::UNDEFINED);
+            }
         }
         None => state.summary.set(None),
     }
@@ -249,14 +253,9 @@ fn apply(state: AppState, r: Response) {
             }
             state.classification.set(None);
             state.digits.set(None);
-            if RELOADING.with(|r| r.replace(false)) {
-                // The same model in a new worker: the user's settings, labels and data stay (the
-                // settings go to the worker again).
-                if let Some((file, _, _, json)) = state.preprocess.get_untracked() {
-                    state.preprocess.set(None);
-                    let _ = send(&Request::SetPreprocess { job: next_job(), file, json }, JsValue::UNDEFINED);
-                }
-            } else {
+            // The same model in a new worker keeps the user's settings (sent again by `restart`),
+            // labels and data.
+            if !RELOADING.with(|r| r.replace(false)) {
                 state.user_labels.set(None);
                 state.preprocess.set(None);
                 state.calibration_photos.set(None);

@@ -538,6 +538,12 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   await page.goto(link);
   await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "det.onnx"));
   await page.locator('[data-testid="input-settings"]:has-text("the link\'s settings says (256x256)")').waitFor();
+  // Cancelling a long job restarts the worker: the settings are given to the new one.
+  const allPages = fs.readdirSync(path.join(ocr, "pages_test")).sort().map((f) => path.join(ocr, "pages_test", f));
+  await page.setInputFiles('[data-testid="test-files"]', allPages);
+  await page.click('[data-testid="busy-cancel"]');
+  await page.locator('[data-testid="notice"]:has-text("Cancelled")').waitFor();
+  await page.locator('[data-testid="input-settings"]:has-text("the link\'s settings says (256x256)")').waitFor();
   // FP32: the share of pixels above det.json's threshold (0.3) is onnxruntime's on the same photo.
   const ref = npyFloats(path.join(ocr, "det.output2.npy")).slice(0, 256 * 256);
   const want = ref.filter((v) => v > 0.3).length / ref.length;
@@ -561,8 +567,7 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   assert.ok(iou > 0.8 && iou <= 1, `IoU ${iou}`);
   assert.match(await page.textContent('[data-testid="map-metric"]'), /IoU of the maps above 0.3: 0\.\d{3} · SQNR \d+\.\d dB/);
   // The 16 test pages: the mean IoU over them.
-  const pages = fs.readdirSync(path.join(ocr, "pages_test")).sort().map((f) => path.join(ocr, "pages_test", f));
-  await page.setInputFiles('[data-testid="test-files"]', pages);
+  await page.setInputFiles('[data-testid="test-files"]', allPages);
   await page.locator('[data-testid="set-int8-iou"]').waitFor();
   assert.match(await page.textContent('[data-testid="set-summary"]'), /16 samples from 16 files, no labels/);
   const meanIou = Number(await page.getAttribute('[data-testid="set-int8-iou"]', "data-iou"));

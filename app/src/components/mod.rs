@@ -98,7 +98,13 @@ fn BusyLine() -> impl IntoView {
     let state = expect_context::<AppState>();
     let busy = move || match state.busy.get() {
         Busy::Idle => None,
-        Busy::Working(what) => Some(view! { <div class="busy" data-testid="busy" aria-live="polite"><span class="spinner"></span>{what}</div> }),
+        // Always in view (sticky), with the stage and a Cancel for jobs started far down the page.
+        Busy::Working(what) => Some(view! {
+            <div class="busy" data-testid="busy" aria-live="polite"><span class="spinner"></span>{what}
+                {move || state.progress.get().map(|(stage, done, total, _)| format!(" {stage} {done}/{total}"))}
+                <button class="cancel" data-testid="busy-cancel" on:click=move |_| bridge::cancel(state)>"Cancel"</button>
+            </div>
+        }),
     };
     let notice = move || state.notice.get().map(|n| view! { <div class="notice" data-testid="notice" role="status">{n}</div> });
     view! { {busy} {notice} }
