@@ -98,6 +98,16 @@ pub fn start() {
     post(&Response::Ready);
 }
 
+/// The settings photos are prepared with for the loaded model (an error if it takes no image).
+fn image_settings(state: &Rc<RefCell<Option<Loaded>>>) -> Result<Preprocess, String> {
+    let guard = state.borrow();
+    let loaded = guard.as_ref().ok_or("load a model first")?;
+    let InputKind::Image { height, width } = loaded.kind else {
+        return Err("this model does not take an RGB image".into());
+    };
+    loaded.preprocess(height, width)
+}
+
 fn job_of(r: &Request) -> u32 {
     match r {
         Request::Load { job, .. }
@@ -127,14 +137,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         }
         Request::Classify { job } => {
             let blob = payload.dyn_into::<web_sys::Blob>().map_err(|_| "no photo was sent".to_string())?;
-            let pre = {
-                let guard = state.borrow();
-                let loaded = guard.as_ref().ok_or("load a model first")?;
-                let InputKind::Image { height, width } = loaded.kind else {
-                    return Err("this model does not take an RGB image".into());
-                };
-                loaded.preprocess(height, width)?
-            };
+            let pre = image_settings(state)?;
             let [height, width] = pre.size();
             let t0 = now();
             // A tensor the user prepared: its first sample, as it is.
@@ -273,14 +276,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         }
         Request::EvalSet { job, classes } => {
             let files = payload.dyn_into::<Array>().map_err(|_| "no test files were sent".to_string())?;
-            let pre = {
-                let guard = state.borrow();
-                let loaded = guard.as_ref().ok_or("load a model first")?;
-                let InputKind::Image { height, width } = loaded.kind else {
-                    return Err("this model does not take an RGB image".into());
-                };
-                loaded.preprocess(height, width)?
-            };
+            let pre = image_settings(state)?;
             let (samples, labels, labels_from) = test_set(job, &files, &pre, classes.as_deref()).await?;
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;

@@ -162,7 +162,7 @@ impl Painter {
         if kind != MapKind::Image && lo >= 0.0 && hi <= 1.0 {
             (lo, hi) = (0.0, 1.0);
         }
-        if !(hi > lo) {
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             (lo, hi) = (lo.min(0.0), lo.max(0.0) + 1.0);
         }
         Painter { kind, shape, lo, hi, step: shape.height.max(shape.width).div_ceil(MAX_DRAWN_SIDE) }

@@ -575,6 +575,6 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   // The maps are drawn: the images decode at the map's size.
   const size = await page.$eval('[data-testid="output-map"][data-engine="int8"]', (img) => [img.naturalWidth, img.naturalHeight]);
   assert.deepEqual(size, [256, 256]);
-  await page.screenshot({ path: path.join(root, "tests/output/dense-model.png"), fullPage: true });
+  await page.locator('[data-testid="results"]').screenshot({ path: path.join(root, "tests/output/dense-model.png") });
   assert.deepEqual(consoleErrors, []);
 });
