@@ -142,7 +142,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let t0 = now();
             // A tensor the user prepared: its first sample, as it is.
             let (x, w, h) = match npy_file(&blob) {
-                Some(f) => (user_npy(&f, &pre.shape).await?.into_iter().next().map(|t| leading(&t, 1)).ok_or_else(|| format!("{}: no samples", f.name()))??, width as u32, height as u32),
+                Some(f) => (user_npy(&f, &pre.shape, 1).await?.into_iter().next().ok_or_else(|| format!("{}: no samples", f.name()))?, width as u32, height as u32),
                 None => {
                     let (rgb, w, h) = decode_image(&blob).await?;
                     (pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?, w, h)
@@ -295,19 +295,19 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                     int8_ms += now() - t1;
                 }
             }
-            let is_map = fp32.first().and_then(|y| mapview::map_shape(y.shape())).is_some();
+            let map = fp32.first().and_then(|y| mapview::map_shape(y.shape()));
+            let (is_map, heat) = (map.is_some(), map.is_some_and(|s| s.channels == 1));
             let top1 = |ys: &[Tensor]| -> Vec<usize> { ys.iter().map(|y| qplay_core::metrics::argmax(&y.to_f32_vec())).collect() };
             let correct = |pred: &[usize]| labels.as_ref().filter(|_| !is_map).map(|l| pred.iter().zip(l).filter(|(&p, &l)| p as i64 == l).count());
             let p32 = top1(&fp32);
             let int8 = (!int8.is_empty()).then(|| {
                 let pq = top1(&int8);
                 let flat = |ys: &[Tensor]| ys.iter().flat_map(Tensor::to_f32_vec).collect::<Vec<f32>>();
-                let ious: Vec<f64> = fp32.iter().zip(&int8).map(|(a, b)| qplay_core::metrics::iou_at(&a.to_f32_vec(), &b.to_f32_vec(), threshold)).collect();
                 SetEvalInt8 {
                     correct: correct(&pq),
                     same_top1: (!is_map).then(|| p32.iter().zip(&pq).filter(|(a, b)| a == b).count()),
                     sqnr_db: sqnr_db(&flat(&fp32), &flat(&int8)),
-                    mean_iou: is_map.then(|| ious.iter().sum::<f64>() / n as f64),
+                    mean_iou: heat.then(|| fp32.iter().zip(&int8).map(|(a, b)| qplay_core::metrics::iou_at(&a.to_f32_vec(), &b.to_f32_vec(), threshold)).sum::<f64>() / n as f64),
                     ms: int8_ms,
                 }
             });
@@ -510,7 +510,7 @@ async fn user_calibration(job: u32, files: &js_sys::Array, n: usize, pre: &Prepr
         let name = item.dyn_ref::<web_sys::File>().map_or_else(|| format!("calibration file {}", i + 1), |f| f.name());
         let blob: web_sys::Blob = item.dyn_into().map_err(|_| format!("{name}: not a file"))?;
         if let Some(f) = npy_file(&blob) {
-            for t in user_npy(&f, &pre.shape).await? {
+            for t in user_npy(&f, &pre.shape, 8).await? {
                 let take = t.shape()[0].min(n - count);
                 if take > 0 {
                     count += take;
@@ -559,12 +559,9 @@ async fn test_set(job: u32, files: &Array, pre: &Preprocess, classes: Option<&[S
     for (i, f) in data.iter().enumerate() {
         post(&Response::Progress { job, stage: "Preparing your test data".into(), done: i, total: data.len() });
         if npy_file(f).is_some() {
-            for t in user_npy(f, &pre.shape).await? {
-                for k in 0..t.shape()[0] {
-                    let per: usize = t.shape()[1..].iter().product();
-                    samples.push(Tensor::f32([vec![1], t.shape()[1..].to_vec()].concat(), t.to_f32_vec()[k * per..(k + 1) * per].to_vec()).map_err(|e| e.to_string())?);
-                    labels.push(None);
-                }
+            for t in user_npy(f, &pre.shape, 1).await? {
+                samples.push(t);
+                labels.push(None);
             }
         } else {
             let (rgb, w, h) = decode_image(f).await.map_err(|e| format!("{}: {e}", f.name()))?;
@@ -598,9 +595,9 @@ fn npy_file(blob: &web_sys::Blob) -> Option<web_sys::File> {
 const MAX_NPY_ELEMENTS: usize = 1 << 26;
 
 /// A `.npy` of samples for a model whose input is `input` ([1, ...]): `[N, ...]` (or one sample
-/// without the batch axis), in batches of at most 8 samples. A tensor of another shape is an error
-/// naming the file and its shape.
-async fn user_npy(file: &web_sys::File, input: &[usize]) -> Result<Vec<Tensor>, String> {
+/// without the batch axis), in batches of at most `batch` samples. A tensor of another shape is an
+/// error naming the file and its shape.
+async fn user_npy(file: &web_sys::File, input: &[usize], batch: usize) -> Result<Vec<Tensor>, String> {
     let name = file.name();
     if file.size() > (MAX_NPY_ELEMENTS * 8) as f64 {
         return Err(format!("{name}: {:.0} MB is more than the page reads ({} MB)", file.size() / 1e6, MAX_NPY_ELEMENTS * 8 / 1_000_000));
@@ -615,7 +612,7 @@ async fn user_npy(file: &web_sys::File, input: &[usize]) -> Result<Vec<Tensor>, 
     }
     let per = sample.iter().product::<usize>();
     let data = t.to_f32_vec();
-    data.chunks(8 * per)
+    data.chunks(batch * per)
         .map(|c| Tensor::f32([vec![c.len() / per], sample.to_vec()].concat(), c.to_vec()).map_err(|e| format!("{name}: {e}")))
         .collect()
 }
