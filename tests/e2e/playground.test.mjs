@@ -531,6 +531,17 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   await page.fill('[data-testid="set-mean"]', det.mean.join(", "));
   await page.click('[data-testid="settings-apply"]');
   await page.locator('[data-testid="input-settings"]:has-text("the settings form says (256x256)")').waitFor();
+  // A photo that does not decode is named, for a single photo, the calibration set and the test set.
+  const broken = { name: "broken.png", mimeType: "image/png", buffer: Buffer.from("not a PNG at all") };
+  await page.setInputFiles('[data-testid="photo-file"]', broken);
+  await page.locator('[data-testid="error"]:has-text("cannot decode the image")').waitFor();
+  await page.setInputFiles('[data-testid="test-files"]', [{ name: "000.png", mimeType: "image/png", buffer: fs.readFileSync(path.join(ocr, "pages_test", "000.png")) }, broken]);
+  await page.locator('[data-testid="error"]:has-text("broken.png: cannot decode the image")').waitFor();
+  await page.setInputFiles('[data-testid="calib-files"]', [broken]);
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="error"]:has-text("broken.png: cannot decode the image")').waitFor();
+  await page.setInputFiles('[data-testid="calib-files"]', []);
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "det.onnx");
   // They are kept in the link: the same model given again after a fresh load gets them back.
   assert.match(page.url(), /#.*pre=/);
   const link = page.url();
