@@ -487,6 +487,7 @@ test("your own model: a 2-class PaddleOCR classifier with its input settings, la
   const calib = fs.readdirSync(path.join(ocr, "lines_calib")).sort().slice(0, 8).map((f) => path.join(ocr, "lines_calib", f));
   await page.setInputFiles('[data-testid="calib-files"]', calib);
   await page.locator('[data-testid="input-settings"]:has-text("calibrates on your 8 photos")').waitFor();
+  assert.equal(await page.textContent('[data-testid="calib-samples"] option[value="0"]'), "all 8 of your files");
   await page.click('[data-testid="preset-int8-pc"]');
   await page.click('[data-testid="quantize"]');
   await page.locator('[data-testid="quant-summary"]').waitFor();

@@ -181,7 +181,14 @@ pub fn QuantizePanel() -> impl IntoView {
                         " on "
                         <select data-testid="calib-samples" on:change=move |ev| calib_n.set(event_target_value(&ev).parse().unwrap_or(0))
                             prop:value=move || calib_n.get().to_string()>
-                            {sizes.iter().map(|&(v, l)| view! { <option value=v.to_string()>{l}</option> }).collect_view()}
+                            {sizes.iter().map(|&(v, l)| {
+                                // "All" means the user's own files once they gave some.
+                                let label = move || match state.calibration_photos.get() {
+                                    Some((n, _)) if v == 0 => format!("all {n} of your files"),
+                                    _ => l.to_string(),
+                                };
+                                view! { <option value=v.to_string()>{label}</option> }
+                            }).collect_view()}
                         </select>
                     </label>
                     <label title="AdaRound: learn per weight whether to round up or down (Nagel et al., 2020). 0 rounds to nearest. Slow on large models: EfficientNet-Lite0 needs minutes per 100 iterations.">
