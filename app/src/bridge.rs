@@ -23,11 +23,11 @@ thread_local! {
     /// Messages posted before the worker said Ready (its handler may not be installed yet).
     static QUEUE: RefCell<Vec<(Array, Array)>> = const { RefCell::new(Vec::new()) };
     static READY: Cell<bool> = const { Cell::new(false) };
-    /// The user's calibration photos for the loaded model (sent with each Quantize request).
     /// The worker was replaced and the model it had is being reloaded.
     static RELOADING: Cell<bool> = const { Cell::new(false) };
+    /// The user's calibration photos for the loaded model (sent with each Quantize request).
     static CALIB: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
-    /// The user's test files for the loaded model (run again after each quantization).
+    /// The user's test files for the loaded model (kept for "Run again").
     static TEST_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
     /// last `done` seen).
@@ -194,11 +194,6 @@ pub fn eval_test_files(state: AppState, files: Option<Vec<web_sys::File>>) {
     if let Err(e) = send(&Request::EvalSet { job: next_job(), classes }, payload.into()) {
         state.fail(e);
     }
-}
-
-/// Whether the user gave test files for the loaded model.
-pub fn has_test_files() -> bool {
-    TEST_FILES.with(|t| !t.borrow().is_empty())
 }
 
 /// The user's calibration photos as the Quantize payload (an empty array: the bundled photos).
