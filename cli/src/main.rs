@@ -30,6 +30,7 @@ enum Command {
     Run(cmd::run::Args),
     Quantize(cmd::quantize::Args),
     Eval(cmd::eval::Args),
+    Compress(cmd::compress::Args),
     Bench(cmd::bench::Args),
     Completions(cmd::completions::Args),
 }
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a, g),
         Command::Quantize(a) => cmd::quantize::run(a, g),
         Command::Eval(a) => cmd::eval::run(a, g),
+        Command::Compress(a) => cmd::compress::run(a, g),
         Command::Bench(a) => cmd::bench::run(a, g),
         Command::Completions(a) => cmd::completions::run::<Cli>(a),
     };

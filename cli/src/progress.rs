@@ -52,6 +52,10 @@ pub struct Stage {
 }
 
 impl Stage {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn set(&mut self, done: usize) {
         self.done = done;
         if let Some(b) = &self.bar {

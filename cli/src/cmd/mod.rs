@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod completions;
+pub mod compress;
 pub mod eval;
 pub mod inspect;
 pub mod quantize;

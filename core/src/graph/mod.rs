@@ -108,6 +108,30 @@ impl Graph {
         n
     }
 
+    /// Adds a value named `base` (or `base_1`, `base_2`, ... when taken), holding `konst` when
+    /// it is a constant.
+    pub fn add_value(&mut self, base: &str, konst: Option<Tensor>) -> ValueId {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.find_value(&name).is_some() {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.values.push(Value { name, ty: None });
+        self.consts.push(konst);
+        self.values.len() - 1
+    }
+
+    /// The index of the node that computes `v`.
+    pub fn producer(&self, v: ValueId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.outputs.contains(&v))
+    }
+
+    /// The indices of the nodes that read `v`.
+    pub fn readers(&self, v: ValueId) -> Vec<usize> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect()
+    }
+
     /// Op-type histogram in first-seen order.
     pub fn op_counts(&self) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = Vec::new();

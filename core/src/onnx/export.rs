@@ -126,13 +126,13 @@ fn upgrade_to_13(w: &mut Writer, g: &Graph, n: &crate::graph::Node, mut ins: Vec
         let rank = n.inputs.first().copied().flatten().and_then(|x| g.values[x].ty.as_ref()).and_then(|t| t.dims.as_ref()).map(Vec::len);
         let axis = attrs.iter().find(|a| a.name() == "axis").map_or(1, |a| a.i());
         attrs.retain(|a| a.name() != "axis");
-        attrs.push(int_attr("axis", -1));
+        attrs.push(super::attr::int("axis", -1));
         let last = axis == -1 || rank.is_some_and(|r| axis == r as i64 - 1);
         if !last {
             let x = ins.first().cloned().unwrap_or_default();
             let (flat, soft, shape) = (w.fresh(&format!("{}_flat", n.name)), w.fresh(&format!("{}_2d", n.name)), w.fresh(&format!("{}_shape", n.name)));
             let names = [w.fresh(&format!("{}_Flatten", n.name)), w.fresh(&format!("{}_Shape", n.name)), w.fresh(&format!("{}_Reshape", n.name))];
-            w.node(&names[0], "Flatten", &[&x], &[&flat], vec![int_attr("axis", axis)]);
+            w.node(&names[0], "Flatten", &[&x], &[&flat], vec![super::attr::int("axis", axis)]);
             w.node(&n.name, &n.op_type, &[&flat], &[&soft], attrs);
             w.node(&names[1], "Shape", &[&x], &[&shape], vec![]);
             w.node(&names[2], "Reshape", &[&soft, &shape], &[out], vec![]);
@@ -161,10 +161,6 @@ fn quantize_weights(t: &Tensor, axis: Option<usize>, encs: &[Encoding]) -> Vec<i
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), i: Some(v), r#type: Some(proto::attribute_proto::AttributeType::Int as i32), ..Default::default() }
 }
 
 struct Writer {
@@ -238,7 +234,7 @@ impl Writer {
         self.init(&scale, per, DataType::Float, f32_bytes(scales));
         let zp_width = if dtype == DataType::Int32 { 4 } else { 1 };
         self.init(&zp, per, dtype, vec![0; zp_width * n]);
-        let attrs = axis.map(|ax| vec![int_attr("axis", ax as i64)]).unwrap_or_default();
+        let attrs = axis.map(|ax| vec![super::attr::int("axis", ax as i64)]).unwrap_or_default();
         self.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&q, &scale, &zp], &[name], attrs);
     }
 

@@ -3,6 +3,7 @@
 
 #[allow(clippy::all, missing_docs)]
 pub mod proto;
+pub mod attr;
 pub mod export;
 mod load;
 mod tensor;

@@ -1,0 +1,170 @@
+//! `qplay compress`: spatial SVD or weight SVD to a MAC target, with AIMET's greedy per-layer
+//! ratio search scored on the user's data; writes the compressed FP32 model and a report.
+
+use crate::common::{failed_at, write_file, CliError, CliResult, Global};
+use crate::data::{self, Settings};
+use crate::out;
+use crate::progress::{Progress, Stage};
+use clap::ValueEnum;
+use qplay_core::eval::{Evaluator, Target};
+use qplay_core::search::compress::{compress, CompressConfig, Method};
+use std::path::PathBuf;
+
+/// Compress a model to a share of its MACs (spatial or weight SVD), choosing each layer's ratio
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ONNX model
+    #[arg(value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// Samples the model is run on: one .npy with N samples along axis 0, a directory of .npy
+    /// files, or a directory of photos (with --preprocess). Without --eval-data, candidates are
+    /// scored by the SQNR of their outputs against the original model's on these.
+    #[arg(long, value_name = "X.npy|DIR")]
+    calib: PathBuf,
+    /// How photos become the model's input (the preprocessing JSON)
+    #[arg(long, value_name = "MODEL.json")]
+    preprocess: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    method: MethodArg,
+    /// Share of the original MACs to keep, 0 < R <= 1
+    #[arg(long, value_name = "R", value_parser = parse_target)]
+    target_macs: f64,
+    /// Score candidates on these samples instead (with --labels or --reference)
+    #[arg(long, value_name = "X.npy")]
+    eval_data: Option<PathBuf>,
+    /// Class indices of --eval-data: the score is accuracy in %
+    #[arg(long, value_name = "Y.npy", requires = "eval_data", conflicts_with = "reference")]
+    labels: Option<PathBuf>,
+    /// Reference outputs of --eval-data: the score is pooled SQNR in dB
+    #[arg(long, value_name = "R.npy", requires = "eval_data")]
+    reference: Option<PathBuf>,
+    /// N: the candidate ratios are k/N for k = 1..N-1 (0.1 ... 0.9 for 10)
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=100))]
+    candidates: u32,
+    /// Leave this node as it is (repeatable)
+    #[arg(long, value_name = "NODE")]
+    skip: Vec<String>,
+    /// Round every rank up to a multiple of K (4 or 8 give SIMD-friendly shapes)
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    rank_multiple: u32,
+    /// Seed of any sampling (channel pruning's reconstruction points)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Evaluations of the local search after AIMET's selection (0: keep AIMET's selection;
+    /// default: 2 per layer plus 10)
+    #[arg(long, value_name = "N")]
+    refine_steps: Option<usize>,
+    /// Write the compressed FP32 model
+    #[arg(long, value_name = "COMPRESSED.onnx")]
+    out: Option<PathBuf>,
+    /// Write the report: the sensitivity table, the search, the choices and the costs
+    #[arg(long, value_name = "REPORT.json")]
+    report: Option<PathBuf>,
+    /// Print {"macs_ratio", "params_ratio", "score", "baseline_score", "layers": [...]} as one line
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum MethodArg {
+    SpatialSvd,
+    WeightSvd,
+}
+
+fn parse_target(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1]: give the share of the MACs to keep, e.g. 0.5"))
+    }
+}
+
+pub fn run(a: &Args, global: &Global) -> CliResult<()> {
+    let (g, _) = global.load(&a.model)?;
+    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let limits = global.limits();
+    for s in &a.skip {
+        if !g.nodes.iter().any(|n| &n.name == s) {
+            return Err(CliError::Usage(format!("--skip '{s}': the model has no node of that name")));
+        }
+    }
+    let calib = data::load(global, &g, &a.calib, settings.as_ref(), 32)?;
+    if calib.batches.is_empty() {
+        return Err(failed_at(&a.calib, "no samples"));
+    }
+    let shapes = qplay_core::cost::infer_shapes(&g, &[calib.batches[0].shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect()], &limits).map_err(|e| failed_at(&a.model, e))?;
+    let eval = match &a.eval_data {
+        None => Evaluator::against_model(&g, calib.batches, limits.clone())?,
+        Some(p) => {
+            let set = data::load(global, &g, p, settings.as_ref(), 32)?;
+            let target = match (&a.labels, &a.reference) {
+                (Some(l), _) => Target::Labels(global.read_npy(l)?.to_i64_vec()),
+                (None, Some(r)) => Target::Reference(global.read_tensor(r)?.to_f32_vec()),
+                (None, None) => match set.labels {
+                    Some(l) => Target::Labels(l),
+                    None => return Err(CliError::Usage("--eval-data needs --labels Y.npy or --reference R.npy".into())),
+                },
+            };
+            Evaluator { batches: set.batches, target, limits: limits.clone() }
+        }
+    };
+    let method = match a.method {
+        MethodArg::SpatialSvd => Method::SpatialSvd,
+        MethodArg::WeightSvd => Method::WeightSvd,
+    };
+    let cfg = CompressConfig { method, target: a.target_macs, candidates: a.candidates as usize, skip: a.skip.clone(), rank_multiple: a.rank_multiple as usize, refine_steps: a.refine_steps };
+    let progress = Progress::new(global.quiet);
+    let mut stage: Option<Stage> = None;
+    let (out_graph, report) = compress(&g, &shapes, &cfg, &eval, &mut |name, done, total| {
+        if stage.as_ref().is_none_or(|s| s.name() != name) {
+            if let Some(s) = stage.take() {
+                s.finish();
+            }
+            stage = Some(progress.stage(name, total, "evaluations"));
+        }
+        if let Some(s) = stage.as_mut() {
+            s.set(done);
+        }
+        true
+    })
+    .map_err(|e| failed_at(&a.model, e))?;
+    if let Some(s) = stage.take() {
+        s.finish();
+    }
+    if let Some(p) = &a.out {
+        write_file(p, qplay_core::onnx::export::fp32_model(&out_graph)?)?;
+    }
+    if let Some(p) = &a.report {
+        write_file(p, serde_json::to_string_pretty(&report).unwrap_or_default())?;
+    }
+    let unit = match report.score_kind {
+        qplay_core::eval::ScoreKind::AccuracyPct => "%",
+        qplay_core::eval::ScoreKind::SqnrDb => "dB",
+    };
+    if a.json {
+        let j = serde_json::json!({
+            "method": method.name(),
+            "target_macs": a.target_macs,
+            "macs_ratio": report.macs_ratio,
+            "params_ratio": report.params_ratio,
+            "score": report.score,
+            "baseline_score": report.baseline_score,
+            "score_kind": report.score_kind,
+            "selection_score": report.selection_score,
+            "evaluations": report.evaluations,
+            "layers": report.layers,
+        });
+        out!("{j}");
+    } else {
+        out!("{}: MACs {} -> {} ({:.4} of the original, target {}), parameters {:.4}", method.name(), report.macs_before, report.macs_after, report.macs_ratio, a.target_macs, report.params_ratio);
+        out!("score {:.2} {unit} (original {:.2} {unit}; AIMET's selection {:.2} {unit}), {} evaluations", report.score, report.baseline_score, report.selection_score, report.evaluations);
+        for l in &report.layers {
+            match l.ratio {
+                Some(r) => out!("  {:<28} ratio {r:.2}  rank {}/{}  MACs {} -> {}", l.name, l.rank, l.max_rank, l.macs_before, l.macs_after),
+                None => out!("  {:<28} kept", l.name),
+            }
+        }
+    }
+    Ok(())
+}
