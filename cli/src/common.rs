@@ -79,7 +79,13 @@ impl Global {
     pub fn load(&self, path: &Path) -> CliResult<(Graph, ModelInfo)> {
         let limits = self.limits();
         let bytes = read_file(path, limits.max_file_bytes, "--max-model-mb")?;
-        load_model(&bytes, &limits).map_err(|e| failed_at(path, e))
+        let (g, info) = load_model(&bytes, &limits).map_err(|e| failed_at(path, e))?;
+        // Shapes that contradict each other fail here, naming the node, rather than at run time
+        // (a model with dynamic dims other than the batch is checked when it runs).
+        if let Ok(shapes) = qplay_core::cost::input_shapes(&g, &[]) {
+            qplay_core::cost::infer_shapes(&g, &shapes, &limits).map_err(|e| failed_at(path, e))?;
+        }
+        Ok((g, info))
     }
 
     /// One .npy tensor as stored, within the memory and tensor limits.

@@ -1,4 +1,4 @@
-//! `qplay compress`: spatial SVD or weight SVD to a MAC target, with AIMET's greedy per-layer
+//! `qplay compress`: spatial SVD, weight SVD or channel pruning to a MAC target, with AIMET's greedy per-layer
 //! ratio search scored on the user's data; writes the compressed FP32 model and a report.
 
 use crate::common::{failed_at, write_file, CliError, CliResult, Global};
@@ -7,10 +7,11 @@ use crate::out;
 use crate::progress::{Progress, Stage};
 use clap::ValueEnum;
 use qplay_core::eval::{Evaluator, Target};
+use qplay_core::passes::prune::{Sampling, Selection};
 use qplay_core::search::compress::{compress, CompressConfig, Method};
 use std::path::PathBuf;
 
-/// Compress a model to a share of its MACs (spatial or weight SVD), choosing each layer's ratio
+/// Compress a model to a share of its MACs (SVD or channel pruning), choosing each layer's ratio
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The ONNX model
@@ -44,12 +45,19 @@ pub struct Args {
     /// Leave this node as it is (repeatable)
     #[arg(long, value_name = "NODE")]
     skip: Vec<String>,
-    /// Round every rank up to a multiple of K (4 or 8 give SIMD-friendly shapes)
+    /// Round every rank (or kept channel count) up to a multiple of K (4 or 8 give SIMD-friendly
+    /// shapes)
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     rank_multiple: u32,
-    /// Seed of any sampling (channel pruning's reconstruction points)
+    /// Seed of channel pruning's sampling of reconstruction points
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
+    /// Channel pruning: how the kept channels are chosen
+    #[arg(long, value_enum, default_value_t = SelectionArg::Magnitude)]
+    selection: SelectionArg,
+    /// Channel pruning: ridge strength of the reconstruction, relative to the mean diagonal of XᵀX
+    #[arg(long, value_name = "L", default_value_t = 1e-3)]
+    ridge: f64,
     /// Evaluations of the local search after AIMET's selection (0: keep AIMET's selection;
     /// default: 2 per layer plus 10)
     #[arg(long, value_name = "N")]
@@ -67,8 +75,20 @@ pub struct Args {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum MethodArg {
+    /// Each kh x kw conv becomes kh x 1 then 1 x kw through rank r
     SpatialSvd,
+    /// Each conv becomes 1 x 1 through rank r then kh x kw; Gemm and MatMul two products
     WeightSvd,
+    /// Input channels removed (with the producers' output channels), weights refitted
+    ChannelPruning,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SelectionArg {
+    /// AIMET's: the channels of largest weight magnitude
+    Magnitude,
+    /// Remove, one at a time, the channel adding least output error (data-aware)
+    Greedy,
 }
 
 fn parse_target(s: &str) -> Result<f64, String> {
@@ -89,13 +109,13 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             return Err(CliError::Usage(format!("--skip '{s}': the model has no node of that name")));
         }
     }
-    let calib = data::load(global, &g, &a.calib, settings.as_ref(), 32)?;
-    if calib.batches.is_empty() {
+    let calib = data::load(global, &g, &a.calib, settings.as_ref(), 32)?.batches;
+    if calib.is_empty() {
         return Err(failed_at(&a.calib, "no samples"));
     }
-    let shapes = qplay_core::cost::infer_shapes(&g, &[calib.batches[0].shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect()], &limits).map_err(|e| failed_at(&a.model, e))?;
+    let shapes = qplay_core::cost::infer_shapes(&g, &[calib[0].shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect()], &limits).map_err(|e| failed_at(&a.model, e))?;
     let eval = match &a.eval_data {
-        None => Evaluator::against_model(&g, calib.batches, limits.clone())?,
+        None => Evaluator::against_model(&g, calib.clone(), limits.clone())?,
         Some(p) => {
             let set = data::load(global, &g, p, settings.as_ref(), 32)?;
             let target = match (&a.labels, &a.reference) {
@@ -112,11 +132,23 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let method = match a.method {
         MethodArg::SpatialSvd => Method::SpatialSvd,
         MethodArg::WeightSvd => Method::WeightSvd,
+        MethodArg::ChannelPruning => Method::ChannelPruning,
     };
-    let cfg = CompressConfig { method, target: a.target_macs, candidates: a.candidates as usize, skip: a.skip.clone(), rank_multiple: a.rank_multiple as usize, refine_steps: a.refine_steps };
+    let cfg = CompressConfig {
+        candidates: a.candidates as usize,
+        skip: a.skip.clone(),
+        multiple: a.rank_multiple as usize,
+        refine_steps: a.refine_steps,
+        selection: match a.selection {
+            SelectionArg::Magnitude => Selection::Magnitude,
+            SelectionArg::Greedy => Selection::Greedy,
+        },
+        sampling: Sampling { seed: a.seed, ridge: a.ridge },
+        ..CompressConfig::new(method, a.target_macs)
+    };
     let progress = Progress::new(global.quiet);
     let mut stage: Option<Stage> = None;
-    let (out_graph, report) = compress(&g, &shapes, &cfg, &eval, &mut |name, done, total| {
+    let (out_graph, report) = compress(&g, &shapes, &cfg, &eval, &calib, &mut |name, done, total| {
         if stage.as_ref().is_none_or(|s| s.name() != name) {
             if let Some(s) = stage.take() {
                 s.finish();
@@ -158,10 +190,10 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         out!("{j}");
     } else {
         out!("{}: MACs {} -> {} ({:.4} of the original, target {}), parameters {:.4}", method.name(), report.macs_before, report.macs_after, report.macs_ratio, a.target_macs, report.params_ratio);
-        out!("score {:.2} {unit} (original {:.2} {unit}; AIMET's selection {:.2} {unit}), {} evaluations", report.score, report.baseline_score, report.selection_score, report.evaluations);
+        out!("score {:.2} {unit} (original {:.2} {unit}; greedy selection {:.2} {unit}), {} evaluations", report.score, report.baseline_score, report.selection_score, report.evaluations);
         for l in &report.layers {
             match l.ratio {
-                Some(r) => out!("  {:<28} ratio {r:.2}  rank {}/{}  MACs {} -> {}", l.name, l.rank, l.max_rank, l.macs_before, l.macs_after),
+                Some(r) => out!("  {:<28} ratio {r:.2}  {} {}/{}  MACs {} -> {}", l.name, if method == Method::ChannelPruning { "channels" } else { "rank" }, l.kept, l.of, l.macs_before, l.macs_after),
                 None => out!("  {:<28} kept", l.name),
             }
         }

@@ -4,4 +4,5 @@ pub mod bn_fold;
 pub mod svd;
 pub mod cle;
 pub mod cle_select;
+pub mod prune;
 pub mod adaround;

@@ -7,7 +7,9 @@ use crate::cost::{self, CostReport};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, ScoreKind};
 use crate::graph::Graph;
+use crate::passes::prune::{self, kept_for_ratio, PruneUnit, Sampling, UnitFit};
 use crate::passes::svd::{SvdKind, SvdLayer};
+use crate::tensor::Tensor;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,6 +17,7 @@ use serde::Serialize;
 pub enum Method {
     SpatialSvd,
     WeightSvd,
+    ChannelPruning,
 }
 
 impl Method {
@@ -22,6 +25,7 @@ impl Method {
         match self {
             Method::SpatialSvd => "spatial-svd",
             Method::WeightSvd => "weight-svd",
+            Method::ChannelPruning => "channel-pruning",
         }
     }
 }
@@ -33,13 +37,22 @@ pub struct CompressConfig {
     pub target: f64,
     /// N: the candidate ratios are k/N for k = 1..N−1 (AIMET's default N = 10).
     pub candidates: usize,
-    /// Nodes left as they are (by name).
+    /// Nodes left as they are (by name): not chosen as a layer to compress.
     pub skip: Vec<String>,
-    /// Round ranks up to a multiple of this (1: no rounding).
-    pub rank_multiple: usize,
+    /// Round ranks and kept channels up to a multiple of this (1: no rounding).
+    pub multiple: usize,
     /// Evaluations for the local search after AIMET's selection (see [`greedy_ratio::refine`]);
     /// 0 keeps AIMET's selection; None: 2 per layer plus 10.
     pub refine_steps: Option<usize>,
+    /// Channel pruning: how channels are chosen and where the least-squares points come from.
+    pub selection: prune::Selection,
+    pub sampling: Sampling,
+}
+
+impl CompressConfig {
+    pub fn new(method: Method, target: f64) -> Self {
+        CompressConfig { method, target, candidates: 10, skip: vec![], multiple: 1, refine_steps: None, selection: prune::Selection::Magnitude, sampling: Sampling::default() }
+    }
 }
 
 /// What was done to one layer.
@@ -48,11 +61,17 @@ pub struct LayerChoice {
     pub name: String,
     /// The chosen candidate ratio, or None when the layer is kept as it is.
     pub ratio: Option<f64>,
-    /// The rank kept (SVD), of `max_rank`.
-    pub rank: usize,
-    pub max_rank: usize,
+    /// The rank (SVD) or the input channels (pruning) kept, of `of`.
+    pub kept: usize,
+    pub of: usize,
+    /// The layer's own MACs before and after (pruning: its input channels only).
     pub macs_before: u64,
     pub macs_after: u64,
+    /// Pruning: the layers whose output channels went with it, and the depthwise ones between.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,19 +93,186 @@ pub struct CompressReport {
     pub selection_score: f64,
     pub refine: Vec<RefineStep>,
     pub layers: Vec<LayerChoice>,
+    /// Channel pruning: least-squares points per refitted layer (the most of any one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
     /// The model's cost after compression, per layer.
     pub cost_after: CostReport,
     pub evaluations: usize,
 }
 
-/// The layers `method` applies to, in graph order, skipping `skip`.
+/// The layers spatial or weight SVD applies to, in graph order, skipping `skip`.
 pub fn svd_layers(g: &Graph, shapes: &[Option<Vec<usize>>], kind: SvdKind, skip: &[String]) -> Vec<SvdLayer> {
     (0..g.nodes.len()).filter(|&i| !skip.contains(&g.nodes[i].name)).filter_map(|i| SvdLayer::new(g, i, shapes, kind)).collect()
 }
 
-/// Compresses `g` as `cfg` says, scoring with `eval`. `shapes` are `g`'s value shapes
-/// ([`cost::infer_shapes`]). `progress(stage, done, total)` returning false cancels.
-pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, progress: &mut greedy_ratio::Progress) -> Result<(Graph, CompressReport)> {
+/// A method's layers, and how the model looks and costs for a choice of per-layer ratios.
+trait Plan {
+    fn names(&self) -> Vec<String>;
+    fn model_macs(&self, rs: &[Option<f64>]) -> u64;
+    /// The model with only layer `li` at ratio `r` (the sensitivity table's entry).
+    fn single(&mut self, li: usize, r: f64) -> Result<Graph>;
+    /// The model at `rs`, quickly (scored by the refinement).
+    fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph>;
+    /// The model at `rs` as it is delivered.
+    fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph>;
+    fn choices(&self, rs: &[Option<f64>]) -> Vec<LayerChoice>;
+    fn points(&self) -> Option<usize> {
+        None
+    }
+}
+
+struct SvdPlan<'a> {
+    g: &'a Graph,
+    layers: Vec<SvdLayer>,
+    total: u64,
+    multiple: usize,
+}
+
+impl SvdPlan<'_> {
+    fn rank(&self, l: &SvdLayer, r: Option<f64>) -> usize {
+        r.map_or(l.max_rank(), |r| l.rank_for_ratio(r, self.multiple))
+    }
+}
+
+impl Plan for SvdPlan<'_> {
+    fn names(&self) -> Vec<String> {
+        self.layers.iter().map(|l| l.node.clone()).collect()
+    }
+    fn model_macs(&self, rs: &[Option<f64>]) -> u64 {
+        let saved: i64 = self.layers.iter().zip(rs).filter(|(_, r)| r.is_some()).map(|(l, &r)| l.macs as i64 - l.macs_at(self.rank(l, r)) as i64).sum();
+        (self.total as i64 - saved).max(0) as u64
+    }
+    fn single(&mut self, li: usize, r: f64) -> Result<Graph> {
+        let mut rs = vec![None; self.layers.len()];
+        rs[li] = Some(r);
+        self.build(&rs)
+    }
+    fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
+        self.build(rs)
+    }
+    fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
+        let mut c = self.g.clone();
+        for (l, &r) in self.layers.iter().zip(rs) {
+            if r.is_some() {
+                l.apply(&mut c, self.rank(l, r))?;
+            }
+        }
+        Ok(c)
+    }
+    fn choices(&self, rs: &[Option<f64>]) -> Vec<LayerChoice> {
+        self.layers
+            .iter()
+            .zip(rs)
+            .map(|(l, &r)| {
+                let k = self.rank(l, r);
+                LayerChoice { name: l.node.clone(), ratio: r, kept: k, of: l.max_rank(), macs_before: l.macs, macs_after: if r.is_some() { l.macs_at(k) } else { l.macs }, producers: vec![], also: vec![] }
+            })
+            .collect()
+    }
+}
+
+struct PrunePlan<'a> {
+    g: &'a Graph,
+    shapes: &'a [Option<Vec<usize>>],
+    units: Vec<PruneUnit>,
+    fits: Vec<Option<UnitFit>>,
+    /// Per MAC node: (macs, unit whose share scales its input channels, its output channels,
+    /// both at once as a depthwise conv).
+    scale: Vec<(u64, Option<usize>, Option<usize>, Option<usize>)>,
+    calib: &'a [Tensor],
+    eval: &'a Evaluator,
+    cfg: &'a CompressConfig,
+}
+
+impl PrunePlan<'_> {
+    fn kept(&self, u: usize, r: Option<f64>) -> usize {
+        let c = self.units[u].channels;
+        r.map_or(c, |r| kept_for_ratio(c, r, self.cfg.multiple))
+    }
+    fn fit(&mut self, u: usize) -> Result<&UnitFit> {
+        if self.fits[u].is_none() {
+            let f = self.units[u].fit_original(self.g, self.shapes, self.calib, &self.eval.limits, self.cfg.sampling)?;
+            self.fits[u] = Some(f);
+        }
+        self.fits[u].as_ref().ok_or_else(|| Error::Graph("no fit".into()))
+    }
+    fn apply_quick(&mut self, c: &mut Graph, u: usize, r: f64) -> Result<()> {
+        let k = self.kept(u, Some(r));
+        let (sel, ridge) = (self.cfg.selection, self.cfg.sampling.ridge);
+        self.fit(u)?;
+        let fit = self.fits[u].as_ref();
+        let keep = self.units[u].choose(self.g, k, sel, fit);
+        self.units[u].apply_with_fit(c, &keep, fit, ridge)
+    }
+}
+
+impl Plan for PrunePlan<'_> {
+    fn names(&self) -> Vec<String> {
+        self.units.iter().map(|u| u.name.clone()).collect()
+    }
+    fn model_macs(&self, rs: &[Option<f64>]) -> u64 {
+        let share = |u: Option<usize>| u.map_or(1.0, |u| self.kept(u, rs[u]) as f64 / self.units[u].channels as f64);
+        self.scale.iter().map(|&(m, i, o, d)| (m as f64 * share(i) * share(o) * share(d)).round() as u64).sum()
+    }
+    fn single(&mut self, li: usize, r: f64) -> Result<Graph> {
+        let mut c = self.g.clone();
+        self.apply_quick(&mut c, li, r)?;
+        Ok(c)
+    }
+    fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
+        let mut c = self.g.clone();
+        for (u, &r) in rs.iter().enumerate() {
+            if let Some(r) = r {
+                self.apply_quick(&mut c, u, r)?;
+            }
+        }
+        Ok(c)
+    }
+    fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
+        let mut c = self.g.clone();
+        for (u, &r) in rs.iter().enumerate() {
+            if r.is_none() {
+                continue;
+            }
+            let k = self.kept(u, r);
+            self.fit(u)?;
+            let fit = self.fits[u].as_ref().ok_or_else(|| Error::Graph("no fit".into()))?;
+            self.units[u].apply_sequential(&mut c, self.g, self.shapes, k, self.cfg.selection, fit, self.calib, &self.eval.limits, self.cfg.sampling)?;
+        }
+        Ok(c)
+    }
+    fn choices(&self, rs: &[Option<f64>]) -> Vec<LayerChoice> {
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(u, unit)| {
+                let k = self.kept(u, rs[u]);
+                let macs: u64 = unit.consumer_nodes().iter().map(|&ni| self.scale.get(ni).map_or(0, |s| s.0)).sum();
+                let mut also: Vec<String> = unit.consumers[1..].to_vec();
+                also.extend(unit.depthwise.iter().cloned());
+                LayerChoice {
+                    name: unit.name.clone(),
+                    ratio: rs[u],
+                    kept: k,
+                    of: unit.channels,
+                    macs_before: macs,
+                    macs_after: (macs as f64 * k as f64 / unit.channels as f64).round() as u64,
+                    producers: unit.producers.clone(),
+                    also,
+                }
+            })
+            .collect()
+    }
+    fn points(&self) -> Option<usize> {
+        self.fits.iter().flatten().map(|f| f.points).max()
+    }
+}
+
+/// Compresses `g` as `cfg` says, scoring with `eval`; channel pruning refits on `calib`.
+/// `shapes` are `g`'s value shapes ([`cost::infer_shapes`]). `progress(stage, done, total)`
+/// returning false cancels.
+pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, calib: &[Tensor], progress: &mut greedy_ratio::Progress) -> Result<(Graph, CompressReport)> {
     if !(cfg.target > 0.0 && cfg.target <= 1.0) {
         return Err(Error::Graph(format!("the MAC target {} is not in (0, 1]", cfg.target)));
     }
@@ -95,78 +281,104 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
             return Err(Error::Graph(format!("skip: the model has no node named '{s}'")));
         }
     }
-    let kind = match cfg.method {
-        Method::SpatialSvd => SvdKind::Spatial,
-        Method::WeightSvd => SvdKind::Weight,
-    };
     let before = cost::cost(g, shapes);
     if before.macs == 0 {
         return Err(Error::Graph("the model has no multiply-accumulates to compress (no Conv, Gemm or MatMul)".into()));
     }
-    let layers = svd_layers(g, shapes, kind, &cfg.skip);
-    if layers.is_empty() {
-        let what = match kind {
-            SvdKind::Spatial => "an ungrouped, undilated Conv with a constant weight",
-            SvdKind::Weight => "an ungrouped Conv, or a Gemm/MatMul with a constant 2-D weight",
-        };
-        return Err(Error::Graph(format!("nothing to compress with {}: no layer is {what}", cfg.method.name())));
-    }
-    let m = cfg.rank_multiple.max(1);
-    let total = before.macs as f64;
-    let rank = |l: &SvdLayer, r: Option<f64>| r.map_or(l.max_rank(), |r| l.rank_for_ratio(r, m));
-    let mut model_ratio = |rs: &[Option<f64>]| -> f64 {
-        let saved: i64 = layers.iter().zip(rs).filter(|(_, r)| r.is_some()).map(|(l, &r)| l.macs as i64 - l.macs_at(rank(l, r)) as i64).sum();
-        (total - saved as f64) / total
-    };
-    let build = |rs: &[Option<f64>]| -> Result<Graph> {
-        let mut c = g.clone();
-        for (l, &r) in layers.iter().zip(rs) {
-            if r.is_some() {
-                l.apply(&mut c, rank(l, r))?;
+    let mut plan: Box<dyn Plan> = match cfg.method {
+        Method::SpatialSvd | Method::WeightSvd => {
+            let kind = if cfg.method == Method::SpatialSvd { SvdKind::Spatial } else { SvdKind::Weight };
+            let layers = svd_layers(g, shapes, kind, &cfg.skip);
+            if layers.is_empty() {
+                let what = match kind {
+                    SvdKind::Spatial => "an ungrouped, undilated Conv with a constant weight",
+                    SvdKind::Weight => "an ungrouped Conv, or a Gemm/MatMul with a constant 2-D weight",
+                };
+                return Err(Error::Graph(format!("nothing to compress with {}: no layer is {what}", cfg.method.name())));
             }
+            Box::new(SvdPlan { g, layers, total: before.macs, multiple: cfg.multiple })
         }
-        Ok(c)
+        Method::ChannelPruning => {
+            let units: Vec<PruneUnit> = prune::find_units(g, shapes).into_iter().filter(|u| !u.consumers.iter().any(|c| cfg.skip.contains(c))).collect();
+            if units.is_empty() {
+                return Err(Error::Graph("nothing to compress with channel-pruning: no channels run from ungrouped Convs to ungrouped Convs (through BatchNorm, activations, depthwise convs or Adds only)".into()));
+            }
+            let mut scale: Vec<(u64, Option<usize>, Option<usize>, Option<usize>)> = g.nodes.iter().map(|n| (cost::node_macs(n, shapes), None, None, None)).collect();
+            for (u, unit) in units.iter().enumerate() {
+                for &ni in unit.consumer_nodes() {
+                    scale[ni].1 = Some(u);
+                }
+                for &ni in unit.producer_nodes() {
+                    scale[ni].2 = Some(u);
+                }
+                for ni in unit.depthwise_nodes() {
+                    scale[ni].3 = Some(u);
+                }
+            }
+            let n = units.len();
+            Box::new(PrunePlan { g, shapes, units, fits: (0..n).map(|_| None).collect(), scale, calib, eval, cfg })
+        }
     };
+    let total = before.macs as f64;
     let mut evaluations = 1;
     let baseline = eval.score(g)?;
-    let ratios = candidates(cfg.candidates);
-    let n = layers.len();
-    let table = greedy_ratio::sensitivity(
-        layers.iter().map(|l| l.node.clone()).collect(),
-        ratios,
-        baseline,
-        &mut |li, r| {
-            let mut choice = vec![None; n];
-            choice[li] = Some(r);
-            evaluations += 1;
-            eval.score(&build(&choice)?)
-        },
-        progress,
-    )?;
-    let selection = table.select(cfg.target, &mut model_ratio);
-    let selection_score = eval.score(&build(&selection.ratios)?)?;
+    let names = plan.names();
+    let n = names.len();
+    let table = {
+        let plan = &mut plan;
+        greedy_ratio::sensitivity(
+            names,
+            candidates(cfg.candidates),
+            baseline,
+            &mut |li, r| {
+                evaluations += 1;
+                eval.score(&plan.single(li, r)?)
+            },
+            progress,
+        )?
+    };
+    let selection = table.select(cfg.target, &mut |rs| plan.model_macs(rs) as f64 / total);
+    let selection_quick = eval.score(&plan.quick(&selection.ratios)?)?;
     evaluations += 1;
     let steps = cfg.refine_steps.unwrap_or(2 * n + 10);
-    let (chosen, score, refine) = if steps > 0 {
-        greedy_ratio::refine(&table, cfg.target, selection.ratios.clone(), selection_score, steps, &mut model_ratio, &mut |rs| {
-            evaluations += 1;
-            eval.score(&build(rs)?)
-        }, progress)?
+    let (mut chosen, _, refine) = if steps > 0 {
+        let ratio_of = |p: &dyn Plan, rs: &[Option<f64>]| p.model_macs(rs) as f64 / total;
+        let cell = std::cell::RefCell::new(&mut plan);
+        greedy_ratio::refine(
+            &table,
+            cfg.target,
+            selection.ratios.clone(),
+            selection_quick,
+            steps,
+            &mut |rs| ratio_of(&***cell.borrow(), rs),
+            &mut |rs| {
+                evaluations += 1;
+                let g = cell.borrow_mut().quick(rs)?;
+                eval.score(&g)
+            },
+            progress,
+        )?
     } else {
-        (selection.ratios.clone(), selection_score, vec![])
+        (selection.ratios.clone(), selection_quick, vec![])
     };
-    let out = build(&chosen)?;
+    // The delivered model: AIMET's selection unless the refined one scores higher when built.
+    let mut out = plan.build(&chosen)?;
+    let mut score = eval.score(&out)?;
+    let mut selection_score = score;
+    evaluations += 1;
+    if chosen != selection.ratios {
+        let aimet = plan.build(&selection.ratios)?;
+        selection_score = eval.score(&aimet)?;
+        evaluations += 1;
+        if selection_score > score {
+            out = aimet;
+            score = selection_score;
+            chosen = selection.ratios.clone();
+        }
+    }
     let given: Vec<Vec<usize>> = g.inputs.iter().map(|&i| shapes.get(i).cloned().flatten().unwrap_or_default()).collect();
     let out_shapes = cost::infer_shapes(&out, &given, &eval.limits)?;
     let after = cost::cost(&out, &out_shapes);
-    let choices = layers
-        .iter()
-        .zip(&chosen)
-        .map(|(l, &r)| {
-            let k = rank(l, r);
-            LayerChoice { name: l.node.clone(), ratio: r, rank: k, max_rank: l.max_rank(), macs_before: l.macs, macs_after: if r.is_some() { l.macs_at(k) } else { l.macs } }
-        })
-        .collect();
     let report = CompressReport {
         method: cfg.method,
         target: cfg.target,
@@ -179,11 +391,12 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
         params_before: before.params,
         params_after: after.params,
         params_ratio: after.params as f64 / before.params.max(1) as f64,
+        layers: plan.choices(&chosen),
+        points: plan.points(),
         table,
         selection,
         selection_score,
         refine,
-        layers: choices,
         cost_after: after,
         evaluations,
     };

@@ -1,0 +1,167 @@
+//! `qplay compress`: each compressed model runs in onnxruntime with qplay's outputs and the MACs
+//! onnx's own shape inference counts; at AIMET 2.42's settings (the shared figures in
+//! tests/aimet/compression) qplay's score is at least AIMET's; EfficientNet-Lite0, which AIMET
+//! cannot prune as it is, is pruned through its depthwise chains and residual blocks; bad
+//! settings get one-line errors.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+/// Checks `compressed` (from `original`) in onnxruntime on `x` against qplay's own outputs, and
+/// returns the checker's JSON.
+fn onnxruntime_check(original: &str, compressed: &str, x: &str, tag: &str) -> Value {
+    let ours = tmp(&format!("{tag}.out.npy"));
+    qplay(&["eval", compressed, "--data", x, "--output", ours.to_str().unwrap()]);
+    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["tests/interop/check_compressed.py", original, compressed, x, ours.to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .expect("run python3 (set QPLAY_PYTHON to a Python with onnx and onnxruntime)");
+    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["max_rel_diff"].as_f64().unwrap() <= 1e-4, "{tag}: {v}");
+    v
+}
+
+/// Runs `qplay compress --json` with `args`, writing the model; returns (its JSON, the model).
+fn compress(model: &str, args: &[&str], tag: &str) -> (Value, String) {
+    let out = tmp(&format!("{tag}.onnx"));
+    let mut a = vec!["compress", model, "--json", "--out", out.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let v: Value = serde_json::from_str(&qplay(&a)).unwrap();
+    println!("{tag}: {v}");
+    (v, out.to_str().unwrap().to_string())
+}
+
+/// AIMET's final score (accuracy in %, or pooled SQNR in dB) and MAC ratio in one of the
+/// shared result files.
+fn aimet(file: &str) -> (f64, f64) {
+    let j = json(&root().join("tests/aimet/compression").join(file));
+    let stage = j["stages"].as_array().unwrap().last().unwrap().clone();
+    let m = &stage["final_metrics"];
+    (m["accuracy_pct"].as_f64().or_else(|| m["pooled_logits_sqnr_db"].as_f64()).unwrap(), stage["aimet_stats"]["mac_compression_ratio"].as_f64().unwrap())
+}
+
+#[test]
+fn digits_compression_beats_aimet_and_runs_in_onnxruntime() {
+    let calib = digits_calib();
+    let model = "assets/models/digits_mobilenet.onnx";
+    let x = "assets/data/digits_test_x.npy";
+    let eval = ["--eval-data", x, "--labels", "assets/data/digits_test_y.npy"];
+    for (method, target, file) in [
+        ("spatial-svd", "0.75", "digits_mobilenet/ssvd_t0.75.json"),
+        ("spatial-svd", "0.5", "digits_mobilenet/ssvd_t0.5.json"),
+        ("channel-pruning", "0.75", "digits_mobilenet/cp_t0.75.json"),
+        ("channel-pruning", "0.5", "digits_mobilenet/cp_t0.5.json"),
+    ] {
+        let (aimet_score, aimet_ratio) = aimet(file);
+        // AIMET's settings: the first conv ignored, 10 candidates, the 256 calibration digits.
+        for skip in [true, false] {
+            let tag = format!("digits-{method}-{target}-{skip}");
+            let mut args = vec!["--calib", calib.to_str().unwrap(), "--method", method, "--target-macs", target];
+            args.extend_from_slice(&eval);
+            if skip {
+                args.extend_from_slice(&["--skip", "/features/features.0/Conv"]);
+            }
+            let (v, out) = compress(model, &args, &tag);
+            let t: f64 = target.parse().unwrap();
+            let score = v["score"].as_f64().unwrap();
+            assert!(score >= aimet_score, "{tag}: {score} < AIMET's {aimet_score} (at MAC ratio {aimet_ratio})");
+            // The score printed is the compressed model's own, as `qplay eval` measures it.
+            let e = eval_json(&["eval", &out, "--data", x, "--labels", "assets/data/digits_test_y.npy", "--json"]);
+            assert!((e["accuracy"].as_f64().unwrap() * 100.0 - score).abs() < 1e-9, "{tag}: {e}");
+            let c = onnxruntime_check(model, &out, x, &tag);
+            assert!(c["macs_ratio"].as_f64().unwrap() <= t + 0.02, "{tag}: {c}");
+            assert!((c["macs_ratio"].as_f64().unwrap() - v["macs_ratio"].as_f64().unwrap()).abs() < 1e-9, "{tag}: qplay's MAC count {v} vs {c}");
+        }
+    }
+}
+
+#[test]
+fn weight_svd_splits_convs_and_gemms() {
+    let calib = digits_calib();
+    let mlp_x = "tests/reference/digits_mlp.input_first32.npy";
+    for (model, x) in [("assets/models/digits_mobilenet.onnx", calib.to_str().unwrap()), ("assets/models/digits_mlp.onnx", mlp_x)] {
+        let tag = format!("wsvd-{}", model.rsplit('/').next().unwrap());
+        let (v, out) = compress(model, &["--calib", x, "--method", "weight-svd", "--target-macs", "0.6", "--rank-multiple", "4"], &tag);
+        let c = onnxruntime_check(model, &out, x, &tag);
+        assert!(c["macs_ratio"].as_f64().unwrap() <= 0.62, "{tag}: {c}");
+        assert!(c["nodes"].as_u64().unwrap() > 0);
+        // Ranks rounded up to a multiple of 4 (or the layer's full rank).
+        for l in v["layers"].as_array().unwrap() {
+            let (k, of) = (l["kept"].as_u64().unwrap(), l["of"].as_u64().unwrap());
+            assert!(k % 4 == 0 || k == of, "{tag}: {l}");
+        }
+    }
+}
+
+#[test]
+fn lite0_pruning_goes_through_depthwise_and_residual_blocks() {
+    let (x, reference) = eval_set();
+    let model = "assets/models/efficientnet_lite0.onnx";
+    let calib = "tests/aimet/efficientnet_lite0/calib40.npy";
+    let (v, out) = compress(model, &["--calib", calib, "--method", "channel-pruning", "--target-macs", "0.75", "--eval-data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap(), "--report", tmp("lite0-cp.json").to_str().unwrap()], "lite0-cp");
+    // AIMET fails on this model; with the 4 convs after its Pad ignored it reaches 10.97 dB.
+    let (aimet_score, _) = aimet("efficientnet_lite0/cp_t0.75_ignorepad.json");
+    assert!(v["score"].as_f64().unwrap() >= aimet_score, "{v}");
+    let c = onnxruntime_check(model, &out, x.to_str().unwrap(), "lite0-cp");
+    assert!(c["macs_ratio"].as_f64().unwrap() <= 0.77, "{c}");
+    let report = json(&tmp("lite0-cp.json"));
+    let layers = report["layers"].as_array().unwrap();
+    // Residual groups (channels feeding several convs through the Adds) were candidates, and
+    // depthwise chains were pruned with their producer and consumer.
+    let has = |l: &Value, what: &str| l["also"].as_array().is_some_and(|a| a.iter().any(|n| n.as_str().unwrap().contains(what)));
+    assert!(layers.iter().any(|l| has(l, "expand")), "no residual group: {layers:?}");
+    assert!(layers.iter().filter(|l| !l["ratio"].is_null()).any(|l| has(l, "depthwise")), "no depthwise chain pruned");
+    // The sensitivity table is layers x candidates.
+    let table = &report["table"];
+    assert_eq!(table["scores"].as_array().unwrap().len(), layers.len());
+    assert!(table["scores"].as_array().unwrap().iter().all(|r| r.as_array().unwrap().len() == 9));
+}
+
+#[test]
+fn cost_model_counts_what_onnx_counts() {
+    for model in ["assets/models/digits_mobilenet.onnx", "assets/models/efficientnet_lite0.onnx", "assets/models/digits_mlp.onnx"] {
+        let j: Value = serde_json::from_str(&qplay(&["inspect", model, "--json"])).unwrap();
+        let x = match model {
+            m if m.contains("lite0") => eval_set().0,
+            m if m.contains("mlp") => root().join("tests/reference/digits_mlp.input_first32.npy"),
+            _ => root().join("assets/data/digits_test_x.npy"),
+        };
+        let c = onnxruntime_check(model, model, x.to_str().unwrap(), "cost");
+        assert_eq!(j["macs"].as_u64(), c["macs_original"].as_u64(), "{model}");
+        let per_layer: u64 = j["layers"].as_array().unwrap().iter().map(|l| l["macs"].as_u64().unwrap()).sum();
+        assert_eq!(per_layer, j["macs"].as_u64().unwrap());
+        assert_eq!(j["weight_bytes"]["32"].as_u64().unwrap(), 4 * j["parameters"].as_u64().unwrap(), "{model}");
+    }
+}
+
+#[test]
+fn bad_settings_get_one_line_errors() {
+    let calib = digits_calib();
+    let c = calib.to_str().unwrap();
+    let mlp = "tests/reference/digits_mlp.input_first32.npy";
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_qplay")).args(args).current_dir(root()).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).trim().to_string())
+    };
+    let m = "assets/models/digits_mobilenet.onnx";
+    for (args, code, says) in [
+        (vec!["compress", m, "--calib", c, "--method", "spatial-svd", "--target-macs", "0"], 2, "not in (0, 1]"),
+        (vec!["compress", m, "--calib", c, "--method", "spatial-svd", "--target-macs", "1.5"], 2, "not in (0, 1]"),
+        (vec!["compress", m, "--calib", c, "--method", "spatial-svd", "--target-macs", "0.5", "--skip", "nope"], 2, "--skip 'nope'"),
+        (vec!["compress", "assets/models/digits_mlp.onnx", "--calib", mlp, "--method", "spatial-svd", "--target-macs", "0.5"], 1, "nothing to compress with spatial-svd"),
+        (vec!["compress", "assets/models/digits_mlp.onnx", "--calib", mlp, "--method", "channel-pruning", "--target-macs", "0.5"], 1, "nothing to compress with channel-pruning"),
+        (vec!["compress", "assets/models/efficientnet_lite0.onnx", "--calib", c, "--method", "channel-pruning", "--target-macs", "0.5"], 1, "do not fit the model's input"),
+    ] {
+        let (got, err) = run(&args);
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        // One line says what is wrong (clap may add its pointer to --help below it).
+        let mut lines = err.lines().filter(|l| !l.trim().is_empty());
+        assert!(lines.next().is_some_and(|l| l.contains(says)), "{args:?}: {err}");
+        assert!(lines.all(|l| l.starts_with("For more information")), "{args:?}: {err}");
+    }
+}
