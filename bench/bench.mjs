@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session, memory_bytes, int8_gemm, int8_peak, passes } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes, int8_gemm, int8_peak, passes, compress } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
@@ -37,6 +37,43 @@ if (args.includes("--passes")) {
     const [n, w] = [native.adaround_digits, wasm.adaround_digits];
     console.log(`AdaRound digits W4A8, s per 1000 it per layer`.padEnd(40) + `${n.s_per_1000_iterations_per_layer.toFixed(3).padStart(9)} s  ${w.s_per_1000_iterations_per_layer.toFixed(3).padStart(8)} s  ${(w.total_s / n.total_s).toFixed(2).padStart(8)}x`);
     console.log(`(AdaRound: ${n.layers} layers x ${iters} iterations, batches of 32 digits; DFQ: median of 5, model already loaded)`);
+  }
+  process.exit(0);
+}
+
+// --compress: the full greedy sensitivity pass of `qplay compress` on EfficientNet-Lite0 (spatial
+// SVD and channel pruning, AIMET's 10 candidates, SQNR on the 10 photos, pruning refitted on the 40
+// calibration samples), timed by the same Rust function natively and in wasm, next to AIMET 2.42's
+// wall time for its eval-score table on the same model (tests/aimet/compression).
+if (args.includes("--compress")) {
+  const photos = fs.readdirSync(path.join(root, "tests/reference/efficientnet_lite0")).filter((f) => f.endsWith(".input.npy")).sort();
+  const stack = photos.map((f) => readNpy(`tests/reference/efficientnet_lite0/${f}`).data);
+  const evalX = new Float32Array(stack.reduce((n, a) => n + a.length, 0));
+  stack.reduce((o, a) => (evalX.set(a, o), o + a.length), 0);
+  const evalFile = path.join(root, "target/bench/lite0_eval10.npy");
+  fs.mkdirSync(path.dirname(evalFile), { recursive: true });
+  const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${photos.length}, 3, 224, 224), }`.padEnd(118) + "\n";
+  const pre = Buffer.alloc(10);
+  Buffer.from("\x93NUMPY", "latin1").copy(pre);
+  pre[6] = 1; pre[7] = 0; pre.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(evalFile, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(evalX.buffer)]));
+  const calibFile = "tests/aimet/efficientnet_lite0/calib40.npy";
+  const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/compress"), ["assets/models/efficientnet_lite0.onnx", calibFile, evalFile], { cwd: root, maxBuffer: 1 << 20 }).toString());
+  const wasm = JSON.parse(compress(fs.readFileSync(path.join(root, "assets/models/efficientnet_lite0.onnx")), readNpy(calibFile).data, evalX));
+  const aimetDir = path.join(root, "tests/aimet/compression/efficientnet_lite0");
+  const wall = (f, key) => { const j = JSON.parse(fs.readFileSync(path.join(aimetDir, f), "utf8")); return j.stages.reduce((s, st) => s + (st[key] ?? 0), 0); };
+  // AIMET's channel-pruning table on Lite0 was computed in two chunks of 297.3 s and 291.3 s
+  // (tests/aimet/compression/README.md, "eval-dict chunk" rows; no JSON of their own).
+  const aimet = { "spatial-svd": wall("ssvd_t0.75.json", "eval_dict_s"), "channel-pruning": 297.3 + 291.3 };
+  if (json) {
+    console.log(JSON.stringify({ bench: "compress", native, wasm, aimet_eval_dict_s: aimet }));
+  } else {
+    console.log("greedy sensitivity pass, EfficientNet-Lite0     native       wasm  wasm/native   AIMET 2.42 (torch)");
+    for (const m of ["spatial-svd", "channel-pruning"]) {
+      const [n, w] = [native[m], wasm[m]];
+      console.log(`${m} (${n.evaluations} evaluations)`.padEnd(46) + `${n.seconds.toFixed(1).padStart(7)} s ${w.seconds.toFixed(1).padStart(8)} s ${(w.seconds / n.seconds).toFixed(2).padStart(9)}x ${aimet[m].toFixed(1).padStart(12)} s`);
+    }
+    console.log("(10 candidates, SQNR on the 10 photos, pruning refitted on 40 samples; AIMET: its eval-score table, shared figures, a different loaded 2-core machine)");
   }
   process.exit(0);
 }

@@ -269,6 +269,7 @@ fn apply(state: AppState, r: Response) {
             state.quant.set(None);
             state.previous_quant.set(None);
             state.speed.set(None);
+            state.compress.set(None);
             state.idle();
         }
         Response::Classified { result, .. } => {
@@ -306,6 +307,10 @@ fn apply(state: AppState, r: Response) {
             let compact = serde_json::from_str::<serde_json::Value>(&json).map(|v| v.to_string()).unwrap_or_default();
             crate::url::set("pre", Some(&compact));
             state.preprocess.set(Some((file, height, width, json)));
+            state.idle();
+        }
+        Response::Compressed { result, .. } => {
+            state.compress.set(Some(result));
             state.idle();
         }
         Response::SetEvaluated { result, .. } => {

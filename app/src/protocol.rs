@@ -41,6 +41,9 @@ pub enum Request {
     /// Files: photos (labelled by a `labels.csv` among them, their folder or their names, with
     /// `classes` the model's class names) or `.npy` tensors of samples.
     EvalSet { job: u32, classes: Option<Vec<String>> },
+    /// Compress the loaded model (payload: the user's calibration files, as for Quantize); the
+    /// bundled photos or training digits otherwise.
+    Compress { job: u32, settings: CompressSettings, photos: Vec<String> },
 }
 
 /// A quantization recipe as the page offers it.
@@ -142,6 +145,7 @@ pub enum Response {
     /// them written out in full.
     PreprocessSet { job: u32, file: String, height: usize, width: usize, json: String },
     SetEvaluated { job: u32, result: SetEval },
+    Compressed { job: u32, result: CompressResult },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },
@@ -267,6 +271,10 @@ pub struct ModelSummary {
     pub parameters: usize,
     pub input_kind: InputKind,
     pub load_ms: f64,
+    /// The cost model (None when an input's shape is not fixed).
+    pub macs: Option<u64>,
+    /// Per layer with MACs or parameters: (name, op, MACs, parameters).
+    pub layer_costs: Vec<(String, String, u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -344,4 +352,63 @@ pub struct DigitsEval {
     pub samples: Vec<(u8, usize)>,
     /// Integer engine: correct count, time, logits SQNR vs FP32.
     pub int8: Option<(usize, f64, f64)>,
+}
+
+/// A compression run as the page asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressSettings {
+    /// "spatial-svd", "weight-svd" or "channel-pruning".
+    pub method: String,
+    /// Share of the MACs to keep.
+    pub target: f64,
+    /// N: candidate ratios k/N, k = 1..N-1.
+    pub candidates: u32,
+    /// Calibration samples for the pruning's reconstruction (0: all).
+    pub calib_samples: u32,
+}
+
+/// One layer of a compression: its row of the sensitivity table and what was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressLayer {
+    pub name: String,
+    pub ratio: Option<f64>,
+    /// Rank or input channels kept, of `of`.
+    pub kept: usize,
+    pub of: usize,
+    pub macs_before: u64,
+    pub macs_after: u64,
+    /// The model's score with only this layer compressed, per candidate ratio.
+    pub scores: Vec<f64>,
+}
+
+/// A compression's outcome, with the latency of both models measured in this browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressResult {
+    pub method: String,
+    pub target: f64,
+    /// "%" (accuracy on the digits test split) or "dB" (SQNR against the original's outputs).
+    pub unit: String,
+    pub baseline: f64,
+    pub score: f64,
+    /// The score of AIMET's greedy selection before qplay's refinement.
+    pub selection_score: f64,
+    pub macs_before: u64,
+    pub macs_after: u64,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub ratios: Vec<f64>,
+    pub layers: Vec<CompressLayer>,
+    /// (MAC ratio, score, kept) of each model the refinement measured.
+    pub trials: Vec<(f64, f64, bool)>,
+    /// (model ratio) of the greedy selection.
+    pub selection_ratio: f64,
+    pub evaluations: usize,
+    pub eval_samples: usize,
+    pub points: Option<usize>,
+    pub seconds: f64,
+    /// Median milliseconds of one inference: (original, compressed), FP32 and INT8 (W8A8).
+    pub fp32_ms: (f64, f64),
+    pub int8_ms: (f64, f64),
+    /// Top-1 agreement of the compressed model with the original on the evaluation samples.
+    pub top1_agreement: f64,
 }

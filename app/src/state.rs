@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult};
+use crate::protocol::{Classification, CompressResult, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -67,6 +67,8 @@ pub struct AppState {
     pub calibration_photos: RwSignal<Option<(usize, bool)>>,
     /// The user's test set through the model: (how many files, the result).
     pub set_eval: RwSignal<Option<(usize, SetEval)>>,
+    /// The last compression of the loaded model.
+    pub compress: RwSignal<Option<CompressResult>>,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             preprocess: RwSignal::new(None),
             calibration_photos: RwSignal::new(None),
             set_eval: RwSignal::new(None),
+            compress: RwSignal::new(None),
         }
     }
     pub fn fail(&self, msg: impl Into<String>) {

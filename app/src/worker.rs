@@ -18,6 +18,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+mod compress;
+
 const DIGITS_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
 const DIGITS_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
 
@@ -35,6 +37,8 @@ struct Loaded {
     name: String,
     /// The user's preprocessing settings, if given (else EfficientNet-Lite0's, scaled).
     preprocess: Option<Preprocess>,
+    /// The last compressed model (for download).
+    compressed: Option<Graph>,
 }
 
 impl Loaded {
@@ -118,7 +122,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Export { job, .. }
         | Request::Histogram { job, .. }
         | Request::SetPreprocess { job, .. }
-        | Request::EvalSet { job, .. } => *job,
+        | Request::EvalSet { job, .. }
+        | Request::Compress { job, .. } => *job,
     }
 }
 
@@ -129,10 +134,16 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let t0 = now();
             let limits = Limits::default();
             let (graph, info) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
-            let mut summary = summarize(&name, &graph, &info);
+            // Shapes that contradict each other fail here, naming the node; a model with
+            // dynamic dims (other than the batch) is checked when it runs.
+            let cost = match qplay_core::cost::input_shapes(&graph, &[]) {
+                Ok(shapes) => Some(qplay_core::cost::infer_shapes(&graph, &shapes, &limits).map(|v| qplay_core::cost::cost(&graph, &v)).map_err(|e| e.to_string())?),
+                Err(_) => None,
+            };
+            let mut summary = summarize(&name, &graph, &info, cost);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -313,43 +324,18 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             });
             Ok(Response::SetEvaluated { job, result: SetEval { samples: n, labels_from: labels_from.filter(|_| !is_map), fp32_correct: correct(&p32), fp32_ms, int8 } })
         }
+        Request::Compress { job, settings, photos } => {
+            let (samples, probe) = samples_for(state, job, &photos, settings.calib_samples as usize, &payload).await?;
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let (out, result) = compress::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
+            loaded.compressed = Some(out);
+            Ok(Response::Compressed { job, result })
+        }
         Request::Quantize { job, config, photos } => {
-            let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
             // The per-layer analysis always uses the same probe samples (4 photos / 128 digits), so
             // that recipes with different calibration sets are compared on equal terms.
-            let (samples, probe) = match kind {
-                InputKind::Image { height, width } => {
-                    let pre = state.borrow().as_ref().ok_or("load a model first")?.preprocess(height, width)?;
-                    match payload.dyn_ref::<js_sys::Array>().filter(|a| a.length() > 0) {
-                        Some(files) => user_calibration(job, files, config.calib_samples as usize, &pre).await?,
-                        None => calibration_photos(job, &photos, config.calib_samples as usize, &pre).await?,
-                    }
-                }
-                InputKind::Digits => {
-                    let graph_rank = {
-                        let guard = state.borrow();
-                        let g = &guard.as_ref().ok_or("load a model first")?.graph;
-                        g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
-                    };
-                    let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
-                    let batches = |rows: usize| {
-                        d[..rows * 64]
-                            .chunks(32 * 64)
-                            .map(|c| {
-                                let n = c.len() / 64;
-                                Tensor::f32(if graph_rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| e.to_string())
-                    };
-                    let rows = match config.calib_samples as usize {
-                        0 => 256,
-                        n => n.min(256),
-                    };
-                    (batches(rows)?, batches(128)?)
-                }
-                InputKind::Other => return Err("this model's input is not an image or a digit: nothing to calibrate with".into()),
-            };
+            let (samples, probe) = samples_for(state, job, &photos, config.calib_samples as usize, &payload).await?;
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
@@ -462,6 +448,46 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             Ok(Response::Quantized { job, report })
         }
     }
+}
+
+/// Calibration samples and the probe of the per-layer analysis: the user's files (the
+/// payload), else the bundled photos `photos` (then mirrored), or the training digits; `n`
+/// samples (0: all).
+async fn samples_for(state: &Rc<RefCell<Option<Loaded>>>, job: u32, photos: &[String], n: usize, payload: &JsValue) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+    let kind = state.borrow().as_ref().ok_or("load a model first")?.kind.clone();
+    Ok(match kind {
+        InputKind::Image { height, width } => {
+            let pre = state.borrow().as_ref().ok_or("load a model first")?.preprocess(height, width)?;
+            match payload.dyn_ref::<js_sys::Array>().filter(|a| a.length() > 0) {
+                Some(files) => user_calibration(job, files, n, &pre).await?,
+                None => calibration_photos(job, &photos, n, &pre).await?,
+            }
+        }
+        InputKind::Digits => {
+            let graph_rank = {
+                let guard = state.borrow();
+                let g = &guard.as_ref().ok_or("load a model first")?.graph;
+                g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
+            };
+            let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
+            let batches = |rows: usize| {
+                d[..rows * 64]
+                    .chunks(32 * 64)
+                    .map(|c| {
+                        let n = c.len() / 64;
+                        Tensor::f32(if graph_rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            };
+            let rows = match n {
+                0 => 256,
+                n => n.min(256),
+            };
+            (batches(rows)?, batches(128)?)
+        }
+        InputKind::Other => return Err("this model's input is not an image or a digit: nothing to calibrate with".into()),
+    })
 }
 
 /// Fetches, decodes and preprocesses `n` calibration samples (0: all): the bundled photos first,
@@ -623,7 +649,7 @@ fn leading(t: &Tensor, k: usize) -> Result<Tensor, String> {
     Tensor::f32([vec![k], t.shape()[1..].to_vec()].concat(), t.to_f32_vec()[..k * per].to_vec()).map_err(|e| e.to_string())
 }
 
-fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {
+fn summarize(name: &str, g: &Graph, info: &ModelInfo, cost: Option<qplay_core::cost::CostReport>) -> ModelSummary {
     let io = |ids: &[usize]| -> Vec<IoDesc> {
         ids.iter()
             .map(|&i| {
@@ -654,6 +680,8 @@ fn summarize(name: &str, g: &Graph, info: &ModelInfo) -> ModelSummary {
         parameters: g.parameter_count(),
         input_kind,
         load_ms: 0.0,
+        macs: cost.as_ref().map(|c| c.macs),
+        layer_costs: cost.map(|c| c.layers.into_iter().map(|l| (l.name, l.op, l.macs, l.params)).collect()).unwrap_or_default(),
     }
 }
 

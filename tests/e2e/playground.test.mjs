@@ -590,3 +590,64 @@ test("your own dense model: PaddleOCR's text detector shows FP32 and INT8 probab
   await page.locator('[data-testid="results"]').screenshot({ path: path.join(root, "tests/output/dense-model.png") });
   assert.deepEqual(consoleErrors, []);
 });
+
+/** Checks the compress panel's result: heatmap cells = layers x candidates, the chosen ratio of
+ * each layer outlined, the MAC ratio within the target, both models timed. Returns the figures. */
+async function checkCompressed(candidates, target) {
+  const layers = await page.locator('[data-testid="compress-layer"]').count();
+  assert.ok(layers > 0);
+  assert.equal(await page.locator('[data-testid="heat-cell"]').count(), layers * (candidates - 1));
+  const chosenRows = await page.locator('[data-testid="compress-layer"]:not([data-ratio=""])').count();
+  assert.equal(await page.locator('[data-testid="heat-cell"][data-chosen="true"]').count(), chosenRows);
+  assert.ok(chosenRows > 0, "some layer is compressed");
+  const summary = page.locator('[data-testid="compress-summary"]');
+  const ratio = Number(await summary.getAttribute("data-macs-ratio"));
+  assert.ok(ratio <= target + 0.02 && ratio < 1, `MAC ratio ${ratio}`);
+  const ms = {};
+  for (const id of ["latency-fp32", "latency-int8"]) {
+    const row = page.locator(`[data-testid="${id}"]`);
+    ms[id] = [Number(await row.getAttribute("data-before")), Number(await row.getAttribute("data-after"))];
+    assert.ok(ms[id].every((v) => v > 0), `${id}: ${ms[id]}`);
+  }
+  await page.locator('[data-testid="compress-tradeoff"] [data-kind="final"]').waitFor();
+  await page.locator('[data-testid="compress-target-line"]').waitFor({ state: "attached" });
+  return { layers, ratio, score: Number(await summary.getAttribute("data-score")), ms };
+}
+
+test("compress digits MobileNet: channel pruning to half the MACs beats AIMET's accuracy, with the heatmap, the choices and the latency", async () => {
+  const aimet = JSON.parse(fs.readFileSync(path.join(root, "tests/aimet/compression/digits_mobilenet/cp_t0.5.json"), "utf8"));
+  const aimetScore = aimet.stages.at(-1).final_metrics.accuracy_pct;
+  await page.click('[data-testid="model-sample-digits_mobilenet"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  // The model card's cost model: total and per layer (AIMET counts 163,968 MACs).
+  assert.equal(await page.textContent('[data-testid="macs"]'), "0.2 M");
+  const perLayer = await page.locator('[data-testid="cost-row"]').evaluateAll((rows) => rows.reduce((s, r) => s + Number(r.dataset.macs), 0));
+  assert.equal(perLayer, 163968);
+  await page.selectOption('[data-testid="compress-method"]', "channel-pruning");
+  await page.fill('[data-testid="compress-target"]', "0.5");
+  await page.selectOption('[data-testid="compress-candidates"]', "10");
+  await page.click('[data-testid="compress-run"]');
+  await page.locator('[data-testid="compress-summary"]').waitFor();
+  const r = await checkCompressed(10, 0.5);
+  assert.equal(r.layers, 3);
+  assert.ok(r.score >= aimetScore, `page ${r.score} % vs AIMET ${aimetScore} %`);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("compress EfficientNet-Lite0: channel pruning to 0.75 of the MACs through its depthwise and residual blocks, timed FP32 and INT8 in this browser", async () => {
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  await page.selectOption('[data-testid="compress-method"]', "channel-pruning");
+  await page.fill('[data-testid="compress-target"]', "0.75");
+  // A small grid keeps the test short; the CLI test runs AIMET's 10 candidates.
+  await page.selectOption('[data-testid="compress-candidates"]', "4");
+  const t0 = Date.now();
+  await page.click('[data-testid="compress-run"]');
+  await page.locator('[data-testid="busy-cancel"]').waitFor();
+  await page.locator('[data-testid="compress-summary"]').waitFor({ timeout: 900_000 });
+  const r = await checkCompressed(4, 0.75);
+  console.log(`lite0 compress in the page: ${(Date.now() - t0) / 1e3} s, ${JSON.stringify(r)}`);
+  assert.ok(r.layers >= 20, `${r.layers} prunable groups`);
+  await page.locator('[data-testid="compress-panel"]').screenshot({ path: path.join(root, "tests/output/compress.png") });
+  assert.deepEqual(consoleErrors, []);
+});

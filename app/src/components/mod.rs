@@ -3,6 +3,7 @@
 mod act_histogram;
 mod adaround_chart;
 mod cle_chart;
+mod compress_panel;
 mod input_panel;
 mod layer_table;
 mod map_view;
@@ -23,6 +24,7 @@ use wasm_bindgen_futures::JsFuture;
 pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
 pub use cle_chart::{CleChart, CleChoices};
+pub use compress_panel::CompressPanel;
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
 pub use model_card::ModelCard;
@@ -66,6 +68,7 @@ pub fn App() -> impl IntoView {
             <InputPanel/>
             <Results/>
             <SpeedPanel/>
+            <CompressPanel/>
         </main>
         <footer>
             <p>

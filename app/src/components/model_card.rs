@@ -46,6 +46,7 @@ pub fn ModelCard() -> impl IntoView {
                         <div><span class="k">"INT8 weights"</span><span class="v">{mb(params)}</span></div>
                         <div><span class="k">"INT4 weights"</span><span class="v">{mb(params / 2.0)}</span></div>
                         <div><span class="k">"opset / IR"</span><span class="v">{format!("{} / {}", s.opset, s.ir_version)}</span></div>
+                        <div><span class="k">"MACs"</span><span class="v" data-testid="macs">{s.macs.map_or("unknown (dynamic shape)".to_string(), |m| format!("{:.1} M", m as f64 / 1e6))}</span></div>
                         <div><span class="k">"loaded in"</span><span class="v">{format!("{:.0} ms", s.load_ms)}</span></div>
                     </div>
                     <table class="io">
@@ -60,6 +61,26 @@ pub fn ModelCard() -> impl IntoView {
                             </tbody>
                         </table>
                     </details>
+                    {(!s.layer_costs.is_empty()).then(|| {
+                        let total = s.macs.unwrap_or(0).max(1) as f64;
+                        view! {
+                            <details>
+                                <summary>{format!("cost of {} layers (MACs, parameters, weight bytes at 8 and 4 bits)", s.layer_costs.len())}</summary>
+                                <table class="ops" data-testid="cost-table">
+                                    <thead><tr><th>"layer"</th><th>"op"</th><th>"MACs"</th><th>"share"</th><th>"parameters"</th><th>"INT8"</th><th>"INT4"</th></tr></thead>
+                                    <tbody>
+                                        {s.layer_costs.iter().map(|(n, op, m, p)| view! {
+                                            <tr data-testid="cost-row" data-macs=m.to_string()>
+                                                <td><code>{n.clone()}</code></td><td>{op.clone()}</td><td class="num">{m.to_string()}</td>
+                                                <td class="num">{format!("{:.1} %", 100.0 * *m as f64 / total)}</td><td class="num">{p.to_string()}</td>
+                                                <td class="num">{format!("{:.1} kB", *p as f64 / 1e3)}</td><td class="num">{format!("{:.1} kB", *p as f64 / 2e3)}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </details>
+                        }
+                    })}
                     <p class="producer">{format!("producer: {}", if s.producer.is_empty() { "unknown" } else { &s.producer })}</p>
                 </section>
             }

@@ -202,3 +202,35 @@ pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usiz
 pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> Result<String, JsError> {
     passes_bench(lite0, digits, calib, iterations, &now).map_err(|e| JsError::new(&e))
 }
+
+/// Times the full greedy sensitivity pass of `qplay compress` (every layer at each of AIMET's 9
+/// candidates, scored by pooled SQNR against the original on `eval` ([N, 3, 224, 224], the 10
+/// photos), channel pruning refitted on `calib` (the 40 calibration samples)), then AIMET's
+/// selection at 0.75 of the MACs, without refinement, for spatial SVD and channel pruning on
+/// `lite0`. The same function runs natively (bench/wasm/examples/compress.rs) and in wasm
+/// ([`compress`]). Returns one JSON object: seconds and evaluations per method.
+pub fn compress_bench(lite0: &[u8], calib: &[f32], eval: &[f32], clock: &dyn Fn() -> f64) -> Result<String, String> {
+    use qplay_core::eval::Evaluator;
+    use qplay_core::search::compress::{compress, CompressConfig, Method};
+    let e = |e: qplay_core::Error| e.to_string();
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let per = 3 * 224 * 224;
+    let batches = |d: &[f32]| d.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<Vec<_>, _>>();
+    let calib = batches(calib).map_err(e)?;
+    let eval = Evaluator::against_model(&g, batches(eval).map_err(e)?, Limits::default()).map_err(e)?;
+    let shapes = qplay_core::cost::infer_shapes(&g, &[vec![1, 3, 224, 224]], &Limits::default()).map_err(e)?;
+    let mut out = serde_json::Map::new();
+    for method in [Method::SpatialSvd, Method::ChannelPruning] {
+        let cfg = CompressConfig { refine_steps: Some(0), skip: vec!["/_conv_stem/Conv".into()], ..CompressConfig::new(method, 0.75) };
+        let t0 = clock();
+        let (_, r) = compress(&g, &shapes, &cfg, &eval, &calib, &mut |_, _, _| true).map_err(e)?;
+        out.insert(method.name().into(), serde_json::json!({"seconds": (clock() - t0) / 1e3, "evaluations": r.evaluations, "layers": r.table.layers.len(), "macs_ratio": r.macs_ratio, "score_db": r.score}));
+    }
+    Ok(serde_json::Value::Object(out).to_string())
+}
+
+/// [`compress_bench`] in wasm, timed with `performance.now()`.
+#[wasm_bindgen]
+pub fn compress(lite0: &[u8], calib: &[f32], eval: &[f32]) -> Result<String, JsError> {
+    compress_bench(lite0, calib, eval, &now).map_err(|e| JsError::new(&e))
+}

@@ -598,6 +598,14 @@ fn set_weights(g: &mut Graph, ni: usize, w: Vec<f32>, shape: Vec<usize>, bias: V
     Ok(())
 }
 
+/// A consumer's refitted weight and bias.
+#[derive(Debug, Clone)]
+pub struct Refit {
+    pub weight: Vec<f32>,
+    pub shape: Vec<usize>,
+    pub bias: Vec<f32>,
+}
+
 /// Per consumer: its statistics on the original model's inputs, reusable for every candidate
 /// of the unit (the sensitivity pass prunes one unit at a time, so a consumer's inputs are the
 /// original ones restricted to the kept channels).
@@ -660,13 +668,32 @@ impl PruneUnit {
     /// Prunes the unit to `keep` and refits every consumer from `fit` (statistics on the original
     /// inputs), or slices only when `fit` is None.
     pub fn apply_with_fit(&self, g: &mut Graph, keep: &[usize], fit: Option<&UnitFit>, ridge: f64) -> Result<()> {
-        let kk: Vec<[usize; 2]> = self.consumer_nodes.iter().map(|&ni| const_of(g, g.nodes[ni].inputs[1]).map_or([1, 1], |w| [w.shape()[2], w.shape()[3]])).collect();
-        self.prune(g, keep)?;
-        if let Some(fit) = fit {
-            for ((&ni, s), k) in self.consumer_nodes.iter().zip(&fit.stats).zip(kk) {
+        let solved = match fit {
+            Some(fit) => self.solve(g, keep, fit, ridge)?,
+            None => vec![],
+        };
+        self.apply_solved(g, keep, &solved)
+    }
+
+    /// The refitted weights ([cout, k, kh, kw]) and bias of every consumer for `keep`.
+    pub fn solve(&self, g: &Graph, keep: &[usize], fit: &UnitFit, ridge: f64) -> Result<Vec<Refit>> {
+        self.consumer_nodes
+            .iter()
+            .zip(&fit.stats)
+            .map(|(&ni, s)| {
+                let k = const_of(g, g.nodes[ni].inputs[1]).map_or([1, 1], |w| [w.shape()[2], w.shape()[3]]);
                 let (w, b) = s.solve(keep, k[0] * k[1], ridge).ok_or_else(|| Error::Graph(format!("{}: the least-squares fit failed", g.nodes[ni].name)))?;
-                set_weights(g, ni, w, vec![s.cout, keep.len(), k[0], k[1]], b)?;
-            }
+                Ok(Refit { weight: w, shape: vec![s.cout, keep.len(), k[0], k[1]], bias: b })
+            })
+            .collect()
+    }
+
+    /// Prunes the unit to `keep` and writes `solved` (from [`PruneUnit::solve`]; empty: slice
+    /// only) into the consumers.
+    pub fn apply_solved(&self, g: &mut Graph, keep: &[usize], solved: &[Refit]) -> Result<()> {
+        self.prune(g, keep)?;
+        for (&ni, r) in self.consumer_nodes.iter().zip(solved) {
+            set_weights(g, ni, r.weight.clone(), r.shape.clone(), r.bias.clone())?;
         }
         Ok(())
     }

@@ -183,6 +183,9 @@ struct PrunePlan<'a> {
     calib: &'a [Tensor],
     eval: &'a Evaluator,
     cfg: &'a CompressConfig,
+    /// (unit, kept) -> the channels kept and the consumers' refits on the original inputs: the
+    /// table and the refinement ask for the same ones many times.
+    solved: std::collections::HashMap<(usize, usize), (Vec<usize>, Vec<prune::Refit>)>,
 }
 
 impl PrunePlan<'_> {
@@ -199,11 +202,16 @@ impl PrunePlan<'_> {
     }
     fn apply_quick(&mut self, c: &mut Graph, u: usize, r: f64) -> Result<()> {
         let k = self.kept(u, Some(r));
-        let (sel, ridge) = (self.cfg.selection, self.cfg.sampling.ridge);
-        self.fit(u)?;
-        let fit = self.fits[u].as_ref();
-        let keep = self.units[u].choose(self.g, k, sel, fit);
-        self.units[u].apply_with_fit(c, &keep, fit, ridge)
+        if !self.solved.contains_key(&(u, k)) {
+            let (sel, ridge) = (self.cfg.selection, self.cfg.sampling.ridge);
+            self.fit(u)?;
+            let fit = self.fits[u].as_ref().ok_or_else(|| Error::Graph("no fit".into()))?;
+            let keep = self.units[u].choose(self.g, k, sel, Some(fit));
+            let refits = self.units[u].solve(self.g, &keep, fit, ridge)?;
+            self.solved.insert((u, k), (keep, refits));
+        }
+        let (keep, refits) = &self.solved[&(u, k)];
+        self.units[u].apply_solved(c, keep, refits)
     }
 }
 
@@ -316,7 +324,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
                 }
             }
             let n = units.len();
-            Box::new(PrunePlan { g, shapes, units, fits: (0..n).map(|_| None).collect(), scale, calib, eval, cfg })
+            Box::new(PrunePlan { g, shapes, units, fits: (0..n).map(|_| None).collect(), scale, calib, eval, cfg, solved: Default::default() })
         }
     };
     let total = before.macs as f64;

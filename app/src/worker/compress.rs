@@ -1,0 +1,137 @@
+//! The worker's compression job: the greedy search of `qplay compress` on the loaded model, then
+//! both models timed here, FP32 and INT8.
+
+use super::{now, post, DIGITS_X, DIGITS_Y};
+use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Response};
+use qplay_core::eval::{Evaluator, ScoreKind, Target};
+use qplay_core::exec::int8::Int8Executor;
+use qplay_core::npy::read_npy;
+use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::search::compress::{compress, CompressConfig, Method};
+use qplay_core::{Executor, Graph, Limits, Tensor};
+
+/// Median milliseconds of one run of `f`: 7 timings after a warm-up, each of as many runs as
+/// take at least 5 ms (the browser's clock is coarse: a digits model runs in microseconds).
+fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let t0 = now();
+    f()?;
+    let once = (now() - t0).max(0.001);
+    let reps = ((5.0 / once).ceil() as usize).clamp(1, 10_000);
+    let mut t = Vec::with_capacity(7);
+    for _ in 0..7 {
+        let t0 = now();
+        for _ in 0..reps {
+            f()?;
+        }
+        t.push((now() - t0) / reps as f64);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// The first sample of a batch, as a batch of one.
+fn first(x: &Tensor) -> Result<Tensor, String> {
+    let mut shape = x.shape().to_vec();
+    let n = shape.first().copied().unwrap_or(1).max(1);
+    shape[0] = 1;
+    let d = x.to_f32_vec();
+    Tensor::f32(shape, d[..d.len() / n].to_vec()).map_err(|e| e.to_string())
+}
+
+/// FP32 and INT8 (W8A8, BN folded, calibrated on `calib`) medians of `g` on `x`.
+fn latency(g: &Graph, x: &Tensor, calib: &[Tensor], limits: &Limits) -> Result<(f64, f64), String> {
+    let mut fp = Executor::new(g.clone(), limits.clone()).map_err(|e| e.to_string())?;
+    let fp32 = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    let mut sim = QuantSim::new(qplay_core::passes::bn_fold::fold_batch_norms(g.clone()).0, QuantSimConfig::default()).map_err(|e| e.to_string())?;
+    sim.calibrate(calib).map_err(|e| e.to_string())?;
+    let mut int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
+    let int8_ms = median_ms(&mut || int8.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    Ok((fp32, int8_ms))
+}
+
+/// The digits test split in batches the model takes ([N, 64] or [N, 1, 8, 8]), with labels.
+fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String> {
+    let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
+    let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
+    let batches = x
+        .chunks(64 * 64)
+        .map(|c| {
+            let n = c.len() / 64;
+            Tensor::f32(if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec()).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((batches, y))
+}
+
+/// Runs the compression of `g` (input kind `kind`) with `samples` for reconstruction and INT8
+/// calibration and `probe` as the photos scored against the original (digits: the test split).
+pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, CompressResult), String> {
+    let method = match settings.method.as_str() {
+        "spatial-svd" => Method::SpatialSvd,
+        "weight-svd" => Method::WeightSvd,
+        "channel-pruning" => Method::ChannelPruning,
+        other => return Err(format!("unknown compression method '{other}'")),
+    };
+    let limits = Limits::default();
+    let t0 = now();
+    let eval = match kind {
+        InputKind::Digits => {
+            let rank = g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+            let (batches, labels) = digits_test(rank)?;
+            Evaluator { batches, target: Target::Labels(labels), limits: limits.clone() }
+        }
+        _ => Evaluator::against_model(g, probe.to_vec(), limits.clone()).map_err(|e| e.to_string())?,
+    };
+    let x = first(samples.first().ok_or("no calibration samples")?)?;
+    let shapes = qplay_core::cost::infer_shapes(g, &[x.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
+    let cfg = CompressConfig { candidates: settings.candidates.clamp(2, 100) as usize, ..CompressConfig::new(method, settings.target) };
+    let (out, report) = compress(g, &shapes, &cfg, &eval, samples, &mut |stage, done, total| {
+        let stage = match stage {
+            "sensitivity" => "Scoring each layer at each ratio",
+            _ => "Refining the choice",
+        };
+        post(&Response::Progress { job, stage: stage.into(), done, total });
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    post(&Response::Progress { job, stage: "Timing both models (FP32 and INT8)".into(), done: 0, total: 2 });
+    let calib = &samples[..samples.len().min(4)];
+    let before = latency(g, &x, calib, &limits)?;
+    post(&Response::Progress { job, stage: "Timing both models (FP32 and INT8)".into(), done: 1, total: 2 });
+    let after = latency(&out, &x, calib, &limits)?;
+    let (y0, y1) = (eval.outputs(g).map_err(|e| e.to_string())?, eval.outputs(&out).map_err(|e| e.to_string())?);
+    let k = out.outputs.first().and_then(|_| Executor::new(out.clone(), limits.clone()).ok()).and_then(|mut e| e.run(vec![x.clone()]).ok()).and_then(|y| y.first().map(|t| *t.shape().last().unwrap_or(&1))).unwrap_or(1);
+    let layers = report
+        .layers
+        .iter()
+        .zip(&report.table.scores)
+        .map(|(l, scores)| CompressLayer { name: l.name.clone(), ratio: l.ratio, kept: l.kept, of: l.of, macs_before: l.macs_before, macs_after: l.macs_after, scores: scores.clone() })
+        .collect();
+    let result = CompressResult {
+        method: method.name().into(),
+        target: settings.target,
+        unit: match report.score_kind {
+            ScoreKind::AccuracyPct => "%".into(),
+            ScoreKind::SqnrDb => "dB".into(),
+        },
+        baseline: report.baseline_score,
+        score: report.score,
+        selection_score: report.selection_score,
+        macs_before: report.macs_before,
+        macs_after: report.macs_after,
+        params_before: report.params_before,
+        params_after: report.params_after,
+        ratios: report.table.ratios.clone(),
+        layers,
+        trials: report.refine.iter().map(|s| (s.model_ratio, s.score, s.kept)).collect(),
+        selection_ratio: report.selection.model_ratio,
+        evaluations: report.evaluations,
+        eval_samples: eval.batches.iter().map(|b| b.shape()[0]).sum(),
+        points: report.points,
+        seconds: (now() - t0) / 1e3,
+        fp32_ms: (before.0, after.0),
+        int8_ms: (before.1, after.1),
+        top1_agreement: qplay_core::metrics::top1_agreement(&y0, &y1, k),
+    };
+    Ok((out, result))
+}
