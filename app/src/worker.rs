@@ -460,7 +460,7 @@ async fn samples_for(state: &Rc<RefCell<Option<Loaded>>>, job: u32, photos: &[St
             let pre = state.borrow().as_ref().ok_or("load a model first")?.preprocess(height, width)?;
             match payload.dyn_ref::<js_sys::Array>().filter(|a| a.length() > 0) {
                 Some(files) => user_calibration(job, files, n, &pre).await?,
-                None => calibration_photos(job, &photos, n, &pre).await?,
+                None => calibration_photos(job, photos, n, &pre).await?,
             }
         }
         InputKind::Digits => {

@@ -63,7 +63,7 @@ impl Evaluator {
     pub fn score_outputs(&self, y: &[f32]) -> Result<f64> {
         match &self.target {
             Target::Labels(labels) => {
-                if labels.is_empty() || y.len() % labels.len() != 0 {
+                if labels.is_empty() || !y.len().is_multiple_of(labels.len()) {
                     return Err(Error::Input { name: "labels".into(), msg: format!("{} labels for {} output values", labels.len(), y.len()) });
                 }
                 Ok(100.0 * metrics::accuracy(y, labels, y.len() / labels.len()))

@@ -122,16 +122,6 @@ impl Graph {
         self.values.len() - 1
     }
 
-    /// The index of the node that computes `v`.
-    pub fn producer(&self, v: ValueId) -> Option<usize> {
-        self.nodes.iter().position(|n| n.outputs.contains(&v))
-    }
-
-    /// The indices of the nodes that read `v`.
-    pub fn readers(&self, v: ValueId) -> Vec<usize> {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect()
-    }
-
     /// Op-type histogram in first-seen order.
     pub fn op_counts(&self) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = Vec::new();

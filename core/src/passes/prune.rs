@@ -240,16 +240,17 @@ pub fn kept_for_ratio(c: usize, ratio: f64, multiple: usize) -> usize {
 }
 
 impl PruneUnit {
-    /// Node indices of every layer whose MACs scale with the kept share: (node, scales twice).
-    /// A producer that is also a consumer of another unit scales by both units' shares.
+    /// The convs whose output channels are the group's.
     pub fn producer_nodes(&self) -> &[usize] {
         &self.producer_nodes
     }
+    /// The convs whose input channels are the group's.
     pub fn consumer_nodes(&self) -> &[usize] {
         &self.consumer_nodes
     }
-    pub fn depthwise_nodes(&self) -> impl Iterator<Item = usize> + '_ {
-        self.members.iter().copied()
+    /// The channel-preserving nodes inside the group (BatchNorm, activations, depthwise convs).
+    pub fn member_nodes(&self) -> &[usize] {
+        &self.members
     }
 
     /// AIMET's channel magnitudes: `Σ W[:, c, :, :]²` over every consumer.
@@ -447,6 +448,7 @@ impl Stats {
     /// Gathers the statistics of consumer node `ni`: its inputs from `inputs_graph` (the
     /// compressed model so far, or the original) and its outputs from `original` (None: reuse
     /// the pixels and targets of `reuse`).
+    #[allow(clippy::too_many_arguments)]
     fn gather(inputs_graph: &Graph, original: &Graph, ni: usize, shapes: &[Option<Vec<usize>>], batches: &[Tensor], limits: &Limits, sampling: Sampling, reuse: Option<&Stats>) -> Result<Stats> {
         let geo = geometry(original, ni, shapes)?;
         let node = &original.nodes[ni];
@@ -484,7 +486,7 @@ impl Stats {
         let mut base = 0;
         let mut row = Vec::with_capacity(features);
         let mut pi = 0;
-        capture(inputs_graph, batches, limits, in_node.saturating_sub(1).max(0), &[xv], &mut |_, _, t| {
+        capture(inputs_graph, batches, limits, in_node.saturating_sub(1), &[xv], &mut |_, _, t| {
             let s = t.shape();
             let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
             let d = t.as_f32().unwrap_or(&[]);
@@ -612,17 +614,6 @@ pub struct Refit {
 pub struct UnitFit {
     stats: Vec<Stats>,
     pub points: usize,
-}
-
-impl UnitFit {
-    /// Frees the Gram matrices, keeping what [`PruneUnit::apply_sequential`] reuses (the pixels
-    /// and the original outputs there).
-    pub fn shrink(&mut self) {
-        for s in &mut self.stats {
-            s.xtx = Vec::new();
-            s.xty = Vec::new();
-        }
-    }
 }
 
 impl PruneUnit {

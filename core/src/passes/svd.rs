@@ -150,16 +150,6 @@ impl SvdLayer {
         }
     }
 
-    /// Parameters (weights) of the two layers at rank `r`.
-    pub fn weights_at(&self, r: usize) -> u64 {
-        (self.svd.rows + self.svd.cols) as u64 * r as u64
-    }
-
-    /// The singular values, largest first.
-    pub fn singular_values(&self) -> &[f64] {
-        &self.svd.s
-    }
-
     /// Replaces the layer in `g` by its rank-`r` split: nodes `<name>.0` and `<name>.1`, the second
     /// one writing the original output.
     pub fn apply(&self, g: &mut Graph, r: usize) -> Result<()> {

@@ -172,14 +172,16 @@ impl Plan for SvdPlan<'_> {
     }
 }
 
+/// Per node: its MACs and the units whose kept share scales them: as a consumer (input
+/// channels), as a producer (output channels), as a member of the group (a depthwise conv).
+type Scale = (u64, Option<usize>, Option<usize>, Option<usize>);
+
 struct PrunePlan<'a> {
     g: &'a Graph,
     shapes: &'a [Option<Vec<usize>>],
     units: Vec<PruneUnit>,
     fits: Vec<Option<UnitFit>>,
-    /// Per MAC node: (macs, unit whose share scales its input channels, its output channels,
-    /// both at once as a depthwise conv).
-    scale: Vec<(u64, Option<usize>, Option<usize>, Option<usize>)>,
+    scale: Vec<Scale>,
     calib: &'a [Tensor],
     eval: &'a Evaluator,
     cfg: &'a CompressConfig,
@@ -311,7 +313,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
             if units.is_empty() {
                 return Err(Error::Graph("nothing to compress with channel-pruning: no channels run from ungrouped Convs to ungrouped Convs (through BatchNorm, activations, depthwise convs or Adds only)".into()));
             }
-            let mut scale: Vec<(u64, Option<usize>, Option<usize>, Option<usize>)> = g.nodes.iter().map(|n| (cost::node_macs(n, shapes), None, None, None)).collect();
+            let mut scale: Vec<Scale> = g.nodes.iter().map(|n| (cost::node_macs(n, shapes), None, None, None)).collect();
             for (u, unit) in units.iter().enumerate() {
                 for &ni in unit.consumer_nodes() {
                     scale[ni].1 = Some(u);
@@ -319,7 +321,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
                 for &ni in unit.producer_nodes() {
                     scale[ni].2 = Some(u);
                 }
-                for ni in unit.depthwise_nodes() {
+                for &ni in unit.member_nodes() {
                     scale[ni].3 = Some(u);
                 }
             }
