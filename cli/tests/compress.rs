@@ -165,3 +165,19 @@ fn bad_settings_get_one_line_errors() {
         assert!(lines.all(|l| l.starts_with("For more information")), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn svd_then_pruning_beats_aimets_two_stages() {
+    // AIMET's run: spatial SVD to 0.75, then channel pruning of that model to 0.66 (0.495 overall).
+    let calib = digits_calib();
+    let (aimet_score, _) = aimet("digits_mobilenet/ssvd_cp_t0.75_0.66.json");
+    let x = "assets/data/digits_test_x.npy";
+    let args = ["--calib", calib.to_str().unwrap(), "--method", "svd+pruning", "--svd-target", "0.75", "--target-macs", "0.495", "--eval-data", x, "--labels", "assets/data/digits_test_y.npy", "--skip", "/features/features.0/Conv"];
+    let (v, out) = compress("assets/models/digits_mobilenet.onnx", &args, "svd-pruning");
+    assert!(v["score"].as_f64().unwrap() >= aimet_score, "{v} vs AIMET's {aimet_score}");
+    // Both stages' layers are listed: the SVD's, then the pruned halves of the split layers.
+    let names: Vec<&str> = v["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.ends_with("Conv.0")), "{names:?}");
+    let c = onnxruntime_check("assets/models/digits_mobilenet.onnx", &out, x, "svd-pruning");
+    assert!(c["macs_ratio"].as_f64().unwrap() <= 0.495 + 0.02, "{c}");
+}

@@ -8,7 +8,7 @@ use crate::progress::{Progress, Stage};
 use clap::ValueEnum;
 use qplay_core::eval::{Evaluator, Target};
 use qplay_core::passes::prune::{Sampling, Selection};
-use qplay_core::search::compress::{compress, CompressConfig, Method};
+use qplay_core::search::compress::{compress, svd_then_pruning, CompressConfig, Method};
 use std::path::PathBuf;
 
 /// Compress a model to a share of its MACs (SVD or channel pruning), choosing each layer's ratio
@@ -52,6 +52,10 @@ pub struct Args {
     /// Seed of channel pruning's sampling of reconstruction points
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
+    /// svd+pruning: the share of the MACs the SVD stage keeps (default: the square root of
+    /// --target-macs)
+    #[arg(long, value_name = "R", value_parser = parse_target)]
+    svd_target: Option<f64>,
     /// Channel pruning: how the kept channels are chosen
     #[arg(long, value_enum, default_value_t = SelectionArg::Magnitude)]
     selection: SelectionArg,
@@ -81,6 +85,10 @@ enum MethodArg {
     WeightSvd,
     /// Input channels removed (with the producers' output channels), weights refitted
     ChannelPruning,
+    /// Spatial SVD to the square root of the target, then channel pruning to the rest (AIMET's
+    /// recommended order)
+    #[value(name = "svd+pruning")]
+    SvdPruning,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,7 +140,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let method = match a.method {
         MethodArg::SpatialSvd => Method::SpatialSvd,
         MethodArg::WeightSvd => Method::WeightSvd,
-        MethodArg::ChannelPruning => Method::ChannelPruning,
+        MethodArg::ChannelPruning | MethodArg::SvdPruning => Method::ChannelPruning,
     };
     let cfg = CompressConfig {
         candidates: a.candidates as usize,
@@ -148,7 +156,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     };
     let progress = Progress::new(global.quiet);
     let mut stage: Option<Stage> = None;
-    let (out_graph, report) = compress(&g, &shapes, &cfg, &eval, &calib, &mut |name, done, total| {
+    let mut on_progress = |name: &str, done: usize, total: usize| {
         if stage.as_ref().is_none_or(|s| s.name() != name) {
             if let Some(s) = stage.take() {
                 s.finish();
@@ -159,41 +167,54 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             s.set(done);
         }
         true
-    })
-    .map_err(|e| failed_at(&a.model, e))?;
+    };
+    let (out_graph, stages) = if a.method == MethodArg::SvdPruning {
+        let (g2, [r1, r2]) = svd_then_pruning(&g, &shapes, &cfg, a.svd_target, &eval, &calib, &mut on_progress).map_err(|e| failed_at(&a.model, e))?;
+        (g2, vec![r1, r2])
+    } else {
+        let (g2, r) = compress(&g, &shapes, &cfg, &eval, &calib, &mut on_progress).map_err(|e| failed_at(&a.model, e))?;
+        (g2, vec![r])
+    };
+    drop(on_progress);
     if let Some(s) = stage.take() {
         s.finish();
     }
     if let Some(p) = &a.out {
         write_file(p, qplay_core::onnx::export::fp32_model(&out_graph)?)?;
     }
+    let (first, last) = (&stages[0], &stages[stages.len() - 1]);
+    let macs_ratio = last.macs_after as f64 / first.macs_before.max(1) as f64;
+    let params_ratio = last.params_after as f64 / first.params_before.max(1) as f64;
+    let layers: Vec<&qplay_core::search::compress::LayerChoice> = stages.iter().flat_map(|r| &r.layers).collect();
     if let Some(p) = &a.report {
-        write_file(p, serde_json::to_string_pretty(&report).unwrap_or_default())?;
+        let text = if stages.len() == 1 { serde_json::to_string_pretty(first) } else { serde_json::to_string_pretty(&serde_json::json!({ "stages": stages })) };
+        write_file(p, text.unwrap_or_default())?;
     }
-    let unit = match report.score_kind {
+    let unit = match last.score_kind {
         qplay_core::eval::ScoreKind::AccuracyPct => "%",
         qplay_core::eval::ScoreKind::SqnrDb => "dB",
     };
+    let name = a.method.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string());
     if a.json {
         let j = serde_json::json!({
-            "method": method.name(),
+            "method": name,
             "target_macs": a.target_macs,
-            "macs_ratio": report.macs_ratio,
-            "params_ratio": report.params_ratio,
-            "score": report.score,
-            "baseline_score": report.baseline_score,
-            "score_kind": report.score_kind,
-            "selection_score": report.selection_score,
-            "evaluations": report.evaluations,
-            "layers": report.layers,
+            "macs_ratio": macs_ratio,
+            "params_ratio": params_ratio,
+            "score": last.score,
+            "baseline_score": first.baseline_score,
+            "score_kind": last.score_kind,
+            "selection_score": last.selection_score,
+            "evaluations": stages.iter().map(|r| r.evaluations).sum::<usize>(),
+            "layers": layers,
         });
         out!("{j}");
     } else {
-        out!("{}: MACs {} -> {} ({:.4} of the original, target {}), parameters {:.4}", method.name(), report.macs_before, report.macs_after, report.macs_ratio, a.target_macs, report.params_ratio);
-        out!("score {:.2} {unit} (original {:.2} {unit}; greedy selection {:.2} {unit}), {} evaluations", report.score, report.baseline_score, report.selection_score, report.evaluations);
-        for l in &report.layers {
+        out!("{name}: MACs {} -> {} ({macs_ratio:.4} of the original, target {}), parameters {params_ratio:.4}", first.macs_before, last.macs_after, a.target_macs);
+        out!("score {:.2} {unit} (original {:.2} {unit}; greedy selection {:.2} {unit}), {} evaluations", last.score, first.baseline_score, last.selection_score, stages.iter().map(|r| r.evaluations).sum::<usize>());
+        for (r, l) in stages.iter().flat_map(|r| r.layers.iter().map(move |l| (r, l))) {
             match l.ratio {
-                Some(r) => out!("  {:<28} ratio {r:.2}  {} {}/{}  MACs {} -> {}", l.name, if method == Method::ChannelPruning { "channels" } else { "rank" }, l.kept, l.of, l.macs_before, l.macs_after),
+                Some(x) => out!("  {:<28} ratio {x:.2}  {} {}/{}  MACs {} -> {}", l.name, if r.method == Method::ChannelPruning { "channels" } else { "rank" }, l.kept, l.of, l.macs_before, l.macs_after),
                 None => out!("  {:<28} kept", l.name),
             }
         }

@@ -412,3 +412,19 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
     };
     Ok((out, report))
 }
+
+/// AIMET's recommended order, spatial SVD then channel pruning, to `cfg.target` of the original
+/// MACs: SVD to `svd_target` (None: √target) first, then channel pruning of the result (whose SVD
+/// halves it can prune too) to the rest. Returns the model and both stages' reports (each against
+/// its own input).
+pub fn svd_then_pruning(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, svd_target: Option<f64>, eval: &Evaluator, calib: &[Tensor], progress: &mut greedy_ratio::Progress) -> Result<(Graph, [CompressReport; 2])> {
+    let t1 = svd_target.unwrap_or(cfg.target.sqrt()).clamp(cfg.target, 1.0);
+    let first = CompressConfig { method: Method::SpatialSvd, target: t1, ..cfg.clone() };
+    let (mid, r1) = compress(g, shapes, &first, eval, calib, progress)?;
+    let given: Vec<Vec<usize>> = g.inputs.iter().map(|&i| shapes.get(i).cloned().flatten().unwrap_or_default()).collect();
+    let mid_shapes = cost::infer_shapes(&mid, &given, &eval.limits)?;
+    // The skipped nodes keep their names through the split (a skipped node is never split).
+    let second = CompressConfig { method: Method::ChannelPruning, target: (cfg.target / r1.macs_ratio).min(1.0), ..cfg.clone() };
+    let (out, r2) = compress(&mid, &mid_shapes, &second, eval, calib, progress)?;
+    Ok((out, [r1, r2]))
+}
