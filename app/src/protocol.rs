@@ -44,6 +44,8 @@ pub enum Request {
     /// Compress the loaded model (payload: the user's calibration files, as for Quantize); the
     /// bundled photos or training digits otherwise.
     Compress { job: u32, settings: CompressSettings, photos: Vec<String> },
+    /// The last compressed model as ONNX (answered with Exported and the bytes).
+    ExportCompressed { job: u32 },
 }
 
 /// A quantization recipe as the page offers it.

@@ -112,6 +112,12 @@ fn image_settings(state: &Rc<RefCell<Option<Loaded>>>) -> Result<Preprocess, Str
     loaded.preprocess(height, width)
 }
 
+/// A download's file name stem from the model's name ("Digits MobileNet" or "digits_mobilenet.onnx"
+/// both give "digits_mobilenet").
+fn file_stem(name: &str) -> String {
+    name.trim_end_matches(".onnx").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '_' }).collect()
+}
+
 fn job_of(r: &Request) -> u32 {
     match r {
         Request::Load { job, .. }
@@ -123,7 +129,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Histogram { job, .. }
         | Request::SetPreprocess { job, .. }
         | Request::EvalSet { job, .. }
-        | Request::Compress { job, .. } => *job,
+        | Request::Compress { job, .. }
+        | Request::ExportCompressed { job } => *job,
     }
 }
 
@@ -250,7 +257,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_ref().ok_or("load a model first")?;
             let sim = loaded.sim.as_ref().ok_or("quantize the model first")?;
             let bytes = if qdq { qplay_core::onnx::export::qdq_model(sim) } else { qplay_core::onnx::export::fp32_model(sim.graph()) }.map_err(|e| e.to_string())?;
-            let stem = loaded.name.trim_end_matches(".onnx");
+            let stem = file_stem(&loaded.name);
             PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
             Ok(Response::Exported { job, file_name: format!("{stem}.{}.onnx", if qdq { "qdq" } else { "fp32-transformed" }) })
         }
@@ -331,6 +338,14 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (out, result) = compress::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
             loaded.compressed = Some(out);
             Ok(Response::Compressed { job, result })
+        }
+        Request::ExportCompressed { job } => {
+            let guard = state.borrow();
+            let loaded = guard.as_ref().ok_or("load a model first")?;
+            let g = loaded.compressed.as_ref().ok_or("compress the model first")?;
+            let bytes = qplay_core::onnx::export::fp32_model(g).map_err(|e| e.to_string())?;
+            PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
+            Ok(Response::Exported { job, file_name: format!("{}.compressed.onnx", file_stem(&loaded.name)) })
         }
         Request::Quantize { job, config, photos } => {
             // The per-layer analysis always uses the same probe samples (4 photos / 128 digits), so

@@ -631,6 +631,25 @@ test("compress digits MobileNet: channel pruning to half the MACs beats AIMET's 
   const r = await checkCompressed(10, 0.5);
   assert.equal(r.layers, 3);
   assert.ok(r.score >= aimetScore, `page ${r.score} % vs AIMET ${aimetScore} %`);
+  // The compressed model downloads, and onnxruntime-web gives it the page's accuracy.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="compress-download"]')]);
+  assert.equal(download.suggestedFilename(), "digits_mobilenet.compressed.onnx");
+  const file = path.join(root, "tests/output/digits_mobilenet.compressed.onnx");
+  await download.saveAs(file);
+  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
+  const npy = (f) => { const b = fs.readFileSync(path.join(root, f)); const h = b.readUInt16LE(8); return b.subarray(10 + h); };
+  const xs = npy("assets/data/digits_test_x.npy"), ys = npy("assets/data/digits_test_y.npy");
+  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
+  // Labels are uint8, one byte each.
+  let correct = 0;
+  for (let i = 0; i < 450; i++) {
+    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
+    const top = out.indexOf(Math.max(...out));
+    correct += top === ys[i] ? 1 : 0;
+  }
+  assert.equal((100 * correct / 450).toFixed(3), r.score.toFixed(3));
   assert.deepEqual(consoleErrors, []);
 });
 

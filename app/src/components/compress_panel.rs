@@ -224,6 +224,12 @@ pub fn CompressPanel() -> impl IntoView {
                                 r.points.map(|p| format!("; least squares on up to {p} points per layer")).unwrap_or_default())}
                         </p>
                         <Latency r=r.clone()/>
+                        <button data-testid="compress-download" disabled=busy on:click=move |_| {
+                            state.start("Exporting the compressed model…");
+                            if let Err(e) = bridge::send(&Request::ExportCompressed { job: bridge::next_job() }, wasm_bindgen::JsValue::UNDEFINED) {
+                                state.fail(e);
+                            }
+                        }>"Download the compressed model (ONNX)"</button>
                         <div class="charts">
                             <Heatmap r=r.clone()/>
                             <Tradeoff r=r.clone()/>
