@@ -99,8 +99,13 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
     let before = latency(g, &x, calib, &limits)?;
     post(&Response::Progress { job, stage: "Timing both models (FP32 and INT8)".into(), done: 1, total: 2 });
     let after = latency(&out, &x, calib, &limits)?;
-    let (y0, y1) = (eval.outputs(g).map_err(|e| e.to_string())?, eval.outputs(&out).map_err(|e| e.to_string())?);
-    let k = out.outputs.first().and_then(|_| Executor::new(out.clone(), limits.clone()).ok()).and_then(|mut e| e.run(vec![x.clone()]).ok()).and_then(|y| y.first().map(|t| *t.shape().last().unwrap_or(&1))).unwrap_or(1);
+    // Scored against the original's outputs, the evaluator already holds them.
+    let y0 = match &eval.target {
+        Target::Reference(r) => r.clone(),
+        Target::Labels(_) => eval.outputs(g).map_err(|e| e.to_string())?,
+    };
+    let y1 = eval.outputs(&out).map_err(|e| e.to_string())?;
+    let k = g.outputs.first().and_then(|&o| shapes[o].as_ref()).and_then(|s| s.last().copied()).unwrap_or(1);
     let layers = report
         .layers
         .iter()

@@ -318,7 +318,8 @@ impl PruneUnit {
         }
         for &ni in &self.members {
             let n = &g.nodes[ni];
-            let rank = n.outputs.first().map_or(4, |_| 4);
+            // A group's values are [N, C, H, W]: its producers and consumers are 2-D convs.
+            let rank = 4;
             let ins: Vec<ValueId> = n.inputs.iter().skip(1).flatten().copied().filter(|&v| g.consts[v].is_some()).collect();
             let is_conv = matches!(n.op, Op::Conv { .. });
             for v in ins {
