@@ -51,6 +51,9 @@ pub enum Request {
 /// A quantization recipe as the page offers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantConfig {
+    /// Quantize the last compressed model instead of the loaded one.
+    #[serde(default)]
+    pub compressed: bool,
     /// Quantizer placement exactly as AIMET's default config (else qplay's).
     pub aimet_compatible: bool,
     /// Data-free quantization first: cross-layer equalization (function-preserving in qplay
@@ -116,7 +119,8 @@ impl QuantConfig {
     /// A short human-readable name, e.g. "W8A8 per-tensor + DFQ".
     pub fn label(&self) -> String {
         format!(
-            "W{}A{} {}{}{}{}{}{}",
+            "{}W{}A{} {}{}{}{}{}{}",
+            if self.compressed { "compressed, " } else { "" },
             self.weight_bits,
             self.act_bits,
             if self.per_channel { "per-channel" } else { "per-tensor" },
@@ -413,4 +417,8 @@ pub struct CompressResult {
     pub int8_ms: (f64, f64),
     /// Top-1 agreement of the compressed model with the original on the evaluation samples.
     pub top1_agreement: f64,
+    /// A classifier's top 3 on each evaluation photo (up to 8): (original, compressed).
+    pub compare: Vec<(Vec<Prediction>, Vec<Prediction>)>,
+    /// Digits: accuracy in % per class on the test split, (original, compressed).
+    pub class_accuracy: Vec<(f64, f64)>,
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub set_eval: RwSignal<Option<(usize, SetEval)>>,
     /// The last compression of the loaded model.
     pub compress: RwSignal<Option<CompressResult>>,
+    /// Quantize the compressed model (step 7's result) rather than the loaded one.
+    pub quantize_compressed: RwSignal<bool>,
 }
 
 impl AppState {
@@ -93,7 +95,16 @@ impl AppState {
             calibration_photos: RwSignal::new(None),
             set_eval: RwSignal::new(None),
             compress: RwSignal::new(None),
+            quantize_compressed: RwSignal::new(false),
         }
+    }
+    /// Class `i`'s name: the user's labels; else ImageNet's names for a 1000-class model; else
+    /// the index.
+    pub fn class_name(&self, i: usize) -> String {
+        self.user_labels
+            .with(|u| u.as_ref().and_then(|(_, l)| l.get(i).cloned()))
+            .or_else(|| self.labels.with(|l| if l.len() == 1000 && self.user_labels.with(Option::is_none) { l.get(i).cloned() } else { None }))
+            .unwrap_or_else(|| format!("class {i}"))
     }
     pub fn fail(&self, msg: impl Into<String>) {
         self.error.set(Some(msg.into()));

@@ -354,6 +354,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t0 = now();
+            // The chain compress -> quantize: the compressed model in place of the loaded one.
+            let source = if config.compressed { loaded.compressed.clone().ok_or("compress the model first")? } else { loaded.graph.clone() };
             let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
             let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
             let mut cle_choices = Vec::new();
@@ -362,7 +364,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 let (g, r) = if config.cle_measured && !config.aimet_compatible {
                     // Calibrate and score each candidate on the first 8 photos (one batch of digits).
                     let search = qplay_core::passes::cle_select::leading_samples(&samples, 8);
-                    let (g, r, sel) = qplay_core::passes::cle_select::select_equalization(&loaded.graph, &cfg, search, search, &mut |done, total| {
+                    let (g, r, sel) = qplay_core::passes::cle_select::select_equalization(&source, &cfg, search, search, &mut |done, total| {
                         post(&Response::Progress { job, stage: "Measuring equalization per layer set".into(), done, total });
                         true
                     })
@@ -370,7 +372,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                     cle_choices = sel.sets.into_iter().map(|s| CleChoice { layers: s.layers, equalized: s.equalized, with_db: s.with_db, without_db: s.without_db }).collect();
                     (g, r)
                 } else {
-                    equalize_with(loaded.graph.clone(), if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving })
+                    equalize_with(source, if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving })
                 };
                 let scaled: std::collections::HashSet<&String> = r.sets.iter().flat_map(|(names, _)| names.iter()).collect();
                 let cle = r
@@ -382,7 +384,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                     .collect();
                 (g, r.bn_folded, cle, r.output_stats)
             } else {
-                let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(loaded.graph.clone());
+                let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(source);
                 let stats = fold.output_stats();
                 (g, fold.folded.len(), Vec::new(), stats)
             };
@@ -703,7 +705,7 @@ fn summarize(name: &str, g: &Graph, info: &ModelInfo, cost: Option<qplay_core::c
 /// The `k` best classes with their probabilities: the softmax of the outputs, unless the model
 /// already gives probabilities (every output in [0, 1], summing to 1 within a few 8-bit steps, as
 /// a model ending in a Softmax does).
-fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
+pub(crate) fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
     let total: f32 = logits.iter().sum();
     let probabilities = logits.iter().all(|v| (0.0..=1.0).contains(v)) && (total - 1.0).abs() < 0.02;
     let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);

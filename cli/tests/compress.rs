@@ -1,8 +1,9 @@
 //! `qplay compress`: each compressed model runs in onnxruntime with qplay's outputs and the MACs
 //! onnx's own shape inference counts; at AIMET 2.42's settings (the shared figures in
 //! tests/aimet/compression) qplay's score is at least AIMET's; EfficientNet-Lite0, which AIMET
-//! cannot prune as it is, is pruned through its depthwise chains and residual blocks; bad
-//! settings get one-line errors.
+//! cannot prune as it is, is pruned through its depthwise chains and residual blocks; a compressed
+//! model is quantized in the same flow and its QDQ export runs in onnxruntime; bad settings get
+//! one-line errors.
 
 mod common;
 
@@ -167,14 +168,41 @@ fn bad_settings_get_one_line_errors() {
 }
 
 #[test]
-fn svd_then_pruning_beats_aimets_two_stages() {
+fn svd_then_pruning_beats_aimets_two_stages_and_quantizes_in_the_same_flow() {
     // AIMET's run: spatial SVD to 0.75, then channel pruning of that model to 0.66 (0.495 overall).
     let calib = digits_calib();
     let (aimet_score, _) = aimet("digits_mobilenet/ssvd_cp_t0.75_0.66.json");
     let x = "assets/data/digits_test_x.npy";
-    let args = ["--calib", calib.to_str().unwrap(), "--method", "svd+pruning", "--svd-target", "0.75", "--target-macs", "0.495", "--eval-data", x, "--labels", "assets/data/digits_test_y.npy", "--skip", "/features/features.0/Conv"];
+    let (qdq, enc, transformed) = (tmp("svd-pruning.qdq.onnx"), tmp("svd-pruning.enc.json"), tmp("svd-pruning.t.onnx"));
+    // In the same flow, the compressed model is equalized (DFQ) and quantized W8A8 per channel.
+    let quant = ["--quantize", "--recipe", "dfq", "--per-channel", "--qdq-out", qdq.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--transformed-out", transformed.to_str().unwrap()];
+    let mut args = vec!["--calib", calib.to_str().unwrap(), "--method", "svd+pruning", "--svd-target", "0.75", "--target-macs", "0.495", "--eval-data", x, "--labels", "assets/data/digits_test_y.npy", "--skip", "/features/features.0/Conv"];
+    args.extend_from_slice(&quant);
     let (v, out) = compress("assets/models/digits_mobilenet.onnx", &args, "svd-pruning");
     assert!(v["score"].as_f64().unwrap() >= aimet_score, "{v} vs AIMET's {aimet_score}");
+    // The quantized score is what `qplay eval` measures on the transformed model with the
+    // encodings, and it stays within a point of the compressed FP32 model's.
+    let q = v["quantized_score"].as_f64().unwrap();
+    let (t, e) = (transformed.to_str().unwrap(), enc.to_str().unwrap());
+    let ev = eval_json(&["eval", t, "--data", x, "--labels", "assets/data/digits_test_y.npy", "--encodings", e, "--json"]);
+    assert!((ev["accuracy"].as_f64().unwrap() * 100.0 - q).abs() < 1e-9, "{ev} vs {v}");
+    assert!(q >= v["score"].as_f64().unwrap() - 1.0, "{v}");
+    // The QDQ export runs in onnxruntime with qplay's simulated outputs, within one output step
+    // and with every top-1 equal: in its default session (fused integer kernels) where those are
+    // exact on this CPU, as written otherwise.
+    let sim = tmp("svd-pruning.sim.npy");
+    qplay(&["eval", t, "--data", x, "--encodings", e, "--output", sim.to_str().unwrap()]);
+    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["tests/interop/check_qdq.py", qdq.to_str().unwrap(), x, sim.to_str().unwrap(), e])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c: Value = serde_json::from_slice(&o.stdout).unwrap();
+    println!("svd-pruning quantized: {c}");
+    let path = if fused_exact(&c) { "optimized" } else { "literal" };
+    assert!(c[path]["max_steps"].as_f64().unwrap() <= 1.0 + 1e-3, "{c}");
+    assert_eq!(c[path]["top1_agreement"].as_f64(), Some(1.0), "{c}");
     // Both stages' layers are listed: the SVD's, then the pruned halves of the split layers.
     let names: Vec<&str> = v["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert!(names.iter().any(|n| n.ends_with("Conv.0")), "{names:?}");

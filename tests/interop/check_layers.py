@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+import ort_u8s8
 from onnx import helper
 
 
@@ -118,6 +119,7 @@ def main():
         **{f"{k}_max_steps": worst[k][0] for k in worst},
         **{f"{k}_worst_layer": worst[k][1] for k in worst},
         **{f"{k}_off_share": off[k] / max(total, 1) for k in off},
+        "fused_exact": ort_u8s8.exact(),
     }))
 
 

@@ -7,7 +7,8 @@ graph optimizations disabled (the QDQ graph executed as written, in float) and e
 default session: onnxruntime fuses QDQ patterns into its integer kernels), the top-1 agreement and the
 SQNR of onnxruntime's outputs against qplay's for each; and, as the yardstick, the SQNR between
 onnxruntime's outputs on the inputs and on the inputs perturbed by ~1e-6 relative noise, and how
-far onnxruntime's two paths (literal and optimized) are from each other in output steps.
+far onnxruntime's two paths (literal and optimized) are from each other in output steps; and
+"fused_exact": whether onnxruntime's fused kernels sum exactly on this CPU (see ort_u8s8.py).
 The model must pass onnx's checker.
 """
 import json
@@ -16,6 +17,7 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+import ort_u8s8
 
 
 def sqnr(ref, y):
@@ -55,6 +57,7 @@ def main():
             noise = np.random.default_rng(0).standard_normal(x.shape)
             out[label]["self_sqnr_db"] = sqnr(y, run((x * (1 + 1e-6 * noise)).astype(np.float32)))
     out["optimized_vs_literal_max_steps"] = float(np.abs(ys["optimized"] - ys["literal"]).max() / step)
+    out["fused_exact"] = ort_u8s8.exact()
     print(json.dumps(out))
 
 

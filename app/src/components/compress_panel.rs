@@ -169,6 +169,76 @@ fn Latency(r: CompressResult) -> impl IntoView {
     }
 }
 
+/// The original FP32 model against the compressed one: a classifier's top 3 on each evaluation
+/// photo, or the digits' accuracy per class.
+#[component]
+fn Compare(r: CompressResult) -> impl IntoView {
+    let state = expect_context::<AppState>();
+    if !r.class_accuracy.is_empty() {
+        let (bw, gap, left, h) = (14.0, 10.0, 30.0, 120.0);
+        let n = r.class_accuracy.len();
+        let width = left + (2.0 * bw + gap) * n as f64 + 10.0;
+        let y = |a: f64| 8.0 + h * (1.0 - a / 100.0);
+        let bars = r
+            .class_accuracy
+            .iter()
+            .enumerate()
+            .map(|(c, &(a, b))| {
+                let x = left + (2.0 * bw + gap) * c as f64;
+                view! {
+                    <g data-testid="class-acc" data-class=c.to_string() data-before=format!("{a:.2}") data-after=format!("{b:.2}")>
+                        <rect class="bar-before" x=x y=y(a) width=bw - 1.0 height=h - y(a) + 8.0><title>{format!("{}: original {a:.1} %", state.class_name(c))}</title></rect>
+                        <rect class="bar-after" x=x + bw y=y(b) width=bw - 1.0 height=h - y(b) + 8.0><title>{format!("{}: compressed {b:.1} %", state.class_name(c))}</title></rect>
+                        <text x=x + bw y=h + 22.0 text-anchor="middle" class="axis">{c.to_string()}</text>
+                    </g>
+                }
+            })
+            .collect_view();
+        let grid = [0.0, 50.0, 100.0].map(|a| view! { <line x1=left x2=width - 10.0 y1=y(a) y2=y(a) class="grid"/><text x=left - 4.0 y=y(a) + 4.0 text-anchor="end" class="axis">{format!("{a:.0}")}</text> }).collect_view();
+        return view! {
+            <figure class="chart" data-testid="compress-compare">
+                <svg width=width height=h + 30.0 role="img" aria-label="Accuracy per digit, original and compressed">{grid}{bars}</svg>
+                <figcaption>"Accuracy (%) per digit on the test split: "<span class="key-before">"original FP32"</span>" and "<span class="key-after">"compressed FP32"</span>"."</figcaption>
+            </figure>
+        }
+        .into_any();
+    }
+    if r.compare.is_empty() {
+        return ().into_any();
+    }
+    // The evaluation photos are the first calibration photos: the user's files, or the bundled ones.
+    let names: Vec<String> = if state.calibration_photos.get_untracked().is_some() { Vec::new() } else { PHOTOS.iter().map(|(_, n)| n.to_string()).collect() };
+    let cell = move |preds: &[crate::protocol::Prediction]| {
+        preds
+            .iter()
+            .map(|p| view! { <li data-class=p.class.to_string()><span class="label">{state.class_name(p.class)}</span>" "<span class="pct">{format!("{:.1} %", p.prob * 100.0)}</span></li> })
+            .collect_view()
+    };
+    let rows = r
+        .compare
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let same = a.first().map(|p| p.class) == b.first().map(|p| p.class);
+            view! {
+                <tr data-testid="compare-row" data-same=same.to_string()>
+                    <td>{names.get(i).cloned().unwrap_or_else(|| format!("sample {}", i + 1))}</td>
+                    <td><ol class="top3">{cell(a)}</ol></td>
+                    <td class=if same { "agree" } else { "disagree" }><ol class="top3">{cell(b)}</ol></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="compare" data-testid="compress-compare">
+            <caption>"Top 3 on the evaluation photos: the original FP32 model against the compressed one (red: the top-1 changed)."</caption>
+            <thead><tr><th>"photo"</th><th>"original"</th><th>"compressed"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
 #[component]
 pub fn CompressPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
@@ -230,11 +300,20 @@ pub fn CompressPanel() -> impl IntoView {
                                 state.fail(e);
                             }
                         }>"Download the compressed model (ONNX)"</button>
+                        " "
+                        <button data-testid="compress-quantize" disabled=busy title="Step 3 then quantizes this compressed model (DFQ, AdaRound, any bit-width); its QDQ download is the compressed and quantized model."
+                            on:click=move |_| {
+                                state.quantize_compressed.set(true);
+                                if let Some(h) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("q-h")) {
+                                    h.scroll_into_view();
+                                }
+                            }>"Quantize the compressed model →"</button>
                         <div class="charts">
                             <Heatmap r=r.clone()/>
                             <Tradeoff r=r.clone()/>
                         </div>
-                        <LayerMacs r=r/>
+                        <LayerMacs r=r.clone()/>
+                        <Compare r=r/>
                     }
                 })}
             </section>

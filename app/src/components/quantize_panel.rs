@@ -107,7 +107,8 @@ pub fn QuantizePanel() -> impl IntoView {
         }
     });
     let busy = move || state.busy.get() != Busy::Idle;
-    let config = move || QuantConfig { aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
+    let compressed = move || state.quantize_compressed.get() && state.compress.get().is_some();
+    let config = move || QuantConfig { compressed: compressed(), aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
@@ -152,6 +153,15 @@ pub fn QuantizePanel() -> impl IntoView {
                             on:click=move |_| { wbits.set(w); abits.set(a); per_channel.set(pc); dfq.set(eq); bc.set(eq); ada.set(it); }>{label}</button>
                     }).collect_view()}
                 </div>
+                {move || state.compress.get().map(|r| view! {
+                    <p class="chain">
+                        <label title="Quantize the model step 7 compressed: the predictions then compare the original FP32 model with the compressed and quantized one, and the QDQ download is the compressed model quantized.">
+                            <input type="checkbox" data-testid="quantize-compressed" prop:checked=move || state.quantize_compressed.get()
+                                on:change=move |ev| state.quantize_compressed.set(event_target_checked(&ev))/>
+                            {format!(" quantize the compressed model ({}, {:.2} of the MACs) instead of the original", r.method, r.macs_after as f64 / r.macs_before.max(1) as f64)}
+                        </label>
+                    </p>
+                })}
                 <div class="custom">
                     <label for="wbits">"weight bits "</label>{bits_select(wbits, 2..=8, "wbits")}
                     <label for="abits">" activation bits "</label>{bits_select(abits, 4..=8, "abits")}

@@ -6,14 +6,9 @@ use leptos::prelude::*;
 #[component]
 pub fn Results() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let class_name = move |i: usize| -> String {
-        // The user's labels; else ImageNet's names for a 1000-class model; else the index.
-        state
-            .user_labels
-            .with(|u| u.as_ref().and_then(|(_, l)| l.get(i).cloned()))
-            .or_else(|| state.labels.with(|l| if l.len() == 1000 && state.user_labels.with(Option::is_none) { l.get(i).cloned() } else { None }))
-            .unwrap_or_else(|| format!("class {i}"))
-    };
+    // The INT8 side is the compressed model once the user quantized that one.
+    let compressed = move || state.quant.get().is_some_and(|q| q.config.compressed);
+    let class_name = move |i: usize| state.class_name(i);
     let photo = move || {
         state.classification.get().map(|(name, c)| {
             if let Some(map) = c.map.clone() {
@@ -51,7 +46,7 @@ pub fn Results() -> impl IntoView {
                 }).collect_view();
                 view! {
                     <div class="column">
-                        <h3>"INT8 (integer engine)"</h3>
+                        <h3 data-testid="int8-title">{move || if compressed() { "Compressed + INT8 (integer engine)" } else { "INT8 (integer engine)" }}</h3>
                         <p class="top1">"Top-1: "<strong data-testid="int8-top1" data-class=q1.to_string()>{class_name(q1)}</strong>
                             <span class=if agree { "agree" } else { "disagree" }>{if agree { " — same as FP32" } else { " — differs from FP32" }}</span></p>
                         <ol class="top5">{qrows}</ol>
@@ -87,7 +82,7 @@ pub fn Results() -> impl IntoView {
             let int8 = d.int8.map(|(correct, ms, sqnr)| {
                 let a = 100.0 * correct as f64 / d.n.max(1) as f64;
                 view! {
-                    <p class="top1">"INT8: "<strong data-testid="int8-accuracy">{format!("{a:.2}%")}</strong>
+                    <p class="top1"><span data-testid="int8-title">{move || if compressed() { "Compressed + INT8: " } else { "INT8: " }}</span><strong data-testid="int8-accuracy">{format!("{a:.2}%")}</strong>
                         {format!(" ({correct} of {} correct) in {ms:.1} ms, ", d.n)}
                         <span data-testid="sqnr" data-db=format!("{sqnr:.3}")>{format!("logits SQNR vs FP32 {sqnr:.1} dB")}</span></p>
                 }

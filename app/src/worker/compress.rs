@@ -105,7 +105,19 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         Target::Labels(_) => eval.outputs(g).map_err(|e| e.to_string())?,
     };
     let y1 = eval.outputs(&out).map_err(|e| e.to_string())?;
-    let k = g.outputs.first().and_then(|&o| shapes[o].as_ref()).and_then(|s| s.last().copied()).unwrap_or(1);
+    let out_shape = g.outputs.first().and_then(|&o| shapes[o].as_ref());
+    let k = out_shape.and_then(|s| s.last().copied()).unwrap_or(1).max(1);
+    // A classifier's outputs ([1, classes]) side by side; maps are compared by the SQNR only.
+    let classifier = out_shape.is_some_and(|s| s.len() == 2) && k > 1;
+    let compare = if classifier && matches!(kind, InputKind::Image { .. }) {
+        y0.chunks(k).zip(y1.chunks(k)).take(8).map(|(a, b)| (super::top_k(a, 3), super::top_k(b, 3))).collect()
+    } else {
+        Vec::new()
+    };
+    let class_accuracy = match &eval.target {
+        Target::Labels(labels) if classifier => per_class_accuracy(&y0, &y1, labels, k),
+        _ => Vec::new(),
+    };
     let layers = report
         .layers
         .iter()
@@ -137,6 +149,22 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         fp32_ms: (before.0, after.0),
         int8_ms: (before.1, after.1),
         top1_agreement: qplay_core::metrics::top1_agreement(&y0, &y1, k),
+        compare,
+        class_accuracy,
     };
     Ok((out, result))
+}
+
+/// Accuracy in % per class of both models' outputs (rows of `k`) against `labels`.
+fn per_class_accuracy(y0: &[f32], y1: &[f32], labels: &[i64], k: usize) -> Vec<(f64, f64)> {
+    let argmax = |r: &[f32]| qplay_core::metrics::argmax(r) as i64;
+    let mut counts = vec![(0usize, 0usize, 0usize); k];
+    for ((a, b), &l) in y0.chunks(k).zip(y1.chunks(k)).zip(labels) {
+        if let Some(c) = usize::try_from(l).ok().and_then(|l| counts.get_mut(l)) {
+            c.0 += 1;
+            c.1 += usize::from(argmax(a) == l);
+            c.2 += usize::from(argmax(b) == l);
+        }
+    }
+    counts.iter().map(|&(n, a, b)| if n == 0 { (0.0, 0.0) } else { (100.0 * a as f64 / n as f64, 100.0 * b as f64 / n as f64) }).collect()
 }

@@ -1,6 +1,7 @@
 //! `qplay compress`: spatial SVD, weight SVD or channel pruning to a MAC target, with AIMET's greedy per-layer
 //! ratio search scored on the user's data; writes the compressed FP32 model and a report.
 
+use crate::cmd::quantize::{quantize_graph, QuantOptions, Quantized};
 use crate::common::{failed_at, write_file, CliError, CliResult, Global};
 use crate::data::{self, Settings};
 use crate::out;
@@ -72,6 +73,22 @@ pub struct Args {
     /// Write the report: the sensitivity table, the search, the choices and the costs
     #[arg(long, value_name = "REPORT.json")]
     report: Option<PathBuf>,
+    /// Then quantize the compressed model (calibrated on --calib) by the options below, and score
+    /// it as the compressed model is scored
+    #[arg(long)]
+    quantize: bool,
+    #[command(flatten, next_help_heading = "Quantization of the compressed model (with --quantize)")]
+    quant: QuantOptions,
+    /// With --quantize: write the compressed and quantized model as QDQ ONNX
+    #[arg(long, value_name = "QDQ.onnx", requires = "quantize")]
+    qdq_out: Option<PathBuf>,
+    /// With --quantize: write the encodings (AIMET's JSON format)
+    #[arg(long, value_name = "E.json", requires = "quantize")]
+    encodings: Option<PathBuf>,
+    /// With --quantize: write the transformed FP32 model the encodings refer to (the compressed
+    /// model with BN folded, and equalized or AdaRounded by the recipe)
+    #[arg(long, value_name = "TRANSFORMED.onnx", requires = "quantize")]
+    transformed_out: Option<PathBuf>,
     /// Print {"macs_ratio", "params_ratio", "score", "baseline_score", "layers": [...]} as one line
     #[arg(long)]
     json: bool,
@@ -182,6 +199,22 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     if let Some(p) = &a.out {
         write_file(p, qplay_core::onnx::export::fp32_model(&out_graph)?)?;
     }
+    let quantized = if a.quantize {
+        let Quantized { sim, .. } = quantize_graph(out_graph, &a.quant, &[], a.seed, &calib, &progress)?;
+        let export = qplay_core::onnx::export::qdq_model(&sim)?;
+        if let Some(p) = &a.qdq_out {
+            write_file(p, export)?;
+        }
+        if let Some(p) = &a.encodings {
+            write_file(p, serde_json::to_string_pretty(&sim.to_aimet_json()).unwrap_or_default())?;
+        }
+        if let Some(p) = &a.transformed_out {
+            write_file(p, qplay_core::onnx::export::fp32_model(sim.graph())?)?;
+        }
+        Some(simulated_score(&sim, &eval)?)
+    } else {
+        None
+    };
     let (first, last) = (&stages[0], &stages[stages.len() - 1]);
     let macs_ratio = last.macs_after as f64 / first.macs_before.max(1) as f64;
     let params_ratio = last.params_after as f64 / first.params_before.max(1) as f64;
@@ -206,12 +239,16 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             "score_kind": last.score_kind,
             "selection_score": last.selection_score,
             "evaluations": stages.iter().map(|r| r.evaluations).sum::<usize>(),
+            "quantized_score": quantized,
             "layers": layers,
         });
         out!("{j}");
     } else {
         out!("{name}: MACs {} -> {} ({macs_ratio:.4} of the original, target {}), parameters {params_ratio:.4}", first.macs_before, last.macs_after, a.target_macs);
         out!("score {:.2} {unit} (original {:.2} {unit}; greedy selection {:.2} {unit}), {} evaluations", last.score, first.baseline_score, last.selection_score, stages.iter().map(|r| r.evaluations).sum::<usize>());
+        if let Some(q) = quantized {
+            out!("quantized ({}): score {q:.2} {unit}", a.quant.describe());
+        }
         for (r, l) in stages.iter().flat_map(|r| r.layers.iter().map(move |l| (r, l))) {
             match l.ratio {
                 Some(x) => out!("  {:<28} ratio {x:.2}  {} {}/{}  MACs {} -> {}", l.name, if r.method == Method::ChannelPruning { "channels" } else { "rank" }, l.kept, l.of, l.macs_before, l.macs_after),
@@ -220,4 +257,15 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         }
     }
     Ok(())
+}
+
+/// The score of the quantization simulation (what the QDQ export computes) on the evaluation set.
+fn simulated_score(sim: &qplay_core::quant::QuantSim, eval: &Evaluator) -> CliResult<f64> {
+    let mut exec = sim.executor()?;
+    let mut y = Vec::new();
+    for b in &eval.batches {
+        let out = exec.run(vec![b.clone()])?;
+        y.extend(out.first().map(|t| t.to_f32_vec()).unwrap_or_default());
+    }
+    Ok(eval.score_outputs(&y)?)
 }

@@ -6,8 +6,11 @@ use crate::common::{encodings_config, equalized, failed_at, read_text, transform
 use crate::out;
 use crate::progress::{Progress, Stage};
 use clap::ValueEnum;
-use qplay_core::passes::adaround::{adaround, AdaroundConfig};
+use qplay_core::passes::adaround::{adaround, AdaroundConfig, AdaroundReport};
+use qplay_core::passes::cle_select::{leading_samples, select_equalization, SelectReport};
+use qplay_core::quant::bias_correction::{correct_biases, correct_biases_analytical, BiasCorrectionReport};
 use qplay_core::quant::{CalibScheme, Mode, QuantSim, QuantSimConfig};
+use qplay_core::{Graph, Tensor};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,42 +27,14 @@ pub struct Args {
     /// How photos become the model's input (the preprocessing JSON)
     #[arg(long, value_name = "MODEL.json")]
     preprocess: Option<PathBuf>,
-    /// What to do before calibrating
-    #[arg(long, value_enum, default_value_t = Recipe::None)]
-    recipe: Recipe,
-    /// Weight bit-width
-    #[arg(long, value_name = "BITS", default_value_t = 8)]
-    weight_bits: u32,
-    /// Activation bit-width
-    #[arg(long, value_name = "BITS", default_value_t = 8)]
-    act_bits: u32,
-    /// One weight encoding per output channel
-    #[arg(long)]
-    per_channel: bool,
-    /// How activation ranges are chosen: minmax, sqnr, percentile (99.99) or percentile:P
-    #[arg(long, value_name = "SCHEME", default_value = "minmax", value_parser = parse_scheme)]
-    scheme: CalibScheme,
-    /// Quantizer placement and arithmetic: qplay's own, or AIMET 2.42's exactly
-    #[arg(long, value_enum, default_value_t = ModeArg::Qplay)]
-    mode: ModeArg,
-    /// Correct the biases for the weights' quantization error after calibrating
-    #[arg(long, value_enum, value_name = "KIND")]
-    bias_correction: Option<BiasCorrection>,
+    #[command(flatten)]
+    quant: QuantOptions,
     /// Leave this node unquantized (repeatable)
     #[arg(long, value_name = "NODE")]
     skip: Vec<String>,
-    /// AdaRound iterations per layer
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    adaround_iters: usize,
     /// Seed of AdaRound's sampling
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    /// With dfq: equalize every layer set, or only those that measurably help (qplay mode)
-    #[arg(long, value_enum, default_value_t = Cle::All)]
-    cle: Cle,
-    /// Calibration samples used to score each set when --cle measured
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    cle_samples: usize,
     /// Take encodings from this file instead of calibrating (checked against the model)
     #[arg(long, value_name = "E.json")]
     import: Option<PathBuf>,
@@ -77,8 +52,43 @@ pub struct Args {
     fp32_out: Option<PathBuf>,
 }
 
+/// How a model is quantized: shared by `quantize` and `compress --quantize`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuantOptions {
+    /// What to do before calibrating
+    #[arg(long, value_enum, default_value_t = Recipe::None)]
+    pub recipe: Recipe,
+    /// Weight bit-width
+    #[arg(long, value_name = "BITS", default_value_t = 8)]
+    pub weight_bits: u32,
+    /// Activation bit-width
+    #[arg(long, value_name = "BITS", default_value_t = 8)]
+    pub act_bits: u32,
+    /// One weight encoding per output channel
+    #[arg(long)]
+    pub per_channel: bool,
+    /// How activation ranges are chosen: minmax, sqnr, percentile (99.99) or percentile:P
+    #[arg(long, value_name = "SCHEME", default_value = "minmax", value_parser = parse_scheme)]
+    pub scheme: CalibScheme,
+    /// Quantizer placement and arithmetic: qplay's own, or AIMET 2.42's exactly
+    #[arg(long, value_enum, default_value_t = ModeArg::Qplay)]
+    pub mode: ModeArg,
+    /// Correct the biases for the weights' quantization error after calibrating
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub bias_correction: Option<BiasCorrection>,
+    /// AdaRound iterations per layer
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub adaround_iters: usize,
+    /// With dfq: equalize every layer set, or only those that measurably help (qplay mode)
+    #[arg(long, value_enum, default_value_t = Cle::All)]
+    pub cle: Cle,
+    /// Calibration samples used to score each set when --cle measured
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub cle_samples: usize,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Recipe {
+pub enum Recipe {
     /// BN folding only
     None,
     /// Data-free quantization: BN folding and cross-layer equalization
@@ -91,7 +101,7 @@ enum Recipe {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum BiasCorrection {
+pub enum BiasCorrection {
     /// From the float and quantized outputs on calibration samples
     Empirical,
     /// From the folded BN's statistics, without data
@@ -99,7 +109,7 @@ enum BiasCorrection {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Cle {
+pub enum Cle {
     All,
     Measured,
 }
@@ -113,33 +123,37 @@ fn parse_scheme(s: &str) -> Result<CalibScheme, String> {
     }
 }
 
-pub fn run(a: &Args, global: &Global) -> CliResult<()> {
-    let (g, _) = global.load(&a.model)?;
-    let mode = Mode::from(a.mode);
-    let (base, with_adaround) = match a.recipe {
-        Recipe::None => (Transform::None, false),
-        Recipe::Dfq => (Transform::Dfq, false),
-        Recipe::Adaround => (Transform::None, true),
-        Recipe::DfqAdaround => (Transform::Dfq, true),
-    };
-    let progress = Progress::new(global.quiet);
-    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
-    let calib_set = |g: &qplay_core::Graph, path: &std::path::Path| data::load(global, g, path, settings.as_ref(), 32);
-    let ada = AdaroundConfig { iterations: a.adaround_iters, seed: a.seed, ..Default::default() };
-    let config = QuantSimConfig { mode, weight_bits: a.weight_bits, act_bits: a.act_bits, per_channel: a.per_channel, scheme: a.scheme, skip: a.skip.clone() };
-    if a.cle == Cle::Measured && (base != Transform::Dfq || mode != Mode::Qplay) {
-        return Err(CliError::Usage("--cle measured needs --recipe dfq (or dfq+adaround) in qplay mode".into()));
+impl QuantOptions {
+    /// E.g. "dfq, W8A8 per-channel".
+    pub fn describe(&self) -> String {
+        let recipe = self.recipe.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string());
+        format!("{recipe}, W{}A{} {}", self.weight_bits, self.act_bits, if self.per_channel { "per-channel" } else { "per-tensor" })
     }
-    let mut selection = None;
-    let (g, done) = if a.cle == Cle::Measured {
-        let calib = a.calib.as_ref().ok_or_else(|| CliError::Usage("--cle measured needs --calib".into()))?;
+
+    fn sim_config(&self, skip: &[String]) -> QuantSimConfig {
+        QuantSimConfig { mode: Mode::from(self.mode), weight_bits: self.weight_bits, act_bits: self.act_bits, per_channel: self.per_channel, scheme: self.scheme, skip: skip.to_vec() }
+    }
+
+    /// The FP32 transformation of the recipe (BN folding, equalization measured on `data` with
+    /// --cle measured), before any quantizer exists.
+    fn prepare(&self, g: Graph, config: &QuantSimConfig, data: Option<&[Tensor]>, progress: &Progress) -> CliResult<(Graph, Transformed, Option<SelectReport>)> {
+        let base = match self.recipe {
+            Recipe::None | Recipe::Adaround => Transform::None,
+            Recipe::Dfq | Recipe::DfqAdaround => Transform::Dfq,
+        };
+        if self.cle != Cle::Measured {
+            let (g, done) = transform(g, base, config.mode);
+            return Ok((g, done, None));
+        }
+        if base != Transform::Dfq || config.mode != Mode::Qplay {
+            return Err(CliError::Usage("--cle measured needs --recipe dfq (or dfq+adaround) in qplay mode".into()));
+        }
+        let all = data.ok_or_else(|| CliError::Usage("--cle measured needs --calib".into()))?;
         // The search quantizes the model once per set and twice more: it calibrates and scores on
         // the first --cle-samples samples only.
-        use qplay_core::passes::cle_select::{leading_samples, select_equalization};
-        let all = calib_set(&g, calib)?.batches;
-        let data = leading_samples(&all, a.cle_samples.max(1));
+        let data = leading_samples(all, self.cle_samples.max(1));
         let mut stage: Option<Stage> = None;
-        let (g, cle, sel) = select_equalization(&g, &config, data, data, &mut |done, total| {
+        let (g, cle, sel) = select_equalization(&g, config, data, data, &mut |done, total| {
             stage.get_or_insert_with(|| progress.stage("choose equalization", total, "models")).set(done);
             true
         })?;
@@ -154,26 +168,28 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             sel.none_db,
             sel.all_db
         );
-        selection = Some(sel);
-        (g, equalized(cle))
-    } else {
-        transform(g, base, mode)
-    };
-    if let Some(path) = &a.import {
-        // Encodings from a file instead of calibration (checks them against this model).
-        let text = read_text(path)?;
-        let mut sim = QuantSim::new(g, QuantSimConfig { skip: config.skip, ..encodings_config(&text) })?;
-        sim.import_aimet_json(&text).map_err(|e| failed_at(path, e))?;
-        let (n_par, n_act) = write_outputs(a, &sim)?;
-        out!("imported {n_par} weight and {n_act} activation encodings from {}", path.display());
-        return Ok(());
+        Ok((g, equalized(cle), Some(sel)))
     }
-    let calib = a.calib.as_ref().ok_or_else(|| CliError::Usage("--calib is required (or --import E.json)".into()))?;
-    let set = calib_set(&g, calib)?;
-    let data = set.batches;
+}
+
+/// A model quantized by a recipe, with what each step did.
+pub struct Quantized {
+    pub sim: QuantSim,
+    pub done: Transformed,
+    pub selection: Option<SelectReport>,
+    pub adaround: Option<AdaroundReport>,
+    pub bias_correction: Option<BiasCorrectionReport>,
+    pub seconds: f64,
+}
+
+/// Quantizes `g` by `opts` (leaving the `skip` nodes in float), calibrated on `data`.
+pub fn quantize_graph(g: Graph, opts: &QuantOptions, skip: &[String], seed: u64, data: &[Tensor], progress: &Progress) -> CliResult<Quantized> {
+    let config = opts.sim_config(skip);
+    let (g, done, selection) = opts.prepare(g, &config, Some(data), progress)?;
     let t0 = Instant::now();
-    let mut sim = QuantSim::new(g, config.clone())?;
-    let adaround_report = if with_adaround {
+    let mut sim = QuantSim::new(g, config)?;
+    let adaround = if matches!(opts.recipe, Recipe::Adaround | Recipe::DfqAdaround) {
+        let ada = AdaroundConfig { iterations: opts.adaround_iters, seed, ..Default::default() };
         let mut stage: Option<(usize, Stage)> = None;
         let end = |stage: Option<(usize, Stage)>| {
             if let Some((_, mut s)) = stage {
@@ -181,7 +197,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
                 s.finish();
             }
         };
-        let r = adaround(&mut sim, &data, &ada, &mut |p| {
+        let r = adaround(&mut sim, data, &ada, &mut |p| {
             if stage.as_ref().map(|s| s.0) != Some(p.layer) {
                 end(stage.take());
                 stage = Some((p.layer, progress.stage(format!("adaround {}/{}", p.layer + 1, p.layers), p.iterations, "iterations")));
@@ -197,50 +213,71 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     } else {
         None
     };
-    calibrate(&mut sim, &data, &progress)?;
-    let bias_correction = match a.bias_correction {
+    calibrate(&mut sim, data, progress)?;
+    let bias_correction = match opts.bias_correction {
         None => None,
         Some(kind) => {
-            use qplay_core::quant::bias_correction::{correct_biases, correct_biases_analytical};
             let r = match kind {
                 BiasCorrection::Empirical => correct_biases(&mut sim, &data[..data.len().min(16)])?,
                 BiasCorrection::Analytical => correct_biases_analytical(&mut sim, &done.stats)?,
             };
-            calibrate(&mut sim, &data, &progress)?;
+            calibrate(&mut sim, data, progress)?;
             Some(r)
         }
     };
-    let secs = t0.elapsed().as_secs_f64();
+    Ok(Quantized { sim, done, selection, adaround, bias_correction, seconds: t0.elapsed().as_secs_f64() })
+}
+
+pub fn run(a: &Args, global: &Global) -> CliResult<()> {
+    let (g, _) = global.load(&a.model)?;
+    let progress = Progress::new(global.quiet);
+    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let set = a.calib.as_ref().map(|c| data::load(global, &g, c, settings.as_ref(), 32)).transpose()?;
+    if let Some(path) = &a.import {
+        // Encodings from a file instead of calibration (checks them against this model).
+        let config = a.quant.sim_config(&a.skip);
+        let (g, _, _) = a.quant.prepare(g, &config, set.as_ref().map(|s| s.batches.as_slice()), &progress)?;
+        let text = read_text(path)?;
+        let mut sim = QuantSim::new(g, QuantSimConfig { skip: config.skip, ..encodings_config(&text) })?;
+        sim.import_aimet_json(&text).map_err(|e| failed_at(path, e))?;
+        let (n_par, n_act) = write_outputs(a, &sim)?;
+        out!("imported {n_par} weight and {n_act} activation encodings from {}", path.display());
+        return Ok(());
+    }
+    let set = set.ok_or_else(|| CliError::Usage("--calib is required (or --import E.json)".into()))?;
+    let data = &set.batches;
+    let Quantized { sim, done, selection, adaround, bias_correction, seconds } = quantize_graph(g, &a.quant, &a.skip, a.seed, data, &progress)?;
     let (n_par, n_act) = write_outputs(a, &sim)?;
     let Transformed { fold, cle, .. } = done;
     if let Some(p) = &a.report {
         let analysis = qplay_core::quant::analysis::analyze(&sim, &data[..data.len().min(10)])?;
+        let config = sim.config();
         let report = serde_json::json!({
             "analysis": analysis,
             "model": a.model.display().to_string(),
-            "recipe": a.recipe.to_possible_value().map(|v| v.get_name().to_string()),
+            "recipe": a.quant.recipe.to_possible_value().map(|v| v.get_name().to_string()),
             "cle": cle,
             "cle_selection": selection,
             "bias_correction": bias_correction,
-            "adaround": adaround_report,
+            "adaround": adaround,
             "config": {"mode": format!("{:?}", config.mode), "weight_bits": config.weight_bits, "act_bits": config.act_bits, "per_channel": config.per_channel, "scheme": format!("{:?}", config.scheme)},
             "bn_fold": fold,
             "calibration_batches": data.len(),
             "calibration_samples": set.samples,
             "activation_quantizers": n_act,
             "param_quantizers": n_par,
-            "seconds": secs,
+            "seconds": seconds,
         });
         write_file(p, serde_json::to_string_pretty(&report).unwrap_or_default())?;
     }
     if let Some(c) = &cle {
         out!("equalized: {} ReLU6 replaced by ReLU, {} layer groups, {} scaled sets, {} high biases absorbed", c.relu6_replaced.len(), c.groups.len(), c.sets.len(), c.absorbed.len());
     }
-    out!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration samples ({} batches) in {secs:.2} s", fold["folded"], set.samples, data.len());
+    out!("quantized: {} BN folded, {n_par} weight and {n_act} activation encodings from {} calibration samples ({} batches) in {seconds:.2} s", fold["folded"], set.samples, data.len());
     Ok(())
 }
 
-fn calibrate(sim: &mut QuantSim, data: &[qplay_core::Tensor], progress: &Progress) -> CliResult<()> {
+fn calibrate(sim: &mut QuantSim, data: &[Tensor], progress: &Progress) -> CliResult<()> {
     let mut stage = progress.stage("calibrate", data.len(), "batches");
     sim.calibrate_with_progress(data, &mut |done, _| {
         stage.set(done);

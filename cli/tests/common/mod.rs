@@ -70,3 +70,14 @@ pub fn digits_calib() -> PathBuf {
 pub fn eval_json(args: &[&str]) -> Value {
     serde_json::from_str(&qplay(args)).unwrap()
 }
+
+/// Whether onnxruntime's fused integer kernels sum exactly on this CPU, from a checker's JSON
+/// ("fused_exact", see tests/interop/ort_u8s8.py). Where they do not (AVX2 without VNNI: pairs
+/// of uint8 x int8 products saturate at 16 bits), only the QDQ graph as written is compared.
+pub fn fused_exact(checker: &Value) -> bool {
+    let exact = checker["fused_exact"].as_bool().expect("the checker reports fused_exact");
+    if !exact {
+        println!("onnxruntime's fused U8S8 kernels saturate on this CPU: its optimized path is not compared");
+    }
+    exact
+}
