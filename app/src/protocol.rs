@@ -406,6 +406,8 @@ pub struct CompressResult {
     pub layers: Vec<CompressLayer>,
     /// (MAC ratio, score, kept) of each model the refinement measured.
     pub trials: Vec<(f64, f64, bool)>,
+    /// (MAC ratio, score) of the uniform baseline: every layer at one ratio.
+    pub uniform: Option<(f64, f64)>,
     /// (model ratio) of the greedy selection.
     pub selection_ratio: f64,
     pub evaluations: usize,

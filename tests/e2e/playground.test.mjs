@@ -610,6 +610,7 @@ async function checkCompressed(candidates, target) {
     assert.ok(ms[id].every((v) => v > 0), `${id}: ${ms[id]}`);
   }
   await page.locator('[data-testid="compress-tradeoff"] [data-kind="final"]').waitFor();
+  await page.locator('[data-testid="compress-tradeoff"] [data-kind="uniform"]').waitFor();
   await page.locator('[data-testid="compress-target-line"]').waitFor({ state: "attached" });
   return { layers, ratio, score: Number(await summary.getAttribute("data-score")), ms };
 }
@@ -644,12 +645,45 @@ test("compress digits MobileNet: channel pruning to half the MACs beats AIMET's 
   const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
   // Labels are uint8, one byte each.
   let correct = 0;
+  const ortTop = [];
   for (let i = 0; i < 450; i++) {
     const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
     const top = out.indexOf(Math.max(...out));
+    ortTop.push(top);
     correct += top === ys[i] ? 1 : 0;
   }
   assert.equal((100 * correct / 450).toFixed(3), r.score.toFixed(3));
+  // Accuracy per digit, original against compressed: the compressed side equals onnxruntime-web's.
+  const perClass = await page.locator('[data-testid="class-acc"]').evaluateAll((gs) => gs.map((g) => Number(g.dataset.after)));
+  assert.equal(perClass.length, 10);
+  const hits = Array(10).fill(0), counts = Array(10).fill(0);
+  for (let i = 0; i < 450; i++) counts[ys[i]]++;
+  for (let i = 0; i < 450; i++) if (ortTop[i] === ys[i]) hits[ys[i]]++;
+  perClass.forEach((a, c) => assert.equal(a.toFixed(2), (100 * hits[c] / counts[c]).toFixed(2), `digit ${c}`));
+  // The chain: the compressed model quantized (W8A8 per-channel) in step 3; the predictions then
+  // compare the original FP32 model with the compressed INT8 one.
+  await page.click('[data-testid="compress-quantize"]');
+  assert.ok(await page.isChecked('[data-testid="quantize-compressed"]'));
+  await page.click('[data-testid="preset-int8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]:has-text("compressed, W8A8 per-channel")').waitFor();
+  await page.click('[data-testid="eval-digits"]');
+  await page.locator('[data-testid="int8-title"]:has-text("Compressed + INT8")').waitFor();
+  const int8 = parseFloat(await page.textContent('[data-testid="int8-accuracy"]'));
+  assert.equal(await page.textContent('[data-testid="digits-accuracy"]'), "97.33%");
+  // Its QDQ export is the compressed model quantized: onnxruntime-web runs it at the page's INT8 accuracy.
+  const [qdq] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="download-qdq"]')]);
+  const qfile = path.join(root, "tests/output/digits_mobilenet.compressed.qdq.onnx");
+  await qdq.saveAs(qfile);
+  const qsess = await ort.InferenceSession.create(fs.readFileSync(qfile));
+  let qcorrect = 0;
+  for (let i = 0; i < 450; i++) {
+    const out = (await qsess.run({ [qsess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[qsess.outputNames[0]].data;
+    qcorrect += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
+  }
+  console.log(`digits CP 0.5 then W8A8 per-channel in the page: ${int8} % (compressed FP32 ${r.score.toFixed(2)} %; its QDQ in onnxruntime-web ${(100 * qcorrect / 450).toFixed(2)} %)`);
+  assert.ok(int8 >= r.score - 1, `${int8} % after quantizing the compressed model (${r.score} % before)`);
+  assert.ok(Math.abs(100 * qcorrect / 450 - int8) <= 0.5, `onnxruntime-web ${qcorrect}/450 vs the page's ${int8} %`);
   assert.deepEqual(consoleErrors, []);
 });
 
@@ -667,6 +701,10 @@ test("compress EfficientNet-Lite0: channel pruning to 0.75 of the MACs through i
   const r = await checkCompressed(4, 0.75);
   console.log(`lite0 compress in the page: ${(Date.now() - t0) / 1e3} s, ${JSON.stringify(r)}`);
   assert.ok(r.layers >= 20, `${r.layers} prunable groups`);
+  // The original's and the compressed model's top 3 on each evaluation photo.
+  const rows = page.locator('[data-testid="compare-row"]');
+  assert.ok((await rows.count()) >= 1);
+  assert.equal(await rows.first().locator("ol li").count(), 6);
   await page.locator('[data-testid="compress-panel"]').screenshot({ path: path.join(root, "tests/output/compress.png") });
   assert.deepEqual(consoleErrors, []);
 });

@@ -83,6 +83,9 @@ fn Tradeoff(r: CompressResult) -> impl IntoView {
     for &(x, s, kept) in &r.trials {
         pts.push((x, s, if kept { "kept" } else { "tried" }, format!("refinement {}: MACs {x:.3}, {s:.2} {}", if kept { "kept" } else { "rejected" }, r.unit)));
     }
+    if let Some((x, s)) = r.uniform {
+        pts.push((x, s, "uniform", format!("one ratio for every layer: MACs {x:.3}, {s:.2} {}", r.unit)));
+    }
     pts.push((final_ratio, r.score, "final", format!("delivered: MACs {final_ratio:.3}, {:.2} {}", r.score, r.unit)));
     // SQNR against the original is unbounded for the original itself: it sits at the top.
     let reference = r.unit == "dB";
@@ -112,7 +115,7 @@ fn Tradeoff(r: CompressResult) -> impl IntoView {
                 <text x=sx(0.5) y=h - b + 14.0 text-anchor="middle" class="axis">"0.5"</text>
                 {dots}
             </svg>
-            <figcaption>{format!("Blue: the original model; orange: AIMET's greedy selection; grey and green: models qplay's refinement measured (green kept){}; the large dot: the model delivered.", if r.method == "channel-pruning" { ", each layer refitted on the original inputs (a quicker estimate than the delivered model's layer-by-layer refit)" } else { "" })}</figcaption>
+            <figcaption>{format!("Blue: the original model; orange: AIMET's greedy selection; purple: every layer at one ratio (the uniform baseline); grey and green: models qplay's refinement measured (green kept){}; the large dot: the model delivered.", if r.method == "channel-pruning" { ", each layer refitted on the original inputs (a quicker estimate than the delivered model's layer-by-layer refit)" } else { "" })}</figcaption>
         </figure>
     }
 }

@@ -141,6 +141,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         ratios: report.table.ratios.clone(),
         layers,
         trials: report.refine.iter().map(|s| (s.model_ratio, s.score, s.kept)).collect(),
+        uniform: report.uniform.as_ref().map(|u| (u.macs_ratio, u.score)),
         selection_ratio: report.selection.model_ratio,
         evaluations: report.evaluations,
         eval_samples: eval.batches.iter().map(|b| b.shape()[0]).sum(),

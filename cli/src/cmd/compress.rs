@@ -240,12 +240,16 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             "selection_score": last.selection_score,
             "evaluations": stages.iter().map(|r| r.evaluations).sum::<usize>(),
             "quantized_score": quantized,
+            "uniform": last.uniform,
             "layers": layers,
         });
         out!("{j}");
     } else {
         out!("{name}: MACs {} -> {} ({macs_ratio:.4} of the original, target {}), parameters {params_ratio:.4}", first.macs_before, last.macs_after, a.target_macs);
         out!("score {:.2} {unit} (original {:.2} {unit}; greedy selection {:.2} {unit}), {} evaluations", last.score, first.baseline_score, last.selection_score, stages.iter().map(|r| r.evaluations).sum::<usize>());
+        if let Some(u) = &last.uniform {
+            out!("one ratio for every layer ({:.3}): score {:.2} {unit} at {:.4} of the MACs", u.ratio, u.score, u.macs_ratio);
+        }
         if let Some(q) = quantized {
             out!("quantized ({}): score {q:.2} {unit}", a.quant.describe());
         }

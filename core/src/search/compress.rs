@@ -92,6 +92,8 @@ pub struct CompressReport {
     /// The score of AIMET's selection, before refinement.
     pub selection_score: f64,
     pub refine: Vec<RefineStep>,
+    /// Every layer at one ratio, meeting the target (None when even the smallest misses it).
+    pub uniform: Option<Uniform>,
     pub layers: Vec<LayerChoice>,
     /// Channel pruning: least-squares points per refitted layer (the most of any one).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +104,14 @@ pub struct CompressReport {
 }
 
 /// The layers spatial or weight SVD applies to, in graph order, skipping `skip`.
+/// The uniform-ratio baseline: every selectable layer at `ratio`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uniform {
+    pub ratio: f64,
+    pub macs_ratio: f64,
+    pub score: f64,
+}
+
 pub fn svd_layers(g: &Graph, shapes: &[Option<Vec<usize>>], kind: SvdKind, skip: &[String]) -> Vec<SvdLayer> {
     (0..g.nodes.len()).filter(|&i| !skip.contains(&g.nodes[i].name)).filter_map(|i| SvdLayer::new(g, i, shapes, kind)).collect()
 }
@@ -386,6 +396,17 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
             chosen = selection.ratios.clone();
         }
     }
+    // The baseline a per-layer search must beat: one ratio for every layer, the largest (in steps
+    // of 0.005) that meets the target, built and scored like the delivered model.
+    let uniform = match (1..=200).rev().map(|k| k as f64 / 200.0).find(|&u| plan.model_macs(&vec![Some(u); n]) as f64 <= cfg.target * total) {
+        Some(u) => {
+            let rs = vec![Some(u); n];
+            let score = eval.score(&plan.build(&rs)?)?;
+            evaluations += 1;
+            Some(Uniform { ratio: u, macs_ratio: plan.model_macs(&rs) as f64 / total, score })
+        }
+        None => None,
+    };
     let given: Vec<Vec<usize>> = g.inputs.iter().map(|&i| shapes.get(i).cloned().flatten().unwrap_or_default()).collect();
     let out_shapes = cost::infer_shapes(&out, &given, &eval.limits)?;
     let after = cost::cost(&out, &out_shapes);
@@ -407,6 +428,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
         selection,
         selection_score,
         refine,
+        uniform,
         cost_after: after,
         evaluations,
     };
