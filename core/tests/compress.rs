@@ -248,8 +248,8 @@ fn reconstruction_lowers_the_layer_error() {
         assert_eq!(fit.points, 2560, "10 pixels of each of the 256 samples");
         let keep = u.by_magnitude(&g, u.channels / 2);
         let (mut plain, mut refit) = (g.clone(), g.clone());
-        u.apply_with_fit(&mut plain, &keep, None, 0.0).unwrap();
-        u.apply_with_fit(&mut refit, &keep, Some(&fit), 1e-3).unwrap();
+        u.apply_with_fit(&mut plain, &keep, None, 0.0, &mut Default::default()).unwrap();
+        u.apply_with_fit(&mut refit, &keep, Some(&fit), 1e-3, &mut Default::default()).unwrap();
         let ni = g.nodes.iter().position(|n| n.name == u.name).unwrap();
         let out = g.nodes[ni].outputs[0];
         let err = |m: &Graph| {
@@ -261,4 +261,31 @@ fn reconstruction_lowers_the_layer_error() {
         // On held-out samples (the test split), not the calibration ones.
         assert!(e_refit < 0.8 * e_plain, "{}: {e_refit} vs {e_plain}", u.name);
     }
+}
+
+/// Every residual group and depthwise chain of Lite0 pruned at once, each consumer refitted.
+/// Block 2's project conv is both a consumer (of its depthwise chain) and a producer (of the
+/// residual group): its refit must write only the output channels the group kept, whichever
+/// is applied first. Both orders give a valid model with the same outputs.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn pruning_every_lite0_group_at_once_keeps_the_model_valid() {
+    let (model, x) = lite0();
+    let (g, _) = load_model(&model, &Limits::default()).unwrap();
+    let s = shapes(&g);
+    let units = find_units(&g, &s);
+    let fits: Vec<_> = units.iter().map(|u| u.fit_original(&g, &s, std::slice::from_ref(&x), &Limits::default(), Sampling::default()).unwrap()).collect();
+    let prune_in = |order: &[usize]| -> Vec<f32> {
+        let (mut c, mut rows) = (g.clone(), Default::default());
+        for &u in order {
+            let keep = units[u].by_magnitude(&g, kept_for_ratio(units[u].channels, 0.5, 1));
+            units[u].apply_with_fit(&mut c, &keep, Some(&fits[u]), 1e-3, &mut rows).unwrap();
+        }
+        Executor::new(c, Limits::default()).unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec()
+    };
+    let forward: Vec<usize> = (0..units.len()).collect();
+    let backward: Vec<usize> = forward.iter().rev().copied().collect();
+    let (a, b) = (prune_in(&forward), prune_in(&backward));
+    assert_eq!(a.len(), 1000);
+    assert!(rel_err(&a, &b) < 1e-5, "{}", rel_err(&a, &b));
 }

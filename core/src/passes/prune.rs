@@ -601,6 +601,10 @@ fn set_weights(g: &mut Graph, ni: usize, w: Vec<f32>, shape: Vec<usize>, bias: V
     Ok(())
 }
 
+/// Node index -> the original output channels a conv still has, for convs pruned as a group's
+/// producers (see [`PruneUnit::apply_solved`]).
+pub type KeptRows = std::collections::HashMap<usize, Vec<usize>>;
+
 /// A consumer's refitted weight and bias.
 #[derive(Debug, Clone)]
 pub struct Refit {
@@ -659,12 +663,12 @@ impl PruneUnit {
 
     /// Prunes the unit to `keep` and refits every consumer from `fit` (statistics on the original
     /// inputs), or slices only when `fit` is None.
-    pub fn apply_with_fit(&self, g: &mut Graph, keep: &[usize], fit: Option<&UnitFit>, ridge: f64) -> Result<()> {
+    pub fn apply_with_fit(&self, g: &mut Graph, keep: &[usize], fit: Option<&UnitFit>, ridge: f64, rows: &mut KeptRows) -> Result<()> {
         let solved = match fit {
             Some(fit) => self.solve(g, keep, fit, ridge)?,
             None => vec![],
         };
-        self.apply_solved(g, keep, &solved)
+        self.apply_solved(g, keep, &solved, rows)
     }
 
     /// The refitted weights ([cout, k, kh, kw]) and bias of every consumer for `keep`.
@@ -681,11 +685,26 @@ impl PruneUnit {
     }
 
     /// Prunes the unit to `keep` and writes `solved` (from [`PruneUnit::solve`]; empty: slice
-    /// only) into the consumers.
-    pub fn apply_solved(&self, g: &mut Graph, keep: &[usize], solved: &[Refit]) -> Result<()> {
+    /// only) into the consumers. A refit covers all of a consumer's original output channels;
+    /// where another group already pruned some (the consumer is also that group's producer, as
+    /// a residual block's project conv is), only the rows `rows` records are written. Records
+    /// this unit's producers in `rows`.
+    pub fn apply_solved(&self, g: &mut Graph, keep: &[usize], solved: &[Refit], rows: &mut KeptRows) -> Result<()> {
         self.prune(g, keep)?;
         for (&ni, r) in self.consumer_nodes.iter().zip(solved) {
-            set_weights(g, ni, r.weight.clone(), r.shape.clone(), r.bias.clone())?;
+            match rows.get(&ni) {
+                Some(kept) => {
+                    let per: usize = r.shape[1..].iter().product();
+                    let w = kept.iter().flat_map(|&o| r.weight[o * per..(o + 1) * per].iter().copied()).collect();
+                    let mut shape = r.shape.clone();
+                    shape[0] = kept.len();
+                    set_weights(g, ni, w, shape, kept.iter().map(|&o| r.bias[o]).collect())?;
+                }
+                None => set_weights(g, ni, r.weight.clone(), r.shape.clone(), r.bias.clone())?,
+            }
+        }
+        for &p in &self.producer_nodes {
+            rows.insert(p, keep.to_vec());
         }
         Ok(())
     }
@@ -695,14 +714,14 @@ impl PruneUnit {
     /// (the pixels and targets of `fit`), chooses the channels and refits. Returns the channels
     /// kept.
     #[allow(clippy::too_many_arguments)]
-    pub fn apply_sequential(&self, current: &mut Graph, original: &Graph, shapes: &[Option<Vec<usize>>], k: usize, selection: Selection, fit: &UnitFit, batches: &[Tensor], limits: &Limits, sampling: Sampling) -> Result<Vec<usize>> {
+    pub fn apply_sequential(&self, current: &mut Graph, original: &Graph, shapes: &[Option<Vec<usize>>], k: usize, selection: Selection, fit: &UnitFit, batches: &[Tensor], limits: &Limits, sampling: Sampling, rows: &mut KeptRows) -> Result<Vec<usize>> {
         let mut stats = Vec::new();
         for (&ni, s) in self.consumer_nodes.iter().zip(&fit.stats) {
             stats.push(Stats::gather(current, original, ni, shapes, batches, limits, sampling, Some(s))?);
         }
         let fit = UnitFit { stats, points: fit.points };
         let keep = self.choose(current, k, selection, Some(&fit));
-        self.apply_with_fit(current, &keep, Some(&fit), sampling.ridge)?;
+        self.apply_with_fit(current, &keep, Some(&fit), sampling.ridge, rows)?;
         Ok(keep)
     }
 }

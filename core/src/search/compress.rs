@@ -212,7 +212,7 @@ impl PrunePlan<'_> {
         }
         self.fits[u].as_ref().ok_or_else(|| Error::Graph("no fit".into()))
     }
-    fn apply_quick(&mut self, c: &mut Graph, u: usize, r: f64) -> Result<()> {
+    fn apply_quick(&mut self, c: &mut Graph, u: usize, r: f64, rows: &mut prune::KeptRows) -> Result<()> {
         let k = self.kept(u, Some(r));
         if !self.solved.contains_key(&(u, k)) {
             let (sel, ridge) = (self.cfg.selection, self.cfg.sampling.ridge);
@@ -223,7 +223,7 @@ impl PrunePlan<'_> {
             self.solved.insert((u, k), (keep, refits));
         }
         let (keep, refits) = &self.solved[&(u, k)];
-        self.units[u].apply_solved(c, keep, refits)
+        self.units[u].apply_solved(c, keep, refits, rows)
     }
 }
 
@@ -237,20 +237,20 @@ impl Plan for PrunePlan<'_> {
     }
     fn single(&mut self, li: usize, r: f64) -> Result<Graph> {
         let mut c = self.g.clone();
-        self.apply_quick(&mut c, li, r)?;
+        self.apply_quick(&mut c, li, r, &mut Default::default())?;
         Ok(c)
     }
     fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
-        let mut c = self.g.clone();
+        let (mut c, mut rows) = (self.g.clone(), prune::KeptRows::new());
         for (u, &r) in rs.iter().enumerate() {
             if let Some(r) = r {
-                self.apply_quick(&mut c, u, r)?;
+                self.apply_quick(&mut c, u, r, &mut rows)?;
             }
         }
         Ok(c)
     }
     fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
-        let mut c = self.g.clone();
+        let (mut c, mut rows) = (self.g.clone(), prune::KeptRows::new());
         for (u, &r) in rs.iter().enumerate() {
             if r.is_none() {
                 continue;
@@ -258,7 +258,7 @@ impl Plan for PrunePlan<'_> {
             let k = self.kept(u, r);
             self.fit(u)?;
             let fit = self.fits[u].as_ref().ok_or_else(|| Error::Graph("no fit".into()))?;
-            self.units[u].apply_sequential(&mut c, self.g, self.shapes, k, self.cfg.selection, fit, self.calib, &self.eval.limits, self.cfg.sampling)?;
+            self.units[u].apply_sequential(&mut c, self.g, self.shapes, k, self.cfg.selection, fit, self.calib, &self.eval.limits, self.cfg.sampling, &mut rows)?;
         }
         Ok(c)
     }
