@@ -92,7 +92,8 @@ pub struct CompressReport {
     /// The score of AIMET's selection, before refinement.
     pub selection_score: f64,
     pub refine: Vec<RefineStep>,
-    /// Every layer at one ratio, meeting the target (None when even the smallest misses it).
+    /// Every layer at one ratio, meeting the target (None when even the smallest misses it);
+    /// delivered when it scores higher than the per-layer choice.
     pub uniform: Option<Uniform>,
     pub layers: Vec<LayerChoice>,
     /// Channel pruning: least-squares points per refitted layer (the most of any one).
@@ -398,12 +399,20 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
     }
     // The baseline a per-layer search must beat: one ratio for every layer, the largest (in steps
     // of 0.005) that meets the target, built and scored like the delivered model.
+    // It is delivered instead when it scores higher (the per-layer search can lose to it where
+    // single-layer sensitivities say little about layers pruned together).
     let uniform = match (1..=200).rev().map(|k| k as f64 / 200.0).find(|&u| plan.model_macs(&vec![Some(u); n]) as f64 <= cfg.target * total) {
         Some(u) => {
             let rs = vec![Some(u); n];
-            let score = eval.score(&plan.build(&rs)?)?;
+            let built = plan.build(&rs)?;
+            let uniform_score = eval.score(&built)?;
             evaluations += 1;
-            Some(Uniform { ratio: u, macs_ratio: plan.model_macs(&rs) as f64 / total, score })
+            if uniform_score > score {
+                out = built;
+                score = uniform_score;
+                chosen = rs.clone();
+            }
+            Some(Uniform { ratio: u, macs_ratio: plan.model_macs(&rs) as f64 / total, score: uniform_score })
         }
         None => None,
     };
