@@ -46,17 +46,15 @@ fn aimet(file: &str) -> (f64, f64) {
     (m["accuracy_pct"].as_f64().or_else(|| m["pooled_logits_sqnr_db"].as_f64()).unwrap(), stage["aimet_stats"]["mac_compression_ratio"].as_f64().unwrap())
 }
 
-/// The delivered model scores at least the uniform-ratio baseline (every layer at the one
-/// ratio that meets the target, which meets the target too). With `per_layer`, the per-layer
-/// search itself wins: the delivered ratios are not all one.
-fn beats_uniform(v: &Value, target: f64, per_layer: bool, tag: &str) {
+/// The per-layer search beats the uniform-ratio baseline (every layer at the one ratio that
+/// meets the target, which meets it too): the delivered model scores higher, and its ratios
+/// are not all one.
+fn beats_uniform(v: &Value, target: f64, tag: &str) {
     let u = &v["uniform"];
     assert!(u["macs_ratio"].as_f64().unwrap() <= target + 1e-9, "{tag}: {u}");
-    assert!(v["score"].as_f64().unwrap() >= u["score"].as_f64().unwrap(), "{tag}: {} below the uniform ratio's {u}", v["score"]);
-    if per_layer {
-        let ratios: Vec<&Value> = v["layers"].as_array().unwrap().iter().map(|l| &l["ratio"]).collect();
-        assert!(ratios.iter().any(|r| *r != ratios[0]), "{tag}: the uniform model was delivered");
-    }
+    assert!(v["score"].as_f64().unwrap() > u["score"].as_f64().unwrap(), "{tag}: {} not above the uniform ratio's {}", v["score"], u["score"]);
+    let ratios: Vec<&Value> = v["layers"].as_array().unwrap().iter().map(|l| &l["ratio"]).collect();
+    assert!(ratios.iter().any(|r| *r != ratios[0]), "{tag}: the uniform model was delivered");
 }
 
 #[test]
@@ -84,7 +82,7 @@ fn digits_compression_beats_aimet_and_runs_in_onnxruntime() {
             let t: f64 = target.parse().unwrap();
             let score = v["score"].as_f64().unwrap();
             assert!(score >= aimet_score, "{tag}: {score} < AIMET's {aimet_score} (at MAC ratio {aimet_ratio})");
-            beats_uniform(&v, t, true, &tag);
+            beats_uniform(&v, t, &tag);
             // The score printed is the compressed model's own, as `qplay eval` measures it.
             let e = eval_json(&["eval", &out, "--data", x, "--labels", "assets/data/digits_test_y.npy", "--json"]);
             assert!((e["accuracy"].as_f64().unwrap() * 100.0 - score).abs() < 1e-9, "{tag}: {e}");
@@ -118,12 +116,14 @@ fn lite0_pruning_goes_through_depthwise_and_residual_blocks() {
     let (x, reference) = eval_set();
     let model = "assets/models/efficientnet_lite0.onnx";
     let calib = "tests/aimet/efficientnet_lite0/calib40.npy";
-    let (v, out) = compress(model, &["--calib", calib, "--method", "channel-pruning", "--target-macs", "0.75", "--eval-data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap(), "--report", tmp("lite0-cp.json").to_str().unwrap()], "lite0-cp");
-    // AIMET fails on this model; with the 4 convs after its Pad ignored it reaches 10.97 dB.
+    let (v, out) = compress(model, &["--calib", calib, "--method", "channel-pruning", "--target-macs", "0.75", "--candidates", "5", "--eval-data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap(), "--report", tmp("lite0-cp.json").to_str().unwrap()], "lite0-cp");
+    // AIMET fails on this model; with the 4 convs after its Pad ignored it reaches 10.97 dB (10
+    // candidates; qplay gets 5 here, which keeps the test short).
     let (aimet_score, _) = aimet("efficientnet_lite0/cp_t0.75_ignorepad.json");
     assert!(v["score"].as_f64().unwrap() >= aimet_score, "{v}");
-    // Here the uniform ratio (22.2 dB) beats the per-layer choice (20.7 dB) and is delivered.
-    beats_uniform(&v, 0.75, false, "lite0-cp");
+    // One ratio for every layer (22.2 dB) beats AIMET's selection, refined (about 20 dB); the
+    // per-layer search from the uniform ratio beats both (23.7 dB measured).
+    beats_uniform(&v, 0.75, "lite0-cp");
     let c = onnxruntime_check(model, &out, x.to_str().unwrap(), "lite0-cp");
     assert!(c["macs_ratio"].as_f64().unwrap() <= 0.77, "{c}");
     let report = json(&tmp("lite0-cp.json"));
@@ -136,7 +136,7 @@ fn lite0_pruning_goes_through_depthwise_and_residual_blocks() {
     // The sensitivity table is layers x candidates.
     let table = &report["table"];
     assert_eq!(table["scores"].as_array().unwrap().len(), layers.len());
-    assert!(table["scores"].as_array().unwrap().iter().all(|r| r.as_array().unwrap().len() == 9));
+    assert!(table["scores"].as_array().unwrap().iter().all(|r| r.as_array().unwrap().len() == 4));
 }
 
 #[test]
@@ -224,4 +224,21 @@ fn svd_then_pruning_beats_aimets_two_stages_and_quantizes_in_the_same_flow() {
     assert!(names.iter().any(|n| n.ends_with("Conv.0")), "{names:?}");
     let c = onnxruntime_check("assets/models/digits_mobilenet.onnx", &out, x, "svd-pruning");
     assert!(c["macs_ratio"].as_f64().unwrap() <= 0.495 + 0.02, "{c}");
+}
+
+/// Architectures the compression code was not written against (tests/heldout/make_models.py): a
+/// ResNet with projection shortcuts and BatchNorm nodes, and a MobileNetV2 with ReLU6, folded
+/// BatchNorm and inverted residual blocks. Unlabelled: SQNR against the FP32 model on --calib.
+#[test]
+fn heldout_models_compress_and_the_search_beats_one_ratio() {
+    let calib = "tests/heldout/calib.npy";
+    for model in ["tests/heldout/resnet_mini.onnx", "tests/heldout/mbv2_mini.onnx"] {
+        for method in ["channel-pruning", "spatial-svd"] {
+            let tag = format!("{}-{method}", model.rsplit('/').next().unwrap());
+            let (v, out) = compress(model, &["--calib", calib, "--method", method, "--target-macs", "0.5"], &tag);
+            beats_uniform(&v, 0.5, &tag);
+            let c = onnxruntime_check(model, &out, calib, &tag);
+            assert!(c["macs_ratio"].as_f64().unwrap() <= 0.52, "{tag}: {c}");
+        }
+    }
 }

@@ -263,18 +263,16 @@ fn reconstruction_lowers_the_layer_error() {
     }
 }
 
-/// Every residual group and depthwise chain of Lite0 pruned at once, each consumer refitted.
-/// Block 2's project conv is both a consumer (of its depthwise chain) and a producer (of the
-/// residual group): its refit must write only the output channels the group kept, whichever
-/// is applied first. Both orders give a valid model with the same outputs.
-#[cfg(not(target_arch = "wasm32"))]
-#[test]
-fn pruning_every_lite0_group_at_once_keeps_the_model_valid() {
-    let (model, x) = lite0();
-    let (g, _) = load_model(&model, &Limits::default()).unwrap();
+/// Prunes every unit of `model` to half its channels at once, each consumer refitted, in graph
+/// order and in reverse: the model runs and both orders give the same outputs. A project conv
+/// can be both a consumer (of its depthwise chain) and a producer (of a residual group, Lite0's
+/// block 2; of its own group, the held-out MobileNetV2's first block): its refit must write only
+/// the output channels its group kept. Returns the output length.
+fn pruning_every_group_at_once_keeps_the_model_valid(model: &[u8], x: &Tensor) -> usize {
+    let (g, _) = load_model(model, &Limits::default()).unwrap();
     let s = shapes(&g);
     let units = find_units(&g, &s);
-    let fits: Vec<_> = units.iter().map(|u| u.fit_original(&g, &s, std::slice::from_ref(&x), &Limits::default(), Sampling::default()).unwrap()).collect();
+    let fits: Vec<_> = units.iter().map(|u| u.fit_original(&g, &s, std::slice::from_ref(x), &Limits::default(), Sampling::default()).unwrap()).collect();
     let prune_in = |order: &[usize]| -> Vec<f32> {
         let (mut c, mut rows) = (g.clone(), Default::default());
         for &u in order {
@@ -286,6 +284,44 @@ fn pruning_every_lite0_group_at_once_keeps_the_model_valid() {
     let forward: Vec<usize> = (0..units.len()).collect();
     let backward: Vec<usize> = forward.iter().rev().copied().collect();
     let (a, b) = (prune_in(&forward), prune_in(&backward));
-    assert_eq!(a.len(), 1000);
     assert!(rel_err(&a, &b) < 1e-5, "{}", rel_err(&a, &b));
+    a.len()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn pruning_every_lite0_group_at_once_keeps_the_model_valid() {
+    let (model, x) = lite0();
+    assert_eq!(pruning_every_group_at_once_keeps_the_model_valid(&model, &x), 1000);
+}
+
+// Held-out architectures (tests/heldout/make_models.py): a ResNet with projection shortcuts and
+// BatchNorm nodes; a MobileNetV2 with ReLU6 as Clip, folded BatchNorm and inverted residual
+// blocks, whose first block's project conv both reads and writes the residual group.
+const RESNET_MINI: &[u8] = include_bytes!("../../tests/heldout/resnet_mini.onnx");
+const MBV2_MINI: &[u8] = include_bytes!("../../tests/heldout/mbv2_mini.onnx");
+
+fn heldout_input() -> Tensor {
+    let x = qplay_core::npy::read_npy(include_bytes!("../../tests/heldout/calib.npy"), 1 << 22).unwrap();
+    let d = x.to_f32_vec();
+    Tensor::f32(vec![4, 3, 32, 32], d[..4 * 3 * 32 * 32].to_vec()).unwrap()
+}
+
+#[test]
+fn pruning_heldout_models_removes_exactly_the_chosen_channels() {
+    let x = heldout_input();
+    let seen = pruning_removes_exactly_the_chosen_channels(RESNET_MINI, &x);
+    // Stage 0's identity shortcuts tie the stem and both blocks' second convs to one group read
+    // by four convs; the stride-2 stages have their own.
+    assert!(seen.iter().any(|&(consumers, _)| consumers >= 4), "{seen:?}");
+    let seen = pruning_removes_exactly_the_chosen_channels(MBV2_MINI, &x);
+    assert!(seen.iter().filter(|&&(_, dw)| dw > 0).count() >= 5, "{seen:?}");
+}
+
+#[test]
+fn pruning_every_heldout_group_at_once_keeps_the_model_valid() {
+    let x = heldout_input();
+    for model in [RESNET_MINI, MBV2_MINI] {
+        assert_eq!(pruning_every_group_at_once_keeps_the_model_valid(model, &x), 40);
+    }
 }

@@ -115,7 +115,7 @@ fn Tradeoff(r: CompressResult) -> impl IntoView {
                 <text x=sx(0.5) y=h - b + 14.0 text-anchor="middle" class="axis">"0.5"</text>
                 {dots}
             </svg>
-            <figcaption>{format!("Blue: the original model; orange: AIMET's greedy selection; purple: every layer at one ratio (the uniform baseline); grey and green: models qplay's refinement measured (green kept){}; the large dot: the model delivered.", if r.method == "channel-pruning" { ", each layer refitted on the original inputs (a quicker estimate than the delivered model's layer-by-layer refit)" } else { "" })}</figcaption>
+            <figcaption>"Blue: the original model; orange: AIMET's greedy selection; purple: every layer at one ratio (the uniform baseline); grey and green: the models qplay's refinement measured, from AIMET's selection and from the uniform model (green: kept); the large dot: the model delivered."</figcaption>
         </figure>
     }
 }

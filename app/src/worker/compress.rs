@@ -88,6 +88,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
     let (out, report) = compress(g, &shapes, &cfg, &eval, samples, &mut |stage, done, total| {
         let stage = match stage {
             "sensitivity" => "Scoring each layer at each ratio",
+            "tilts" => "Leaning the uniform ratio by sensitivity (each model refitted)",
             _ => "Refining the choice",
         };
         post(&Response::Progress { job, stage: stage.into(), done, total });
@@ -140,7 +141,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         params_after: report.params_after,
         ratios: report.table.ratios.clone(),
         layers,
-        trials: report.refine.iter().map(|s| (s.model_ratio, s.score, s.kept)).collect(),
+        trials: report.refine.iter().chain(report.uniform.iter().flat_map(|u| &u.refine)).map(|s| (s.model_ratio, s.score, s.kept)).collect(),
         uniform: report.uniform.as_ref().map(|u| (u.macs_ratio, u.score)),
         selection_ratio: report.selection.model_ratio,
         evaluations: report.evaluations,

@@ -686,11 +686,14 @@ impl PruneUnit {
 
     /// Prunes the unit to `keep` and writes `solved` (from [`PruneUnit::solve`]; empty: slice
     /// only) into the consumers. A refit covers all of a consumer's original output channels;
-    /// where another group already pruned some (the consumer is also that group's producer, as
-    /// a residual block's project conv is), only the rows `rows` records are written. Records
-    /// this unit's producers in `rows`.
+    /// where a group pruned some (the consumer is also that group's producer, as a residual
+    /// block's project conv is, of another group or of this one), only the rows `rows` records
+    /// are written. Records this unit's producers in `rows` first.
     pub fn apply_solved(&self, g: &mut Graph, keep: &[usize], solved: &[Refit], rows: &mut KeptRows) -> Result<()> {
         self.prune(g, keep)?;
+        for &p in &self.producer_nodes {
+            rows.insert(p, keep.to_vec());
+        }
         for (&ni, r) in self.consumer_nodes.iter().zip(solved) {
             match rows.get(&ni) {
                 Some(kept) => {
@@ -702,9 +705,6 @@ impl PruneUnit {
                 }
                 None => set_weights(g, ni, r.weight.clone(), r.shape.clone(), r.bias.clone())?,
             }
-        }
-        for &p in &self.producer_nodes {
-            rows.insert(p, keep.to_vec());
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! per-layer ratio search over them ([`super::greedy_ratio`]), and the compressed graph with a
 //! report that is plain data (the sensitivity table, the choices, the costs before and after).
 
-use super::greedy_ratio::{self, candidates, RefineStep, Selection, SensitivityTable};
+use super::greedy_ratio::{self, candidates, Ladder, RefineStep, Selection, SensitivityTable};
 use crate::cost::{self, CostReport};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, ScoreKind};
@@ -111,6 +111,8 @@ pub struct Uniform {
     pub ratio: f64,
     pub macs_ratio: f64,
     pub score: f64,
+    /// The per-layer searches that start from it.
+    pub refine: Vec<RefineStep>,
 }
 
 pub fn svd_layers(g: &Graph, shapes: &[Option<Vec<usize>>], kind: SvdKind, skip: &[String]) -> Vec<SvdLayer> {
@@ -125,6 +127,9 @@ trait Plan {
     fn single(&mut self, li: usize, r: f64) -> Result<Graph>;
     /// The model at `rs`, quickly (scored by the refinement).
     fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph>;
+    /// Whether [`Plan::quick`] is the delivered model (else an estimate, and [`Plan::build`] is
+    /// slow).
+    fn quick_is_build(&self) -> bool;
     /// The model at `rs` as it is delivered.
     fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph>;
     fn choices(&self, rs: &[Option<f64>]) -> Vec<LayerChoice>;
@@ -161,6 +166,9 @@ impl Plan for SvdPlan<'_> {
     }
     fn quick(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
         self.build(rs)
+    }
+    fn quick_is_build(&self) -> bool {
+        true
     }
     fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
         let mut c = self.g.clone();
@@ -249,6 +257,9 @@ impl Plan for PrunePlan<'_> {
             }
         }
         Ok(c)
+    }
+    fn quick_is_build(&self) -> bool {
+        false
     }
     fn build(&mut self, rs: &[Option<f64>]) -> Result<Graph> {
         let (mut c, mut rows) = (self.g.clone(), prune::KeptRows::new());
@@ -362,26 +373,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
     let selection_quick = eval.score(&plan.quick(&selection.ratios)?)?;
     evaluations += 1;
     let steps = cfg.refine_steps.unwrap_or(2 * n + 10);
-    let (mut chosen, _, refine) = if steps > 0 {
-        let ratio_of = |p: &dyn Plan, rs: &[Option<f64>]| p.model_macs(rs) as f64 / total;
-        let cell = std::cell::RefCell::new(&mut plan);
-        greedy_ratio::refine(
-            &table,
-            cfg.target,
-            selection.ratios.clone(),
-            selection_quick,
-            steps,
-            &mut |rs| ratio_of(&***cell.borrow(), rs),
-            &mut |rs| {
-                evaluations += 1;
-                let g = cell.borrow_mut().quick(rs)?;
-                eval.score(&g)
-            },
-            progress,
-        )?
-    } else {
-        (selection.ratios.clone(), selection_quick, vec![])
-    };
+    let (mut chosen, _, refine) = refine_from(&mut plan, &table, Ladder::Candidates, (cfg.target, total), selection.ratios.clone(), selection_quick, steps, eval, &mut evaluations, progress)?;
     // The delivered model: AIMET's selection unless the refined one scores higher when built.
     let mut out = plan.build(&chosen)?;
     let mut score = eval.score(&out)?;
@@ -398,21 +390,22 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
         }
     }
     // The baseline a per-layer search must beat: one ratio for every layer, the largest (in steps
-    // of 0.005) that meets the target, built and scored like the delivered model.
-    // It is delivered instead when it scores higher (the per-layer search can lose to it where
-    // single-layer sensitivities say little about layers pruned together).
+    // of 0.005) that meets the target, built and scored like the delivered model. Single-layer
+    // sensitivities say little about many layers compressed together, and it can beat AIMET's
+    // selection; so the per-layer search also starts from it ([`from_uniform`]). The best model
+    // found is delivered.
     let uniform = match (1..=200).rev().map(|k| k as f64 / 200.0).find(|&u| plan.model_macs(&vec![Some(u); n]) as f64 <= cfg.target * total) {
         Some(u) => {
             let rs = vec![Some(u); n];
             let built = plan.build(&rs)?;
             let uniform_score = eval.score(&built)?;
             evaluations += 1;
-            if uniform_score > score {
-                out = built;
-                score = uniform_score;
-                chosen = rs.clone();
+            let (best, best_score, trials) = if steps > 0 { from_uniform(&mut plan, &table, cfg, total, u, uniform_score, eval, &mut evaluations, progress)? } else { (rs.clone(), uniform_score, vec![]) };
+            if best_score > score {
+                out = if best == rs { built } else { plan.build(&best)? };
+                (score, chosen) = (best_score, best);
             }
-            Some(Uniform { ratio: u, macs_ratio: plan.model_macs(&rs) as f64 / total, score: uniform_score })
+            Some(Uniform { ratio: u, macs_ratio: plan.model_macs(&rs) as f64 / total, score: uniform_score, refine: trials })
         }
         None => None,
     };
@@ -442,6 +435,126 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
         evaluations,
     };
     Ok((out, report))
+}
+
+/// [`greedy_ratio::refine`] of `plan` from `start` (scored `score`), each trial built with
+/// [`Plan::quick`].
+#[allow(clippy::too_many_arguments)]
+fn refine_from(
+    plan: &mut Box<dyn Plan + '_>,
+    table: &SensitivityTable,
+    ladder: Ladder,
+    (target, total): (f64, f64),
+    start: Vec<Option<f64>>,
+    score: f64,
+    steps: usize,
+    eval: &Evaluator,
+    evaluations: &mut usize,
+    progress: &mut greedy_ratio::Progress,
+) -> Result<(Vec<Option<f64>>, f64, Vec<RefineStep>)> {
+    if steps == 0 {
+        return Ok((start, score, vec![]));
+    }
+    let cell = std::cell::RefCell::new(plan);
+    greedy_ratio::refine(
+        table,
+        ladder,
+        target,
+        start,
+        score,
+        steps,
+        &mut |rs| cell.borrow().model_macs(rs) as f64 / total,
+        &mut |rs| {
+            *evaluations += 1;
+            let g = cell.borrow_mut().quick(rs)?;
+            eval.score(&g)
+        },
+        progress,
+    )
+}
+
+/// The per-layer search from the uniform ratio `u` (scored `score`), every trial built as
+/// delivered:
+/// 1. Tilts: each layer at c + α·z, where z in [−1, 1] ranks the layer by the table's drop at
+///    `u` (the most sensitive +1) and c is the largest ratio (in steps of 0.005) that meets the
+///    target: α = ±0.05, then ±0.1 and ±0.2 in the better direction while the score rises (the
+///    table's ranking can point either way once every layer is compressed).
+/// 2. When a quick model is the built one (SVD), [`greedy_ratio::refine`] from the best so far,
+///    in steps of half the candidates' spacing, n + 10 trials. Pruning's builds refit layer by
+///    layer on the calibration data (about 30 s on EfficientNet-Lite0), so it stops at 1.
+///
+/// Returns the best ratios, their score and the trials.
+#[allow(clippy::too_many_arguments)]
+fn from_uniform(
+    plan: &mut Box<dyn Plan + '_>,
+    table: &SensitivityTable,
+    cfg: &CompressConfig,
+    total: f64,
+    u: f64,
+    score: f64,
+    eval: &Evaluator,
+    evaluations: &mut usize,
+    progress: &mut greedy_ratio::Progress,
+) -> Result<(Vec<Option<f64>>, f64, Vec<RefineStep>)> {
+    let n = table.layers.len();
+    let start = vec![Some(u); n];
+    let drops: Vec<f64> = (0..n).map(|l| table.drop_at(l, Some(u))).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| drops[a].total_cmp(&drops[b]));
+    let mut z = vec![0.0; n];
+    for (rank, &l) in order.iter().enumerate() {
+        z[l] = if n > 1 { 2.0 * rank as f64 / (n - 1) as f64 - 1.0 } else { 0.0 };
+    }
+    let (mut best, mut best_score, mut trials) = (start.clone(), score, vec![]);
+    // α = ±0.05 first, then on in the better direction, doubling, while the score rises.
+    let (mut alphas, mut last) = (vec![0.05, -0.05], f64::NEG_INFINITY);
+    let mut i = 0;
+    while i < alphas.len() {
+        if !progress("tilts", i, 4) {
+            return Err(Error::Graph("cancelled".into()));
+        }
+        let alpha = alphas[i];
+        let at = |c: f64| -> Vec<Option<f64>> {
+            z.iter()
+                .map(|&zl| {
+                    let r = ((c + alpha * zl) * 1e6).round() / 1e6;
+                    (r < 1.0).then_some(r.max(0.005))
+                })
+                .collect()
+        };
+        let found = (1..=240).rev().map(|k| at(k as f64 / 200.0)).find(|rs| plan.model_macs(rs) as f64 <= cfg.target * total);
+        let s = match found {
+            Some(rs) => {
+                let s = eval.score(&plan.build(&rs)?)?;
+                *evaluations += 1;
+                let changes = (0..n).filter(|&l| rs[l] != start[l]).map(|l| (table.layers[l].clone(), start[l], rs[l])).collect();
+                trials.push(RefineStep { changes, model_ratio: plan.model_macs(&rs) as f64 / total, score: s, kept: s > best_score });
+                if s > best_score {
+                    (best, best_score) = (rs, s);
+                }
+                s
+            }
+            None => f64::NEG_INFINITY,
+        };
+        i += 1;
+        if i == 2 && best_score > score {
+            let dir = if best_score == last { 0.05 } else { -0.05 };
+            alphas.extend([2.0 * dir, 4.0 * dir]);
+            last = best_score;
+        } else if i > 2 && s <= last {
+            break;
+        } else {
+            last = s;
+        }
+    }
+    progress("tilts", i, 4);
+    if plan.quick_is_build() {
+        let ladder = Ladder::Steps(0.5 / cfg.candidates.max(2) as f64);
+        let (b, s, more) = refine_from(plan, table, ladder, (cfg.target, total), best, best_score, n + 10, eval, evaluations, progress)?;
+        (best, best_score) = (b, s);
+        trials.extend(more);
+    }
+    Ok((best, best_score, trials))
 }
 
 /// AIMET's recommended order, spatial SVD then channel pruning, to `cfg.target` of the original

@@ -130,20 +130,69 @@ impl SensitivityTable {
         Selection { ratios, threshold: chosen, model_ratio: ratio, trace }
     }
 
-    /// The table score of layer `li` at ratio `r` (None: the baseline).
+    /// The table score of layer `li` at ratio `r` (None: the baseline), linear between the
+    /// candidates and from the last one to the baseline at 1; below the first, the first's.
     fn score_at(&self, li: usize, r: Option<f64>) -> f64 {
-        match r {
-            None => self.baseline,
-            Some(r) => self.ratios.iter().position(|&x| (x - r).abs() < 1e-12).map_or(self.baseline, |i| self.scores[li][i]),
+        let Some(r) = r else { return self.baseline };
+        let row = &self.scores[li];
+        let points = self.ratios.iter().copied().zip(row.iter().copied()).chain(std::iter::once((1.0, self.baseline)));
+        let mut prev: Option<(f64, f64)> = None;
+        for (x, y) in points {
+            if r <= x + 1e-12 {
+                return match prev {
+                    Some((x0, y0)) if x - r > 1e-12 => y0 + (y - y0) * (r - x0) / (x - x0),
+                    _ => y,
+                };
+            }
+            prev = Some((x, y));
+        }
+        self.baseline
+    }
+}
+
+/// The ratios a refinement moves a layer between.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ladder {
+    /// The table's candidates (and None, the layer kept, above the last).
+    Candidates,
+    /// Steps of this size from wherever the layer is; a ratio of 1 or more is the layer kept.
+    Steps(f64),
+}
+
+impl Ladder {
+    /// The next less compressed choice (None: there is none).
+    fn up(self, t: &SensitivityTable, r: Option<f64>) -> Option<Option<f64>> {
+        let r = r?;
+        match self {
+            Ladder::Candidates => {
+                let i = t.ratios.iter().position(|&x| (x - r).abs() < 1e-12)?;
+                Some(t.ratios.get(i + 1).copied())
+            }
+            Ladder::Steps(d) => {
+                let x = round6(r + d);
+                Some((x < 1.0).then_some(x))
+            }
         }
     }
 
-    /// The next less compressed choice for layer `li` (None after the last candidate).
-    fn step_up(&self, r: Option<f64>) -> Option<Option<f64>> {
-        let r = r?;
-        let i = self.ratios.iter().position(|&x| (x - r).abs() < 1e-12)?;
-        Some(self.ratios.get(i + 1).copied())
+    /// The next more compressed choice (None: there is none).
+    fn down(self, t: &SensitivityTable, r: Option<f64>) -> Option<Option<f64>> {
+        match (self, r) {
+            (Ladder::Candidates, None) => t.ratios.last().map(|&x| Some(x)),
+            (Ladder::Candidates, Some(r)) => {
+                let i = t.ratios.iter().position(|&x| (x - r).abs() < 1e-12)?;
+                i.checked_sub(1).map(|j| Some(t.ratios[j]))
+            }
+            (Ladder::Steps(d), r) => {
+                let x = round6(r.unwrap_or(1.0) - d);
+                (x > 1e-6).then_some(Some(x))
+            }
+        }
     }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
 
 /// A refinement step, as data.
@@ -158,30 +207,20 @@ pub struct RefineStep {
 
 impl SensitivityTable {
     /// The table's drop from the baseline for layer `li` at `r` (0 when kept).
-    fn drop_at(&self, li: usize, r: Option<f64>) -> f64 {
+    pub(crate) fn drop_at(&self, li: usize, r: Option<f64>) -> f64 {
         self.baseline - self.score_at(li, r)
-    }
-
-    /// The next more compressed choice (None from the most compressed).
-    fn step_down(&self, r: Option<f64>) -> Option<Option<f64>> {
-        match r {
-            None => self.ratios.last().map(|&x| Some(x)),
-            Some(r) => {
-                let i = self.ratios.iter().position(|&x| (x - r).abs() < 1e-12)?;
-                i.checked_sub(1).map(|j| Some(self.ratios[j]))
-            }
-        }
     }
 }
 
 /// Step 3: a local search from `start` (scored `score`) under `target`. A move takes one layer
-/// to its next less compressed candidate, alone (spending MACs left) or together with another
+/// to its next less compressed choice on `ladder`, alone (spending MACs left) or together with another
 /// layer's next more compressed one (a trade); the moves that fit are tried in the order of the
 /// gain the table predicts (each layer's drop from the baseline, summed), each one measured with
 /// `eval` and kept only when the model's score rises. At most `max_steps` evaluations.
 #[allow(clippy::too_many_arguments)]
 pub fn refine(
     table: &SensitivityTable,
+    ladder: Ladder,
     target: f64,
     start: Vec<Option<f64>>,
     score: f64,
@@ -202,7 +241,9 @@ pub fn refine(
         }
         let mut moves: Vec<(f64, Vec<Option<f64>>, f64)> = Vec::new();
         for i in 0..n {
-            let Some(up) = table.step_up(best[i]) else { continue };
+            let Some(up) = ladder.up(table, best[i]) else {
+                continue;
+            };
             let gain_i = table.drop_at(i, best[i]) - table.drop_at(i, up);
             let mut c = best.clone();
             c[i] = up;
@@ -210,7 +251,9 @@ pub fn refine(
                 let mut c = c.clone();
                 let mut gain = gain_i;
                 if let Some(j) = j {
-                    let Some(down) = table.step_down(best[j]) else { continue };
+                    let Some(down) = ladder.down(table, best[j]) else {
+                        continue;
+                    };
                     gain -= table.drop_at(j, down) - table.drop_at(j, best[j]);
                     c[j] = down;
                 }
@@ -223,7 +266,9 @@ pub fn refine(
                 }
             }
         }
-        let Some((_, c, r)) = moves.into_iter().max_by(|a, b| a.0.total_cmp(&b.0).then(a.2.total_cmp(&b.2))) else { break };
+        let Some((_, c, r)) = moves.into_iter().max_by(|a, b| a.0.total_cmp(&b.0).then(a.2.total_cmp(&b.2))) else {
+            break;
+        };
         tried.insert(key(&c));
         let s = eval(&c)?;
         let kept = s > best_score;
@@ -307,5 +352,40 @@ mod tests {
             assert!((step.threshold - t).abs() < 1e-9 && (step.model_ratio - r).abs() < 1e-12, "{step:?}");
         }
         assert_eq!(s.trace.len(), 8);
+    }
+
+    #[test]
+    fn table_reads_between_candidates() {
+        let t = table();
+        // features_12 scores 28.22 at 0.2 and 36.89 at 0.3: halfway between at 0.25.
+        assert!((t.score_at(1, Some(0.25)) - (28.22222222222222 + 36.888888888888886) / 2.0).abs() < 1e-9);
+        // Above 0.9, towards the baseline at 1.
+        assert!((t.score_at(0, Some(0.95)) - (84.22222222222221 + 97.33333333333334) / 2.0).abs() < 1e-9);
+        assert_eq!(t.score_at(0, Some(0.05)), 18.0);
+        assert_eq!(Ladder::Steps(0.05).up(&t, Some(0.95)), Some(None));
+        assert_eq!(Ladder::Steps(0.05).down(&t, Some(0.05)), None);
+        assert_eq!(Ladder::Candidates.down(&t, None), Some(Some(0.9)));
+    }
+
+    #[test]
+    fn refinement_from_uniform_finds_the_known_optimum() {
+        // Two layers of equal MACs; layer 0 is ten times as sensitive: the score is
+        // -(10 (1 - r0)² + (1 - r1)²). Under 0.5 r0 + 0.5 r1 <= 0.6, on the steps of 0.05 from
+        // the uniform 0.6, the best is (0.95, 0.25) (the continuous optimum is r0 = 1 - 0.8/11).
+        let f = |r: &[Option<f64>]| {
+            let p = |x: Option<f64>| (1.0 - x.unwrap_or(1.0)).powi(2);
+            -(10.0 * p(r[0]) + p(r[1]))
+        };
+        let ratios = candidates(10);
+        let scores = (0..2).map(|li| ratios.iter().map(|&x| f(&if li == 0 { [Some(x), None] } else { [None, Some(x)] })).collect()).collect();
+        let t = SensitivityTable { layers: vec!["a".into(), "b".into()], ratios, scores, baseline: 0.0 };
+        let start = vec![Some(0.6), Some(0.6)];
+        let mr = |r: &[Option<f64>]| 0.5 * r[0].unwrap_or(1.0) + 0.5 * r[1].unwrap_or(1.0);
+        let (best, score, steps) = refine(&t, Ladder::Steps(0.05), 0.6, start.clone(), f(&start), 40, &mut |r| mr(r), &mut |r| Ok(f(r)), &mut |_, _, _| true).unwrap();
+        assert_eq!(best, vec![Some(0.95), Some(0.25)], "{steps:?}");
+        assert!((score + 0.5875).abs() < 1e-9);
+        // On the candidates alone it stops at (0.9, 0.3).
+        let (best, _, _) = refine(&t, Ladder::Candidates, 0.6, start.clone(), f(&start), 40, &mut |r| mr(r), &mut |r| Ok(f(r)), &mut |_, _, _| true).unwrap();
+        assert_eq!(best, vec![Some(0.9), Some(0.3)]);
     }
 }
