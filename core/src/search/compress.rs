@@ -400,7 +400,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
             let built = plan.build(&rs)?;
             let uniform_score = eval.score(&built)?;
             evaluations += 1;
-            let (best, best_score, trials) = if steps > 0 { from_uniform(&mut plan, &table, cfg, total, u, uniform_score, eval, &mut evaluations, progress)? } else { (rs.clone(), uniform_score, vec![]) };
+            let (best, best_score, trials) = if steps > 0 { from_uniform(&mut plan, &table, cfg, (total, steps), u, uniform_score, eval, &mut evaluations, progress)? } else { (rs.clone(), uniform_score, vec![]) };
             if best_score > score {
                 out = if best == rs { built } else { plan.build(&best)? };
                 (score, chosen) = (best_score, best);
@@ -475,13 +475,14 @@ fn refine_from(
 
 /// The per-layer search from the uniform ratio `u` (scored `score`), every trial built as
 /// delivered:
-/// 1. Tilts: each layer at c + α·z, where z in [−1, 1] ranks the layer by the table's drop at
+/// 1. Leans ("tilts" in the progress): each layer at c + α·z, where z in [−1, 1] ranks the layer by the table's drop at
 ///    `u` (the most sensitive +1) and c is the largest ratio (in steps of 0.005) that meets the
 ///    target: α = ±0.05, then ±0.1 and ±0.2 in the better direction while the score rises (the
 ///    table's ranking can point either way once every layer is compressed).
 /// 2. When a quick model is the built one (SVD), [`greedy_ratio::refine`] from the best so far,
-///    in steps of half the candidates' spacing, n + 10 trials. Pruning's builds refit layer by
-///    layer on the calibration data (about 30 s on EfficientNet-Lite0), so it stops at 1.
+///    in steps of half the candidates' spacing, n + 10 trials (at most `steps`). Pruning's
+///    builds refit layer by layer on the calibration data (about 30 s on EfficientNet-Lite0),
+///    and its quick models say little once every layer is pruned, so it stops at 1.
 ///
 /// Returns the best ratios, their score and the trials.
 #[allow(clippy::too_many_arguments)]
@@ -489,7 +490,7 @@ fn from_uniform(
     plan: &mut Box<dyn Plan + '_>,
     table: &SensitivityTable,
     cfg: &CompressConfig,
-    total: f64,
+    (total, steps): (f64, usize),
     u: f64,
     score: f64,
     eval: &Evaluator,
@@ -550,7 +551,7 @@ fn from_uniform(
     progress("tilts", i, 4);
     if plan.quick_is_build() {
         let ladder = Ladder::Steps(0.5 / cfg.candidates.max(2) as f64);
-        let (b, s, more) = refine_from(plan, table, ladder, (cfg.target, total), best, best_score, n + 10, eval, evaluations, progress)?;
+        let (b, s, more) = refine_from(plan, table, ladder, (cfg.target, total), best, best_score, steps.min(n + 10), eval, evaluations, progress)?;
         (best, best_score) = (b, s);
         trials.extend(more);
     }
