@@ -201,9 +201,8 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     }
     let quantized = if a.quantize {
         let Quantized { sim, .. } = quantize_graph(out_graph, &a.quant, &[], a.seed, &calib, &progress)?;
-        let export = qplay_core::onnx::export::qdq_model(&sim)?;
         if let Some(p) = &a.qdq_out {
-            write_file(p, export)?;
+            write_file(p, qplay_core::onnx::export::qdq_model(&sim)?)?;
         }
         if let Some(p) = &a.encodings {
             write_file(p, serde_json::to_string_pretty(&sim.to_aimet_json()).unwrap_or_default())?;
