@@ -7,6 +7,8 @@ pub mod int8;
 mod ops;
 
 pub(crate) use ops::resolve_pads_pub as resolve_pads;
+pub(crate) use ops::eval as eval_node;
+pub(crate) use ops::broadcast_shape;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};

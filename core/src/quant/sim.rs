@@ -672,7 +672,7 @@ fn param_encodings(t: &Tensor, axis: Option<usize>, bw: u8, sqnr: bool) -> Resul
         .collect()
 }
 
-fn split(shape: &[usize], ax: usize) -> (usize, usize, usize) {
+pub(crate) fn split(shape: &[usize], ax: usize) -> (usize, usize, usize) {
     (shape[..ax].iter().product(), shape[ax], shape[ax + 1..].iter().product())
 }
 
@@ -682,7 +682,7 @@ fn min_max(it: impl Iterator<Item = f32>) -> (f32, f32) {
     })
 }
 
-fn qdq_param(t: Tensor, axis: Option<usize>, enc: &[Encoding]) -> Tensor {
+pub(crate) fn qdq_param(t: Tensor, axis: Option<usize>, enc: &[Encoding]) -> Tensor {
     let shape = t.shape().to_vec();
     let mut d = t.into_f32().unwrap_or_default();
     match axis {

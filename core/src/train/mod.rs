@@ -1,0 +1,243 @@
+//! Training in the core: reverse-mode gradients over the model graph ([`tape`], [`grad`]),
+//! losses, optimizers, and quantization-aware training ([`qat`]). [`train`] runs seeded epochs
+//! of mini-batches, deterministic on every target.
+
+pub mod grad;
+pub mod loss;
+pub mod optim;
+pub mod qat;
+pub mod tape;
+
+pub use optim::{Method, Optimizer, Schedule};
+pub use qat::FakeQuant;
+pub use tape::{Grads, Net, Pass, Tape};
+
+use crate::error::{Error, Result};
+use crate::eval::Evaluator;
+use crate::rng::SplitMix;
+use crate::tensor::Tensor;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub method: Method,
+    pub weight_decay: f32,
+    pub schedule: Schedule,
+    pub seed: u64,
+    /// Distillation temperature.
+    pub temperature: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 10, batch: 32, lr: 1e-3, method: Method::adam(), weight_decay: 0.0, schedule: Schedule::Cosine, seed: 0, temperature: 4.0 }
+    }
+}
+
+/// A training set: `n` samples of `sample_shape` stacked in `x`, with labels and/or the teacher's
+/// outputs for each sample (a loss needs at least one of them).
+#[derive(Debug, Clone, Copy)]
+pub struct Data<'a> {
+    pub x: &'a [f32],
+    pub sample_shape: &'a [usize],
+    pub labels: Option<&'a [i64]>,
+    /// The teacher's first output for every sample, stacked.
+    pub teacher: Option<&'a [f32]>,
+}
+
+impl Data<'_> {
+    pub fn len(&self) -> usize {
+        let per: usize = self.sample_shape.iter().product();
+        self.x.len().checked_div(per).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn check(&self) -> Result<()> {
+        let n = self.len();
+        let bad = |name: &str, msg: String| Err(Error::Input { name: name.into(), msg });
+        if n == 0 {
+            return bad("data", "the training set is empty".into());
+        }
+        if let Some(l) = self.labels {
+            if l.len() != n {
+                return bad("labels", format!("{} labels for {n} samples", l.len()));
+            }
+        }
+        if let Some(t) = self.teacher {
+            if t.len() % n != 0 {
+                return bad("teacher", format!("{} teacher values do not split into {n} samples", t.len()));
+            }
+        }
+        if self.labels.is_none() && self.teacher.is_none() {
+            return bad("labels", "training needs labels or a teacher to distil from".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a training run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    /// Mean loss of the epoch so far.
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f32,
+    /// The evaluation score after the epoch (accuracy in % or SQNR in dB), when asked.
+    pub score: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    Finished,
+    Cancelled,
+    /// The loss or a gradient stopped being finite; the weights are those of the last epoch
+    /// that ended well (or the starting ones).
+    Diverged { epoch: usize, step: usize },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub epochs: Vec<EpochReport>,
+    pub stop: Stop,
+    pub seconds: f64,
+}
+
+impl TrainReport {
+    pub fn final_loss(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.loss)
+    }
+}
+
+/// The score of `net` (evaluation mode) on `ev`'s batches, as [`Evaluator::score_outputs`].
+pub fn score(net: &mut Net, ev: &Evaluator) -> Result<f64> {
+    let mut out = Vec::new();
+    for b in &ev.batches {
+        let (y, _) = net.forward(b.clone(), Pass::Eval)?;
+        out.extend(y.first().ok_or_else(|| Error::Graph("the model has no output".into()))?.to_f32_vec());
+    }
+    ev.score_outputs(&out)
+}
+
+/// Trains `net` on `data`: per epoch a seeded shuffle, mini-batches of `cfg.batch`, the loss
+/// (cross-entropy against labels plus distillation from the teacher's outputs), one optimizer
+/// step per batch (the quantizers' ranges too when `net.quant` learns them), then `eval` (if
+/// given) scores the epoch. `progress` after every step; returning false cancels.
+pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evaluator>, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainReport> {
+    data.check()?;
+    if cfg.epochs == 0 || cfg.batch == 0 {
+        return Err(Error::Input { name: "settings".into(), msg: "epochs and batch size must be at least 1".into() });
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
+        return Err(Error::Input { name: "learning rate".into(), msg: format!("{} is not a positive number", cfg.lr) });
+    }
+    let t0 = web_time();
+    let n = data.len();
+    let per: usize = data.sample_shape.iter().product();
+    let teacher_per = data.teacher.map(|t| t.len() / n);
+    let steps = n.div_ceil(cfg.batch);
+    let total = steps * cfg.epochs;
+    let decay: Vec<bool> = net.params().iter().map(|&p| net.graph.consts[p].as_ref().is_some_and(|t| t.rank() >= 2)).collect();
+    let mut opt = Optimizer::new(cfg.method, cfg.weight_decay);
+    let mut rng = SplitMix(cfg.seed ^ 0x7261_696e);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut report = TrainReport { epochs: Vec::new(), stop: Stop::Finished, seconds: 0.0 };
+    let mut good = net.clone();
+    'epochs: for epoch in 0..cfg.epochs {
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        let mut lr = cfg.lr;
+        for (step, idx) in order.chunks(cfg.batch).enumerate() {
+            if idx.len() < 2 && n > 1 {
+                continue; // a last batch of one sample: batch statistics need two
+            }
+            let mut shape = vec![idx.len()];
+            shape.extend_from_slice(data.sample_shape);
+            let xb: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied()).collect();
+            let (outs, tape) = net.forward(Tensor::f32(shape, xb)?, Pass::Train)?;
+            let tape = tape.ok_or_else(|| Error::Graph("no tape".into()))?;
+            let y = outs.first().ok_or_else(|| Error::Graph("the model has no output".into()))?;
+            let yd = y.as_f32().ok_or_else(|| Error::Graph("the model's output is not float".into()))?;
+            let mut loss = 0.0f64;
+            let mut dy = vec![0.0f32; yd.len()];
+            if let (Some(t), Some(tp)) = (data.teacher, teacher_per) {
+                if tp * idx.len() != yd.len() {
+                    return Err(Error::Input { name: "teacher".into(), msg: format!("the teacher gives {tp} values per sample, the model {}", yd.len() / idx.len()) });
+                }
+                let tb: Vec<f32> = idx.iter().flat_map(|&i| t[i * tp..(i + 1) * tp].iter().copied()).collect();
+                let (l, g) = loss::distillation(yd, y.shape(), &tb, cfg.temperature)?;
+                loss += l;
+                dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+            }
+            if let Some(labels) = data.labels {
+                let lb: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+                let (l, g) = loss::cross_entropy(yd, y.shape(), &lb)?;
+                loss += l;
+                dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+            }
+            let mut dout = vec![Vec::new(); net.graph.outputs.len()];
+            dout[0] = dy;
+            let grads = net.backward(&tape, dout)?;
+            drop(tape);
+            let finite = loss.is_finite() && grads.params.iter().flatten().chain(&grads.ranges).all(|v| v.is_finite());
+            if !finite {
+                *net = good;
+                report.stop = Stop::Diverged { epoch, step };
+                break 'epochs;
+            }
+            lr = cfg.schedule.rate(cfg.lr, epoch * steps + step, total, epoch);
+            opt.tick();
+            net.with_params(|i, p| opt.update(i, p, &grads.params[i], lr, decay[i]));
+            if let Some(q) = net.quant.as_mut() {
+                let slot = decay.len();
+                opt.update(slot, &mut q.theta, &grads.ranges, lr, false);
+                q.constrain();
+            }
+            sum += loss * idx.len() as f64;
+            count += idx.len();
+            if !progress(&Progress { epoch, epochs: cfg.epochs, step: step + 1, steps, loss: sum / count.max(1) as f64 }) {
+                report.stop = Stop::Cancelled;
+                break 'epochs;
+            }
+        }
+        let mean = sum / count.max(1) as f64;
+        let score = eval.map(|ev| score(net, ev)).transpose()?;
+        if !mean.is_finite() || score.is_some_and(|s| s.is_nan()) {
+            *net = good;
+            report.stop = Stop::Diverged { epoch, step: steps };
+            break;
+        }
+        report.epochs.push(EpochReport { epoch, loss: mean, lr, score });
+        good = net.clone();
+    }
+    report.seconds = web_time() - t0;
+    Ok(report)
+}
+
+/// Seconds from an arbitrary origin (wall clock natively; 0 in wasm, where the caller times).
+fn web_time() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        0.0
+    }
+}

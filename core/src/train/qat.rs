@@ -1,0 +1,237 @@
+//! Quantization-aware training: the quantizers of a [`QuantSim`] as differentiable
+//! quantize-dequantize steps, with learnable ranges (AIMET's range learning).
+//!
+//! Each channel's grid is `y = (clamp(round(x/s - o), 0, n) + o) * s` (the simulation's
+//! [`Encoding::qdq`], bit for bit). Gradients use the straight-through estimator: `round` is
+//! taken as the identity, so inside the range `dy/dx = 1` and outside it 0.
+//! - A symmetric grid (weights) learns its scale `s` (LSQ): `dy/ds = (q + o) - x/s` inside,
+//!   `o` below, `n + o` above; the offset stays `-2^(b-1)`.
+//! - An asymmetric grid (activations) learns its `min` and `max`, with `s = (max - min)/n` and
+//!   `o = round(min/s)`. With `A = (q + o) - x/s` inside and `A = (q + o) - min/s` outside,
+//!   `dy/dmax = A/n` and `dy/dmin = -A/n + [outside]`.
+//!
+//! The optimizer sees each range parameter relative to its starting value (`s = s0 * θ`,
+//! `min = r0 * θ`), so one learning rate suits every layer, and each gradient is scaled by
+//! LSQ's `1/sqrt(count * q_max)`. The model's input quantizer keeps its range.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::quant::encoding::{Encoding, MIN_SCALE};
+use crate::quant::sim::{qdq_param, split};
+use crate::quant::{Mode, QuantSim};
+use crate::tensor::Tensor;
+
+/// One channel's grid and where its parameters sit in [`FakeQuant::theta`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Grid {
+    /// Learns the scale: `s = base * θ[at]`.
+    Sym { at: usize, base: f32, offset: i64 },
+    /// Learns the range: `min = base * θ[at]`, `max = base * θ[at + 1]`.
+    Asym { at: usize, base: f32 },
+    /// Fixed.
+    Frozen(Encoding),
+}
+
+#[derive(Debug, Clone)]
+struct Quantizer {
+    value: ValueId,
+    /// Channel axis (weights quantized per channel).
+    axis: Option<usize>,
+    bw: u8,
+    ties_even: bool,
+    grids: Vec<Grid>,
+    /// Elements per channel (LSQ's gradient scale).
+    count: usize,
+}
+
+/// The simulation's quantizers, trainable.
+#[derive(Debug, Clone)]
+pub struct FakeQuant {
+    weights: Vec<Quantizer>,
+    acts: Vec<Quantizer>,
+    /// By value: `Some((is_weight, index))`.
+    slot: Vec<Option<(bool, usize)>>,
+    /// The range parameters, relative to their starting values.
+    pub theta: Vec<f32>,
+}
+
+impl FakeQuant {
+    /// The quantizers of a calibrated (or imported) simulation of `graph` (the same graph the
+    /// simulation was built on). With `learn_ranges` false the ranges stay fixed.
+    pub fn from_sim(sim: &QuantSim, learn_ranges: bool) -> Result<FakeQuant> {
+        let g = sim.graph();
+        let mut theta = Vec::new();
+        let mut slot = vec![None; g.values.len()];
+        let grid = |e: Encoding, learn: bool, theta: &mut Vec<f32>| -> Grid {
+            let at = theta.len();
+            match (learn, e.symmetric) {
+                (false, _) => Grid::Frozen(e),
+                (true, true) => {
+                    theta.push(1.0);
+                    Grid::Sym { at, base: e.scale as f32, offset: e.offset }
+                }
+                (true, false) => {
+                    let (mn, mx) = (e.min(), e.max());
+                    let base = (mx - mn).max(MIN_SCALE as f32);
+                    theta.extend([mn / base, mx / base]);
+                    Grid::Asym { at, base }
+                }
+            }
+        };
+        let mut weights = Vec::new();
+        for p in &sim.params {
+            let t = g.consts[p.value].as_ref().ok_or_else(|| Error::Quant("a quantized weight is not constant".into()))?;
+            let bw = p.encodings.first().ok_or_else(|| Error::Quant("calibrate the simulation first".into()))?.bw;
+            let grids = p.encodings.iter().map(|&e| grid(e, learn_ranges, &mut theta)).collect();
+            slot[p.value] = Some((true, weights.len()));
+            weights.push(Quantizer { value: p.value, axis: p.axis, bw, ties_even: false, grids, count: t.len() / p.encodings.len().max(1) });
+        }
+        let ties_even = sim.config().mode == Mode::Qplay;
+        let mut acts = Vec::new();
+        for a in &sim.acts {
+            let Some(e) = a.encoding else { continue };
+            // The model input's range is the data's own; constants are not trained.
+            let learn = learn_ranges && !g.inputs.contains(&a.value) && g.consts[a.value].is_none();
+            let grids = vec![grid(Encoding { ties_even, ..e }, learn, &mut theta)];
+            slot[a.value] = Some((false, acts.len()));
+            acts.push(Quantizer { value: a.value, axis: None, bw: e.bw, ties_even, grids, count: 1 });
+        }
+        Ok(FakeQuant { weights, acts, slot, theta })
+    }
+
+    /// Number of range parameters.
+    pub fn range_len(&self) -> usize {
+        self.theta.len()
+    }
+
+    pub(crate) fn has_act(&self, v: ValueId) -> bool {
+        matches!(self.slot.get(v), Some(Some((false, _))))
+    }
+
+    fn encoding(&self, q: &Quantizer, grid: &Grid) -> Encoding {
+        let n = ((1i64 << q.bw) - 1) as f32;
+        match *grid {
+            Grid::Frozen(e) => e,
+            Grid::Sym { at, base, offset } => Encoding { bw: q.bw, scale: (base * self.theta[at]).max(MIN_SCALE as f32) as f64, offset, symmetric: true, ties_even: q.ties_even },
+            Grid::Asym { at, base } => {
+                let (mn, mx) = (base * self.theta[at], base * self.theta[at + 1]);
+                let scale = ((mx - mn) / n).max(MIN_SCALE as f32);
+                let offset = (mn / scale).round().clamp(-n, 0.0) as i64;
+                Encoding { bw: q.bw, scale: scale as f64, offset, symmetric: false, ties_even: q.ties_even }
+            }
+        }
+    }
+
+    fn encodings(&self, q: &Quantizer) -> Vec<Encoding> {
+        q.grids.iter().map(|g| self.encoding(q, g)).collect()
+    }
+
+    /// Quantize-dequantized copies of the weights (and of quantized constants) as the nodes
+    /// read them, by value.
+    pub(crate) fn quantize_weights(&self, g: &Graph, wq: &mut [Option<Tensor>]) {
+        for q in self.weights.iter().chain(self.acts.iter().filter(|a| g.consts[a.value].is_some())) {
+            if let Some(t) = g.consts[q.value].as_ref() {
+                wq[q.value] = Some(qdq_param(t.clone(), q.axis, &self.encodings(q)));
+            }
+        }
+    }
+
+    /// Quantize-dequantizes the activation `v` in place (if it has a quantizer).
+    pub(crate) fn quantize_act(&self, v: ValueId, t: &mut Tensor) {
+        if let Some(Some((false, i))) = self.slot.get(v) {
+            self.encoding(&self.acts[*i], &self.acts[*i].grids[0]).qdq_tensor(t);
+        }
+    }
+
+    /// Turns the gradient of a quantizer's output into that of its input (`dy` in place) and
+    /// adds the gradients of its range parameters to `ranges`.
+    fn backward(&self, q: &Quantizer, x: &[f32], shape: &[usize], dy: &mut [f32], ranges: &mut [f32]) {
+        let (outer, ch, inner) = match q.axis {
+            Some(ax) if ax < shape.len() => split(shape, ax),
+            _ => (1, 1, x.len()),
+        };
+        let n = ((1i64 << q.bw) - 1) as f64;
+        for (c, grid) in q.grids.iter().enumerate().take(ch) {
+            let e = self.encoding(q, grid);
+            let (s, o) = (e.scale, e.offset as f64);
+            let (mut g0, mut g1) = (0.0f64, 0.0f64);
+            for b in 0..outer {
+                let range = (b * ch + c) * inner..(b * ch + c + 1) * inner;
+                for (xv, d) in x[range.clone()].iter().zip(&mut dy[range]) {
+                    let r = e.quantize(*xv) as f64; // the clamped grid index
+                    let t = *xv as f64 / s - o;
+                    let inside = t > -0.5 && t < n + 0.5;
+                    let dd = *d as f64;
+                    match *grid {
+                        Grid::Frozen(_) => {}
+                        Grid::Sym { .. } => g0 += dd * if inside { r + o - *xv as f64 / s } else { r + o },
+                        Grid::Asym { at, base } => {
+                            let mn = (base * self.theta[at]) as f64;
+                            let a = if inside { r + o - *xv as f64 / s } else { r + o - mn / s };
+                            g1 += dd * a / n;
+                            g0 += dd * (-a / n + if inside { 0.0 } else { 1.0 });
+                        }
+                    }
+                    if !inside {
+                        *d = 0.0;
+                    }
+                }
+            }
+            let lsq = 1.0 / ((q.count as f64) * (n / 2.0).max(1.0)).sqrt();
+            match *grid {
+                Grid::Frozen(_) => {}
+                Grid::Sym { at, base, .. } => ranges[at] += (g0 * base as f64 * lsq) as f32,
+                Grid::Asym { at, base } => {
+                    ranges[at] += (g0 * base as f64 * lsq) as f32;
+                    ranges[at + 1] += (g1 * base as f64 * lsq) as f32;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn act_backward(&self, v: ValueId, pre: &Tensor, dy: &mut [f32], ranges: &mut [f32]) {
+        if let Some(Some((false, i))) = self.slot.get(v) {
+            let q = &self.acts[*i];
+            self.backward(q, pre.as_f32().unwrap_or(&[]), pre.shape(), dy, ranges);
+        }
+    }
+
+    pub(crate) fn weight_backward(&self, v: ValueId, w: &Tensor, dy: &mut [f32], ranges: &mut [f32]) {
+        if let Some(Some((true, i))) = self.slot.get(v) {
+            let q = &self.weights[*i];
+            self.backward(q, w.as_f32().unwrap_or(&[]), w.shape(), dy, ranges);
+        }
+    }
+
+    /// Keeps every range valid after an update: a positive scale; `min <= 0 <= max` with a
+    /// non-empty range.
+    pub fn constrain(&mut self) {
+        for q in self.weights.iter().chain(&self.acts) {
+            for g in &q.grids {
+                match *g {
+                    Grid::Frozen(_) => {}
+                    Grid::Sym { at, .. } => self.theta[at] = self.theta[at].max(1e-3),
+                    Grid::Asym { at, .. } => {
+                        self.theta[at] = self.theta[at].min(0.0);
+                        self.theta[at + 1] = self.theta[at + 1].max(self.theta[at] + 1e-3).max(0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the learned encodings into `sim` (built on the trained graph with the same
+    /// configuration, so its quantizers are the same).
+    pub fn write_encodings(&self, sim: &mut QuantSim) -> Result<()> {
+        let mismatch = || Error::Quant("the simulation's quantizers differ from the trained ones".into());
+        for q in &self.weights {
+            let p = sim.params.iter_mut().find(|p| p.value == q.value).ok_or_else(mismatch)?;
+            p.encodings = self.encodings(q);
+        }
+        for q in &self.acts {
+            let a = sim.acts.iter_mut().find(|a| a.value == q.value).ok_or_else(mismatch)?;
+            a.encoding = Some(Encoding { ties_even: false, ..self.encodings(q)[0] });
+        }
+        Ok(())
+    }
+}

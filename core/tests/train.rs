@@ -1,0 +1,338 @@
+//! Training: every op's gradient, the losses and the QAT quantizer against central differences;
+//! natively and in wasm32.
+
+use prost::Message;
+use qplay_core::onnx::proto::{
+    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
+};
+use qplay_core::rng::SplitMix;
+use qplay_core::train::{loss, Net, Pass};
+use qplay_core::{load_model, Limits, Tensor};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(format!("{op}_{}", outs[0])),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+}
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+}
+fn float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(v), ..Default::default() }
+}
+
+/// A float initializer with seeded values in [-scale, scale) (`offset` added).
+fn init(name: &str, dims: &[i64], seed: u64, scale: f32, offset: f32) -> TensorProto {
+    let n = dims.iter().product::<i64>() as usize;
+    let v = SplitMix(seed).f32s(n).iter().map(|x| x * scale + offset).collect();
+    TensorProto { name: Some(name.into()), dims: dims.to_vec(), data_type: Some(1), float_data: v, ..Default::default() }
+}
+fn i64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto { name: Some(name.into()), dims: vec![v.len() as i64], data_type: Some(7), int64_data: v.to_vec(), ..Default::default() }
+}
+fn scalar(name: &str, v: f32) -> TensorProto {
+    TensorProto { name: Some(name.into()), dims: vec![], data_type: Some(1), float_data: vec![v], ..Default::default() }
+}
+
+fn net(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Net {
+    let vi = |n: &str| ValueInfoProto { name: Some(n.into()), ..Default::default() };
+    let m = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto { name: Some("g".into()), node: nodes, initializer: inits, input: vec![vi("x")], output: vec![vi("y")], ..Default::default() }),
+        ..Default::default()
+    };
+    let (g, _) = load_model(&m.encode_to_vec(), &Limits::default()).unwrap();
+    Net::new(g, Limits::default()).unwrap()
+}
+
+fn input(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::f32(shape.to_vec(), SplitMix(seed).f32s(shape.iter().product())).unwrap()
+}
+
+/// L = Σ r·y for fixed random r, in `pass`.
+fn objective(net: &mut Net, x: &Tensor, r: &[f32], pass: Pass) -> f64 {
+    let (y, _) = net.forward(x.clone(), pass).unwrap();
+    y[0].as_f32().unwrap().iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Checks every parameter's gradient (up to 24 entries each) against central differences of
+/// a training pass.
+fn check(what: &str, mut net: Net, x: Tensor) {
+    let (y, tape) = net.forward(x.clone(), Pass::Train).unwrap();
+    let r = SplitMix(99).f32s(y[0].len());
+    let grads = net.backward(&tape.unwrap(), vec![r.clone()]).unwrap();
+    let data = net.param_data();
+    let (mut checked, mut kinks) = (0, 0);
+    let base = objective(&mut net, &x, &r, Pass::Train);
+    for (pi, d) in data.iter().enumerate() {
+        let step = (d.len() / 24).max(1);
+        for j in (0..d.len()).step_by(step) {
+            let eps = 1e-3f32 * d[j].abs().max(0.5);
+            let mut at = |v: f32| {
+                let mut p = data.clone();
+                p[pi][j] = v;
+                net.set_param_data(&p);
+                objective(&mut net, &x, &r, Pass::Train)
+            };
+            let (up, down) = (at(d[j] + eps), at(d[j] - eps));
+            let (fd, an) = ((up - down) / (2.0 * eps as f64), grads.params[pi][j] as f64);
+            let tol = 2e-2 * fd.abs().max(an.abs()).max(0.5);
+            // One-sided slopes that disagree: a kink (ReLU, a max, a clip) inside the step.
+            if ((up - base) - (base - down)).abs() / eps as f64 > tol {
+                kinks += 1;
+                continue;
+            }
+            assert!((fd - an).abs() <= tol, "{what}: parameter {pi} [{j}]: backward {an} vs central difference {fd}");
+            checked += 1;
+        }
+    }
+    assert!(kinks * 4 <= checked, "{what}: {kinks} entries at kinks, {checked} checked");
+    net.set_param_data(&data);
+    assert!(checked > 0, "{what}: no parameter checked");
+}
+
+/// x [2,3,6,5] -> Conv(W0) -> op chain -> y: the convolution's weights see every later op's
+/// input gradient.
+fn conv_then(ops: Vec<NodeProto>, mut inits: Vec<TensorProto>) -> Net {
+    let mut nodes = vec![node("Conv", &["x", "W0", "B0"], &["c0"], vec![ints("pads", &[1, 1, 1, 1])])];
+    nodes.extend(ops);
+    inits.push(init("W0", &[4, 3, 3, 3], 1, 0.5, 0.0));
+    inits.push(init("B0", &[4], 2, 0.5, 0.0));
+    net(nodes, inits)
+}
+
+fn x4() -> Tensor {
+    input(&[2, 3, 6, 5], 7)
+}
+
+#[test]
+fn conv_gradients_match_finite_differences() {
+    let w = |name: &str, dims: &[i64], seed| init(name, dims, seed, 0.5, 0.0);
+    // Strides, asymmetric pads and dilation.
+    let n = net(vec![node("Conv", &["x", "W", "B"], &["y"], vec![ints("strides", &[2, 1]), ints("pads", &[1, 0, 2, 1]), ints("dilations", &[1, 2])])], vec![w("W", &[4, 3, 3, 2], 3), w("B", &[4], 4)]);
+    check("conv stride/pad/dilation", n, x4());
+    // 1x1 (the pointwise path), no bias.
+    let n = net(vec![node("Conv", &["x", "W"], &["y"], vec![])], vec![w("W", &[5, 3, 1, 1], 5)]);
+    check("conv 1x1", n, x4());
+    // Grouped and depthwise, after a first convolution so that their input gradient is checked.
+    let n = conv_then(vec![node("Conv", &["c0", "W"], &["y"], vec![int("group", 2), ints("pads", &[0, 1, 0, 1])])], vec![w("W", &[6, 2, 3, 3], 6)]);
+    check("grouped conv", n, x4());
+    let n = conv_then(vec![node("Conv", &["c0", "W", "B"], &["y"], vec![int("group", 4), ints("pads", &[1, 1, 1, 1]), ints("strides", &[2, 2])])], vec![w("W", &[4, 1, 3, 3], 8), w("B", &[4], 9)]);
+    check("depthwise conv", n, x4());
+    // auto_pad SAME_UPPER with stride 2.
+    let mut a = AttributeProto { name: Some("auto_pad".into()), r#type: Some(AttributeType::String as i32), ..Default::default() };
+    a.s = Some(b"SAME_UPPER".to_vec());
+    let n = conv_then(vec![node("Conv", &["c0", "W"], &["y"], vec![a, ints("strides", &[2, 2])])], vec![w("W", &[3, 4, 3, 3], 10)]);
+    check("conv SAME_UPPER", n, x4());
+}
+
+#[test]
+fn gemm_and_matmul_gradients_match_finite_differences() {
+    let w = |name: &str, dims: &[i64], seed| init(name, dims, seed, 0.5, 0.0);
+    for (ta, tb) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let xs = if ta == 1 { [5, 3] } else { [3, 5] };
+        let ws: [i64; 2] = if tb == 1 { [4, 5] } else { [5, 4] };
+        // A first Gemm makes the second one's A a computed value (its gradient is checked).
+        let n = net(
+            vec![
+                node("Gemm", &["x", "W1"], &["h"], vec![int("transA", ta)]),
+                node("Gemm", &["h", "W2", "C"], &["y"], vec![int("transB", tb), float("alpha", 0.7), float("beta", 1.3)]),
+            ],
+            vec![w("W1", &[5, 5], 11), w("W2", &ws, 12), w("C", &[4], 13)],
+        );
+        let _ = xs;
+        check(&format!("gemm transA={ta} transB={tb}"), n, input(if ta == 1 { &[5, 5] } else { &[3, 5] }, 14));
+    }
+    // C as a [M, 1] column.
+    let n = net(vec![node("Gemm", &["x", "W", "C"], &["y"], vec![])], vec![w("W", &[5, 4], 15), w("C", &[3, 1], 16)]);
+    check("gemm C column", n, input(&[3, 5], 17));
+    // MatMul with a 2-D weight on a rank-3 input, then a batched MatMul of two computed values.
+    let n = net(vec![node("MatMul", &["x", "W"], &["h"], vec![]), node("Transpose", &["h"], &["t"], vec![ints("perm", &[0, 2, 1])]), node("MatMul", &["h", "t"], &["y"], vec![])], vec![w("W", &[4, 3], 18)]);
+    check("matmul 2-D and batched", n, input(&[2, 5, 4], 19));
+}
+
+#[test]
+fn batchnorm_gradients_match_finite_differences_in_both_modes() {
+    let bn = || {
+        conv_then(
+            vec![node("BatchNormalization", &["c0", "S", "Bb", "M", "V"], &["y"], vec![float("epsilon", 1e-3)])],
+            vec![init("S", &[4], 20, 0.5, 1.0), init("Bb", &[4], 21, 0.5, 0.0), init("M", &[4], 22, 0.3, 0.0), init("V", &[4], 23, 0.3, 1.0)],
+        )
+    };
+    check("batchnorm, batch statistics", bn(), x4());
+    // Frozen: the running statistics normalize and are constants.
+    let mut n = bn();
+    n.freeze_bn = true;
+    check("batchnorm, frozen statistics", n, x4());
+}
+
+#[test]
+fn batchnorm_running_averages_follow_onnx_momentum() {
+    let mut n = conv_then(
+        vec![node("BatchNormalization", &["c0", "S", "Bb", "M", "V"], &["y"], vec![float("momentum", 0.9)])],
+        vec![init("S", &[4], 20, 0.0, 1.0), init("Bb", &[4], 21, 0.0, 0.0), init("M", &[4], 22, 0.0, 0.0), init("V", &[4], 23, 0.0, 1.0)],
+    );
+    let x = x4();
+    // The conv output's per-channel batch mean and unbiased variance, computed directly.
+    let (c0, _) = net(vec![node("Conv", &["x", "W0", "B0"], &["y"], vec![ints("pads", &[1, 1, 1, 1])])], vec![init("W0", &[4, 3, 3, 3], 1, 0.5, 0.0), init("B0", &[4], 2, 0.5, 0.0)]).forward(x.clone(), Pass::Eval).unwrap();
+    let c = c0[0].as_f32().unwrap();
+    n.forward(x, Pass::Train).unwrap();
+    let g = n.graph();
+    let find = |name: &str| g.consts[g.find_value(name).unwrap()].as_ref().unwrap().to_f32_vec();
+    let (m, v) = (find("M"), find("V"));
+    for ch in 0..4 {
+        let vals: Vec<f64> = (0..2).flat_map(|b| c[(b * 4 + ch) * 30..(b * 4 + ch + 1) * 30].iter().map(|&v| v as f64)).collect();
+        let mean = vals.iter().sum::<f64>() / 60.0;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 59.0;
+        assert!((m[ch] as f64 - 0.1 * mean).abs() < 1e-5, "channel {ch}: running mean {} vs {}", m[ch], 0.1 * mean);
+        assert!((v[ch] as f64 - (0.9 + 0.1 * var)).abs() < 1e-4, "channel {ch}: running var {} vs {}", v[ch], 0.9 + 0.1 * var);
+    }
+}
+
+#[test]
+fn activation_gradients_match_finite_differences() {
+    let one = |op: &str, attrs: Vec<AttributeProto>| conv_then(vec![node(op, &["c0"], &["y"], attrs)], vec![]);
+    check("relu", one("Relu", vec![]), x4());
+    check("leaky relu", one("LeakyRelu", vec![float("alpha", 0.2)]), x4());
+    check("sigmoid", one("Sigmoid", vec![]), x4());
+    check("tanh", one("Tanh", vec![]), x4());
+    check("hardswish", one("HardSwish", vec![]), x4());
+    check("hardsigmoid", one("HardSigmoid", vec![float("alpha", 0.3), float("beta", 0.4)]), x4());
+    // Swish as exported: x * sigmoid(x).
+    let n = conv_then(vec![node("Sigmoid", &["c0"], &["s"], vec![]), node("Mul", &["c0", "s"], &["y"], vec![])], vec![]);
+    check("swish", n, x4());
+    // ReLU6 as Clip with bound inputs.
+    let n = conv_then(vec![node("Clip", &["c0", "lo", "hi"], &["y"], vec![])], vec![scalar("lo", 0.0), scalar("hi", 0.6)]);
+    check("clip", n, x4());
+    let n = conv_then(vec![node("PRelu", &["c0", "sl"], &["y"], vec![])], vec![init("sl", &[4, 1, 1], 30, 0.3, 0.2)]);
+    check("prelu", n, x4());
+}
+
+#[test]
+fn broadcasting_binary_gradients_match_finite_differences() {
+    // a [2,4,6,5] with b [2,4,1,1] (GAP of a second conv), [4,1,1] and [5] constants.
+    for op in ["Add", "Sub", "Mul", "Div"] {
+        let n = net(
+            vec![
+                node("Conv", &["x", "W0", "B0"], &["a"], vec![ints("pads", &[1, 1, 1, 1])]),
+                node("Conv", &["x", "W1", "B1"], &["c1"], vec![]),
+                node("GlobalAveragePool", &["c1"], &["g1"], vec![]),
+                node("Sigmoid", &["g1"], &["s1"], vec![]),
+                node("Add", &["s1", "one"], &["b"], vec![]),
+                node(op, &["a", "b"], &["ab"], vec![]),
+                node(op, &["ab", "K"], &["abk"], vec![]),
+                node(if op == "Div" { "Mul" } else { op }, &["R", "abk"], &["y"], vec![]),
+            ],
+            vec![
+                init("W0", &[4, 3, 3, 3], 1, 0.5, 0.0),
+                init("B0", &[4], 2, 0.5, 0.0),
+                init("W1", &[4, 3, 1, 1], 3, 0.5, 0.0),
+                init("B1", &[4], 4, 0.5, 0.0),
+                scalar("one", 1.0),
+                init("K", &[4, 1, 1], 5, 0.3, 1.0),
+                init("R", &[5], 6, 0.3, 2.0),
+            ],
+        );
+        check(&format!("{op} with broadcasting"), n, x4());
+    }
+}
+
+#[test]
+fn pooling_and_layout_gradients_match_finite_differences() {
+    let pool = |op: &str, attrs: Vec<AttributeProto>| conv_then(vec![node(op, &["c0"], &["y"], attrs)], vec![]);
+    check("global average pool", pool("GlobalAveragePool", vec![]), x4());
+    check("global max pool", pool("GlobalMaxPool", vec![]), x4());
+    check("max pool", pool("MaxPool", vec![ints("kernel_shape", &[3, 2]), ints("strides", &[2, 1]), ints("pads", &[1, 0, 1, 1])]), x4());
+    check("max pool ceil", pool("MaxPool", vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2]), int("ceil_mode", 1)]), x4());
+    for cip in [0, 1] {
+        check(
+            &format!("average pool count_include_pad={cip}"),
+            pool("AveragePool", vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), ints("pads", &[1, 1, 1, 1]), int("count_include_pad", cip)]),
+            x4(),
+        );
+    }
+    let n = conv_then(
+        vec![
+            node("Conv", &["x", "W1"], &["c1"], vec![]),
+            node("Concat", &["c0", "c1"], &["cat"], vec![int("axis", 1)]),
+            node("Transpose", &["cat"], &["t"], vec![ints("perm", &[0, 2, 3, 1])]),
+            node("Reshape", &["t", "shape"], &["r"], vec![]),
+            node("Flatten", &["r"], &["f"], vec![int("axis", 1)]),
+            node("Gemm", &["f", "W2"], &["logits"], vec![int("transB", 1)]),
+            node("Softmax", &["logits"], &["y"], vec![int("axis", -1)]),
+        ],
+        vec![init("W1", &[2, 3, 1, 1], 40, 0.5, 0.0), i64s("shape", &[2, -1, 6]), init("W2", &[3, 180], 41, 0.2, 0.0)],
+    );
+    check("concat/transpose/reshape/flatten/softmax", n, x4());
+}
+
+/// Central differences of a loss in f64 against its gradient.
+fn check_loss(what: &str, y: &[f32], f: impl Fn(&[f32]) -> (f64, Vec<f32>)) {
+    let (_, g) = f(y);
+    for j in 0..y.len() {
+        let eps = 1e-3f32;
+        let mut p = y.to_vec();
+        p[j] += eps;
+        let up = f(&p).0;
+        p[j] -= 2.0 * eps;
+        let down = f(&p).0;
+        let fd = (up - down) / (2.0 * eps as f64);
+        assert!((fd - g[j] as f64).abs() <= 1e-3 * fd.abs().max(1.0), "{what} [{j}]: gradient {} vs central difference {fd}", g[j]);
+    }
+}
+
+#[test]
+fn loss_gradients_match_finite_differences() {
+    let y = SplitMix(50).f32s(3 * 4 * 2).iter().map(|v| v * 3.0).collect::<Vec<_>>();
+    let t = SplitMix(51).f32s(24).iter().map(|v| v * 3.0).collect::<Vec<_>>();
+    // [3, 4] classifier logits and [3, 4, 2] dense outputs (per-position labels).
+    check_loss("cross-entropy", &y[..12], |v| loss::cross_entropy(v, &[3, 4], &[0, 3, 1]).unwrap());
+    check_loss("cross-entropy per position", &y, |v| loss::cross_entropy(v, &[3, 4, 2], &[0, 3, 1, 1, 2, 0]).unwrap());
+    for temp in [1.0, 4.0] {
+        check_loss(&format!("distillation T={temp}"), &y, |v| loss::distillation(v, &[3, 4, 2], &t, temp).unwrap());
+    }
+    check_loss("mse", &y, |v| loss::mse(v, &t).unwrap());
+    // Known values: uniform logits give ln(k); identical teacher and student give zero KL.
+    let (ce, _) = loss::cross_entropy(&[0.0; 8], &[2, 4], &[1, 2]).unwrap();
+    assert!((ce - 4f64.ln()).abs() < 1e-9);
+    let (kd, g) = loss::distillation(&y, &[3, 4, 2], &y, 4.0).unwrap();
+    assert!(kd.abs() < 1e-9 && g.iter().all(|v| v.abs() < 1e-7));
+    // Bad labels are refused.
+    assert!(loss::cross_entropy(&y[..12], &[3, 4], &[0, 4, 1]).unwrap_err().to_string().contains("outside the model's 4 classes"));
+    assert!(loss::cross_entropy(&y[..12], &[3, 4], &[0, 1]).unwrap_err().to_string().contains("2 labels for 3 outputs"));
+}
+
+#[test]
+fn every_bundled_model_op_has_a_gradient() {
+    for (name, bytes) in [
+        ("digits_mlp", &include_bytes!("../../assets/models/digits_mlp.onnx")[..]),
+        ("digits_mobilenet", &include_bytes!("../../assets/models/digits_mobilenet.onnx")[..]),
+    ] {
+        let (g, _) = load_model(bytes, &Limits::default()).unwrap();
+        let shape = if name == "digits_mlp" { vec![4, 64] } else { vec![4, 1, 8, 8] };
+        check(name, Net::new(g, Limits::default()).unwrap(), input(&shape, 60).map_abs());
+    }
+}
+
+trait Abs {
+    fn map_abs(self) -> Tensor;
+}
+impl Abs for Tensor {
+    /// Digits pixels are in [0, 1].
+    fn map_abs(self) -> Tensor {
+        let s = self.shape().to_vec();
+        Tensor::f32(s, self.to_f32_vec().iter().map(|v| v.abs()).collect()).unwrap()
+    }
+}
