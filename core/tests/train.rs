@@ -336,3 +336,115 @@ impl Abs for Tensor {
         Tensor::f32(s, self.to_f32_vec().iter().map(|v| v.abs()).collect()).unwrap()
     }
 }
+
+/// The quantizer with its roundings frozen at the evaluation point (`round(v)` replaced by
+/// `v + (round(v0) - v0)`), written from the formula: smooth, so central differences apply.
+/// Symmetric: `p = [s]`, offset `o`; asymmetric: `p = [min, max]`.
+fn surrogate(p: &[f64], o_sym: Option<f64>, n: f64, x: f64, frozen: &mut Option<(f64, f64)>) -> f64 {
+    let (s, z) = match o_sym {
+        Some(o) => (p[0], o),
+        None => {
+            let s = (p[1] - p[0]) / n;
+            (s, p[0] / s)
+        }
+    };
+    let dz0 = (z.round() - z) * o_sym.is_none() as u8 as f64;
+    let t0 = x / s - (z + dz0);
+    let (dz, dt) = *frozen.get_or_insert((dz0, t0.round() - t0));
+    let z = z + dz;
+    let q = (x / s - z + dt).clamp(0.0, n);
+    (q + z) * s
+}
+
+#[test]
+fn quantizer_gradients_match_the_straight_through_surrogate() {
+    use qplay_core::quant::{Encoding, QuantScheme};
+    use qplay_core::train::qat::ste_backward;
+    let xs: Vec<f32> = SplitMix(70).f32s(64).iter().map(|v| v * 1.6 + 0.2).collect();
+    let r: Vec<f32> = SplitMix(71).f32s(64);
+    for (bw, sym) in [(4u8, true), (4, false), (8, false), (2, true), (3, false)] {
+        let (mn, mx) = (-0.7f32, 0.9f32);
+        let e = Encoding::from_min_max(mn, mx, bw, if sym { QuantScheme::Symmetric } else { QuantScheme::Asymmetric }).unwrap();
+        let n = e.steps() as f64;
+        // The continuous parameters the encoding stands for.
+        let p: Vec<f64> = if sym { vec![e.scale] } else { vec![mn as f64, mx as f64] };
+        let e = if sym { e } else { Encoding { scale: (p[1] - p[0]) / n, offset: (p[0] / ((p[1] - p[0]) / n)).round() as i64, ..e } };
+        let o_sym = sym.then_some(e.offset as f64);
+        let mut dy = r.clone();
+        let g = ste_backward(&e, (!sym).then_some(p[0]), &xs, &mut dy);
+        let mut inside_and_out = [0, 0];
+        for (i, &x) in xs.iter().enumerate() {
+            let idx = e.quantize(x) as f64;
+            if idx == 0.0 || idx == n {
+                // On the clamp's corner the two one-sided slopes differ; only count the sides.
+                inside_and_out[1] += (dy[i] == 0.0) as usize;
+                continue;
+            }
+            // The forward value is the simulation's own.
+            let mut fr = None;
+            let y = surrogate(&p, o_sym, n, x as f64, &mut fr);
+            assert!((y - e.qdq(x) as f64).abs() < 1e-5, "bw {bw} sym {sym}: surrogate {y} vs qdq {}", e.qdq(x));
+            let h = 1e-4;
+            let fx = (surrogate(&p, o_sym, n, x as f64 + h, &mut fr) - surrogate(&p, o_sym, n, x as f64 - h, &mut fr)) / (2.0 * h);
+            assert!((fx * r[i] as f64 - dy[i] as f64).abs() < 1e-4, "bw {bw} sym {sym}: dx {} vs {}", dy[i], fx * r[i] as f64);
+            inside_and_out[0] += 1;
+        }
+        assert!(inside_and_out[0] > 8 && inside_and_out[1] > 3, "bw {bw}: too few samples inside ({}) or outside ({}) the range", inside_and_out[0], inside_and_out[1]);
+        // Range gradients: central differences of Σ r y over every sample off the corners.
+        for k in 0..p.len() {
+            let total = |pp: &[f64], frozen: &mut Vec<Option<(f64, f64)>>| -> f64 {
+                xs.iter().zip(&r).zip(frozen.iter_mut()).filter(|((&x, _), _)| { let i = e.quantize(x) as f64; i != 0.0 && i != n }).map(|((&x, &ri), fr)| ri as f64 * surrogate(pp, o_sym, n, x as f64, fr)).sum()
+            };
+            let mut frozen = vec![None; xs.len()];
+            total(&p, &mut frozen);
+            let h = 1e-6;
+            let (mut up, mut down) = (p.clone(), p.clone());
+            up[k] += h;
+            down[k] -= h;
+            let fd = (total(&up, &mut frozen) - total(&down, &mut frozen)) / (2.0 * h);
+            // The analytic gradient over the same samples.
+            let sel: Vec<usize> = (0..xs.len()).filter(|&i| { let q = e.quantize(xs[i]) as f64; q != 0.0 && q != n }).collect();
+            let (xsel, mut dsel): (Vec<f32>, Vec<f32>) = (sel.iter().map(|&i| xs[i]).collect(), sel.iter().map(|&i| r[i]).collect());
+            let gs = ste_backward(&e, (!sym).then_some(p[0]), &xsel, &mut dsel);
+            assert!((gs[k] - fd).abs() < 1e-3 * fd.abs().max(1.0), "bw {bw} sym {sym}: range parameter {k}: {} vs central difference {fd}", gs[k]);
+            let _ = g;
+        }
+    }
+}
+
+mod common;
+
+/// QAT of a digits model at W4A4 per channel from min-max: (PTQ accuracy, QAT accuracy) on the
+/// test split, measured by the quantization simulation built from the learned encodings.
+fn qat_digits(model: &[u8], flat: bool, epochs: usize) -> (f64, f64, f64) {
+    use qplay_core::quant::{QuantSim, QuantSimConfig};
+    use qplay_core::train::{qat::qat_net, train, Data, TrainConfig};
+    let (g, _) = load_model(model, &Limits::default()).unwrap();
+    let config = QuantSimConfig { weight_bits: 4, act_bits: 4, per_channel: true, ..Default::default() };
+    let calib = common::calib_batches(flat);
+    let mut net = qat_net(g.clone(), &config, &calib, None, true, Limits::default()).unwrap();
+    let (tx, ty) = common::test_set(flat);
+    let acc = |sim: &QuantSim| common::accuracy_pct(sim.executor().unwrap().run(vec![tx.clone()]).unwrap()[0].as_f32().unwrap(), &ty);
+    let fp32 = common::accuracy_pct(qplay_core::Executor::new(g, Limits::default()).unwrap().run(vec![tx.clone()]).unwrap()[0].as_f32().unwrap(), &ty);
+    let ptq = acc(&net.quant.as_ref().unwrap().to_sim(net.graph().clone(), config.clone()).unwrap());
+    let train_x = common::digits(common::TRAIN_X, 1347, flat);
+    let labels = qplay_core::npy::read_npy(include_bytes!("../../assets/data/digits_train_y.npy"), 1 << 20).unwrap().to_i64_vec();
+    let shape = train_x.shape()[1..].to_vec();
+    let data = Data { x: train_x.as_f32().unwrap(), sample_shape: &shape, labels: Some(&labels), teacher: None };
+    let cfg = TrainConfig { epochs, batch: 32, lr: 3e-3, ..Default::default() };
+    let report = train(&mut net, &data, &cfg, None, &mut |_| true).unwrap();
+    let qat = acc(&net.quant.as_ref().unwrap().to_sim(net.graph().clone(), config).unwrap());
+    assert_eq!(report.epochs.len(), epochs);
+    assert!(report.epochs[epochs - 1].loss < report.epochs[0].loss, "the loss did not fall: {:?}", report.epochs);
+    (fp32, ptq, qat)
+}
+
+#[test]
+fn qat_recovers_w4a4_per_channel_on_the_digits_models() {
+    for (name, model, flat) in [("mlp", common::MLP, true), ("mobilenet", common::MOBILENET, false)] {
+        let (fp32, ptq, qat) = qat_digits(model, flat, 30);
+        println!("{name}: FP32 {fp32:.2} %, W4A4 PTQ {ptq:.2} %, QAT {qat:.2} %");
+        assert!(qat >= fp32 - 1.5, "{name}: QAT {qat:.2} % is more than 1.5 points below FP32 {fp32:.2} %");
+        assert!(qat > ptq + 1.0, "{name}: QAT {qat:.2} % does not beat PTQ {ptq:.2} %");
+    }
+}

@@ -14,6 +14,7 @@
 //! `min = r0 * θ`), so one learning rate suits every layer, and each gradient is scaled by
 //! LSQ's `1/sqrt(count * q_max)`. The model's input quantizer keeps its range.
 
+use super::Net;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::quant::encoding::{Encoding, MIN_SCALE};
@@ -151,39 +152,26 @@ impl FakeQuant {
             _ => (1, 1, x.len()),
         };
         let n = ((1i64 << q.bw) - 1) as f64;
+        let lsq = 1.0 / ((q.count as f64) * (n / 2.0).max(1.0)).sqrt();
         for (c, grid) in q.grids.iter().enumerate().take(ch) {
             let e = self.encoding(q, grid);
-            let (s, o) = (e.scale, e.offset as f64);
-            let (mut g0, mut g1) = (0.0f64, 0.0f64);
+            let asym_min = match *grid {
+                Grid::Asym { at, base } => Some((base * self.theta[at]) as f64),
+                _ => None,
+            };
+            let mut g = [0.0f64; 2];
             for b in 0..outer {
                 let range = (b * ch + c) * inner..(b * ch + c + 1) * inner;
-                for (xv, d) in x[range.clone()].iter().zip(&mut dy[range]) {
-                    let r = e.quantize(*xv) as f64; // the clamped grid index
-                    let t = *xv as f64 / s - o;
-                    let inside = t > -0.5 && t < n + 0.5;
-                    let dd = *d as f64;
-                    match *grid {
-                        Grid::Frozen(_) => {}
-                        Grid::Sym { .. } => g0 += dd * if inside { r + o - *xv as f64 / s } else { r + o },
-                        Grid::Asym { at, base } => {
-                            let mn = (base * self.theta[at]) as f64;
-                            let a = if inside { r + o - *xv as f64 / s } else { r + o - mn / s };
-                            g1 += dd * a / n;
-                            g0 += dd * (-a / n + if inside { 0.0 } else { 1.0 });
-                        }
-                    }
-                    if !inside {
-                        *d = 0.0;
-                    }
-                }
+                let gc = ste_backward(&e, asym_min, &x[range.clone()], &mut dy[range]);
+                g[0] += gc[0];
+                g[1] += gc[1];
             }
-            let lsq = 1.0 / ((q.count as f64) * (n / 2.0).max(1.0)).sqrt();
             match *grid {
                 Grid::Frozen(_) => {}
-                Grid::Sym { at, base, .. } => ranges[at] += (g0 * base as f64 * lsq) as f32,
+                Grid::Sym { at, base, .. } => ranges[at] += (g[0] * base as f64 * lsq) as f32,
                 Grid::Asym { at, base } => {
-                    ranges[at] += (g0 * base as f64 * lsq) as f32;
-                    ranges[at + 1] += (g1 * base as f64 * lsq) as f32;
+                    ranges[at] += (g[0] * base as f64 * lsq) as f32;
+                    ranges[at + 1] += (g[1] * base as f64 * lsq) as f32;
                 }
             }
         }
@@ -220,6 +208,14 @@ impl FakeQuant {
         }
     }
 
+    /// The quantization simulation of the trained `graph` (the graph the quantizers were
+    /// trained on) with the learned encodings, under the configuration `config` they came from.
+    pub fn to_sim(&self, graph: Graph, config: crate::quant::QuantSimConfig) -> Result<QuantSim> {
+        let mut sim = QuantSim::new(graph, config)?;
+        self.write_encodings(&mut sim)?;
+        Ok(sim)
+    }
+
     /// Writes the learned encodings into `sim` (built on the trained graph with the same
     /// configuration, so its quantizers are the same).
     pub fn write_encodings(&self, sim: &mut QuantSim) -> Result<()> {
@@ -234,4 +230,48 @@ impl FakeQuant {
         }
         Ok(())
     }
+}
+
+/// The straight-through backward pass of one grid `e` over inputs `x`: `dy` (the gradient of
+/// the quantize-dequantized values) becomes the gradient of `x` in place, and the return value
+/// holds the range gradients: `[dL/ds, 0]` for a symmetric grid, or `[dL/dmin, dL/dmax]` for an
+/// asymmetric one whose unrounded minimum is `asym_min` (see the module doc).
+pub fn ste_backward(e: &Encoding, asym_min: Option<f64>, x: &[f32], dy: &mut [f32]) -> [f64; 2] {
+    let (s, o, n) = (e.scale, e.offset as f64, e.steps() as f64);
+    let mut g = [0.0f64; 2];
+    for (&xv, d) in x.iter().zip(dy) {
+        let r = e.quantize(xv) as f64; // the clamped grid index
+        let t = xv as f64 / s - o;
+        let inside = t > -0.5 && t < n + 0.5;
+        let dd = *d as f64;
+        match asym_min {
+            None => g[0] += dd * if inside { r + o - xv as f64 / s } else { r + o },
+            Some(mn) => {
+                let a = if inside { r + o - xv as f64 / s } else { r + o - mn / s };
+                g[0] += dd * (-a / n + if inside { 0.0 } else { 1.0 });
+                g[1] += dd * a / n;
+            }
+        }
+        if !inside {
+            *d = 0.0;
+        }
+    }
+    g
+}
+
+/// Quantization-aware training's starting point: `graph` with its BatchNormalization folded,
+/// the simulation's quantizers placed by `config` and initialized by min-max calibration on
+/// `calib` (or from the AIMET encodings `init`), made trainable (ranges too with
+/// `learn_ranges`).
+pub fn qat_net(graph: Graph, config: &crate::quant::QuantSimConfig, calib: &[Tensor], init: Option<&str>, learn_ranges: bool, limits: crate::Limits) -> Result<Net> {
+    let (graph, _) = crate::passes::bn_fold::fold_batch_norms(graph);
+    let mut sim = QuantSim::new(graph.clone(), config.clone())?;
+    sim.set_limits(limits.clone());
+    match init {
+        Some(text) => sim.import_aimet_json(text)?,
+        None => sim.calibrate(calib)?,
+    }
+    let mut net = Net::new(graph, limits)?;
+    net.quant = Some(FakeQuant::from_sim(&sim, learn_ranges)?);
+    Ok(net)
 }
