@@ -31,6 +31,7 @@ enum Command {
     Quantize(cmd::quantize::Args),
     Eval(cmd::eval::Args),
     Compress(cmd::compress::Args),
+    Train(cmd::train::Args),
     Bench(cmd::bench::Args),
     Completions(cmd::completions::Args),
 }
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => cmd::quantize::run(a, g),
         Command::Eval(a) => cmd::eval::run(a, g),
         Command::Compress(a) => cmd::compress::run(a, g),
+        Command::Train(a) => cmd::train::run(a, g),
         Command::Bench(a) => cmd::bench::run(a, g),
         Command::Completions(a) => cmd::completions::run::<Cli>(a),
     };

@@ -263,7 +263,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
 }
 
 /// The score of the quantization simulation (what the QDQ export computes) on the evaluation set.
-fn simulated_score(sim: &qplay_core::quant::QuantSim, eval: &Evaluator) -> CliResult<f64> {
+pub(crate) fn simulated_score(sim: &qplay_core::quant::QuantSim, eval: &Evaluator) -> CliResult<f64> {
     let mut exec = sim.executor()?;
     let mut y = Vec::new();
     for b in &eval.batches {

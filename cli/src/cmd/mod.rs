@@ -7,3 +7,4 @@ pub mod eval;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
+pub mod train;
