@@ -7,6 +7,9 @@ sees activations of unit scale.
 - mbv2_mini.onnx: a small MobileNetV2 (inverted residual blocks: 1x1 expand, 3x3 depthwise,
   linear 1x1 project, residual Adds), ReLU6 as Clip with min/max inputs, BatchNorm folded into
   the convs as torch's ONNX export does, global pool, Reshape, Gemm.
+- digits_resnet.onnx: an untrained digits CNN ([N, 1, 8, 8] in, 10 classes) with residual
+  blocks (BatchNorm nodes, ReLU and HardSwish, a stride-2 projection shortcut): training tests
+  train it from scratch, then quantize it by QAT.
 - calib.npy: 32 crops of 32x32 from the bundled photos (assets/images, licences in
   assets/PROVENANCE.md): the calibration and evaluation set.
 
@@ -40,8 +43,10 @@ def crops(n, size=32):
 
 
 class Net:
-    def __init__(self, name):
+    def __init__(self, name, input_shape=(3, 32, 32), opset=13):
         self.name = name
+        self.opset = opset
+        self.input_shape = list(input_shape)
         self.nodes, self.inits, self.bns = [], [], []
         self.k = 0
 
@@ -100,11 +105,11 @@ class Net:
         g = helper.make_graph(
             self.nodes,
             self.name,
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 32, 32])],
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None] + self.input_shape)],
             [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
             self.inits,
         )
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="qplay tests/heldout")
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="qplay tests/heldout")
         m.ir_version = 8
         onnx.checker.check_model(m)
         return m
@@ -187,14 +192,32 @@ def mbv2(data):
     return net.model()
 
 
+def digits_resnet(_):
+    net = Net("digits_resnet", (1, 8, 8), opset=14)
+    data = np.load(os.path.join(ROOT, "assets/data/digits_train_x.npy"))[:256]
+    x = net.op("HardSwish", [net.bn(net.conv("input", 1, 16, 3, name="stem"), 16)])
+    c = 16
+    for stage, (cout, stride) in enumerate([(16, 1), (32, 2)]):
+        pre = f"s{stage}"
+        y = net.op("Relu", [net.bn(net.conv(x, c, cout, 3, stride, name=pre + "_conv1"), cout)])
+        y = net.bn(net.conv(y, cout, cout, 3, 1, name=pre + "_conv2"), cout)
+        short = x if (stride == 1 and c == cout) else net.bn(net.conv(x, c, cout, 1, stride, name=pre + "_proj"), cout)
+        x = net.op("Relu", [net.op("Add", [y, short])])
+        c = cout
+    net.head(x, c, 10, flatten=True)
+    calibrate_bn(net, data)
+    return net.model()
+
+
 def main():
     data = crops(32)
     np.save(os.path.join(HERE, "calib.npy"), data)
-    for f, build in [("resnet_mini.onnx", resnet), ("mbv2_mini.onnx", mbv2)]:
+    for f, build in [("resnet_mini.onnx", resnet), ("mbv2_mini.onnx", mbv2), ("digits_resnet.onnx", digits_resnet)]:
         m = build(data)
         onnx.save(m, os.path.join(HERE, f))
         s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        y = s.run(None, {"input": data})[0]
+        x = data if f != "digits_resnet.onnx" else np.load(os.path.join(ROOT, "assets/data/digits_test_x.npy"))
+        y = s.run(None, {"input": x})[0]
         print(f, "nodes", len(m.graph.node), "logits std", float(y.std()), "top-1 classes used", len(set(y.argmax(1))))
 
 

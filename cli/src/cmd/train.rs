@@ -316,12 +316,13 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         });
         write_file(p, serde_json::to_string_pretty(&j).unwrap_or_default())?;
     }
-    if let Stop::Diverged { epoch, step } = report.stop {
+    if let Stop::Diverged { epoch, step, loss } = report.stop {
         let kept = if epoch == 0 { "the starting weights".to_string() } else { format!("the weights after epoch {epoch}") };
         let written = if a.out.is_some() { " were written" } else { " were kept" };
         return Err(CliError::Failed(format!(
-            "training diverged in epoch {} at batch {step} (the loss or a gradient became NaN or infinite; try a lower --lr); {kept}{written}",
-            epoch + 1
+            "training diverged in epoch {} at batch {} (loss {loss:.4}: NaN, infinite or 10 times the first batch's; try a lower --lr); {kept}{written}",
+            epoch + 1,
+            step + 1
         )));
     }
     let final_loss = report.final_loss();

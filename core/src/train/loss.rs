@@ -4,24 +4,19 @@
 
 use crate::error::{Error, Result};
 
-/// Softmax over the class axis of `[batch, k, positions]` data, at temperature `t`.
-fn softmax(x: &[f32], k: usize, pos: usize, t: f32) -> Vec<f64> {
-    let mut p = vec![0.0f64; x.len()];
+/// Log-softmax over the class axis of `[batch, k, positions]` data, at temperature `t`.
+fn log_softmax(x: &[f32], k: usize, pos: usize, t: f32) -> Vec<f64> {
+    let mut lp = vec![0.0f64; x.len()];
     for (b, chunk) in x.chunks(k * pos).enumerate() {
         for j in 0..pos {
             let mx = (0..k).map(|c| chunk[c * pos + j]).fold(f32::NEG_INFINITY, f32::max) as f64;
-            let mut z = 0.0;
+            let z: f64 = (0..k).map(|c| ((chunk[c * pos + j] as f64 - mx) / t as f64).exp()).sum();
             for c in 0..k {
-                let e = ((chunk[c * pos + j] as f64 - mx) / t as f64).exp();
-                p[b * k * pos + c * pos + j] = e;
-                z += e;
-            }
-            for c in 0..k {
-                p[b * k * pos + c * pos + j] /= z;
+                lp[b * k * pos + c * pos + j] = (chunk[c * pos + j] as f64 - mx) / t as f64 - z.ln();
             }
         }
     }
-    p
+    lp
 }
 
 /// The layout `[batch, k, positions]` of an output of `shape`.
@@ -38,17 +33,17 @@ pub fn cross_entropy(logits: &[f32], shape: &[usize], labels: &[i64]) -> Result<
     if labels.len() != b * pos {
         return Err(Error::Input { name: "labels".into(), msg: format!("{} labels for {} outputs", labels.len(), b * pos) });
     }
-    let p = softmax(logits, k, pos, 1.0);
+    let lp = log_softmax(logits, k, pos, 1.0);
     let count = (b * pos) as f64;
     let mut loss = 0.0;
-    let mut grad: Vec<f32> = p.iter().map(|&v| (v / count) as f32).collect();
+    let mut grad: Vec<f32> = lp.iter().map(|&v| (v.exp() / count) as f32).collect();
     for (i, &l) in labels.iter().enumerate() {
         let (bi, j) = (i / pos, i % pos);
         if l < 0 || l as usize >= k {
             return Err(Error::Input { name: "labels".into(), msg: format!("label {l} is outside the model's {k} classes") });
         }
         let at = bi * k * pos + l as usize * pos + j;
-        loss -= p[at].max(1e-300).ln();
+        loss -= lp[at];
         grad[at] -= (1.0 / count) as f32;
     }
     Ok((loss / count, grad))
@@ -64,13 +59,13 @@ pub fn distillation(student: &[f32], shape: &[usize], teacher: &[f32], t: f32) -
     if !(t > 0.0 && t.is_finite()) {
         return Err(Error::Input { name: "temperature".into(), msg: format!("{t} is not a positive temperature") });
     }
-    let ps = softmax(student, k, pos, t);
-    let pt = softmax(teacher, k, pos, t);
+    let ls = log_softmax(student, k, pos, t);
+    let lt = log_softmax(teacher, k, pos, t);
     let count = (b * pos) as f64;
     let t2 = (t * t) as f64;
-    let loss = pt.iter().zip(&ps).filter(|(&a, _)| a > 0.0).map(|(&a, &s)| a * (a.ln() - s.max(1e-300).ln())).sum::<f64>() * t2 / count;
+    let loss = lt.iter().zip(&ls).map(|(&a, &s)| a.exp() * (a - s)).sum::<f64>() * t2 / count;
     // d/ds_i of T^2 KL = T (p_s - p_t).
-    let grad = ps.iter().zip(&pt).map(|(&s, &a)| (t as f64 * (s - a) / count) as f32).collect();
+    let grad = ls.iter().zip(&lt).map(|(&s, &a)| (t as f64 * (s.exp() - a.exp()) / count) as f32).collect();
     Ok((loss, grad))
 }
 

@@ -104,9 +104,10 @@ pub struct EpochReport {
 pub enum Stop {
     Finished,
     Cancelled,
-    /// The loss or a gradient stopped being finite; the weights are those of the last epoch
-    /// that ended well (or the starting ones).
-    Diverged { epoch: usize, step: usize },
+    /// The loss or a gradient stopped being finite, or a batch's loss rose above 10 times the
+    /// first batch's plus one; the weights are those of the last epoch that ended well (or the
+    /// starting ones).
+    Diverged { epoch: usize, step: usize, loss: f64 },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +157,7 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
     let mut order: Vec<usize> = (0..n).collect();
     let mut report = TrainReport { epochs: Vec::new(), stop: Stop::Finished, seconds: 0.0 };
     let mut good = net.clone();
+    let mut limit = f64::INFINITY;
     'epochs: for epoch in 0..cfg.epochs {
         for i in (1..n).rev() {
             order.swap(i, rng.below(i + 1));
@@ -194,10 +196,13 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
             dout[0] = dy;
             let grads = net.backward(&tape, dout)?;
             drop(tape);
+            if limit.is_infinite() && loss.is_finite() {
+                limit = 10.0 * loss + 1.0;
+            }
             let finite = loss.is_finite() && grads.params.iter().flatten().chain(&grads.ranges).all(|v| v.is_finite());
-            if !finite {
+            if !finite || loss > limit {
                 *net = good;
-                report.stop = Stop::Diverged { epoch, step };
+                report.stop = Stop::Diverged { epoch, step, loss };
                 break 'epochs;
             }
             lr = cfg.schedule.rate(cfg.lr, epoch * steps + step, total, epoch);
@@ -219,7 +224,7 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
         let score = eval.map(|ev| score(net, ev)).transpose()?;
         if !mean.is_finite() || score.is_some_and(|s| s.is_nan()) {
             *net = good;
-            report.stop = Stop::Diverged { epoch, step: steps };
+            report.stop = Stop::Diverged { epoch, step: steps, loss: mean };
             break;
         }
         report.epochs.push(EpochReport { epoch, loss: mean, lr, score });
