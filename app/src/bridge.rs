@@ -270,6 +270,8 @@ fn apply(state: AppState, r: Response) {
             state.previous_quant.set(None);
             state.speed.set(None);
             state.compress.set(None);
+            state.train.set(None);
+            state.train_curve.set(Vec::new());
             state.idle();
         }
         Response::Classified { result, .. } => {
@@ -311,6 +313,11 @@ fn apply(state: AppState, r: Response) {
         }
         Response::Compressed { result, .. } => {
             state.compress.set(Some(result));
+            state.idle();
+        }
+        Response::TrainEpoch { epoch, .. } => state.train_curve.update(|c| c.push(epoch)),
+        Response::Trained { result, .. } => {
+            state.train.set(Some(result));
             state.idle();
         }
         Response::SetEvaluated { result, .. } => {

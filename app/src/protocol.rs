@@ -46,6 +46,53 @@ pub enum Request {
     Compress { job: u32, settings: CompressSettings, photos: Vec<String> },
     /// The last compressed model as ONNX (answered with Exported and the bytes).
     ExportCompressed { job: u32 },
+    /// Quantization-aware training, or fine-tuning of the compressed model by distillation from
+    /// the loaded one (payload and photos as for Quantize).
+    Train { job: u32, settings: TrainSettings, photos: Vec<String> },
+}
+
+/// A training run as the page asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// QAT of the loaded model (else: fine-tune the compressed model, distilled from the loaded one).
+    pub qat: bool,
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub per_channel: bool,
+    pub epochs: u32,
+    pub lr: f32,
+    pub batch: u32,
+    /// Calibration / training samples (0: the default set).
+    pub samples: u32,
+}
+
+/// One finished epoch: its mean loss and the score after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainEpoch {
+    pub epoch: usize,
+    pub loss: f64,
+    pub score: Option<f64>,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub settings: TrainSettings,
+    /// "%" (digits accuracy) or "dB" (output SQNR against the FP32 model).
+    pub unit: String,
+    /// The score before training: the min-max quantized model (QAT) or the compressed one.
+    pub before: f64,
+    /// The score after it (QAT: the quantization simulation with the learned encodings).
+    pub after: f64,
+    /// The FP32 model's score (digits) or None (SQNR is measured against it).
+    pub fp32: Option<f64>,
+    pub epochs: Vec<TrainEpoch>,
+    pub samples: usize,
+    pub seconds: f64,
+    /// "finished", or why it stopped early.
+    pub stop: String,
+    /// QAT: the learned encodings (AIMET's JSON format).
+    pub encodings_json: Option<String>,
 }
 
 /// A quantization recipe as the page offers it.
@@ -152,6 +199,9 @@ pub enum Response {
     PreprocessSet { job: u32, file: String, height: usize, width: usize, json: String },
     SetEvaluated { job: u32, result: SetEval },
     Compressed { job: u32, result: CompressResult },
+    /// An epoch of the running training ended (for the live curves).
+    TrainEpoch { job: u32, epoch: TrainEpoch },
+    Trained { job: u32, result: TrainResult },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },

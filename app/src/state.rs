@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, CompressResult, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult};
+use crate::protocol::{Classification, CompressResult, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult, TrainEpoch, TrainResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -71,6 +71,9 @@ pub struct AppState {
     pub compress: RwSignal<Option<CompressResult>>,
     /// Quantize the compressed model (step 7's result) rather than the loaded one.
     pub quantize_compressed: RwSignal<bool>,
+    /// The last training run, and the epochs of the running (or last) one as they end.
+    pub train: RwSignal<Option<TrainResult>>,
+    pub train_curve: RwSignal<Vec<TrainEpoch>>,
 }
 
 impl AppState {
@@ -96,6 +99,8 @@ impl AppState {
             set_eval: RwSignal::new(None),
             compress: RwSignal::new(None),
             quantize_compressed: RwSignal::new(false),
+            train: RwSignal::new(None),
+            train_curve: RwSignal::new(Vec::new()),
         }
     }
     /// Class `i`'s name: the user's labels; else ImageNet's names for a 1000-class model; else

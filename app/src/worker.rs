@@ -19,6 +19,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 mod compress;
+mod train;
 
 const DIGITS_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
 const DIGITS_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
@@ -53,6 +54,7 @@ thread_local! {
 }
 
 const DIGITS_TRAIN_X: &[u8] = include_bytes!("../../assets/data/digits_train_x.npy");
+const DIGITS_TRAIN_Y: &[u8] = include_bytes!("../../assets/data/digits_train_y.npy");
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -130,7 +132,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::SetPreprocess { job, .. }
         | Request::EvalSet { job, .. }
         | Request::Compress { job, .. }
-        | Request::ExportCompressed { job } => *job,
+        | Request::ExportCompressed { job }
+        | Request::Train { job, .. } => *job,
     }
 }
 
@@ -338,6 +341,23 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (out, result) = compress::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
             loaded.compressed = Some(out);
             Ok(Response::Compressed { job, result })
+        }
+        Request::Train { job, settings, photos } => {
+            let (samples, probe) = samples_for(state, job, &photos, settings.samples as usize, &payload).await?;
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let (g, sim, result) = train::run(job, &loaded.graph, loaded.compressed.as_ref(), &loaded.kind, &settings, &samples, &probe)?;
+            match sim {
+                // QAT: the trained model and its encodings become the last quantization (its
+                // QDQ and FP32 downloads, the INT8 speed).
+                Some(sim) => {
+                    loaded.int8 = Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?);
+                    loaded.sim = Some(sim);
+                }
+                // A fine-tuned compressed model replaces the compressed one (download, quantize it).
+                None => loaded.compressed = Some(g),
+            }
+            Ok(Response::Trained { job, result })
         }
         Request::ExportCompressed { job } => {
             let guard = state.borrow();

@@ -448,3 +448,27 @@ fn qat_recovers_w4a4_per_channel_on_the_digits_models() {
         assert!(qat > ptq + 1.0, "{name}: QAT {qat:.2} % does not beat PTQ {ptq:.2} %");
     }
 }
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    use qplay_core::train::{train, Data, Method, TrainConfig};
+    let (g, _) = load_model(common::MLP, &Limits::default()).unwrap();
+    let x = common::digits(common::TRAIN_X, 256, true);
+    let labels = qplay_core::npy::read_npy(include_bytes!("../../assets/data/digits_train_y.npy"), 1 << 20).unwrap().to_i64_vec()[..256].to_vec();
+    let run = |seed: u64, method: Method| {
+        let mut net = Net::new(g.clone(), Limits::default()).unwrap();
+        let data = Data { x: x.as_f32().unwrap(), sample_shape: &[64], labels: Some(&labels), teacher: None };
+        let cfg = TrainConfig { epochs: 2, batch: 16, lr: 1e-2, seed, method, weight_decay: 1e-4, ..Default::default() };
+        let r = train(&mut net, &data, &cfg, None, &mut |_| true).unwrap();
+        (net.param_data(), r.epochs.iter().map(|e| e.loss).collect::<Vec<_>>())
+    };
+    for method in [Method::adam(), Method::sgd()] {
+        let (a, la) = run(3, method);
+        let (b, lb) = run(3, method);
+        let (c, _) = run(4, method);
+        assert_eq!(a, b, "{method:?}: the same seed gives the same weights");
+        assert_eq!(la, lb);
+        assert_ne!(a, c, "{method:?}: another seed shuffles otherwise");
+        assert!(la[1] < la[0], "{method:?}: the loss falls: {la:?}");
+    }
+}

@@ -711,3 +711,66 @@ test("compress EfficientNet-Lite0: channel pruning to 0.75 of the MACs through i
   await page.locator('[data-testid="compress-panel"]').screenshot({ path: path.join(root, "tests/output/compress.png") });
   assert.deepEqual(consoleErrors, []);
 });
+
+test("digits MobileNet W4A4 QAT in the page: live loss curves, cancel keeps the model, then accuracy back near FP32, the QDQ export agreeing in onnxruntime-web; the page never blocks", async () => {
+  await page.evaluate(() => {
+    window.__longtasks = [];
+    new PerformanceObserver((list) => list.getEntries().forEach((e) => window.__longtasks.push(e.duration))).observe({ type: "longtask" });
+  });
+  await page.click('[data-testid="model-sample-digits_mobilenet"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  await page.selectOption('[data-testid="train-mode"]', "qat");
+  await page.selectOption('[data-testid="train-bits"]', "4/4");
+  await page.check('[data-testid="train-per-channel"]');
+  await page.fill('[data-testid="train-epochs"]', "15");
+  await page.dispatchEvent('[data-testid="train-epochs"]', "change");
+  await page.click('[data-testid="train-run"]');
+  // A first epoch on the curve, then Cancel: no result, the model still loaded.
+  await page.locator('[data-testid="train-point"]').first().waitFor();
+  assert.match(await page.textContent('[data-testid="train-progress"]'), /Epoch \d+ of 15/);
+  await page.click('[data-testid="train-cancel"]');
+  await page.locator('[data-testid="notice"]:has-text("Cancelled")').waitFor();
+  await page.locator('[data-testid="train-run"]:enabled').waitFor();
+  assert.equal(await page.locator('[data-testid="train-summary"]').count(), 0);
+  assert.equal(await page.locator('[data-testid="train-point"]').count(), 0);
+  assert.match(await page.textContent('[data-testid="model-name"]'), /Digits MobileNet/);
+  // The full run.
+  await page.click('[data-testid="train-run"]');
+  await page.locator('[data-testid="train-eta"]').waitFor();
+  const summary = page.locator('[data-testid="train-summary"]');
+  await summary.waitFor({ timeout: 240_000 });
+  const s = await summary.evaluate((e) => ({ before: Number(e.dataset.before), after: Number(e.dataset.after), fp32: Number(e.dataset.fp32), stop: e.dataset.stop }));
+  console.log(`digits MobileNet W4A4 per-channel QAT in the browser: ${s.before.toFixed(2)} % (min-max) -> ${s.after.toFixed(2)} % (FP32 ${s.fp32.toFixed(2)} %); ${await summary.textContent()}`);
+  assert.equal(s.stop, "finished");
+  assert.ok(s.after >= s.fp32 - 1.5, `QAT ${s.after} % vs FP32 ${s.fp32} %`);
+  assert.ok(s.after > s.before + 1, `QAT ${s.after} % vs PTQ ${s.before} %`);
+  const points = await page.locator('[data-testid="train-point"]').evaluateAll((ps) => ps.map((p) => ({ loss: Number(p.dataset.loss), score: Number(p.dataset.score) })));
+  assert.equal(points.length, 15);
+  assert.ok(points.at(-1).loss < points[0].loss, `the loss falls: ${points.map((p) => p.loss.toFixed(4))}`);
+  assert.equal(await page.locator('[data-testid="train-curve"] polyline').count(), 2);
+  // The learned encodings are 4-bit per channel; the QDQ export gives the page's accuracy in onnxruntime-web.
+  const href = await page.getAttribute('[data-testid="train-download-encodings"]', "href");
+  const enc = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
+  assert.ok(enc.param_encodings.every((e) => e.bw === 4 && e.scale.length > 1));
+  assert.ok(enc.activation_encodings.every((e) => e.bw === 4));
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="train-download-qdq"]')]);
+  const file = path.join(root, "tests/output/digits_mobilenet.qat.qdq.onnx");
+  await download.saveAs(file);
+  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
+  const npy = (f) => { const b = fs.readFileSync(path.join(root, f)); const h = b.readUInt16LE(8); return b.subarray(10 + h); };
+  const xs = npy("assets/data/digits_test_x.npy"), ys = npy("assets/data/digits_test_y.npy");
+  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
+  let correct = 0;
+  for (let i = 0; i < 450; i++) {
+    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
+    correct += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
+  }
+  assert.equal((100 * correct / 450).toFixed(3), s.after.toFixed(3));
+  const longest = await page.evaluate(() => Math.max(0, ...window.__longtasks));
+  console.log(`longest task on the page's main thread during training: ${longest.toFixed(0)} ms`);
+  assert.ok(longest <= 50, `the page blocked for ${longest} ms`);
+  await page.locator('[data-testid="train-panel"]').screenshot({ path: path.join(root, "tests/output/train.png") });
+  assert.deepEqual(consoleErrors, []);
+});

@@ -14,6 +14,7 @@ mod recipe_compare;
 mod results;
 mod settings_form;
 mod speed_panel;
+mod train_panel;
 
 use crate::bridge;
 use crate::state::{AppState, Busy};
@@ -25,6 +26,7 @@ pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
 pub use cle_chart::{CleChart, CleChoices};
 pub use compress_panel::CompressPanel;
+pub use train_panel::TrainPanel;
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
 pub use model_card::ModelCard;
@@ -69,6 +71,7 @@ pub fn App() -> impl IntoView {
             <Results/>
             <SpeedPanel/>
             <CompressPanel/>
+            <TrainPanel/>
         </main>
         <footer>
             <p>

@@ -39,7 +39,7 @@ fn layers_csv(r: &crate::protocol::QuantReport) -> String {
 }
 
 /// "40 s", "3 min 10 s".
-fn duration(secs: f64) -> String {
+pub(super) fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
     if s < 60 {
         format!("{s} s")
@@ -65,7 +65,7 @@ fn export(state: AppState, qdq: bool) {
 }
 
 /// A `data:` URL holding `text` as a JSON download.
-fn json_data_url(text: &str) -> String {
+pub(super) fn json_data_url(text: &str) -> String {
     format!("data:application/json;charset=utf-8,{}", js_sys::encode_uri_component(text))
 }
 

@@ -50,7 +50,7 @@ fn latency(g: &Graph, x: &Tensor, calib: &[Tensor], limits: &Limits) -> Result<(
 }
 
 /// The digits test split in batches the model takes ([N, 64] or [N, 1, 8, 8]), with labels.
-fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String> {
+pub(super) fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String> {
     let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
     let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
     let batches = x

@@ -33,13 +33,21 @@ pub struct Args {
     /// Distil from this model's outputs (soft targets at --temperature); labels are then optional
     #[arg(long, value_name = "TEACHER.onnx")]
     teacher: Option<PathBuf>,
-    /// Distillation temperature
+    /// Distillation temperature (with --distill kl)
     #[arg(long, value_name = "T", default_value_t = 4.0)]
     temperature: f32,
+    /// How the teacher's outputs are matched: KL divergence of the softened distributions, or
+    /// mean squared error of the outputs (what the output SQNR measures)
+    #[arg(long, value_enum, default_value_t = DistillArg::Kl)]
+    distill: DistillArg,
     #[arg(long, value_name = "N", default_value_t = 10)]
     epochs: usize,
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch: usize,
+    /// Run each batch in pieces of N samples, gradients summed (less memory; a model declaring a
+    /// fixed batch size always runs in pieces of that size)
+    #[arg(long, value_name = "N")]
+    micro_batch: Option<usize>,
     /// Base learning rate
     #[arg(long, value_name = "LR", default_value_t = 1e-3)]
     lr: f32,
@@ -108,6 +116,12 @@ pub struct Args {
     /// Print {"epochs", "final_loss", "score", "score_before", "seconds"} as one line
     #[arg(long)]
     json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DistillArg {
+    Kl,
+    Mse,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,17 +236,22 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             }
             None => (QuantSimConfig { mode: a.mode.into(), weight_bits: a.weight_bits, act_bits: a.act_bits, per_channel: a.per_channel, ..Default::default() }, None),
         };
-        let take = a.calib_samples.clamp(1, n);
-        let per: usize = set.shape.iter().product();
-        let calib: Vec<Tensor> = set.x[..take * per]
-            .chunks(32 * per)
-            .map(|c| Tensor::f32([vec![c.len() / per], set.shape.clone()].concat(), c.to_vec()))
-            .collect::<qplay_core::Result<_>>()?;
-        let stage = progress.stage("calibrate", 1, "passes");
+        // The first --calib-samples samples, in the batches they were loaded in.
+        let mut calib = Vec::new();
+        let mut taken = 0;
+        for b in &set.batches {
+            if taken >= a.calib_samples.max(1) {
+                break;
+            }
+            taken += b.shape()[0];
+            calib.push(b.clone());
+        }
+        let mut stage = progress.stage("calibrate", 1, "passes");
         let net = qat_net(g, &config, &calib, init.as_deref(), !a.fixed_ranges, limits.clone()).map_err(|e| match &a.init_encodings {
             Some(p) => failed_at(p, e),
             None => e.into(),
         })?;
+        stage.set(1);
         stage.finish();
         (net, Some(config))
     } else {
@@ -264,26 +283,34 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         },
         seed: a.seed,
         temperature: a.temperature,
+        distill: match a.distill {
+            DistillArg::Kl => train::Distill::Kl,
+            DistillArg::Mse => train::Distill::Mse,
+        },
+        micro_batch: a.micro_batch,
     };
     let data = Data { x: &set.x, sample_shape: &set.shape, labels: labels.as_deref(), teacher: teacher.as_deref() };
     let mut stage: Option<(usize, Stage)> = None;
     let mut epoch_lines = Vec::new();
     let report = train::train(&mut net, &data, &cfg, eval.as_ref(), &mut |p| {
         if stage.as_ref().map(|s| s.0) != Some(p.epoch) {
-            if let Some((_, s)) = stage.take() {
-                s.finish();
-            }
             stage = Some((p.epoch, progress.stage(format!("epoch {}/{}", p.epoch + 1, p.epochs), p.steps, "batches")));
         }
         if let Some((_, s)) = stage.as_mut() {
             s.set(p.step);
-            s.note(format!("loss {:.4}", p.loss));
+            s.note(match p.finished.as_ref().and_then(|e| e.score) {
+                Some(score) => format!("loss {:.4}, score {score:.2}", p.loss),
+                None => format!("loss {:.4}", p.loss),
+            });
+        }
+        if p.finished.is_some() {
+            if let Some((_, s)) = stage.take() {
+                s.finish();
+            }
         }
         true
     })?;
-    if let Some((_, s)) = stage.take() {
-        s.finish();
-    }
+    drop(stage);
     for e in &report.epochs {
         epoch_lines.push(match e.score {
             Some(s) => format!("epoch {}: loss {:.5}, lr {:.2e}, score {s:.2}", e.epoch + 1, e.loss, e.lr),

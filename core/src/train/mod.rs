@@ -29,12 +29,28 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Distillation temperature.
     pub temperature: f32,
+    /// How the teacher's outputs are matched.
+    pub distill: Distill,
+    /// Run each batch in pieces of this many samples, gradients accumulated (less memory; a
+    /// model with a fixed batch size always runs in pieces of that size).
+    pub micro_batch: Option<usize>,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 10, batch: 32, lr: 1e-3, method: Method::adam(), weight_decay: 0.0, schedule: Schedule::Cosine, seed: 0, temperature: 4.0 }
+        TrainConfig { epochs: 10, batch: 32, lr: 1e-3, method: Method::adam(), weight_decay: 0.0, schedule: Schedule::Cosine, seed: 0, temperature: 4.0, distill: Distill::Kl, micro_batch: None }
     }
+}
+
+/// The distillation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distill {
+    /// KL divergence of the softened class distributions at the temperature (Hinton et al.).
+    Kl,
+    /// Mean squared error against the teacher's outputs (logits, or any output map): what the
+    /// output SQNR measures.
+    Mse,
 }
 
 /// A training set: `n` samples of `sample_shape` stacked in `x`, with labels and/or the teacher's
@@ -88,6 +104,8 @@ pub struct Progress {
     pub steps: usize,
     /// Mean loss of the epoch so far.
     pub loss: f64,
+    /// Set once per epoch, after it ends (and is scored): its report.
+    pub finished: Option<EpochReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +176,9 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
     let mut report = TrainReport { epochs: Vec::new(), stop: Stop::Finished, seconds: 0.0 };
     let mut good = net.clone();
     let mut limit = f64::INFINITY;
+    let fixed = fixed_batch(&net.graph);
+    let micro = fixed.unwrap_or(cfg.micro_batch.unwrap_or(cfg.batch)).max(1);
+    let batch_stats = !net.freeze_bn && net.graph.nodes.iter().any(|n| matches!(n.op, crate::graph::Op::BatchNorm { .. }));
     'epochs: for epoch in 0..cfg.epochs {
         for i in (1..n).rev() {
             order.swap(i, rng.below(i + 1));
@@ -165,37 +186,26 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
         let (mut sum, mut count) = (0.0f64, 0usize);
         let mut lr = cfg.lr;
         for (step, idx) in order.chunks(cfg.batch).enumerate() {
-            if idx.len() < 2 && n > 1 {
+            if idx.len() < 2 && n > 1 && batch_stats {
                 continue; // a last batch of one sample: batch statistics need two
             }
-            let mut shape = vec![idx.len()];
-            shape.extend_from_slice(data.sample_shape);
-            let xb: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied()).collect();
-            let (outs, tape) = net.forward(Tensor::f32(shape, xb)?, Pass::Train)?;
-            let tape = tape.ok_or_else(|| Error::Graph("no tape".into()))?;
-            let y = outs.first().ok_or_else(|| Error::Graph("the model has no output".into()))?;
-            let yd = y.as_f32().ok_or_else(|| Error::Graph("the model's output is not float".into()))?;
+            // The batch in micro-batches (the model's fixed batch, or --micro-batch), their
+            // gradients summed with weights that make the result the whole batch's mean.
             let mut loss = 0.0f64;
-            let mut dy = vec![0.0f32; yd.len()];
-            if let (Some(t), Some(tp)) = (data.teacher, teacher_per) {
-                if tp * idx.len() != yd.len() {
-                    return Err(Error::Input { name: "teacher".into(), msg: format!("the teacher gives {tp} values per sample, the model {}", yd.len() / idx.len()) });
+            let mut grads: Option<Grads> = None;
+            for mb in idx.chunks(micro) {
+                if fixed.is_some_and(|b| b != mb.len()) {
+                    continue; // a model of fixed batch b cannot run a remainder of other size
                 }
-                let tb: Vec<f32> = idx.iter().flat_map(|&i| t[i * tp..(i + 1) * tp].iter().copied()).collect();
-                let (l, g) = loss::distillation(yd, y.shape(), &tb, cfg.temperature)?;
-                loss += l;
-                dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                let w = mb.len() as f64 / idx.len() as f64;
+                let (l, g) = batch_step(net, data, cfg, mb, per, teacher_per)?;
+                loss += l * w;
+                match grads.as_mut() {
+                    None => grads = Some(scaled(g, w as f32)),
+                    Some(acc) => add_scaled(acc, &g, w as f32),
+                }
             }
-            if let Some(labels) = data.labels {
-                let lb: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
-                let (l, g) = loss::cross_entropy(yd, y.shape(), &lb)?;
-                loss += l;
-                dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
-            }
-            let mut dout = vec![Vec::new(); net.graph.outputs.len()];
-            dout[0] = dy;
-            let grads = net.backward(&tape, dout)?;
-            drop(tape);
+            let Some(grads) = grads else { continue };
             if limit.is_infinite() && loss.is_finite() {
                 limit = 10.0 * loss + 1.0;
             }
@@ -215,7 +225,7 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
             }
             sum += loss * idx.len() as f64;
             count += idx.len();
-            if !progress(&Progress { epoch, epochs: cfg.epochs, step: step + 1, steps, loss: sum / count.max(1) as f64 }) {
+            if !progress(&Progress { epoch, epochs: cfg.epochs, step: step + 1, steps, loss: sum / count.max(1) as f64, finished: None }) {
                 report.stop = Stop::Cancelled;
                 break 'epochs;
             }
@@ -227,11 +237,72 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
             report.stop = Stop::Diverged { epoch, step: steps, loss: mean };
             break;
         }
-        report.epochs.push(EpochReport { epoch, loss: mean, lr, score });
+        let done = EpochReport { epoch, loss: mean, lr, score };
+        report.epochs.push(done.clone());
         good = net.clone();
+        if !progress(&Progress { epoch, epochs: cfg.epochs, step: steps, steps, loss: mean, finished: Some(done) }) {
+            report.stop = Stop::Cancelled;
+            break;
+        }
     }
     report.seconds = web_time() - t0;
     Ok(report)
+}
+
+/// Forward and backward over the samples `idx`: the loss (distillation from the teacher's
+/// outputs plus cross-entropy against labels, each a mean over the samples) and its gradients.
+fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per: usize, teacher_per: Option<usize>) -> Result<(f64, Grads)> {
+    let mut shape = vec![idx.len()];
+    shape.extend_from_slice(data.sample_shape);
+    let xb: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied()).collect();
+    let (outs, tape) = net.forward(Tensor::f32(shape, xb)?, Pass::Train)?;
+    let tape = tape.ok_or_else(|| Error::Graph("no tape".into()))?;
+    let y = outs.first().ok_or_else(|| Error::Graph("the model has no output".into()))?;
+    let yd = y.as_f32().ok_or_else(|| Error::Graph("the model's output is not float".into()))?;
+    let mut loss = 0.0f64;
+    let mut dy = vec![0.0f32; yd.len()];
+    if let (Some(t), Some(tp)) = (data.teacher, teacher_per) {
+        if tp * idx.len() != yd.len() {
+            return Err(Error::Input { name: "teacher".into(), msg: format!("the teacher gives {tp} values per sample, the model {}", yd.len() / idx.len()) });
+        }
+        let tb: Vec<f32> = idx.iter().flat_map(|&i| t[i * tp..(i + 1) * tp].iter().copied()).collect();
+        let (l, g) = match cfg.distill {
+            Distill::Kl => loss::distillation(yd, y.shape(), &tb, cfg.temperature)?,
+            Distill::Mse => loss::mse(yd, &tb)?,
+        };
+        loss += l;
+        dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+    }
+    if let Some(labels) = data.labels {
+        let lb: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+        let (l, g) = loss::cross_entropy(yd, y.shape(), &lb)?;
+        loss += l;
+        dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+    }
+    let mut dout = vec![Vec::new(); net.graph.outputs.len()];
+    dout[0] = dy;
+    Ok((loss, net.backward(&tape, dout)?))
+}
+
+fn scaled(mut g: Grads, w: f32) -> Grads {
+    g.params.iter_mut().flatten().chain(g.ranges.iter_mut()).for_each(|v| *v *= w);
+    g
+}
+
+fn add_scaled(acc: &mut Grads, g: &Grads, w: f32) {
+    for (a, b) in acc.params.iter_mut().zip(&g.params) {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += w * y);
+    }
+    acc.ranges.iter_mut().zip(&g.ranges).for_each(|(x, y)| *x += w * y);
+}
+
+/// The batch size the model's first input declares, if fixed.
+fn fixed_batch(g: &crate::graph::Graph) -> Option<usize> {
+    let dims = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref())?;
+    match dims.first() {
+        Some(crate::graph::Dim::Fixed(b)) => Some(*b),
+        _ => None,
+    }
 }
 
 /// Seconds from an arbitrary origin (wall clock natively; 0 in wasm, where the caller times).
