@@ -39,7 +39,7 @@ fn Curves(epochs: Vec<TrainEpoch>, of: usize, unit: String) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <figure>
+        <figure class="train-chart">
             <svg class="chart" data-testid="train-curve" width=W height=H viewBox=format!("0 0 {W} {H}") role="img" aria-label="Training loss and score after each epoch">
                 <line x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD class="axis-line"/>
                 <line x1=PAD y1=PAD - 10.0 x2=PAD y2=H - PAD class="axis-line"/>
@@ -102,7 +102,7 @@ pub fn TrainPanel() -> impl IntoView {
             <section class="panel" aria-labelledby="train-h" data-testid="train-panel">
                 <h2 id="train-h"><span class="step">"8"</span>"Train"</h2>
                 <p class="explain">{format!("Gradients in the tab: quantization-aware training through the quantization simulation (straight-through estimator, ranges learned as AIMET does), or fine-tuning of the compressed model (step 7) by knowledge distillation; {data}. Adam, cosine schedule.")}</p>
-                <div class="row">
+                <div class="row train-row">
                     <label>"What "
                         <select data-testid="train-mode" on:change=move |ev| qat.set(event_target_value(&ev) == "qat") prop:value=move || if qat.get() { "qat" } else { "finetune" }>
                             <option value="qat">"Quantization-aware training"</option>
@@ -167,7 +167,7 @@ pub fn TrainPanel() -> impl IntoView {
                                 }
                             };
                             view! {
-                                <div class="row">
+                                <div class="row train-row">
                                     <button data-testid="train-download-qdq" disabled=busy on:click=move |_| export(true)>"Download the QDQ model (ONNX)"</button>
                                     <button data-testid="train-download-fp32" disabled=busy on:click=move |_| export(false)>"Download the trained FP32 model (ONNX)"</button>
                                     <a data-testid="train-download-encodings" download="qat-encodings.json" href=json_data_url(&j)>"Download the learned encodings (AIMET JSON)"</a>
