@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session, memory_bytes, int8_gemm, int8_peak, passes, compress } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes, int8_gemm, int8_peak, passes, compress, train } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
@@ -37,6 +37,28 @@ if (args.includes("--passes")) {
     const [n, w] = [native.adaround_digits, wasm.adaround_digits];
     console.log(`AdaRound digits W4A8, s per 1000 it per layer`.padEnd(40) + `${n.s_per_1000_iterations_per_layer.toFixed(3).padStart(9)} s  ${w.s_per_1000_iterations_per_layer.toFixed(3).padStart(8)} s  ${(w.total_s / n.total_s).toFixed(2).padStart(8)}x`);
     console.log(`(AdaRound: ${n.layers} layers x ${iters} iterations, batches of 32 digits; DFQ: median of 5, model already loaded)`);
+  }
+  process.exit(0);
+}
+
+// --train: W4A8 per-channel QAT of EfficientNet-Lite0 on the 40 calibration samples (distilled
+// from itself), timed by the same Rust function natively and in wasm, with each side's peak memory
+// (native: the process's peak resident set; wasm: linear memory, which never shrinks).
+if (args.includes("--train")) {
+  const epochs = opt("--epochs", "1");
+  const files = ["assets/models/efficientnet_lite0.onnx", "tests/aimet/efficientnet_lite0/calib40.npy"];
+  const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/train"), [...files, epochs], { cwd: root }).toString());
+  const before = memory_bytes();
+  const wasm = JSON.parse(train(fs.readFileSync(path.join(root, files[0])), readNpy(files[1]).data, Number(epochs)));
+  wasm.peak_memory_mb = memory_bytes() / 2 ** 20;
+  wasm.memory_before_mb = before / 2 ** 20;
+  if (json) {
+    console.log(JSON.stringify({ bench: "train", native, wasm }));
+  } else {
+    console.log("pass                                          native        wasm   wasm/native");
+    console.log(`QAT Lite0 W4A8 pc, s per epoch (${native.samples} samples)`.padEnd(40) + `${native.s_per_epoch.toFixed(1).padStart(9)} s  ${wasm.s_per_epoch.toFixed(1).padStart(8)} s  ${(wasm.s_per_epoch / native.s_per_epoch).toFixed(2).padStart(8)}x`);
+    console.log(`peak memory`.padEnd(40) + `${native.peak_memory_mb.toFixed(0).padStart(8)} MB ${wasm.peak_memory_mb.toFixed(0).padStart(7)} MB`);
+    console.log(`(batch 2, one sample's tape at a time; ${epochs} epoch(s); native memory is the whole process's, wasm the module's linear memory)`);
   }
   process.exit(0);
 }

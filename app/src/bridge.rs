@@ -27,6 +27,8 @@ thread_local! {
     static RELOADING: Cell<bool> = const { Cell::new(false) };
     /// The user's calibration photos for the loaded model (sent with each Quantize request).
     static CALIB: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
+    /// The user's training files for the loaded model (sent with each Train request).
+    static TRAIN_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The user's test files for the loaded model (kept for "Run again").
     static TEST_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
@@ -201,6 +203,17 @@ pub fn calibration_payload() -> JsValue {
     CALIB.with(|c| c.borrow().iter().collect::<Array>().into())
 }
 
+/// Keeps the user's training files for the loaded model.
+pub fn set_train_files(files: Vec<web_sys::File>) {
+    TRAIN_FILES.with(|c| *c.borrow_mut() = files);
+}
+
+/// The Train payload: the calibration, training and test files (each array may be empty).
+pub fn train_payload() -> JsValue {
+    let all = |v: &RefCell<Vec<web_sys::File>>| v.borrow().iter().collect::<Array>();
+    Array::of3(&CALIB.with(all), &TRAIN_FILES.with(all), &TEST_FILES.with(all)).into()
+}
+
 /// Posts a request; `payload` (a Uint8Array or Blob) goes along, array buffers are transferred.
 pub fn send(req: &Request, payload: JsValue) -> Result<(), String> {
     let msg = Array::new();
@@ -254,8 +267,10 @@ fn apply(state: AppState, r: Response) {
                 state.user_labels.set(None);
                 state.preprocess.set(None);
                 state.calibration_photos.set(None);
+                state.train_files.set(None);
                 state.set_eval.set(None);
                 set_calibration_photos(Vec::new());
+                set_train_files(Vec::new());
                 TEST_FILES.with(|t| t.borrow_mut().clear());
                 // Settings in the link apply to the user's own model (a bundled one has its own).
                 match crate::url::get("pre") {

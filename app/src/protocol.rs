@@ -47,8 +47,11 @@ pub enum Request {
     /// The last compressed model as ONNX (answered with Exported and the bytes).
     ExportCompressed { job: u32 },
     /// Quantization-aware training, or fine-tuning of the compressed model by distillation from
-    /// the loaded one (payload and photos as for Quantize).
-    Train { job: u32, settings: TrainSettings, photos: Vec<String> },
+    /// the loaded one. Payload: an array of three arrays of Files: the calibration files (as for
+    /// Quantize), the user's training files and test files (photos labelled as for EvalSet, or
+    /// `.npy` samples with an integer `.npy` of labels; `classes` the model's class names). No
+    /// training files: the bundled digits or the calibration photos (`photos` as for Quantize).
+    Train { job: u32, settings: TrainSettings, photos: Vec<String>, classes: Option<Vec<String>> },
 }
 
 /// A training run as the page asks for it.
@@ -72,13 +75,15 @@ pub struct TrainEpoch {
     pub epoch: usize,
     pub loss: f64,
     pub score: Option<f64>,
+    /// The score's unit, as in TrainResult.
+    pub unit: String,
 }
 
 /// What a training run did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainResult {
     pub settings: TrainSettings,
-    /// "%" (digits accuracy) or "dB" (output SQNR against the FP32 model).
+    /// "%" (accuracy against labels) or "dB" (output SQNR against the FP32 model).
     pub unit: String,
     /// The score before training: the min-max quantized model (QAT) or the compressed one.
     pub before: f64,
@@ -88,6 +93,8 @@ pub struct TrainResult {
     pub fp32: Option<f64>,
     pub epochs: Vec<TrainEpoch>,
     pub samples: usize,
+    /// What it trained and was scored on (and where the labels came from).
+    pub data: String,
     pub seconds: f64,
     /// "finished", or why it stopped early.
     pub stop: String,

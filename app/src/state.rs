@@ -65,6 +65,8 @@ pub struct AppState {
     pub preprocess: RwSignal<Option<(String, usize, usize, String)>>,
     /// How many calibration files of their own the user gave, and whether .npy are among them.
     pub calibration_photos: RwSignal<Option<(usize, bool)>>,
+    /// How many training files the user gave (the Train section's data), if any.
+    pub train_files: RwSignal<Option<usize>>,
     /// The user's test set through the model: (how many files, the result).
     pub set_eval: RwSignal<Option<(usize, SetEval)>>,
     /// The last compression of the loaded model.
@@ -96,6 +98,7 @@ impl AppState {
             user_labels: RwSignal::new(None),
             preprocess: RwSignal::new(None),
             calibration_photos: RwSignal::new(None),
+            train_files: RwSignal::new(None),
             set_eval: RwSignal::new(None),
             compress: RwSignal::new(None),
             quantize_compressed: RwSignal::new(false),

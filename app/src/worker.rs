@@ -114,6 +114,30 @@ fn image_settings(state: &Rc<RefCell<Option<Loaded>>>) -> Result<Preprocess, Str
     loaded.preprocess(height, width)
 }
 
+/// How the user's samples are read for the loaded model: photos through its preprocessing (image
+/// models only) and `.npy` tensors of its input shape (batch 1).
+fn sample_input(state: &Rc<RefCell<Option<Loaded>>>) -> Result<(Option<Preprocess>, Vec<usize>), String> {
+    let guard = state.borrow();
+    let loaded = guard.as_ref().ok_or("load a model first")?;
+    if let InputKind::Image { height, width } = loaded.kind {
+        let pre = loaded.preprocess(height, width)?;
+        let shape = pre.shape.clone();
+        return Ok((Some(pre), shape));
+    }
+    let g = &loaded.graph;
+    let dims = g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).ok_or("the model does not declare its input's shape")?;
+    let shape = dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Dim::Fixed(n) => Ok(if i == 0 { 1 } else { *n }),
+            Dim::Symbolic(_) if i == 0 => Ok(1),
+            Dim::Symbolic(s) => Err(format!("the model's input has a free dimension '{s}' beyond the batch: its samples' shape is unknown")),
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((None, shape))
+}
+
 /// A download's file name stem from the model's name ("Digits MobileNet" or "digits_mobilenet.onnx"
 /// both give "digits_mobilenet").
 fn file_stem(name: &str) -> String {
@@ -163,7 +187,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let t0 = now();
             // A tensor the user prepared: its first sample, as it is.
             let (x, w, h) = match npy_file(&blob) {
-                Some(f) => (user_npy(&f, &pre.shape, 1).await?.into_iter().next().ok_or_else(|| format!("{}: no samples", f.name()))?, width as u32, height as u32),
+                Some(f) => (npy_samples_of(&f.name(), read_user_npy(&f).await?, &pre.shape, 1)?.into_iter().next().ok_or_else(|| format!("{}: no samples", f.name()))?, width as u32, height as u32),
                 None => {
                     let (rgb, w, h) = decode_image(&blob).await?;
                     (pre.apply(&rgb, w as usize, h as usize).map_err(|e| e.to_string())?, w, h)
@@ -298,7 +322,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         Request::EvalSet { job, classes } => {
             let files = payload.dyn_into::<Array>().map_err(|_| "no test files were sent".to_string())?;
             let pre = image_settings(state)?;
-            let (samples, labels, labels_from) = test_set(job, &files, &pre, classes.as_deref()).await?;
+            let (samples, labels, labels_from) = labelled_set(job, &files, Some(&pre), &pre.shape, classes.as_deref(), "test", MAX_TEST_SAMPLES).await?;
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let threshold = pre.threshold.unwrap_or(0.5) as f32;
@@ -342,11 +366,27 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             loaded.compressed = Some(out);
             Ok(Response::Compressed { job, result })
         }
-        Request::Train { job, settings, photos } => {
-            let (samples, probe) = samples_for(state, job, &photos, settings.samples as usize, &payload).await?;
+        Request::Train { job, settings, photos, classes } => {
+            let part = |i: u32| payload.dyn_ref::<Array>().map(|p| p.get(i)).and_then(|a| a.dyn_into::<Array>().ok()).filter(|a| a.length() > 0);
+            let source = match part(1) {
+                Some(files) => {
+                    let (pre, input) = sample_input(state)?;
+                    let set = |files, what| labelled_set(job, files, pre.as_ref(), &input, classes.as_deref(), what, train::MAX_SAMPLES);
+                    let train_set = set(&files, "training").await?;
+                    let test_set = match part(2) {
+                        Some(t) => Some(set(&t, "test").await?),
+                        None => None,
+                    };
+                    train::Source::Files { train: train_set, test: test_set }
+                }
+                None => {
+                    let (samples, probe) = samples_for(state, job, &photos, settings.samples as usize, &payload.dyn_ref::<Array>().map(|p| p.get(0)).unwrap_or(JsValue::UNDEFINED)).await?;
+                    train::Source::Bundled { samples, probe }
+                }
+            };
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
-            let (g, sim, result) = train::run(job, &loaded.graph, loaded.compressed.as_ref(), &loaded.kind, &settings, &samples, &probe)?;
+            let (g, sim, result) = train::run(job, &loaded.graph, loaded.compressed.as_ref(), &loaded.kind, &settings, source)?;
             match sim {
                 // QAT: the trained model and its encodings become the last quantization (its
                 // QDQ and FP32 downloads, the INT8 speed).
@@ -573,7 +613,7 @@ async fn user_calibration(job: u32, files: &js_sys::Array, n: usize, pre: &Prepr
         let name = item.dyn_ref::<web_sys::File>().map_or_else(|| format!("calibration file {}", i + 1), |f| f.name());
         let blob: web_sys::Blob = item.dyn_into().map_err(|_| format!("{name}: not a file"))?;
         if let Some(f) = npy_file(&blob) {
-            for t in user_npy(&f, &pre.shape, 8).await? {
+            for t in npy_samples_of(&f.name(), read_user_npy(&f).await?, &pre.shape, 8)? {
                 let take = t.shape()[0].min(n - count);
                 if take > 0 {
                     count += take;
@@ -593,10 +633,12 @@ async fn user_calibration(job: u32, files: &js_sys::Array, n: usize, pre: &Prepr
 /// Most samples in a test set the page runs.
 const MAX_TEST_SAMPLES: usize = 2000;
 
-/// The user's test data, one sample per tensor, with labels (and where they come from) when
-/// every photo has one: from a `labels.csv` among the files, else the folder each is in (when a
-/// folder was picked), else the file names. `.npy` tensors carry no labels.
-async fn test_set(job: u32, files: &Array, pre: &Preprocess, classes: Option<&[String]>) -> Result<(Vec<Tensor>, Option<Vec<i64>>, Option<String>), String> {
+/// The user's labelled data (a test or a training set), one sample per tensor, with labels (and
+/// where they come from) when every sample has one. Photos (prepared by `pre`; none: the model
+/// takes no photos) are labelled by a `labels.csv` among the files, else the folder each is in
+/// (when a folder was picked), else the file names. `.npy` files hold samples of the model's
+/// `input` shape, or (integer, one axis) the labels of those samples in order.
+async fn labelled_set(job: u32, files: &Array, pre: Option<&Preprocess>, input: &[usize], classes: Option<&[String]>, what: &str, max: usize) -> Result<(Vec<Tensor>, Option<Vec<i64>>, Option<String>), String> {
     let files: Vec<web_sys::File> = files.iter().filter_map(|f| f.dyn_into().ok()).collect();
     let csv = match files.iter().find(|f| f.name().eq_ignore_ascii_case("labels.csv")) {
         Some(f) => {
@@ -618,34 +660,65 @@ async fn test_set(job: u32, files: &Array, pre: &Preprocess, classes: Option<&[S
             (None, None) => qplay_core::labels::class_of_file_name(classes, &f.name()),
         })
     };
-    let (mut samples, mut labels) = (Vec::new(), Vec::new());
+    let (mut samples, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    // The .npy samples (their indices) and an integer .npy of their labels.
+    let (mut npy_samples, mut npy_labels) = (Vec::new(), None);
     for (i, f) in data.iter().enumerate() {
-        post(&Response::Progress { job, stage: "Preparing your test data".into(), done: i, total: data.len() });
+        post(&Response::Progress { job, stage: format!("Preparing your {what} data"), done: i, total: data.len() });
         if npy_file(f).is_some() {
-            for t in user_npy(f, &pre.shape, 1).await? {
+            let t = read_user_npy(f).await?;
+            if t.as_i64().is_some() && t.rank() == 1 {
+                if npy_labels.replace((f.name(), t.to_i64_vec())).is_some() {
+                    return Err(format!("{}: a second .npy of labels (give one)", f.name()));
+                }
+                continue;
+            }
+            for t in npy_samples_of(&f.name(), t, input, 1)? {
+                npy_samples.push(samples.len());
                 samples.push(t);
                 labels.push(None);
+                names.push(f.name());
             }
         } else {
+            let pre = pre.ok_or_else(|| format!("{}: this model takes no photos; give .npy tensors of its input", f.name()))?;
             let (rgb, w, h) = decode_image(f).await.map_err(|e| format!("{}: {e}", f.name()))?;
             samples.push(pre.apply(&rgb, w as usize, h as usize).map_err(|e| format!("{}: {e}", f.name()))?);
             labels.push(label_of(f)?);
+            names.push(f.name());
         }
-        if samples.len() > MAX_TEST_SAMPLES {
-            return Err(format!("more than {MAX_TEST_SAMPLES} test samples: give fewer"));
+        if samples.len() > max {
+            return Err(format!("more than {max} {what} samples: give fewer"));
         }
     }
     if samples.is_empty() {
-        return Err("no test photos or .npy files among the files given".into());
+        return Err(format!("no {what} photos or .npy samples among the files given"));
     }
+    let npy_from = match npy_labels {
+        Some((name, l)) if l.len() != npy_samples.len() => return Err(format!("{name}: {} labels for the {} .npy samples", l.len(), npy_samples.len())),
+        Some((name, l)) => {
+            for (&i, l) in npy_samples.iter().zip(l) {
+                labels[i] = Some(l);
+            }
+            Some(name)
+        }
+        None => None,
+    };
     if let Some(k) = classes.map(<[String]>::len) {
-        if let Some((f, l)) = data.iter().zip(&labels).find_map(|(f, l)| l.filter(|&l| l as usize >= k).map(|l| (f, l))) {
-            return Err(format!("{}: class {l} is beyond the {k} classes of the labels file", f.name()));
+        if let Some((name, l)) = names.iter().zip(&labels).find_map(|(n, l)| l.filter(|&l| l < 0 || l as usize >= k).map(|l| (n, l))) {
+            return Err(format!("{name}: class {l} is beyond the {k} classes of the labels file"));
         }
     }
-    let from = if csv.is_some() { "labels.csv" } else if data.first().is_some_and(|f| folder(f).is_some()) { "their folders" } else { "their file names" };
+    let from = if let Some(name) = npy_from.filter(|_| npy_samples.len() == samples.len()) {
+        name
+    } else if csv.is_some() {
+        "labels.csv".to_string()
+    } else if data.iter().find(|f| npy_file(f).is_none()).is_some_and(|f| folder(f).is_some()) {
+        "their folders".to_string()
+    } else {
+        "their file names".to_string()
+    };
     let labels: Option<Vec<i64>> = labels.into_iter().collect();
-    let from = labels.as_ref().map(|_| from.to_string());
+    let from = labels.as_ref().map(|_| from);
     Ok((samples, labels, from))
 }
 
@@ -657,16 +730,20 @@ fn npy_file(blob: &web_sys::Blob) -> Option<web_sys::File> {
 /// Largest .npy the page reads (elements): 64 Mi floats, 256 MB.
 const MAX_NPY_ELEMENTS: usize = 1 << 26;
 
-/// A `.npy` of samples for a model whose input is `input` ([1, ...]): `[N, ...]` (or one sample
-/// without the batch axis), in batches of at most `batch` samples. A tensor of another shape is an
-/// error naming the file and its shape.
-async fn user_npy(file: &web_sys::File, input: &[usize], batch: usize) -> Result<Vec<Tensor>, String> {
+/// The user's `.npy` file as a tensor.
+async fn read_user_npy(file: &web_sys::File) -> Result<Tensor, String> {
     let name = file.name();
     if file.size() > (MAX_NPY_ELEMENTS * 8) as f64 {
         return Err(format!("{name}: {:.0} MB is more than the page reads ({} MB)", file.size() / 1e6, MAX_NPY_ELEMENTS * 8 / 1_000_000));
     }
     let buf = JsFuture::from(file.array_buffer()).await.map_err(|_| format!("{name}: cannot read the file"))?;
-    let t = read_npy(&Uint8Array::new(&buf).to_vec(), MAX_NPY_ELEMENTS).map_err(|e| format!("{name}: {e}"))?;
+    read_npy(&Uint8Array::new(&buf).to_vec(), MAX_NPY_ELEMENTS).map_err(|e| format!("{name}: {e}"))
+}
+
+/// The samples of a `.npy` tensor `t` (file `name`) for a model whose input is `input` ([1, ...]):
+/// `[N, ...]` (or one sample without the batch axis), in batches of at most `batch` samples. A
+/// tensor of another shape is an error naming the file and its shape.
+fn npy_samples_of(name: &str, t: Tensor, input: &[usize], batch: usize) -> Result<Vec<Tensor>, String> {
     let sample = &input[1..];
     match t.shape() {
         s if s == sample => {}

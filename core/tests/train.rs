@@ -142,7 +142,6 @@ fn conv_gradients_match_finite_differences() {
 fn gemm_and_matmul_gradients_match_finite_differences() {
     let w = |name: &str, dims: &[i64], seed| init(name, dims, seed, 0.5, 0.0);
     for (ta, tb) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-        let xs = if ta == 1 { [5, 3] } else { [3, 5] };
         let ws: [i64; 2] = if tb == 1 { [4, 5] } else { [5, 4] };
         // A first Gemm makes the second one's A a computed value (its gradient is checked).
         let n = net(
@@ -152,7 +151,6 @@ fn gemm_and_matmul_gradients_match_finite_differences() {
             ],
             vec![w("W1", &[5, 5], 11), w("W2", &ws, 12), w("C", &[4], 13)],
         );
-        let _ = xs;
         check(&format!("gemm transA={ta} transB={tb}"), n, input(if ta == 1 { &[5, 5] } else { &[3, 5] }, 14));
     }
     // C as a [M, 1] column.
@@ -371,7 +369,7 @@ fn quantizer_gradients_match_the_straight_through_surrogate() {
         let e = if sym { e } else { Encoding { scale: (p[1] - p[0]) / n, offset: (p[0] / ((p[1] - p[0]) / n)).round() as i64, ..e } };
         let o_sym = sym.then_some(e.offset as f64);
         let mut dy = r.clone();
-        let g = ste_backward(&e, (!sym).then_some(p[0]), &xs, &mut dy);
+        ste_backward(&e, (!sym).then_some(p[0]), &xs, &mut dy);
         let mut inside_and_out = [0, 0];
         for (i, &x) in xs.iter().enumerate() {
             let idx = e.quantize(x) as f64;
@@ -407,7 +405,6 @@ fn quantizer_gradients_match_the_straight_through_surrogate() {
             let (xsel, mut dsel): (Vec<f32>, Vec<f32>) = (sel.iter().map(|&i| xs[i]).collect(), sel.iter().map(|&i| r[i]).collect());
             let gs = ste_backward(&e, (!sym).then_some(p[0]), &xsel, &mut dsel);
             assert!((gs[k] - fd).abs() < 1e-3 * fd.abs().max(1.0), "bw {bw} sym {sym}: range parameter {k}: {} vs central difference {fd}", gs[k]);
-            let _ = g;
         }
     }
 }

@@ -413,16 +413,16 @@ test("the model and recipe live in the URL: a shared link restores them", async 
 });
 
 // The first float32 values of a small .npy file (format 1.0, little-endian).
-/// A float32 .npy of zeros of this shape.
-function npyBuffer(shape) {
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}), }`;
+/// A .npy of zeros of this shape (float32, or int64 with `descr` '<i8').
+function npyBuffer(shape, descr = "<f4") {
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
   header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11) + "\n";
   const n = shape.reduce((a, b) => a * b, 1);
   const head = Buffer.alloc(10);
   Buffer.from("\x93NUMPY", "latin1").copy(head);
   head[6] = 1;
   head.writeUInt16LE(header.length, 8);
-  return Buffer.concat([head, Buffer.from(header, "latin1"), Buffer.alloc(4 * n)]);
+  return Buffer.concat([head, Buffer.from(header, "latin1"), Buffer.alloc((descr === "<i8" ? 8 : 4) * n)]);
 }
 
 function npyFloats(file) {
@@ -772,5 +772,74 @@ test("digits MobileNet W4A4 QAT in the page: live loss curves, cancel keeps the 
   console.log(`longest task on the page's main thread during training: ${longest.toFixed(0)} ms`);
   assert.ok(longest <= 50, `the page blocked for ${longest} ms`);
   await page.locator('[data-testid="train-panel"]').screenshot({ path: path.join(root, "tests/output/train.png") });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("EfficientNet-Lite0 W4A8 per-channel QAT in the page: distilled on the calibration photos with progress, the output SQNR well above min-max", async () => {
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  await page.selectOption('[data-testid="train-mode"]', "qat");
+  await page.selectOption('[data-testid="train-bits"]', "4/8");
+  await page.check('[data-testid="train-per-channel"]');
+  assert.equal(await page.inputValue('[data-testid="train-batch"]'), "2");
+  await page.fill('[data-testid="train-epochs"]', "2");
+  await page.dispatchEvent('[data-testid="train-epochs"]', "change");
+  await page.click('[data-testid="train-run"]');
+  await page.locator('[data-testid="train-progress"]:has-text("Epoch 1 of 2")').waitFor();
+  await page.locator('[data-testid="train-eta"]').waitFor();
+  const summary = page.locator('[data-testid="train-summary"]');
+  await summary.waitFor({ timeout: 600_000 });
+  const s = await summary.evaluate((e) => ({ before: Number(e.dataset.before), after: Number(e.dataset.after), stop: e.dataset.stop }));
+  console.log(`EfficientNet-Lite0 W4A8 per-channel QAT in the browser: ${await summary.textContent()}`);
+  assert.equal(s.stop, "finished");
+  assert.ok(s.after > s.before + 6, `QAT ${s.after} dB vs min-max ${s.before} dB`);
+  assert.equal(await page.locator('[data-testid="train-point"]').count(), 2);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("your own data in the Train section: W4A8 QAT of the 2-class PaddleOCR classifier on your labelled photos, scored on your test photos", async () => {
+  const ocr = path.join(root, "tests/ocr");
+  await page.setInputFiles('[data-testid="model-file"]', path.join(ocr, "cls.onnx"));
+  await page.locator('[data-testid="model-name"]:has-text("cls.onnx")').waitFor();
+  await page.setInputFiles('[data-testid="preprocess-file"]', path.join(ocr, "cls.json"));
+  await page.locator('[data-testid="input-settings"]:has-text("cls.json says (48x192)")').waitFor();
+  await page.setInputFiles('[data-testid="labels-file"]', path.join(ocr, "cls_labels.txt"));
+  await page.locator('[data-testid="input-settings"]:has-text("cls_labels.txt (2 classes)")').waitFor();
+  // Labels that do not fit the samples: an error naming the file; the model stays.
+  await page.setInputFiles('[data-testid="train-files"]', [
+    { name: "x.npy", mimeType: "application/octet-stream", buffer: npyBuffer([3, 3, 48, 192]) },
+    { name: "y.npy", mimeType: "application/octet-stream", buffer: npyBuffer([2], "<i8") },
+  ]);
+  await page.click('[data-testid="train-run"]');
+  await page.locator('[data-testid="error"]:has-text("y.npy: 2 labels for the 3 .npy samples")').waitFor();
+  assert.equal(await page.textContent('[data-testid="model-name"]'), "cls.onnx");
+  // Test photos (labelled by their names), then 32 training photos labelled the same way.
+  const tests = fs.readdirSync(path.join(ocr, "lines_test")).sort().map((f) => path.join(ocr, "lines_test", f));
+  await page.setInputFiles('[data-testid="test-files"]', tests);
+  await page.locator('[data-testid="set-accuracy"]').waitFor();
+  const calib = fs.readdirSync(path.join(ocr, "lines_calib")).sort().map((f) => path.join(ocr, "lines_calib", f));
+  await page.setInputFiles('[data-testid="train-files"]', calib);
+  await page.locator('[data-testid="train-data"]:has-text("Trains on your 32 files")').waitFor();
+  await page.selectOption('[data-testid="train-mode"]', "qat");
+  await page.selectOption('[data-testid="train-bits"]', "4/8");
+  await page.check('[data-testid="train-per-channel"]');
+  await page.fill('[data-testid="train-epochs"]', "5");
+  await page.dispatchEvent('[data-testid="train-epochs"]', "change");
+  await page.selectOption('[data-testid="train-lr"]', "0.001");
+  await page.selectOption('[data-testid="train-batch"]', "8");
+  await page.click('[data-testid="train-run"]');
+  const summary = page.locator('[data-testid="train-summary"]');
+  await summary.waitFor({ timeout: 300_000 });
+  const s = await summary.evaluate((e) => ({ before: Number(e.dataset.before), after: Number(e.dataset.after), fp32: Number(e.dataset.fp32), stop: e.dataset.stop }));
+  const text = await summary.textContent();
+  console.log(`PaddleOCR cls W4A8 per-channel QAT on the user's photos in the browser: ${text}`);
+  assert.equal(s.stop, "finished");
+  assert.match(text, /your 32 samples \(labels from their file names\); scored on your 64 test samples \(labels from their file names\)/);
+  // FP32 on the test photos: onnxruntime's count of correct ones.
+  const right = JSON.parse(fs.readFileSync(path.join(ocr, "reference.json"), "utf8")).cls_fp32_correct;
+  assert.ok(Math.abs(s.fp32 - (100 * right) / 64) < 1e-3, `FP32 ${s.fp32} % vs onnxruntime's ${right} of 64`);
+  assert.ok(s.after > s.before, `QAT ${s.after} % vs min-max ${s.before} %`);
+  assert.ok(s.after >= s.fp32 - 5, `QAT ${s.after} % vs FP32 ${s.fp32} %`);
+  assert.equal(await page.locator('[data-testid="train-point"]').count(), 5);
   assert.deepEqual(consoleErrors, []);
 });

@@ -39,7 +39,7 @@ fn picked(ev: &leptos::ev::Event) -> Option<web_sys::File> {
 }
 
 /// Every file of an `<input type=file multiple>` change, the input cleared for the next pick.
-fn picked_all(ev: &leptos::ev::Event) -> Vec<web_sys::File> {
+pub(crate) fn picked_all(ev: &leptos::ev::Event) -> Vec<web_sys::File> {
     let input: web_sys::HtmlInputElement = event_target(ev);
     let files = input.files().map(|fs| (0..fs.length()).filter_map(|i| fs.get(i)).collect()).unwrap_or_default();
     input.set_value("");

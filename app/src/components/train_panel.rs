@@ -83,7 +83,8 @@ pub fn TrainPanel() -> impl IntoView {
         state.train_curve.set(Vec::new());
         state.start(if settings.qat { format!("Quantization-aware training (W{w}A{a})…") } else { "Fine-tuning the compressed model…".to_string() });
         let photos = PHOTOS.iter().map(|(f, _)| f.to_string()).collect();
-        if let Err(e) = bridge::send(&Request::Train { job: bridge::next_job(), settings, photos }, bridge::calibration_payload()) {
+        let classes = state.user_labels.get_untracked().map(|(_, l)| l);
+        if let Err(e) = bridge::send(&Request::Train { job: bridge::next_job(), settings, photos, classes }, bridge::train_payload()) {
             state.fail(e);
         }
     };
@@ -92,16 +93,43 @@ pub fn TrainPanel() -> impl IntoView {
         if kind == InputKind::Other {
             return None;
         }
-        let data = if kind == InputKind::Digits {
-            "QAT trains on the 1,347 training digits with their labels; fine-tuning distils from the original model (labels unused); both are scored on the 450 test digits"
+        let bundled = if kind == InputKind::Digits {
+            "Without files of yours, QAT trains on the 1,347 training digits with their labels and fine-tuning distils from the original model (labels unused); both are scored on the 450 test digits."
         } else {
-            "both distil from the FP32 model on the calibration photos (yours, if given above) and are scored by the SQNR of the outputs against FP32 on the first photos"
+            "Without files of yours, both distil from the FP32 model on the calibration photos (yours, if given above) and are scored by the SQNR of the outputs against FP32 on the first photos."
         };
+        let on_files = move |ev: leptos::ev::Event| {
+            let files = super::input_panel::picked_all(&ev);
+            state.train_files.set((!files.is_empty()).then_some(files.len()));
+            bridge::set_train_files(files);
+        };
+        let folder = NodeRef::<leptos::html::Input>::new();
+        folder.on_load(|input| {
+            let _ = input.set_attribute("webkitdirectory", "");
+        });
         let training = move || busy() && state.busy.with(|b| matches!(b, Busy::Working(w) if w.contains("training") || w.contains("Fine-tuning")));
         Some(view! {
             <section class="panel" aria-labelledby="train-h" data-testid="train-panel">
                 <h2 id="train-h"><span class="step">"8"</span>"Train"</h2>
-                <p class="explain">{format!("Gradients in the tab: quantization-aware training through the quantization simulation (straight-through estimator, ranges learned as AIMET does), or fine-tuning of the compressed model (step 7) by knowledge distillation; {data}. Adam, cosine schedule.")}</p>
+                <p class="explain">"Gradients in the tab: quantization-aware training through the quantization simulation (straight-through estimator, ranges learned as AIMET does), or fine-tuning of the compressed model (step 7) by knowledge distillation from the loaded model. Adam, cosine schedule."</p>
+                <div class="row train-row">
+                    <label class="upload" title="Photos labelled by a labels.csv (file,label) among them, their folders or names like 180_001.png; or .npy samples with an integer .npy of their labels. Without labels, the model is distilled from the FP32 one.">
+                        "Your training data (photos or .npy, labels optional) "
+                        <input type="file" accept="image/*,.npy,.csv" multiple data-testid="train-files" disabled=busy on:change=on_files/>
+                    </label>
+                    <label class="upload">"or a folder (one sub-folder per class) "
+                        <input type="file" node_ref=folder data-testid="train-folder" disabled=busy on:change=on_files/>
+                    </label>
+                    {move || state.train_files.get().map(|_| view! {
+                        <button data-testid="train-files-clear" disabled=busy on:click=move |_| { state.train_files.set(None); bridge::set_train_files(Vec::new()); }>"Use the bundled data"</button>
+                    })}
+                </div>
+                <p class="hint" data-testid="train-data">
+                    {move || match state.train_files.get() {
+                        Some(n) => format!("Trains on your {n} files; scored on your test photos (step 4) if given, else on one sample in five held out. Labels train by cross-entropy; without them the model is distilled from the FP32 one."),
+                        None => bundled.to_string(),
+                    }}
+                </p>
                 <div class="row train-row">
                     <label>"What "
                         <select data-testid="train-mode" on:change=move |ev| qat.set(event_target_value(&ev) == "qat") prop:value=move || if qat.get() { "qat" } else { "finetune" }>
@@ -128,7 +156,7 @@ pub fn TrainPanel() -> impl IntoView {
                     </label>
                     <label>"Batch "
                         <select data-testid="train-batch" on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<u32>() { batch.set(v) } } prop:value=move || batch.get().to_string()>
-                            {["4", "8", "16", "32", "64"].map(|v| view! { <option value=v>{v}</option> }).collect_view()}
+                            {["1", "2", "4", "8", "16", "32", "64"].map(|v| view! { <option value=v>{v}</option> }).collect_view()}
                         </select>
                     </label>
                     <button class="primary" data-testid="train-run" disabled=busy on:click=run>"Train"</button>
@@ -148,8 +176,8 @@ pub fn TrainPanel() -> impl IntoView {
                 {move || {
                     let curve = state.train_curve.get();
                     let of = state.train.with(|r| r.as_ref().map(|r| r.settings.epochs as usize)).unwrap_or_else(|| epochs.get_untracked() as usize);
-                    let unit = if kind == InputKind::Digits { "%" } else { "dB" };
-                    (!curve.is_empty()).then(|| view! { <Curves epochs=curve of=of unit=unit.to_string()/> })
+                    let unit = curve.first().map_or_else(String::new, |e| e.unit.clone());
+                    (!curve.is_empty()).then(|| view! { <Curves epochs=curve of=of unit=unit/> })
                 }}
                 {move || state.train.get().map(|r| {
                     let what = if r.settings.qat { format!("W{}A{} {} QAT", r.settings.weight_bits, r.settings.act_bits, if r.settings.per_channel { "per-channel" } else { "per-tensor" }) } else { "Fine-tuning by distillation".to_string() };
@@ -157,7 +185,7 @@ pub fn TrainPanel() -> impl IntoView {
                     let fp32 = r.fp32.map(|f| format!(" FP32: {f:.2} {}.", r.unit)).unwrap_or_default();
                     view! {
                         <p class="quant-summary" data-testid="train-summary" data-before=format!("{:.3}", r.before) data-after=format!("{:.3}", r.after) data-fp32=r.fp32.map(|f| format!("{f:.3}")).unwrap_or_default() data-stop=r.stop.clone()>
-                            {format!("{what}: {} epochs on {} samples in {:.1} s ({}). Score {:.2} {u} before ({start}) → {:.2} {u} after.{fp32}", r.epochs.len(), r.samples, r.seconds, r.stop, r.before, r.after, u = r.unit)}
+                            {format!("{what}: {} epochs on {} in {:.1} s ({}). Score {:.2} {u} before ({start}) → {:.2} {u} after.{fp32}", r.epochs.len(), r.data, r.seconds, r.stop, r.before, r.after, u = r.unit)}
                         </p>
                         {r.encodings_json.clone().map(|j| {
                             let export = move |qdq: bool| {

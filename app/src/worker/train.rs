@@ -1,6 +1,6 @@
-//! The worker's training job: quantization-aware training of the loaded model (digits: on the
-//! training split with its labels; photos: distilled from the FP32 model on the calibration
-//! photos), or fine-tuning of the compressed model by distillation from the loaded one.
+//! The worker's training job: quantization-aware training of the loaded model, or fine-tuning of
+//! the compressed model by distillation from the loaded one. Data: the user's files (labelled or
+//! not), else the bundled training digits (with labels) or the calibration photos (distilled).
 
 use super::compress::digits_test;
 use super::{now, post, DIGITS_TRAIN_X, DIGITS_TRAIN_Y};
@@ -8,7 +8,7 @@ use crate::protocol::{InputKind, Response, TrainEpoch, TrainResult, TrainSetting
 use qplay_core::eval::{Evaluator, Target};
 use qplay_core::npy::read_npy;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
-use qplay_core::train::{qat::qat_net, train, Data, Net, Stop, TrainConfig};
+use qplay_core::train::{fixed_batch, qat::qat_net, train, Data, Distill, Net, Stop, TrainConfig};
 use qplay_core::{Executor, Graph, Limits, Tensor};
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -41,58 +41,141 @@ fn sim_score(sim: &QuantSim, eval: &Evaluator) -> Result<f64, String> {
     eval.score_outputs(&y).map_err(err)
 }
 
-/// Trains as `settings` says. `original` is the loaded model, `compressed` the last compressed
-/// one; `samples` the calibration samples, `probe` the photos scored against FP32. Returns the
-/// trained FP32 graph, for QAT the simulation with the learned encodings, and what happened.
-pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: &InputKind, settings: &TrainSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, Option<QuantSim>, TrainResult), String> {
+/// Most training samples the page takes.
+pub(super) const MAX_SAMPLES: usize = 4000;
+/// Most training data the page holds (floats): 64 Mi, 256 MB.
+const MAX_FLOATS: usize = 1 << 26;
+
+/// Samples (one tensor each), their labels if every one has one, and where those came from.
+pub(super) type LabelledSet = (Vec<Tensor>, Option<Vec<i64>>, Option<String>);
+
+/// What to train on.
+pub(super) enum Source {
+    /// Nothing of the user's: the bundled training digits, or the calibration photos (`samples`,
+    /// scored against FP32 on `probe`).
+    Bundled { samples: Vec<Tensor>, probe: Vec<Tensor> },
+    /// The user's training files, and test files if given (else one sample in five is held out).
+    Files { train: LabelledSet, test: Option<LabelledSet> },
+}
+
+/// The training set stacked, the evaluation and a description of both.
+struct Prepared {
+    x: Vec<f32>,
+    shape: Vec<usize>,
+    labels: Option<Vec<i64>>,
+    /// Calibration batches for QAT's starting encodings.
+    calib: Vec<Tensor>,
+    eval: Evaluator,
+    data: String,
+    /// The data is the user's (their labels also guide fine-tuning; the bundled digits' do not,
+    /// so that fine-tuning shows what distillation alone recovers).
+    own: bool,
+}
+
+fn prepare(original: &Graph, kind: &InputKind, source: Source, limits: &Limits, n_digits: u32) -> Result<Prepared, String> {
+    let rank = original.values[original.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+    let samples_of = |n: usize| if n == 1 { "1 sample".to_string() } else { format!("{n} samples") };
+    Ok(match source {
+        Source::Bundled { .. } if *kind == InputKind::Digits => {
+            let x = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(err)?.to_f32_vec();
+            let y = read_npy(DIGITS_TRAIN_Y, 1 << 20).map_err(err)?.to_i64_vec();
+            let n = match n_digits as usize {
+                0 => y.len(),
+                n => n.min(y.len()),
+            };
+            let shape = if rank == 2 { vec![64] } else { vec![1, 8, 8] };
+            let calib = batches(original, &x[..n.min(256) * 64], &shape)?;
+            let (batches, test_labels) = digits_test(rank)?;
+            let data = format!("{n} training digits with their labels; scored on the {} test digits", test_labels.len());
+            Prepared { x: x[..n * 64].to_vec(), shape, labels: Some(y[..n].to_vec()), calib, eval: Evaluator { batches, target: Target::Labels(test_labels), limits: limits.clone() }, data, own: false }
+        }
+        Source::Bundled { samples, probe } => {
+            let (x, shape) = stack(&samples)?;
+            let data = format!("{} calibration samples, distilled from the FP32 model; scored against it on the first {}", samples.len(), probe.len());
+            Prepared { x, shape, labels: None, calib: samples, eval: Evaluator::against_model(original, probe, limits.clone()).map_err(err)?, data, own: false }
+        }
+        Source::Files { train: (samples, labels, from), test } => {
+            let labelled = |l: &Option<Vec<i64>>, from: &Option<String>| match (l, from) {
+                (Some(_), Some(f)) => format!(" (labels from {f})"),
+                _ => " (no labels)".to_string(),
+            };
+            let mut data = format!("your {}{}", samples_of(samples.len()), labelled(&labels, &from));
+            let (samples, labels, test, test_labels) = match test {
+                Some((t, tl, tfrom)) => {
+                    data += &format!("; scored on your {} test samples{}", t.len(), labelled(&tl, &tfrom));
+                    (samples, labels, t, tl)
+                }
+                None => {
+                    if samples.len() < 5 {
+                        return Err(format!("{} to train on: give at least 5 (one in five is held out to score the model), or test files too", samples_of(samples.len())));
+                    }
+                    let held = |i: usize| i % 5 == 4;
+                    let split = |keep: bool| -> (Vec<Tensor>, Option<Vec<i64>>) {
+                        let x = samples.iter().enumerate().filter(|(i, _)| held(*i) != keep).map(|(_, t)| t.clone()).collect();
+                        (x, labels.as_ref().map(|l| l.iter().enumerate().filter(|(i, _)| held(*i) != keep).map(|(_, &l)| l).collect()))
+                    };
+                    let ((tr, trl), (te, tel)) = (split(true), split(false));
+                    data += &format!("; {} of them (one in five) held out to score the model", te.len());
+                    (tr, trl, te, tel)
+                }
+            };
+            let (x, shape) = stack(&samples)?;
+            if x.len() > MAX_FLOATS {
+                return Err(format!("{} of {:?} are {} MB: more than the page trains on ({} MB); give fewer", samples_of(samples.len()), shape, x.len() * 4 / 1_000_000, MAX_FLOATS * 4 / 1_000_000));
+            }
+            let eval = match test_labels {
+                Some(l) => Evaluator { batches: test, target: Target::Labels(l), limits: limits.clone() },
+                None => Evaluator::against_model(original, test, limits.clone()).map_err(err)?,
+            };
+            let calib = samples.iter().take(64).cloned().collect();
+            Prepared { x, shape, labels, calib, eval, data, own: true }
+        }
+    })
+}
+
+/// Samples `x` (each of `shape`) in batches the model accepts: its fixed batch size, else 32.
+fn batches(g: &Graph, x: &[f32], shape: &[usize]) -> Result<Vec<Tensor>, String> {
+    let per: usize = shape.iter().product();
+    x.chunks(fixed_batch(g).unwrap_or(32) * per).map(|c| Tensor::f32([vec![c.len() / per], shape.to_vec()].concat(), c.to_vec()).map_err(err)).collect()
+}
+
+/// Trains as `settings` says on `source`. `original` is the loaded model, `compressed` the last
+/// compressed one. Returns the trained FP32 graph, for QAT the simulation with the learned
+/// encodings, and what happened.
+pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: &InputKind, settings: &TrainSettings, source: Source) -> Result<(Graph, Option<QuantSim>, TrainResult), String> {
     let limits = Limits::default();
     let t0 = now();
-    let digits = *kind == InputKind::Digits;
-    let rank = original.values[original.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
-    // Training data: every training digit (labels used by QAT only), or the calibration photos.
-    let (x, shape, labels) = if digits {
-        let x = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(err)?.to_f32_vec();
-        let y = read_npy(DIGITS_TRAIN_Y, 1 << 20).map_err(err)?.to_i64_vec();
-        let n = match settings.samples as usize {
-            0 => y.len(),
-            n => n.min(y.len()),
-        };
-        (x[..n * 64].to_vec(), if rank == 2 { vec![64] } else { vec![1, 8, 8] }, Some(y[..n].to_vec()))
-    } else {
-        let (x, shape) = stack(samples)?;
-        (x, shape, None)
-    };
-    let sample_batches: Vec<Tensor> = x.chunks(32 * shape.iter().product::<usize>()).map(|c| Tensor::f32([vec![c.len() / shape.iter().product::<usize>()], shape.clone()].concat(), c.to_vec()).map_err(err)).collect::<Result<_, _>>()?;
-    let eval = if digits {
-        let (batches, labels) = digits_test(rank)?;
-        Evaluator { batches, target: Target::Labels(labels), limits: limits.clone() }
-    } else {
-        Evaluator::against_model(original, probe.to_vec(), limits.clone()).map_err(err)?
-    };
-    let fp32 = digits.then(|| eval.score(original)).transpose().map_err(err)?;
+    let Prepared { x, shape, labels, calib, eval, data: described, own } = prepare(original, kind, source, &limits, settings.samples)?;
+    let accuracy = matches!(eval.target, Target::Labels(_));
+    let fp32 = accuracy.then(|| eval.score(original)).transpose().map_err(err)?;
+    // The teacher's outputs on every training sample.
+    let teacher = || outputs(original, &batches(original, &x, &shape)?, &limits);
     let (mut net, config, before, labels, teacher) = if settings.qat {
         let config = QuantSimConfig { weight_bits: settings.weight_bits, act_bits: settings.act_bits, per_channel: settings.per_channel, ..Default::default() };
         post(&Response::Progress { job, stage: "Calibrating the quantizers (min-max)".into(), done: 0, total: 1 });
-        let calib = if digits { &sample_batches[..sample_batches.len().min(8)] } else { samples };
-        let net = qat_net(original.clone(), &config, calib, None, true, limits.clone()).map_err(err)?;
+        let net = qat_net(original.clone(), &config, &calib, None, true, limits.clone()).map_err(err)?;
         let q = net.quant.as_ref().ok_or("no quantizers")?;
         let before = sim_score(&q.to_sim(net.graph().clone(), config.clone()).map_err(err)?, &eval)?;
-        // Photos have no labels: distil from the FP32 model.
-        let teacher = (!digits).then(|| outputs(original, &sample_batches, &limits)).transpose()?;
+        // No labels: distil from the FP32 model.
+        let teacher = labels.is_none().then(teacher).transpose()?;
         (net, Some(config), before, labels, teacher)
     } else {
         let g = compressed.ok_or("compress the model first (step 7): fine-tuning starts from the compressed model")?.clone();
         let before = eval.score(&g).map_err(err)?;
-        let teacher = outputs(original, &sample_batches, &limits)?;
-        (Net::new(g, limits.clone()).map_err(err)?, None, before, None, Some(teacher))
+        // Distilled from the loaded model; the user's labels count too.
+        let labels = labels.filter(|_| own);
+        (Net::new(g, limits.clone()).map_err(err)?, None, before, labels, Some(teacher()?))
     };
-    let cfg = TrainConfig { epochs: settings.epochs.max(1) as usize, batch: settings.batch.max(1) as usize, lr: settings.lr, ..Default::default() };
+    // Scored by the SQNR of the outputs: distil by the outputs' squared error.
+    let distill = if accuracy { Distill::Kl } else { Distill::Mse };
+    let cfg = TrainConfig { epochs: settings.epochs.max(1) as usize, batch: settings.batch.max(1) as usize, lr: settings.lr, distill, ..Default::default() };
     let data = Data { x: &x, sample_shape: &shape, labels: labels.as_deref(), teacher: teacher.as_deref() };
+    let unit = if accuracy { "%" } else { "dB" };
     let mut epochs = Vec::new();
     let report = train(&mut net, &data, &cfg, Some(&eval), &mut |p| {
         match &p.finished {
             Some(e) => {
-                let epoch = TrainEpoch { epoch: e.epoch, loss: e.loss, score: e.score };
+                let epoch = TrainEpoch { epoch: e.epoch, loss: e.loss, score: e.score, unit: unit.into() };
                 epochs.push(epoch.clone());
                 post(&Response::TrainEpoch { job, epoch });
             }
@@ -116,12 +199,13 @@ pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: 
     };
     let result = TrainResult {
         settings: settings.clone(),
-        unit: if digits { "%".into() } else { "dB".into() },
+        unit: unit.into(),
         before,
         after,
         fp32,
         epochs,
         samples: data.len(),
+        data: described,
         seconds: (now() - t0) / 1e3,
         stop,
         encodings_json,

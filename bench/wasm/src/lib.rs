@@ -234,3 +234,45 @@ pub fn compress_bench(lite0: &[u8], calib: &[f32], eval: &[f32], clock: &dyn Fn(
 pub fn compress(lite0: &[u8], calib: &[f32], eval: &[f32]) -> Result<String, JsError> {
     compress_bench(lite0, calib, eval, &now).map_err(|e| JsError::new(&e))
 }
+
+/// Times W4A8 per-channel quantization-aware training of `lite0` (min-max start, distilled from
+/// itself by MSE on the logits) on `calib` (the 40 calibration samples, [N, 3, 224, 224]) for
+/// `epochs` epochs at batch 2, lr 1e-4 — the settings of the README's figure. The same function
+/// runs natively (bench/wasm/examples/train.rs) and in wasm ([`train`]). Returns one JSON object.
+pub fn train_bench(lite0: &[u8], calib: &[f32], epochs: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
+    use qplay_core::train::{qat::qat_net, train, Data, Distill, TrainConfig};
+    let e = |e: qplay_core::Error| e.to_string();
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let per = 3 * 224 * 224;
+    let samples: Vec<Tensor> = calib.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<_, _>>().map_err(e)?;
+    let mut teacher = Vec::new();
+    let mut exec = qplay_core::Executor::new(g.clone(), Limits::default()).map_err(e)?;
+    for s in &samples {
+        teacher.extend(exec.run(vec![s.clone()]).map_err(e)?[0].to_f32_vec());
+    }
+    let t0 = clock();
+    let config = QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() };
+    let mut net = qat_net(g, &config, &samples, None, true, Limits::default()).map_err(e)?;
+    let setup = clock() - t0;
+    let data = Data { x: calib, sample_shape: &[3, 224, 224], labels: None, teacher: Some(&teacher) };
+    let cfg = TrainConfig { epochs, batch: 2, lr: 1e-4, distill: Distill::Mse, ..Default::default() };
+    let t1 = clock();
+    let report = train(&mut net, &data, &cfg, None, &mut |_| true).map_err(e)?;
+    let seconds = (clock() - t1) / 1e3;
+    Ok(serde_json::json!({
+        "pass": "qat_lite0_w4a8_pc",
+        "samples": data.len(),
+        "epochs": report.epochs.len(),
+        "setup_s": setup / 1e3,
+        "seconds": seconds,
+        "s_per_epoch": seconds / report.epochs.len().max(1) as f64,
+        "final_loss": report.final_loss(),
+    })
+    .to_string())
+}
+
+/// [`train_bench`] in wasm, timed with `performance.now()`.
+#[wasm_bindgen]
+pub fn train(lite0: &[u8], calib: &[f32], epochs: usize) -> Result<String, JsError> {
+    train_bench(lite0, calib, epochs, &now).map_err(|e| JsError::new(&e))
+}

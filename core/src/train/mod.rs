@@ -297,7 +297,7 @@ fn add_scaled(acc: &mut Grads, g: &Grads, w: f32) {
 }
 
 /// The batch size the model's first input declares, if fixed.
-fn fixed_batch(g: &crate::graph::Graph) -> Option<usize> {
+pub fn fixed_batch(g: &crate::graph::Graph) -> Option<usize> {
     let dims = g.inputs.first().and_then(|&i| g.values[i].ty.as_ref()).and_then(|t| t.dims.as_ref())?;
     match dims.first() {
         Some(crate::graph::Dim::Fixed(b)) => Some(*b),
