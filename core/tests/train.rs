@@ -469,3 +469,32 @@ fn training_is_deterministic_for_a_seed() {
         assert!(la[1] < la[0], "{method:?}: the loss falls: {la:?}");
     }
 }
+
+#[test]
+fn qat_forward_computes_what_the_simulation_of_its_encodings_computes() {
+    // The training forward pass must be the simulation the result is scored and exported with
+    // (in qplay mode biases go on the accumulator's grid), before and after ranges are learned.
+    use qplay_core::quant::{Mode, QuantSimConfig};
+    use qplay_core::train::{qat::qat_net, train, Data, TrainConfig};
+    let (g, _) = load_model(common::MOBILENET, &Limits::default()).unwrap();
+    let calib = common::calib_batches(false);
+    let (tx, _) = common::test_set(false);
+    let x = common::digits(common::TRAIN_X, 64, false);
+    let labels = qplay_core::npy::read_npy(include_bytes!("../../assets/data/digits_train_y.npy"), 1 << 20).unwrap().to_i64_vec()[..64].to_vec();
+    for mode in [Mode::Qplay, Mode::Aimet] {
+        let config = QuantSimConfig { mode, weight_bits: 4, act_bits: 4, per_channel: true, ..Default::default() };
+        let mut net = qat_net(g.clone(), &config, &calib, None, true, Limits::default()).unwrap();
+        for trained in [false, true] {
+            if trained {
+                let data = Data { x: x.as_f32().unwrap(), sample_shape: &x.shape()[1..], labels: Some(&labels), teacher: None };
+                train(&mut net, &data, &TrainConfig { epochs: 1, batch: 16, lr: 3e-3, ..Default::default() }, None, &mut |_| true).unwrap();
+            }
+            let (y, _) = net.forward(tx.clone(), Pass::Eval).unwrap();
+            let sim = net.quant.as_ref().unwrap().to_sim(net.graph().clone(), config.clone()).unwrap();
+            let ys = sim.float_executor().unwrap().run(vec![tx.clone()]).unwrap();
+            let (a, b) = (y[0].as_f32().unwrap(), ys[0].as_f32().unwrap());
+            let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{mode:?}, trained {trained}: the training forward differs from the simulation by up to {worst}");
+        }
+    }
+}

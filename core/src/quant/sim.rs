@@ -383,34 +383,30 @@ impl QuantSim {
     /// per output channel); `None` in AIMET mode (AIMET leaves biases in float) or when the
     /// node's input or weight is not quantized.
     pub fn int_bias(&self, n: &crate::graph::Node) -> Option<(Vec<i32>, Vec<f32>)> {
-        if self.config.mode != Mode::Qplay || !matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }) {
-            return None;
-        }
-        let (x, w, b) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?, n.inputs.get(2).copied().flatten()?);
-        // The input's encoding, also across layout ops (Flatten, Reshape, ...) that keep it.
-        let mut x = x;
-        let mut enc = self.act_encoding(x);
-        while enc.is_none() {
-            let p = self.graph.nodes.iter().find(|m| m.outputs.contains(&x) && crate::exec::int8::LAYOUT_OPS.contains(&m.op_type.as_str()))?;
-            x = p.inputs.first().copied().flatten()?;
-            enc = self.act_encoding(x);
-        }
-        let sx = enc?.scale as f32;
+        let (x, w, b) = self.int_bias_sources(n)?;
+        let sx = self.act_encoding(x)?.scale as f32;
         let sw: Vec<f32> = self.param_encodings_of(w)?.iter().map(|e| e.scale as f32).collect();
         let bias = self.graph.consts[b].as_ref()?.as_f32()?;
         if sw.is_empty() || (sw.len() != 1 && sw.len() != bias.len()) {
             return None;
         }
         let scales: Vec<f32> = sw.iter().map(|&s| sx * s).collect();
-        let ints = bias
-            .iter()
-            .enumerate()
-            .map(|(j, &v)| {
-                let s = scales[if scales.len() == 1 { 0 } else { j }] as f64;
-                (v as f64 / s).round_ties_even().clamp(-(i32::MAX as f64), i32::MAX as f64) as i32
-            })
-            .collect();
-        Some((ints, scales))
+        Some((int_bias_values(bias, &scales), scales))
+    }
+
+    /// qplay mode: for a Conv or Gemm node whose bias goes on the accumulator's grid, the
+    /// activation whose encoding gives the input scale (the node's input, or the value before
+    /// layout ops that keep its encoding), the weight and the bias.
+    pub(crate) fn int_bias_sources(&self, n: &crate::graph::Node) -> Option<(ValueId, ValueId, ValueId)> {
+        if self.config.mode != Mode::Qplay || !matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }) {
+            return None;
+        }
+        let (mut x, w, b) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?, n.inputs.get(2).copied().flatten()?);
+        while self.act_encoding(x).is_none() {
+            let p = self.graph.nodes.iter().find(|m| m.outputs.contains(&x) && crate::exec::int8::LAYOUT_OPS.contains(&m.op_type.as_str()))?;
+            x = p.inputs.first().copied().flatten()?;
+        }
+        Some((x, w, b))
     }
 
     /// A copy of the graph whose weights are quantize-dequantized with their encodings.
@@ -680,6 +676,17 @@ fn min_max(it: impl Iterator<Item = f32>) -> (f32, f32) {
     it.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
         if x.is_nan() { (f32::NAN, f32::NAN) } else { (a.min(x), b.max(x)) }
     })
+}
+
+/// A bias as int32 on the grid `scales` (one, or one per channel), rounded half to even.
+pub(crate) fn int_bias_values(bias: &[f32], scales: &[f32]) -> Vec<i32> {
+    bias.iter()
+        .enumerate()
+        .map(|(j, &v)| {
+            let s = scales[if scales.len() == 1 { 0 } else { j }] as f64;
+            (v as f64 / s).round_ties_even().clamp(-(i32::MAX as f64), i32::MAX as f64) as i32
+        })
+        .collect()
 }
 
 pub(crate) fn qdq_param(t: Tensor, axis: Option<usize>, enc: &[Encoding]) -> Tensor {

@@ -18,7 +18,7 @@ use super::Net;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::quant::encoding::{Encoding, MIN_SCALE};
-use crate::quant::sim::{qdq_param, split};
+use crate::quant::sim::{int_bias_values, qdq_param, split};
 use crate::quant::{Mode, QuantSim};
 use crate::tensor::Tensor;
 
@@ -50,6 +50,9 @@ struct Quantizer {
 pub struct FakeQuant {
     weights: Vec<Quantizer>,
     acts: Vec<Quantizer>,
+    /// qplay mode's biases on their accumulator's grid: (bias, input activation quantizer,
+    /// weight quantizer).
+    biases: Vec<(ValueId, usize, usize)>,
     /// By value: `Some((is_weight, index))`.
     slot: Vec<Option<(bool, usize)>>,
     /// The range parameters, relative to their starting values.
@@ -97,7 +100,15 @@ impl FakeQuant {
             slot[a.value] = Some((false, acts.len()));
             acts.push(Quantizer { value: a.value, axis: None, bw: e.bw, ties_even, grids, count: 1 });
         }
-        Ok(FakeQuant { weights, acts, slot, theta })
+        let mut biases = Vec::new();
+        for n in &g.nodes {
+            if let Some((x, w, b)) = sim.int_bias_sources(n) {
+                if let (Some(Some((false, xi))), Some(Some((true, wi)))) = (slot.get(x), slot.get(w)) {
+                    biases.push((b, *xi, *wi));
+                }
+            }
+        }
+        Ok(FakeQuant { weights, acts, biases, slot, theta })
     }
 
     /// Number of range parameters.
@@ -128,12 +139,25 @@ impl FakeQuant {
     }
 
     /// Quantize-dequantized copies of the weights (and of quantized constants) as the nodes
-    /// read them, by value.
+    /// read them, by value; in qplay mode also the biases on their accumulator's grid, as the
+    /// simulation and the integer engine add them (their gradient passes straight through).
     pub(crate) fn quantize_weights(&self, g: &Graph, wq: &mut [Option<Tensor>]) {
         for q in self.weights.iter().chain(self.acts.iter().filter(|a| g.consts[a.value].is_some())) {
             if let Some(t) = g.consts[q.value].as_ref() {
                 wq[q.value] = Some(qdq_param(t.clone(), q.axis, &self.encodings(q)));
             }
+        }
+        for &(b, xi, wi) in &self.biases {
+            let Some(t) = g.consts[b].as_ref() else { continue };
+            let Some(bias) = t.as_f32() else { continue };
+            let x = &self.acts[xi];
+            let sx = self.encoding(x, &x.grids[0]).scale as f32;
+            let scales: Vec<f32> = self.encodings(&self.weights[wi]).iter().map(|e| sx * e.scale as f32).collect();
+            if scales.len() != 1 && scales.len() != bias.len() {
+                continue;
+            }
+            let v = int_bias_values(bias, &scales).iter().enumerate().map(|(j, &q)| q as f32 * scales[if scales.len() == 1 { 0 } else { j }]).collect();
+            wq[b] = Some(Tensor::from_parts_f32(t.shape().to_vec(), v));
         }
     }
 
