@@ -62,6 +62,10 @@ pub struct TrainSettings {
     pub weight_bits: u32,
     pub act_bits: u32,
     pub per_channel: bool,
+    /// QAT: keep BatchNormalization (batch statistics; re-estimated, then folded) instead of
+    /// folding it first.
+    #[serde(default)]
+    pub keep_bn: bool,
     pub epochs: u32,
     pub lr: f32,
     pub batch: u32,

@@ -371,7 +371,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let source = match part(1) {
                 Some(files) => {
                     let (pre, input) = sample_input(state)?;
-                    let set = |files, what| labelled_set(job, files, pre.as_ref(), &input, classes.as_deref(), what, train::MAX_SAMPLES);
+                    let set = |files, what| labelled_set(job, files, pre.as_ref(), &input, classes.as_deref(), what, train::max_samples(&input));
                     let train_set = set(&files, "training").await?;
                     let test_set = match part(2) {
                         Some(t) => Some(set(&t, "test").await?),
@@ -687,7 +687,7 @@ async fn labelled_set(job: u32, files: &Array, pre: Option<&Preprocess>, input: 
             names.push(f.name());
         }
         if samples.len() > max {
-            return Err(format!("more than {max} {what} samples: give fewer"));
+            return Err(format!("more than {max} {what} samples of this model's input: give fewer (the page holds up to {} MB of training data)", train::MAX_FLOATS * 4 / 1_000_000));
         }
     }
     if samples.is_empty() {

@@ -43,14 +43,17 @@ fn train(model: &str, x: &str, tx: &str, args: &[&str]) -> Value {
 /// QAT at W4A4 per channel from min-max: within 1.5 points of FP32 and well above PTQ; the
 /// score is what `qplay eval` measures with the written encodings, and the QDQ model from
 /// `quantize --import` gives the same top-1 in onnxruntime.
-fn qat_w4a4(model: &str, flat: bool, tag: &str) {
+fn qat_w4a4(model: &str, flat: bool, tag: &str, epochs: usize, lr: &str, extra: &[&str]) {
     let (x, tx) = digits(flat);
     let fp32 = accuracy(model, &tx, &[]);
     let (out, enc) = (tmp(&format!("{tag}.qat.onnx")), tmp(&format!("{tag}.qat.json")));
-    let v = train(model, &x, &tx, &["--labels", Y_TRAIN, "--qat", "--weight-bits", "4", "--act-bits", "4", "--per-channel", "--epochs", "30", "--lr", "3e-3", "--out", out.to_str().unwrap(), "--encodings", enc.to_str().unwrap()]);
+    let epochs_arg = epochs.to_string();
+    let mut args = vec!["--labels", Y_TRAIN, "--qat", "--weight-bits", "4", "--act-bits", "4", "--per-channel", "--epochs", &epochs_arg, "--lr", lr, "--out", out.to_str().unwrap(), "--encodings", enc.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let v = train(model, &x, &tx, &args);
     let (score, ptq) = (v["score"].as_f64().unwrap(), v["score_before"].as_f64().unwrap());
     println!("{tag}: FP32 {fp32:.2} %, W4A4 PTQ {ptq:.2} %, QAT {score:.2} %");
-    assert_eq!(v["epochs"], 30);
+    assert_eq!(v["epochs"], epochs);
     assert!(score >= fp32 - 1.5, "{tag}: QAT {score:.2} % vs FP32 {fp32:.2} %");
     assert!(score > ptq + 1.0, "{tag}: QAT {score:.2} % vs PTQ {ptq:.2} %");
     let (o, e) = (out.to_str().unwrap(), enc.to_str().unwrap());
@@ -74,8 +77,16 @@ fn qat_w4a4(model: &str, flat: bool, tag: &str) {
 
 #[test]
 fn qat_w4a4_per_channel_recovers_the_shipped_digits_models() {
-    qat_w4a4("assets/models/digits_mobilenet.onnx", false, "mobilenet");
-    qat_w4a4("assets/models/digits_mlp.onnx", true, "mlp");
+    qat_w4a4("assets/models/digits_mobilenet.onnx", false, "mobilenet", 30, "3e-3", &[]);
+    qat_w4a4("assets/models/digits_mlp.onnx", true, "mlp", 30, "3e-3", &[]);
+}
+
+/// BatchNorm kept in QAT (batch statistics, re-estimated, then folded into the weights and
+/// their per-channel scales): the written model and encodings score what training reported,
+/// and the QDQ export gives the same top-1 in onnxruntime.
+#[test]
+fn qat_with_batchnorm_kept_and_reestimated() {
+    qat_w4a4("assets/models/digits_mobilenet.onnx", false, "mobilenet_bn_kept", 10, "1e-3", &["--bn", "keep"]);
 }
 
 #[test]
@@ -87,7 +98,7 @@ fn a_held_out_residual_model_trains_from_scratch_then_quantizes_by_qat() {
     assert!(v["score_before"].as_f64().unwrap() < 20.0, "{v}");
     assert!(v["score"].as_f64().unwrap() >= 95.0, "{v}");
     assert!(v["final_loss"].as_f64().unwrap() < 0.1, "{v}");
-    qat_w4a4(trained.to_str().unwrap(), false, "resnet");
+    qat_w4a4(trained.to_str().unwrap(), false, "resnet", 30, "3e-3", &[]);
 }
 
 #[test]
@@ -143,6 +154,7 @@ fn bad_input_gets_one_line_errors_and_keeps_the_model() {
         (vec!["train", m, "--data", x], 2, "training needs --labels"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--lr=-1"], 2, "--lr -1 is not a positive number"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--epochs", "0"], 2, "--epochs and --batch must be at least 1"),
+        (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--qat", "--bn", "keep"], 1, "keeping BatchNormalization in QAT needs per-channel weights"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--optimizer", "sgd", "--lr", "1e4", "--epochs", "2", "--out", kept.to_str().unwrap()], 1, "training diverged in epoch 1"),
     ] {
         let (got, err) = run(&args);

@@ -419,7 +419,7 @@ fn qat_digits(model: &[u8], flat: bool, epochs: usize) -> (f64, f64, f64) {
     let (g, _) = load_model(model, &Limits::default()).unwrap();
     let config = QuantSimConfig { weight_bits: 4, act_bits: 4, per_channel: true, ..Default::default() };
     let calib = common::calib_batches(flat);
-    let mut net = qat_net(g.clone(), &config, &calib, None, true, Limits::default()).unwrap();
+    let mut net = qat_net(g.clone(), &config, &calib, None, true, false, Limits::default()).unwrap();
     let (tx, ty) = common::test_set(flat);
     let acc = |sim: &QuantSim| common::accuracy_pct(sim.executor().unwrap().run(vec![tx.clone()]).unwrap()[0].as_f32().unwrap(), &ty);
     let fp32 = common::accuracy_pct(qplay_core::Executor::new(g, Limits::default()).unwrap().run(vec![tx.clone()]).unwrap()[0].as_f32().unwrap(), &ty);
@@ -474,27 +474,102 @@ fn training_is_deterministic_for_a_seed() {
 fn qat_forward_computes_what_the_simulation_of_its_encodings_computes() {
     // The training forward pass must be the simulation the result is scored and exported with
     // (in qplay mode biases go on the accumulator's grid), before and after ranges are learned.
+    // With BatchNorm kept, evaluation mode (running statistics) must compute what the folded
+    // simulation does (AIMET mode: float biases on both sides).
     use qplay_core::quant::{Mode, QuantSimConfig};
-    use qplay_core::train::{qat::qat_net, train, Data, TrainConfig};
+    use qplay_core::train::{qat::qat_net, reestimate_bn, train, Data, TrainConfig};
     let (g, _) = load_model(common::MOBILENET, &Limits::default()).unwrap();
     let calib = common::calib_batches(false);
     let (tx, _) = common::test_set(false);
     let x = common::digits(common::TRAIN_X, 64, false);
     let labels = qplay_core::npy::read_npy(include_bytes!("../../assets/data/digits_train_y.npy"), 1 << 20).unwrap().to_i64_vec()[..64].to_vec();
-    for mode in [Mode::Qplay, Mode::Aimet] {
+    for (mode, keep_bn) in [(Mode::Qplay, false), (Mode::Aimet, false), (Mode::Aimet, true)] {
         let config = QuantSimConfig { mode, weight_bits: 4, act_bits: 4, per_channel: true, ..Default::default() };
-        let mut net = qat_net(g.clone(), &config, &calib, None, true, Limits::default()).unwrap();
+        let mut net = qat_net(g.clone(), &config, &calib, None, true, keep_bn, Limits::default()).unwrap();
+        let bns = net.graph().nodes.iter().filter(|n| n.op_type == "BatchNormalization").count();
+        assert_eq!(bns, if keep_bn { 7 } else { 0 }, "{mode:?}, BN kept {keep_bn}");
         for trained in [false, true] {
+            let data = Data { x: x.as_f32().unwrap(), sample_shape: &x.shape()[1..], labels: Some(&labels), teacher: None };
             if trained {
-                let data = Data { x: x.as_f32().unwrap(), sample_shape: &x.shape()[1..], labels: Some(&labels), teacher: None };
                 train(&mut net, &data, &TrainConfig { epochs: 1, batch: 16, lr: 3e-3, ..Default::default() }, None, &mut |_| true).unwrap();
+                if keep_bn {
+                    assert_eq!(reestimate_bn(&mut net, &data, 16).unwrap(), 4);
+                }
             }
             let (y, _) = net.forward(tx.clone(), Pass::Eval).unwrap();
             let sim = net.quant.as_ref().unwrap().to_sim(net.graph().clone(), config.clone()).unwrap();
             let ys = sim.float_executor().unwrap().run(vec![tx.clone()]).unwrap();
             let (a, b) = (y[0].as_f32().unwrap(), ys[0].as_f32().unwrap());
             let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 1e-4, "{mode:?}, trained {trained}: the training forward differs from the simulation by up to {worst}");
+            assert!(worst < 1e-4, "{mode:?}, BN kept {keep_bn}, trained {trained}: the training forward differs from the simulation by up to {worst}");
+        }
+    }
+}
+
+#[test]
+fn batchnorm_reestimation_averages_the_batch_statistics() {
+    // A BatchNormalization right after the input: its re-estimated mean and variance must be the
+    // plain average, over whole batches, of each batch's per-channel mean and unbiased variance
+    // (as the running averages of training mode, PyTorch's convention).
+    let mut n = net(
+        vec![node("BatchNormalization", &["x", "g", "b", "m", "v"], &["y"], vec![float("epsilon", 1e-5)])],
+        vec![init("g", &[2], 1, 1.0, 1.5), init("b", &[2], 2, 1.0, 0.0), init("m", &[2], 3, 1.0, 0.0), init("v", &[2], 4, 0.5, 1.0)],
+    );
+    let x = input(&[10, 2, 3, 3], 9);
+    let d = x.as_f32().unwrap();
+    let data = qplay_core::train::Data { x: d, sample_shape: &[2, 3, 3], labels: None, teacher: None };
+    assert_eq!(qplay_core::train::reestimate_bn(&mut n, &data, 4).unwrap(), 2, "two whole batches of 4; the last 2 samples are left out");
+    let (mut mean, mut var) = ([0.0f64; 2], [0.0f64; 2]);
+    for b in 0..2 {
+        for c in 0..2 {
+            let v: Vec<f64> = (b * 4..b * 4 + 4).flat_map(|s| d[(s * 2 + c) * 9..(s * 2 + c + 1) * 9].iter().map(|&x| x as f64)).collect();
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            mean[c] += m / 2.0;
+            var[c] += v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64 / 2.0;
+        }
+    }
+    let get = |name: &str| {
+        let g = n.graph();
+        let id = g.values.iter().position(|v| v.name == name).unwrap();
+        g.consts[id].as_ref().unwrap().to_f32_vec()
+    };
+    for c in 0..2 {
+        assert!((get("m")[c] as f64 - mean[c]).abs() < 1e-5, "mean {c}: {:?} vs {mean:?}", get("m"));
+        assert!((get("v")[c] as f64 - var[c]).abs() < 1e-5, "var {c}: {:?} vs {var:?}", get("v"));
+    }
+}
+
+#[test]
+fn a_model_ending_in_softmax_trains_as_its_logits_would() {
+    // softmax(ln p) = p: cross-entropy and distillation of a model that outputs probabilities
+    // must move its weights exactly as the same model without the Softmax, trained on logits.
+    use qplay_core::train::{train, Data, Method, TrainConfig};
+    let gemm = || node("Gemm", &["x", "w", "b"], &["z"], vec![int("transB", 1)]);
+    let inits = || vec![init("w", &[3, 4], 5, 0.5, 0.0), init("b", &[3], 6, 0.1, 0.0)];
+    let mut logits = net(vec![node("Identity", &["z"], &["y"], vec![]), gemm()].into_iter().rev().collect(), inits());
+    let mut probs = net(vec![gemm(), node("Softmax", &["z"], &["y"], vec![int("axis", 1)])], inits());
+    let x = input(&[8, 4], 7);
+    let labels: Vec<i64> = (0..8).map(|i| i % 3).collect();
+    let teacher_logits: Vec<f32> = SplitMix(8).f32s(24).iter().map(|v| v * 2.0).collect();
+    let teacher_probs: Vec<f32> = teacher_logits
+        .chunks(3)
+        .flat_map(|r| {
+            let m = r.iter().fold(f32::MIN, |a, &b| a.max(b));
+            let e: Vec<f32> = r.iter().map(|v| (v - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter().map(move |v| v / s)
+        })
+        .collect();
+    let cfg = TrainConfig { epochs: 3, batch: 8, lr: 0.1, method: Method::Sgd { momentum: 0.0 }, ..Default::default() };
+    let start = logits.param_data();
+    let d = |teacher| Data { x: x.as_f32().unwrap(), sample_shape: &[4], labels: Some(&labels), teacher };
+    train(&mut logits, &d(Some(&teacher_logits)), &cfg, None, &mut |_| true).unwrap();
+    train(&mut probs, &d(Some(&teacher_probs)), &cfg, None, &mut |_| true).unwrap();
+    let (a, b) = (logits.param_data(), probs.param_data());
+    assert!(a.iter().flatten().zip(start.iter().flatten()).any(|(u, v)| (u - v).abs() > 1e-3), "training moved the weights");
+    for (pa, pb) in a.iter().zip(&b) {
+        for (u, v) in pa.iter().zip(pb) {
+            assert!((u - v).abs() < 1e-4, "logits model {pa:?} vs softmax model {pb:?}");
         }
     }
 }

@@ -712,7 +712,7 @@ test("compress EfficientNet-Lite0: channel pruning to 0.75 of the MACs through i
   assert.deepEqual(consoleErrors, []);
 });
 
-test("digits MobileNet W4A4 QAT in the page: live loss curves, cancel keeps the model, then accuracy back near FP32, the QDQ export agreeing in onnxruntime-web; the page never blocks", async () => {
+test("digits MobileNet W4A4 QAT in the page, BatchNorm kept and re-estimated: live loss curves, cancel keeps the model, then accuracy back near FP32, the QDQ export agreeing in onnxruntime-web; the page never blocks", async () => {
   await page.evaluate(() => {
     window.__longtasks = [];
     new PerformanceObserver((list) => list.getEntries().forEach((e) => window.__longtasks.push(e.duration))).observe({ type: "longtask" });
@@ -722,6 +722,8 @@ test("digits MobileNet W4A4 QAT in the page: live loss curves, cancel keeps the 
   await page.selectOption('[data-testid="train-mode"]', "qat");
   await page.selectOption('[data-testid="train-bits"]', "4/4");
   await page.check('[data-testid="train-per-channel"]');
+  await page.selectOption('[data-testid="train-bn"]', "keep");
+  await page.selectOption('[data-testid="train-lr"]', "0.001");
   await page.fill('[data-testid="train-epochs"]', "15");
   await page.dispatchEvent('[data-testid="train-epochs"]', "change");
   await page.click('[data-testid="train-run"]');
@@ -742,6 +744,7 @@ test("digits MobileNet W4A4 QAT in the page: live loss curves, cancel keeps the 
   const s = await summary.evaluate((e) => ({ before: Number(e.dataset.before), after: Number(e.dataset.after), fp32: Number(e.dataset.fp32), stop: e.dataset.stop }));
   console.log(`digits MobileNet W4A4 per-channel QAT in the browser: ${s.before.toFixed(2)} % (min-max) -> ${s.after.toFixed(2)} % (FP32 ${s.fp32.toFixed(2)} %); ${await summary.textContent()}`);
   assert.equal(s.stop, "finished");
+  assert.match(await summary.textContent(), /BatchNorm kept and re-estimated/);
   assert.ok(s.after >= s.fp32 - 1.5, `QAT ${s.after} % vs FP32 ${s.fp32} %`);
   assert.ok(s.after > s.before + 1, `QAT ${s.after} % vs PTQ ${s.before} %`);
   const points = await page.locator('[data-testid="train-point"]').evaluateAll((ps) => ps.map((p) => ({ loss: Number(p.dataset.loss), score: Number(p.dataset.score) })));

@@ -63,6 +63,7 @@ pub fn TrainPanel() -> impl IntoView {
     let qat = RwSignal::new(true);
     let bits = RwSignal::new("4/4".to_string());
     let per_channel = RwSignal::new(true);
+    let keep_bn = RwSignal::new(false);
     let epochs = RwSignal::new(10u32);
     let lr = RwSignal::new(3e-3f32);
     let batch = RwSignal::new(32u32);
@@ -79,7 +80,7 @@ pub fn TrainPanel() -> impl IntoView {
     });
     let run = move |_| {
         let (w, a) = bits.get_untracked().split_once('/').map(|(w, a)| (w.parse().unwrap_or(8), a.parse().unwrap_or(8))).unwrap_or((8, 8));
-        let settings = TrainSettings { qat: qat.get_untracked(), weight_bits: w, act_bits: a, per_channel: per_channel.get_untracked(), epochs: epochs.get_untracked(), lr: lr.get_untracked(), batch: batch.get_untracked(), samples: 0 };
+        let settings = TrainSettings { qat: qat.get_untracked(), weight_bits: w, act_bits: a, per_channel: per_channel.get_untracked(), keep_bn: keep_bn.get_untracked() && per_channel.get_untracked(), epochs: epochs.get_untracked(), lr: lr.get_untracked(), batch: batch.get_untracked(), samples: 0 };
         state.train_curve.set(Vec::new());
         state.start(if settings.qat { format!("Quantization-aware training (W{w}A{a})…") } else { "Fine-tuning the compressed model…".to_string() });
         let photos = PHOTOS.iter().map(|(f, _)| f.to_string()).collect();
@@ -145,6 +146,12 @@ pub fn TrainPanel() -> impl IntoView {
                         </select>
                     </label>
                     <label><input type="checkbox" data-testid="train-per-channel" disabled=move || !qat.get() prop:checked=move || per_channel.get() on:change=move |ev| per_channel.set(event_target_checked(&ev))/>" per-channel"</label>
+                    <label title="Folded: BatchNorm goes into the layers before training. Kept: it trains on batch statistics, its running statistics are re-estimated on the data afterwards, then it is folded into the weights and their per-channel scales (per-channel only).">"BatchNorm "
+                        <select data-testid="train-bn" disabled=move || !qat.get() || !per_channel.get() on:change=move |ev| keep_bn.set(event_target_value(&ev) == "keep") prop:value=move || if keep_bn.get() && per_channel.get() { "keep" } else { "fold" }>
+                            <option value="fold">"folded"</option>
+                            <option value="keep">"kept, re-estimated"</option>
+                        </select>
+                    </label>
                     <label>"Epochs "
                         <input type="number" min="1" max="200" data-testid="train-epochs" prop:value=move || epochs.get().to_string()
                             on:change=move |ev| epochs.set(event_target_value(&ev).parse::<u32>().unwrap_or(1).clamp(1, 200))/>
@@ -180,7 +187,7 @@ pub fn TrainPanel() -> impl IntoView {
                     (!curve.is_empty()).then(|| view! { <Curves epochs=curve of=of unit=unit/> })
                 }}
                 {move || state.train.get().map(|r| {
-                    let what = if r.settings.qat { format!("W{}A{} {} QAT", r.settings.weight_bits, r.settings.act_bits, if r.settings.per_channel { "per-channel" } else { "per-tensor" }) } else { "Fine-tuning by distillation".to_string() };
+                    let what = if r.settings.qat { format!("W{}A{} {} QAT{}", r.settings.weight_bits, r.settings.act_bits, if r.settings.per_channel { "per-channel" } else { "per-tensor" }, if r.settings.keep_bn { ", BatchNorm kept and re-estimated" } else { "" }) } else { "Fine-tuning by distillation".to_string() };
                     let start = if r.settings.qat { "min-max quantized" } else { "compressed" };
                     let fp32 = r.fp32.map(|f| format!(" FP32: {f:.2} {}.", r.unit)).unwrap_or_default();
                     view! {

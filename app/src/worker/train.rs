@@ -8,7 +8,7 @@ use crate::protocol::{InputKind, Response, TrainEpoch, TrainResult, TrainSetting
 use qplay_core::eval::{Evaluator, Target};
 use qplay_core::npy::read_npy;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
-use qplay_core::train::{fixed_batch, qat::qat_net, train, Data, Distill, Net, Stop, TrainConfig};
+use qplay_core::train::{fixed_batch, qat::qat_net, reestimate_bn, train, Data, Distill, Net, Stop, TrainConfig};
 use qplay_core::{Executor, Graph, Limits, Tensor};
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -42,9 +42,16 @@ fn sim_score(sim: &QuantSim, eval: &Evaluator) -> Result<f64, String> {
 }
 
 /// Most training samples the page takes.
-pub(super) const MAX_SAMPLES: usize = 4000;
+const MAX_SAMPLES: usize = 4000;
 /// Most training data the page holds (floats): 64 Mi, 256 MB.
-const MAX_FLOATS: usize = 1 << 26;
+pub(super) const MAX_FLOATS: usize = 1 << 26;
+
+/// Most training samples the page takes of a model whose input is `input` (batch first): at
+/// most [`MAX_SAMPLES`], and at most [`MAX_FLOATS`] in all, checked as the files are read.
+pub(super) fn max_samples(input: &[usize]) -> usize {
+    let per = input.iter().skip(1).product::<usize>().max(1);
+    MAX_SAMPLES.min(MAX_FLOATS / per).max(1)
+}
 
 /// Samples (one tensor each), their labels if every one has one, and where those came from.
 pub(super) type LabelledSet = (Vec<Tensor>, Option<Vec<i64>>, Option<String>);
@@ -153,7 +160,7 @@ pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: 
     let (mut net, config, before, labels, teacher) = if settings.qat {
         let config = QuantSimConfig { weight_bits: settings.weight_bits, act_bits: settings.act_bits, per_channel: settings.per_channel, ..Default::default() };
         post(&Response::Progress { job, stage: "Calibrating the quantizers (min-max)".into(), done: 0, total: 1 });
-        let net = qat_net(original.clone(), &config, &calib, None, true, limits.clone()).map_err(err)?;
+        let net = qat_net(original.clone(), &config, &calib, None, true, settings.keep_bn, limits.clone()).map_err(err)?;
         let q = net.quant.as_ref().ok_or("no quantizers")?;
         let before = sim_score(&q.to_sim(net.graph().clone(), config.clone()).map_err(err)?, &eval)?;
         // No labels: distil from the FP32 model.
@@ -184,6 +191,10 @@ pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: 
         true
     })
     .map_err(err)?;
+    if settings.keep_bn {
+        post(&Response::Progress { job, stage: "Re-estimating BatchNorm statistics".into(), done: 0, total: 1 });
+        reestimate_bn(&mut net, &data, cfg.batch).map_err(err)?;
+    }
     let sim = match (&net.quant, &config) {
         (Some(q), Some(c)) => Some(q.to_sim(net.graph().clone(), c.clone()).map_err(err)?),
         _ => None,
@@ -210,5 +221,7 @@ pub(super) fn run(job: u32, original: &Graph, compressed: Option<&Graph>, kind: 
         stop,
         encodings_json,
     };
-    Ok((net.into_graph(), sim, result))
+    // With BatchNorm kept, the simulation's graph is the folded one.
+    let graph = sim.as_ref().map_or_else(|| net.into_graph(), |s| s.graph().clone());
+    Ok((graph, sim, result))
 }

@@ -252,7 +252,7 @@ pub fn train_bench(lite0: &[u8], calib: &[f32], epochs: usize, clock: &dyn Fn() 
     }
     let t0 = clock();
     let config = QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() };
-    let mut net = qat_net(g, &config, &samples, None, true, Limits::default()).map_err(e)?;
+    let mut net = qat_net(g, &config, &samples, None, true, false, Limits::default()).map_err(e)?;
     let setup = clock() - t0;
     let data = Data { x: calib, sample_shape: &[3, 224, 224], labels: None, teacher: Some(&teacher) };
     let cfg = TrainConfig { epochs, batch: 2, lr: 1e-4, distill: Distill::Mse, ..Default::default() };

@@ -68,9 +68,14 @@ pub struct Args {
     /// Keep BatchNormalization's running statistics fixed while fine-tuning
     #[arg(long)]
     freeze_bn: bool,
-    /// Quantization-aware training (BatchNorm folded first)
+    /// Quantization-aware training (BatchNorm folded first, unless --bn keep)
     #[arg(long)]
     qat: bool,
+    /// QAT: fold BatchNormalization into the layers before training, or keep it (batch
+    /// statistics while training, running statistics re-estimated on the data afterwards, then
+    /// folded into the weights and their per-channel scales; needs --per-channel)
+    #[arg(long, value_enum, default_value_t = BnArg::Fold, requires = "qat")]
+    bn: BnArg,
     #[arg(long, value_name = "BITS", default_value_t = 8, requires = "qat")]
     weight_bits: u32,
     #[arg(long, value_name = "BITS", default_value_t = 8, requires = "qat")]
@@ -116,6 +121,12 @@ pub struct Args {
     /// Print {"epochs", "final_loss", "score", "score_before", "seconds"} as one line
     #[arg(long)]
     json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BnArg {
+    Fold,
+    Keep,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,12 +258,13 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             calib.push(b.clone());
         }
         let mut stage = progress.stage("calibrate", 1, "passes");
-        let net = qat_net(g, &config, &calib, init.as_deref(), !a.fixed_ranges, limits.clone()).map_err(|e| match &a.init_encodings {
+        let mut net = qat_net(g, &config, &calib, init.as_deref(), !a.fixed_ranges, a.bn == BnArg::Keep, limits.clone()).map_err(|e| match &a.init_encodings {
             Some(p) => failed_at(p, e),
             None => e.into(),
         })?;
         stage.set(1);
         stage.finish();
+        net.freeze_bn = a.freeze_bn;
         (net, Some(config))
     } else {
         let mut net = Net::new(g, limits.clone()).map_err(|e| failed_at(&a.model, e))?;
@@ -311,6 +323,12 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         true
     })?;
     drop(stage);
+    if a.qat && a.bn == BnArg::Keep {
+        let mut stage = progress.stage("re-estimate BatchNorm", 1, "passes");
+        train::reestimate_bn(&mut net, &data, a.batch)?;
+        stage.set(1);
+        stage.finish();
+    }
     for e in &report.epochs {
         epoch_lines.push(match e.score {
             Some(s) => format!("epoch {}: loss {:.5}, lr {:.2e}, score {s:.2}", e.epoch + 1, e.loss, e.lr),
@@ -347,7 +365,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         let kept = if epoch == 0 { "the starting weights".to_string() } else { format!("the weights after epoch {epoch}") };
         let written = if a.out.is_some() { " were written" } else { " were kept" };
         return Err(CliError::Failed(format!(
-            "training diverged in epoch {} at batch {} (loss {loss:.4}: NaN, infinite or 10 times the first batch's; try a lower --lr); {kept}{written}",
+            "training diverged in epoch {} at batch {} (loss {loss:.4}: NaN, infinite or above 10 times the first batch's plus 10; try a lower --lr); {kept}{written}",
             epoch + 1,
             step + 1
         )));

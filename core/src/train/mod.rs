@@ -123,7 +123,7 @@ pub enum Stop {
     Finished,
     Cancelled,
     /// The loss or a gradient stopped being finite, or a batch's loss rose above 10 times the
-    /// first batch's plus one; the weights are those of the last epoch that ended well (or the
+    /// first batch's plus 10; the weights are those of the last epoch that ended well (or the
     /// starting ones).
     Diverged { epoch: usize, step: usize, loss: f64 },
 }
@@ -207,7 +207,7 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
             }
             let Some(grads) = grads else { continue };
             if limit.is_infinite() && loss.is_finite() {
-                limit = 10.0 * loss + 1.0;
+                limit = 10.0 * loss + 10.0;
             }
             let finite = loss.is_finite() && grads.params.iter().flatten().chain(&grads.ranges).all(|v| v.is_finite());
             if !finite || loss > limit {
@@ -249,6 +249,33 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
     Ok(report)
 }
 
+/// Re-estimates every BatchNormalization's running mean and (unbiased) variance as the plain average of
+/// its batch statistics over `data` in batches of `batch` (a model with a fixed batch size in
+/// batches of that size), with the quantizers on: what training changed, measured without the
+/// momentum's lag. Returns the number of batches.
+pub fn reestimate_bn(net: &mut Net, data: &Data, batch: usize) -> Result<usize> {
+    let (n, per) = (data.len(), data.sample_shape.iter().product::<usize>());
+    let size = fixed_batch(&net.graph).unwrap_or(batch.clamp(2, n.max(2)));
+    // Whole batches only: a short remainder would weigh as much as a full batch.
+    let count = n / size;
+    let saved = (net.bn_momentum, net.freeze_bn);
+    net.freeze_bn = false;
+    let mut result = Ok(count);
+    for j in 0..count {
+        // The running value after batch j is the mean of batches 0..=j.
+        net.bn_momentum = j as f32 / (j + 1) as f32;
+        let mut shape = vec![size];
+        shape.extend_from_slice(data.sample_shape);
+        let x = Tensor::f32(shape, data.x[j * size * per..(j + 1) * size * per].to_vec());
+        if let Err(e) = x.and_then(|x| net.forward(x, Pass::Train)) {
+            result = Err(e);
+            break;
+        }
+    }
+    (net.bn_momentum, net.freeze_bn) = saved;
+    result
+}
+
 /// Forward and backward over the samples `idx`: the loss (distillation from the teacher's
 /// outputs plus cross-entropy against labels, each a mean over the samples) and its gradients.
 fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per: usize, teacher_per: Option<usize>) -> Result<(f64, Grads)> {
@@ -261,27 +288,73 @@ fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per:
     let yd = y.as_f32().ok_or_else(|| Error::Graph("the model's output is not float".into()))?;
     let mut loss = 0.0f64;
     let mut dy = vec![0.0f32; yd.len()];
+    // A model ending in Softmax outputs probabilities: the class losses take their logarithms
+    // as logits (softmax(ln p) = p, so cross-entropy and distillation are exact), and their
+    // gradient goes back through d ln p / dp = 1/p.
+    let probs = ends_in_softmax(&net.graph);
+    let logs: Vec<f32>;
+    let z = if probs {
+        logs = yd.iter().map(|&p| p.max(P_MIN).ln()).collect();
+        &logs[..]
+    } else {
+        yd
+    };
+    let mut dz = vec![0.0f32; yd.len()];
     if let (Some(t), Some(tp)) = (data.teacher, teacher_per) {
         if tp * idx.len() != yd.len() {
             return Err(Error::Input { name: "teacher".into(), msg: format!("the teacher gives {tp} values per sample, the model {}", yd.len() / idx.len()) });
         }
-        let tb: Vec<f32> = idx.iter().flat_map(|&i| t[i * tp..(i + 1) * tp].iter().copied()).collect();
-        let (l, g) = match cfg.distill {
-            Distill::Kl => loss::distillation(yd, y.shape(), &tb, cfg.temperature)?,
-            Distill::Mse => loss::mse(yd, &tb)?,
+        let mut tb: Vec<f32> = idx.iter().flat_map(|&i| t[i * tp..(i + 1) * tp].iter().copied()).collect();
+        let (l, g, to) = match cfg.distill {
+            Distill::Kl => {
+                // The teacher's probabilities too (a teacher giving logits is used as is).
+                if probs && tb.iter().all(|v| (0.0..=1.0).contains(v)) {
+                    tb.iter_mut().for_each(|p| *p = p.max(P_MIN).ln());
+                }
+                let (l, g) = loss::distillation(z, y.shape(), &tb, cfg.temperature)?;
+                (l, g, &mut dz)
+            }
+            // On the outputs themselves: what the output SQNR measures.
+            Distill::Mse => {
+                let (l, g) = loss::mse(yd, &tb)?;
+                (l, g, &mut dy)
+            }
         };
         loss += l;
-        dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        to.iter_mut().zip(g).for_each(|(a, b)| *a += b);
     }
     if let Some(labels) = data.labels {
         let lb: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
-        let (l, g) = loss::cross_entropy(yd, y.shape(), &lb)?;
+        let (l, g) = loss::cross_entropy(z, y.shape(), &lb)?;
         loss += l;
-        dy.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        dz.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+    }
+    for ((d, &g), &p) in dy.iter_mut().zip(&dz).zip(yd) {
+        *d += if probs { g / p.max(P_MIN) } else { g };
     }
     let mut dout = vec![Vec::new(); net.graph.outputs.len()];
     dout[0] = dy;
     Ok((loss, net.backward(&tape, dout)?))
+}
+
+/// The smallest probability whose logarithm a loss takes (an 8-bit grid over [0, 1] has steps
+/// of 1/255; a probability rounded to 0 counts as this).
+const P_MIN: f32 = 1e-4;
+
+/// Whether the model's first output comes from a Softmax (through ops that only copy or
+/// reshape values).
+fn ends_in_softmax(g: &crate::graph::Graph) -> bool {
+    let mut v = g.outputs.first().copied();
+    while let Some(n) = v.and_then(|o| g.nodes.iter().find(|n| n.outputs.contains(&o))) {
+        if matches!(n.op, crate::graph::Op::Softmax { .. }) {
+            return true;
+        }
+        if !matches!(n.op_type.as_str(), "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze") {
+            return false;
+        }
+        v = n.inputs.first().copied().flatten();
+    }
+    false
 }
 
 fn scaled(mut g: Grads, w: f32) -> Grads {

@@ -33,6 +33,15 @@ enum Grid {
     Frozen(Encoding),
 }
 
+/// A BatchNormalization kept during QAT: the layer output `x` it normalizes into `y`, and
+/// the layer's weight quantizer.
+#[derive(Debug, Clone, Copy)]
+struct KeptBn {
+    x: ValueId,
+    y: ValueId,
+    weight: usize,
+}
+
 #[derive(Debug, Clone)]
 struct Quantizer {
     value: ValueId,
@@ -53,6 +62,8 @@ pub struct FakeQuant {
     /// qplay mode's biases on their accumulator's grid: (bias, input activation quantizer,
     /// weight quantizer).
     biases: Vec<(ValueId, usize, usize)>,
+    /// BatchNormalizations kept in training (folded when the result is built).
+    kept: Vec<KeptBn>,
     /// By value: `Some((is_weight, index))`.
     slot: Vec<Option<(bool, usize)>>,
     /// The range parameters, relative to their starting values.
@@ -108,7 +119,7 @@ impl FakeQuant {
                 }
             }
         }
-        Ok(FakeQuant { weights, acts, biases, slot, theta })
+        Ok(FakeQuant { weights, acts, biases, kept: Vec::new(), slot, theta })
     }
 
     /// Number of range parameters.
@@ -234,10 +245,35 @@ impl FakeQuant {
 
     /// The quantization simulation of the trained `graph` (the graph the quantizers were
     /// trained on) with the learned encodings, under the configuration `config` they came from.
+    /// BatchNormalizations kept in training are folded first (see [`FakeQuant::fold_kept`]).
     pub fn to_sim(&self, graph: Graph, config: crate::quant::QuantSimConfig) -> Result<QuantSim> {
+        if !self.kept.is_empty() {
+            return self.fold_kept(graph, config).map(|(_, sim)| sim);
+        }
         let mut sim = QuantSim::new(graph, config)?;
         self.write_encodings(&mut sim)?;
         Ok(sim)
+    }
+
+    /// Folds the BatchNormalizations kept in training (with their running statistics) into
+    /// their layers, and their factors `k = gamma / sqrt(var + eps)` into the weight
+    /// quantizers' per-channel scales, `s' = s |k|`. The folded quantized weight is then the
+    /// trained one times `k` (exact but where `k < 0` mirrors a weight on the grid's lowest
+    /// step), so the folded simulation computes what the trained graph does in evaluation mode.
+    /// Returns the folded graph and its simulation.
+    pub fn fold_kept(&self, graph: Graph, config: crate::quant::QuantSimConfig) -> Result<(Graph, QuantSim)> {
+        let mut q = self.clone();
+        for kb in &self.kept {
+            let k = bn_factor(&graph, kb.y).ok_or_else(|| Error::Quant(format!("the BatchNormalization of '{}' cannot be folded", graph.values[kb.x].name)))?;
+            if let Some(a) = q.acts.iter_mut().find(|a| a.value == kb.y) {
+                a.value = kb.x;
+            }
+            scale_grids(&mut q.weights[kb.weight], &k, false);
+        }
+        let (folded, _) = crate::passes::bn_fold::fold_batch_norms(graph);
+        let mut sim = QuantSim::new(folded.clone(), config)?;
+        q.write_encodings(&mut sim)?;
+        Ok((folded, sim))
     }
 
     /// Writes the learned encodings into `sim` (built on the trained graph with the same
@@ -287,15 +323,71 @@ pub fn ste_backward(e: &Encoding, asym_min: Option<f64>, x: &[f32], dy: &mut [f3
 /// the simulation's quantizers placed by `config` and initialized by min-max calibration on
 /// `calib` (or from the AIMET encodings `init`), made trainable (ranges too with
 /// `learn_ranges`).
-pub fn qat_net(graph: Graph, config: &crate::quant::QuantSimConfig, calib: &[Tensor], init: Option<&str>, learn_ranges: bool, limits: crate::Limits) -> Result<Net> {
-    let (graph, _) = crate::passes::bn_fold::fold_batch_norms(graph);
-    let mut sim = QuantSim::new(graph.clone(), config.clone())?;
+///
+/// With `keep_bn` the foldable BatchNormalizations stay in the trained graph instead (batch
+/// statistics in training, running averages updated; re-estimate them afterwards with
+/// [`super::reestimate_bn`]): the quantizers are those of the folded model, moved onto the
+/// unfolded one, each weight grid's scale divided by its channel's `|k|` and a layer's output
+/// quantizer put after its BatchNormalization. [`FakeQuant::to_sim`] folds them back. This
+/// needs per-channel weights, since one scale per tensor cannot absorb a factor per channel.
+pub fn qat_net(graph: Graph, config: &crate::quant::QuantSimConfig, calib: &[Tensor], init: Option<&str>, learn_ranges: bool, keep_bn: bool, limits: crate::Limits) -> Result<Net> {
+    if keep_bn && !config.per_channel && graph.nodes.iter().any(|n| matches!(n.op, crate::graph::Op::BatchNorm { .. })) {
+        return Err(Error::Input { name: "settings".into(), msg: "keeping BatchNormalization in QAT needs per-channel weights (its factors are folded into the weights' per-channel scales afterwards)".into() });
+    }
+    let (folded, report) = crate::passes::bn_fold::fold_batch_norms(graph.clone());
+    let mut sim = QuantSim::new(folded.clone(), config.clone())?;
     sim.set_limits(limits.clone());
     match init {
         Some(text) => sim.import_aimet_json(text)?,
         None => sim.calibrate(calib)?,
     }
+    let mut fq = FakeQuant::from_sim(&sim, learn_ranges)?;
+    if !keep_bn || report.folded.is_empty() {
+        let mut net = Net::new(folded, limits)?;
+        net.quant = Some(fq);
+        return Ok(net);
+    }
+    for (layer, bn) in &report.folded {
+        let find = |name: &str| graph.nodes.iter().find(|n| &n.name == name);
+        let (Some(l), Some(b)) = (find(layer), find(bn)) else { continue };
+        let (Some(Some(x)), Some(&y), Some(Some(w))) = (b.inputs.first(), b.outputs.first(), l.inputs.get(1)) else { continue };
+        let (Some(weight), Some(k)) = (fq.weights.iter().position(|q| q.value == *w), bn_factor(&graph, y)) else { continue };
+        if let Some(a) = fq.acts.iter_mut().find(|a| a.value == *x) {
+            a.value = y;
+        }
+        scale_grids(&mut fq.weights[weight], &k, true);
+        fq.biases.retain(|&(_, _, wi)| wi != weight);
+        fq.kept.push(KeptBn { x: *x, y, weight });
+    }
+    fq.slot = vec![None; graph.values.len().max(folded.values.len())];
+    for (i, q) in fq.weights.iter().enumerate() {
+        fq.slot[q.value] = Some((true, i));
+    }
+    for (i, q) in fq.acts.iter().enumerate() {
+        fq.slot[q.value] = Some((false, i));
+    }
     let mut net = Net::new(graph, limits)?;
-    net.quant = Some(FakeQuant::from_sim(&sim, learn_ranges)?);
+    net.quant = Some(fq);
     Ok(net)
+}
+
+/// `k = gamma / sqrt(var + eps)` per channel of the BatchNormalization whose output is `y`.
+fn bn_factor(g: &Graph, y: ValueId) -> Option<Vec<f32>> {
+    let bn = g.nodes.iter().find(|n| n.outputs.first() == Some(&y))?;
+    let crate::graph::Op::BatchNorm { epsilon } = bn.op else { return None };
+    let param = |k: usize| bn.inputs.get(k).copied().flatten().and_then(|v| g.consts[v].as_ref()).map(Tensor::to_f32_vec);
+    let (gamma, var) = (param(1)?, param(4)?);
+    (gamma.len() == var.len()).then(|| gamma.iter().zip(&var).map(|(g, v)| g / (v + epsilon).sqrt()).collect())
+}
+
+/// Multiplies (or with `divide`, divides) each channel's grid scale by `|k|` of its channel.
+fn scale_grids(q: &mut Quantizer, k: &[f32], divide: bool) {
+    for (grid, &kc) in q.grids.iter_mut().zip(k) {
+        let f = kc.abs().max(1e-12);
+        let f = if divide { 1.0 / f } else { f };
+        match grid {
+            Grid::Sym { base, .. } | Grid::Asym { base, .. } => *base *= f,
+            Grid::Frozen(e) => e.scale *= f as f64,
+        }
+    }
 }
