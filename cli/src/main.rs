@@ -32,6 +32,7 @@ enum Command {
     Eval(cmd::eval::Args),
     Compress(cmd::compress::Args),
     Train(cmd::train::Args),
+    MixedPrecision(cmd::mixed::Args),
     Bench(cmd::bench::Args),
     Completions(cmd::completions::Args),
 }
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a, g),
         Command::Compress(a) => cmd::compress::run(a, g),
         Command::Train(a) => cmd::train::run(a, g),
+        Command::MixedPrecision(a) => cmd::mixed::run(a, g),
         Command::Bench(a) => cmd::bench::run(a, g),
         Command::Completions(a) => cmd::completions::run::<Cli>(a),
     };

@@ -155,6 +155,7 @@ fn bad_input_gets_one_line_errors_and_keeps_the_model() {
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--lr=-1"], 2, "--lr -1 is not a positive number"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--epochs", "0"], 2, "--epochs and --batch must be at least 1"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--qat", "--bn", "keep"], 1, "keeping BatchNormalization in QAT needs per-channel weights"),
+        (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--qat", "--per-channel", "--bn", "keep", "--micro-batch", "1"], 1, "fold BatchNorm instead"),
         (vec!["train", m, "--data", x, "--labels", Y_TRAIN, "--optimizer", "sgd", "--lr", "1e4", "--epochs", "2", "--out", kept.to_str().unwrap()], 1, "training diverged in epoch 1"),
     ] {
         let (got, err) = run(&args);

@@ -60,6 +60,18 @@ impl Evaluator {
         self.score_outputs(&y)
     }
 
+    /// The score of a quantization simulation (the engine [`crate::quant::QuantSim::executor`]
+    /// picks: integers in qplay mode up to 8 bits, else the float simulation).
+    pub fn score_sim(&self, sim: &crate::quant::QuantSim) -> Result<f64> {
+        let mut exec = sim.executor()?;
+        let mut y = Vec::new();
+        for b in &self.batches {
+            let out = exec.run(vec![b.clone()])?;
+            y.extend(out.first().ok_or_else(|| Error::Graph("the model has no output".into()))?.to_f32_vec());
+        }
+        self.score_outputs(&y)
+    }
+
     pub fn score_outputs(&self, y: &[f32]) -> Result<f64> {
         match &self.target {
             Target::Labels(labels) => {

@@ -784,6 +784,14 @@ test("EfficientNet-Lite0 W4A8 per-channel QAT in the page: distilled on the cali
   await page.selectOption('[data-testid="train-mode"]', "qat");
   await page.selectOption('[data-testid="train-bits"]', "4/8");
   await page.check('[data-testid="train-per-channel"]');
+  // BatchNorm kept needs 2 samples per pass; this model runs one at a time: refused, nothing lost.
+  await page.selectOption('[data-testid="train-bn"]', "keep");
+  await page.fill('[data-testid="train-epochs"]', "1");
+  await page.dispatchEvent('[data-testid="train-epochs"]', "change");
+  await page.click('[data-testid="train-run"]');
+  await page.locator('[data-testid="error"]:has-text("fold BatchNorm instead")').waitFor();
+  assert.match(await page.textContent('[data-testid="model-name"]'), /EfficientNet-Lite0/);
+  await page.selectOption('[data-testid="train-bn"]', "fold");
   assert.equal(await page.inputValue('[data-testid="train-batch"]'), "2");
   await page.fill('[data-testid="train-epochs"]', "2");
   await page.dispatchEvent('[data-testid="train-epochs"]', "change");

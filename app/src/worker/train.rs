@@ -33,12 +33,7 @@ fn outputs(g: &Graph, batches: &[Tensor], limits: &Limits) -> Result<Vec<f32>, S
 
 /// The score of the quantization simulation on `eval`.
 fn sim_score(sim: &QuantSim, eval: &Evaluator) -> Result<f64, String> {
-    let mut exec = sim.executor().map_err(err)?;
-    let mut y = Vec::new();
-    for b in &eval.batches {
-        y.extend(exec.run(vec![b.clone()]).map_err(err)?.first().ok_or("the model has no output")?.to_f32_vec());
-    }
-    eval.score_outputs(&y).map_err(err)
+    eval.score_sim(sim).map_err(err)
 }
 
 /// Most training samples the page takes.

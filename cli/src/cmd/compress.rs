@@ -141,18 +141,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let shapes = qplay_core::cost::infer_shapes(&g, &[calib[0].shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect()], &limits).map_err(|e| failed_at(&a.model, e))?;
     let eval = match &a.eval_data {
         None => Evaluator::against_model(&g, calib.clone(), limits.clone())?,
-        Some(p) => {
-            let set = data::load(global, &g, p, settings.as_ref(), 32)?;
-            let target = match (&a.labels, &a.reference) {
-                (Some(l), _) => Target::Labels(global.read_npy(l)?.to_i64_vec()),
-                (None, Some(r)) => Target::Reference(global.read_tensor(r)?.to_f32_vec()),
-                (None, None) => match set.labels {
-                    Some(l) => Target::Labels(l),
-                    None => return Err(CliError::Usage("--eval-data needs --labels Y.npy or --reference R.npy".into())),
-                },
-            };
-            Evaluator { batches: set.batches, target, limits: limits.clone() }
-        }
+        Some(p) => evaluator(global, &g, p, a.labels.as_deref(), a.reference.as_deref(), settings.as_ref())?,
     };
     let method = match a.method {
         MethodArg::SpatialSvd => Method::SpatialSvd,
@@ -262,13 +251,22 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     Ok(())
 }
 
+/// The evaluation set `data` of `--eval-data`, scored against `labels` (accuracy), `reference`
+/// outputs (SQNR) or the photos' own labels.
+pub(crate) fn evaluator(global: &Global, g: &qplay_core::Graph, data: &std::path::Path, labels: Option<&std::path::Path>, reference: Option<&std::path::Path>, settings: Option<&Settings>) -> CliResult<Evaluator> {
+    let set = data::load(global, g, data, settings, 32)?;
+    let target = match (labels, reference) {
+        (Some(l), _) => Target::Labels(global.read_npy(l)?.to_i64_vec()),
+        (None, Some(r)) => Target::Reference(global.read_tensor(r)?.to_f32_vec()),
+        (None, None) => match set.labels {
+            Some(l) => Target::Labels(l),
+            None => return Err(CliError::Usage("--eval-data needs --labels Y.npy or --reference R.npy".into())),
+        },
+    };
+    Ok(Evaluator { batches: set.batches, target, limits: global.limits() })
+}
+
 /// The score of the quantization simulation (what the QDQ export computes) on the evaluation set.
 pub(crate) fn simulated_score(sim: &qplay_core::quant::QuantSim, eval: &Evaluator) -> CliResult<f64> {
-    let mut exec = sim.executor()?;
-    let mut y = Vec::new();
-    for b in &eval.batches {
-        let out = exec.run(vec![b.clone()])?;
-        y.extend(out.first().map(|t| t.to_f32_vec()).unwrap_or_default());
-    }
-    Ok(eval.score_outputs(&y)?)
+    Ok(eval.score_sim(sim)?)
 }

@@ -5,6 +5,7 @@ pub mod completions;
 pub mod compress;
 pub mod eval;
 pub mod inspect;
+pub mod mixed;
 pub mod quantize;
 pub mod run;
 pub mod train;

@@ -1,6 +1,7 @@
 //! Quantization with AIMET's semantics: encodings (pure functions), observers that collect
 //! statistics, and the quantization simulation that places quantizers and calibrates them.
 
+pub mod amp;
 pub mod analysis;
 pub mod bias_correction;
 pub mod encoding;

@@ -335,7 +335,7 @@ impl QuantSim {
     /// `s_w >= |b| / (N s_x)`; if the output is quantized `s_w >= 2^-23.5 s_y / s_x`; and
     /// `s_w >= |round(b/(s_x s_w)) + round(z_y s_y/(s_x s_w))| s_w / N`. Offsets are kept.
     /// In practice this only touches dead channels (|w| ~ 0).
-    fn adjust_weight_scales_against_overflow(&mut self) {
+    pub(crate) fn adjust_weight_scales_against_overflow(&mut self) {
         const N: f64 = 2_147_483_648.0 - 32_768.0;
         let min_ratio = 2f64.powf(-23.5);
         let mut updates: Vec<(usize, Vec<f64>)> = Vec::new();
@@ -457,7 +457,8 @@ impl QuantSim {
     /// simulation, weights, constants and activations quantize-dequantized; in qplay mode the
     /// integer engine (see the module doc).
     pub fn executor(&self) -> Result<SimExecutor> {
-        if self.config.mode == Mode::Qplay && self.weight_bits <= 8 && self.act_bits <= 8 {
+        let widest = self.params.iter().flat_map(|p| p.encodings.iter().map(|e| e.bw)).chain(self.acts.iter().filter_map(|a| a.encoding.map(|e| e.bw))).max().unwrap_or(0);
+        if self.config.mode == Mode::Qplay && self.weight_bits <= 8 && self.act_bits <= 8 && widest <= 8 {
             return Ok(SimExecutor(SimExec::Integer(Box::new(crate::exec::int8::Int8Executor::new(self)?))));
         }
         self.float_executor()

@@ -179,6 +179,12 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
     let fixed = fixed_batch(&net.graph);
     let micro = fixed.unwrap_or(cfg.micro_batch.unwrap_or(cfg.batch)).max(1);
     let batch_stats = !net.freeze_bn && net.graph.nodes.iter().any(|n| matches!(n.op, crate::graph::Op::BatchNorm { .. }));
+    if batch_stats && micro < 2 && net.quant.as_ref().is_some_and(FakeQuant::keeps_bn) {
+        return Err(Error::Input {
+            name: "settings".into(),
+            msg: "BatchNorm kept in QAT trains on batch statistics, which need at least 2 samples per pass; this model runs 1 at a time (its fixed batch size, or the micro-batch): fold BatchNorm instead".into(),
+        });
+    }
     'epochs: for epoch in 0..cfg.epochs {
         for i in (1..n).rev() {
             order.swap(i, rng.below(i + 1));

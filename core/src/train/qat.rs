@@ -122,6 +122,11 @@ impl FakeQuant {
         Ok(FakeQuant { weights, acts, biases, kept: Vec::new(), slot, theta })
     }
 
+    /// Whether BatchNormalizations are kept in training (folded when the result is built).
+    pub fn keeps_bn(&self) -> bool {
+        !self.kept.is_empty()
+    }
+
     /// Number of range parameters.
     pub fn range_len(&self) -> usize {
         self.theta.len()

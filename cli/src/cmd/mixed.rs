@@ -1,0 +1,186 @@
+//! `qplay mixed-precision`: a bit-width per quantizer group on the whole Pareto curve of score
+//! against relative BOPs; the point meeting the target is written as encodings and a model.
+
+use crate::cmd::compress::evaluator;
+use crate::common::{failed_at, transform, write_file, CliError, CliResult, Global, ModeArg, Transform};
+use crate::data::{self, Settings};
+use crate::out;
+use crate::progress::{Progress, Stage};
+use qplay_core::quant::amp::{self, Candidate, Point, Setup, Space, Target};
+use qplay_core::quant::QuantSimConfig;
+use std::path::PathBuf;
+
+/// Choose a bit-width per layer group: the Pareto curve of score against BOPs, and the point that
+/// meets a target (accuracy drop, BOPs, or weight size)
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ONNX model
+    #[arg(value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// Calibration samples: one .npy with N samples along axis 0, a directory of .npy files, or
+    /// of photos (with --preprocess)
+    #[arg(long, value_name = "X.npy|DIR")]
+    calib: PathBuf,
+    /// How photos become the model's input (the preprocessing JSON)
+    #[arg(long, value_name = "MODEL.json")]
+    preprocess: Option<PathBuf>,
+    /// The samples every point is scored on
+    #[arg(long, value_name = "X.npy|DIR")]
+    eval_data: PathBuf,
+    /// Class indices of --eval-data: the score is accuracy in %
+    #[arg(long, value_name = "Y.npy", conflicts_with = "reference")]
+    labels: Option<PathBuf>,
+    /// Reference outputs of --eval-data: the score is pooled SQNR in dB
+    #[arg(long, value_name = "R.npy")]
+    reference: Option<PathBuf>,
+    /// The bit-widths a group may take, as wXaY
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "w4a8,w8a8,w8a16,w16a16")]
+    candidates: Vec<String>,
+    /// One weight encoding per output channel
+    #[arg(long)]
+    per_channel: bool,
+    /// The FP32 transformation first: BN folding, or BN folding and cross-layer equalization
+    #[arg(long, value_enum, default_value_t = Transform::None)]
+    recipe: Transform,
+    #[arg(long, value_enum, default_value_t = ModeArg::Qplay)]
+    mode: ModeArg,
+    /// Target: the cheapest point within D of the FP32 score (accuracy), or of the most precise
+    /// candidate's (SQNR)
+    #[arg(long, value_name = "D", group = "target")]
+    max_drop: Option<f64>,
+    /// Target: the best point at most F times the BOPs of uniform W8A8
+    #[arg(long, value_name = "F", group = "target")]
+    target_bops: Option<f64>,
+    /// Target: the best point whose weights take at most M MB (10^6 bytes)
+    #[arg(long, value_name = "M", group = "target")]
+    target_size_mb: Option<f64>,
+    /// Write the curve: [{"relative_bops", "score", "weight_bytes", "bits": {"<layer>": [w, a]}}]
+    #[arg(long, value_name = "PARETO.json")]
+    pareto: Option<PathBuf>,
+    /// Write the chosen point's encodings (AIMET's JSON format, a bit-width per tensor)
+    #[arg(long, value_name = "E.json")]
+    encodings: Option<PathBuf>,
+    /// Write the transformed FP32 model the encodings refer to
+    #[arg(long, value_name = "T.onnx")]
+    fp32_out: Option<PathBuf>,
+    /// Write the chosen point as a QDQ model (bit-widths up to 8)
+    #[arg(long, value_name = "QDQ.onnx")]
+    out: Option<PathBuf>,
+    /// Write the whole search: groups, the phase-1 table, every point visited, the uniform points
+    #[arg(long, value_name = "REPORT.json")]
+    report: Option<PathBuf>,
+    /// Print the chosen point as one JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+fn point_json(p: &Point) -> serde_json::Value {
+    serde_json::json!({ "relative_bops": p.relative_bops, "score": p.score, "weight_bytes": p.weight_bytes, "bits": p.bits })
+}
+
+pub fn run(a: &Args, global: &Global) -> CliResult<()> {
+    let target_given = [a.max_drop.is_some(), a.target_bops.is_some(), a.target_size_mb.is_some()].iter().filter(|&&x| x).count();
+    if target_given != 1 {
+        return Err(CliError::Usage("give one target: --max-drop D, --target-bops F or --target-size-mb M".into()));
+    }
+    if let Some(f) = a.target_bops.filter(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(CliError::Usage(format!("--target-bops {f} is not a positive number")));
+    }
+    if let Some(m) = a.target_size_mb.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        return Err(CliError::Usage(format!("--target-size-mb {m} is not a positive number")));
+    }
+    if let Some(d) = a.max_drop.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+        return Err(CliError::Usage(format!("--max-drop {d} is not a non-negative number")));
+    }
+    let candidates = a.candidates.iter().map(|s| Candidate::parse(s)).collect::<Result<Vec<_>, _>>().map_err(|e| CliError::Usage(format!("--candidates: {}", e.to_string().trim_start_matches("candidates: "))))?;
+    let (g, _) = global.load(&a.model)?;
+    let settings = a.preprocess.as_deref().map(Settings::read).transpose()?;
+    let calib = data::load(global, &g, &a.calib, settings.as_ref(), 32)?.batches;
+    if calib.is_empty() {
+        return Err(failed_at(&a.calib, "no samples"));
+    }
+    let eval = evaluator(global, &g, &a.eval_data, a.labels.as_deref(), a.reference.as_deref(), settings.as_ref())?;
+    let fp32_score = eval.score(&g)?;
+    // Phase 1 by the outputs' SQNR against FP32 on the same samples (as AIMET measures it).
+    let sensitivity_eval = qplay_core::eval::Evaluator::against_model(&g, eval.batches.clone(), global.limits())?;
+    let mode = a.mode.into();
+    let (tg, _) = transform(g, a.recipe, mode);
+    let config = QuantSimConfig { mode, per_channel: a.per_channel, ..Default::default() };
+    let progress = Progress::new(global.quiet);
+    let mut stage = progress.stage("calibrate", candidates.len(), "candidates");
+    let space = Space::new(&Setup { graph: &tg, config: &config, calib: &calib, limits: global.limits() }, &candidates, &mut |d, _| stage.set(d)).map_err(|e| failed_at(&a.model, e))?;
+    stage.finish();
+    let mut stage: Option<Stage> = None;
+    let result = amp::run(&space, &eval, &sensitivity_eval, &mut |d, t| {
+        let s = stage.get_or_insert_with(|| progress.stage("search", t, "evaluations"));
+        s.set(d);
+        true
+    })
+    .map_err(|e| failed_at(&a.model, e))?;
+    if let Some(s) = stage.take() {
+        s.finish();
+    }
+    let target = match (a.max_drop, a.target_bops, a.target_size_mb) {
+        (Some(drop), _, _) => {
+            let baseline = match eval.kind() {
+                qplay_core::eval::ScoreKind::AccuracyPct => fp32_score,
+                qplay_core::eval::ScoreKind::SqnrDb => result.visited[0].score,
+            };
+            Target::MaxDrop { drop, baseline }
+        }
+        (_, Some(f), _) => Target::Bops(f),
+        (_, _, Some(m)) => Target::Bytes((m * 1e6) as u64),
+        _ => unreachable!("one target was checked"),
+    };
+    let chosen = amp::choose(&result.pareto, target).map_err(|e| CliError::Failed(e.to_string().trim_start_matches("target: ").to_string()))?;
+    let sim = space.sim(&chosen.choice)?;
+    if let Some(p) = &a.pareto {
+        write_file(p, serde_json::to_string_pretty(&result.pareto.iter().map(point_json).collect::<Vec<_>>()).unwrap_or_default())?;
+    }
+    if let Some(p) = &a.encodings {
+        write_file(p, serde_json::to_string_pretty(&sim.to_aimet_json()).unwrap_or_default())?;
+    }
+    if let Some(p) = &a.fp32_out {
+        write_file(p, qplay_core::onnx::export::fp32_model(sim.graph())?)?;
+    }
+    if let Some(p) = &a.out {
+        if chosen.bits.values().any(|b| b[0] > 8 || b[1] > 8) {
+            return Err(CliError::Failed("--out: the chosen point has bit-widths above 8, which the QDQ export does not write yet (write --encodings and --fp32-out)".into()));
+        }
+        write_file(p, qplay_core::onnx::export::qdq_model(&sim)?)?;
+    }
+    if let Some(p) = &a.report {
+        let j = serde_json::json!({
+            "candidates": result.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "layers": space.layers().into_iter().map(|(name, macs)| serde_json::json!({"name": name, "macs": macs})).collect::<Vec<_>>(),
+            "groups": result.groups,
+            "sensitivity": result.sensitivity,
+            "visited": result.visited.iter().map(point_json).collect::<Vec<_>>(),
+            "uniform": result.uniform.iter().zip(&result.candidates).map(|(p, c)| serde_json::json!({"candidate": c.to_string(), "point": point_json(p)})).collect::<Vec<_>>(),
+            "fp32_score": fp32_score,
+            "evaluations": result.evaluations,
+        });
+        write_file(p, serde_json::to_string_pretty(&j).unwrap_or_default())?;
+    }
+    let unit = match eval.kind() {
+        qplay_core::eval::ScoreKind::AccuracyPct => "%",
+        qplay_core::eval::ScoreKind::SqnrDb => "dB",
+    };
+    if a.json {
+        out!("{}", point_json(chosen));
+    } else {
+        out!("{} groups, {} candidates, {} evaluations; FP32 {fp32_score:.2} {unit}", result.groups.len(), result.candidates.len(), result.evaluations);
+        for (p, c) in result.uniform.iter().zip(&result.candidates) {
+            out!("  uniform {c:<7} {:.4} BOPs  {:.2} {unit}", p.relative_bops, p.score);
+        }
+        out!("Pareto curve ({} points):", result.pareto.len());
+        for p in &result.pareto {
+            out!("  {:.4} BOPs  {:.2} {unit}  {} weight bytes", p.relative_bops, p.score, p.weight_bytes);
+        }
+        out!("chosen: {:.4} BOPs, {:.2} {unit}, {} weight bytes", chosen.relative_bops, chosen.score, chosen.weight_bytes);
+        for (layer, b) in &chosen.bits {
+            out!("  {layer:<32} W{}A{}", b[0], b[1]);
+        }
+    }
+    Ok(())
+}

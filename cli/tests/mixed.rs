@@ -1,0 +1,91 @@
+//! `qplay mixed-precision` on the digits MobileNet: BOPs from AIMET's own MAC count, the phase-1
+//! table, a non-dominated rising curve that beats every uniform candidate, the chosen point
+//! reproduced by `qplay eval`, and bad input refused.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+const MODEL: &str = "assets/models/digits_mobilenet.onnx";
+const X_TEST: &str = "assets/data/digits_test_x.npy";
+const Y_TEST: &str = "assets/data/digits_test_y.npy";
+
+fn mixed(tag: &str, extra: &[&str]) -> (Value, Value, Vec<Value>, String, String) {
+    let (pareto, report, enc, t) = (tmp(&format!("{tag}.pareto.json")), tmp(&format!("{tag}.report.json")), tmp(&format!("{tag}.e.json")), tmp(&format!("{tag}.t.onnx")));
+    let calib = digits_calib();
+    let mut args = vec!["mixed-precision", MODEL, "--calib", calib.to_str().unwrap(), "--eval-data", X_TEST, "--labels", Y_TEST, "--per-channel", "--json"];
+    args.extend_from_slice(&["--pareto", pareto.to_str().unwrap(), "--report", report.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--fp32-out", t.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let chosen: Value = serde_json::from_str(qplay(&args).trim()).unwrap();
+    let curve = json(&pareto).as_array().unwrap().clone();
+    (chosen, json(&report), curve, enc.to_str().unwrap().to_string(), t.to_str().unwrap().to_string())
+}
+
+#[test]
+fn the_curve_is_non_dominated_beats_uniform_bit_widths_and_its_points_evaluate_as_reported() {
+    let (chosen, report, curve, enc, t) = mixed("digits", &["--target-bops", "0.75"]);
+    // BOPs count MACs as AIMET 2.42 does (its mac_dict for this model).
+    let aimet: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/aimet/amp/digits_mobilenet/amp_binary_drop0.5.json")).unwrap()).unwrap();
+    let macs: Vec<(String, u64)> = report["layers"].as_array().unwrap().iter().map(|l| (l["name"].as_str().unwrap().to_string(), l["macs"].as_u64().unwrap())).collect();
+    let want = aimet["mac_dict"].as_object().unwrap();
+    assert_eq!(macs.len(), want.len(), "{macs:?}");
+    for (name, m) in &macs {
+        assert_eq!(Some(*m), want[name].as_u64(), "{name}");
+    }
+    // Uniform candidates: W4A8 is half of W8A8's BOPs, W8A16 twice, W16A16 four times.
+    let uniform: Vec<(String, f64, f64)> = report["uniform"].as_array().unwrap().iter().map(|u| (u["candidate"].as_str().unwrap().to_string(), u["point"]["relative_bops"].as_f64().unwrap(), u["point"]["score"].as_f64().unwrap())).collect();
+    let bops: Vec<(&str, f64)> = uniform.iter().map(|(c, b, _)| (c.as_str(), *b)).collect();
+    assert_eq!(bops, vec![("W4A8", 0.5), ("W8A8", 1.0), ("W8A16", 2.0), ("W16A16", 4.0)]);
+    // Phase 1 covers every group at every candidate.
+    let groups = report["groups"].as_array().unwrap().len();
+    let table = report["sensitivity"].as_array().unwrap();
+    assert!(groups >= 8, "{groups} groups");
+    assert_eq!(table.len(), groups);
+    assert!(table.iter().all(|row| row.as_array().unwrap().len() == 4));
+    // The curve: cheapest first, every point scoring more than any cheaper one.
+    for w in curve.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert!(a["relative_bops"].as_f64() < b["relative_bops"].as_f64() && a["score"].as_f64() < b["score"].as_f64(), "{a} then {b}");
+    }
+    // At every uniform candidate's BOPs the curve scores at least as well.
+    for (c, b, s) in &uniform {
+        let best = curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= b + 1e-12).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+        assert!(best >= *s, "{c}: the curve's best {best} at {b} BOPs vs uniform {s}");
+    }
+    // The chosen point: the best at most 0.75 of W8A8's BOPs, within 1 point of uniform W8A8.
+    let w8a8 = uniform[1].2;
+    let (cb, cs) = (chosen["relative_bops"].as_f64().unwrap(), chosen["score"].as_f64().unwrap());
+    println!("chosen: {cb:.4} BOPs, {cs:.2} % (uniform W8A8 {w8a8:.2} %); curve {}", curve.iter().map(|p| format!("{:.3}:{:.2}", p["relative_bops"], p["score"])).collect::<Vec<_>>().join(" "));
+    assert!(cb <= 0.75 && cs >= w8a8 - 1.0, "{chosen}");
+    assert!(chosen["bits"].as_object().unwrap().values().any(|b| b[0] == 4), "some layer at 4 bits: {chosen}");
+    // The written encodings and model evaluate to the reported score, each tensor at its bits.
+    let e: Value = serde_json::from_str(&std::fs::read_to_string(&enc).unwrap()).unwrap();
+    let bws: std::collections::BTreeSet<u64> = e["param_encodings"].as_array().unwrap().iter().map(|p| p["bw"].as_u64().unwrap()).collect();
+    assert!(bws.len() >= 2, "weights at several bit-widths: {bws:?}");
+    let got = 100.0 * eval_json(&["eval", &t, "--data", X_TEST, "--labels", Y_TEST, "--encodings", &enc, "--json"])["accuracy"].as_f64().unwrap();
+    assert!((got - cs).abs() < 1e-9, "qplay eval {got} vs reported {cs}");
+}
+
+#[test]
+fn bad_settings_get_one_line_errors() {
+    let calib = digits_calib();
+    let c = calib.to_str().unwrap();
+    let base = ["mixed-precision", MODEL, "--calib", c, "--eval-data", X_TEST, "--labels", Y_TEST];
+    for (extra, code, says) in [
+        (vec!["--target-bops", "0.8", "--candidates", "w4a8,w3x"], 2, "'w3x' is not a candidate"),
+        (vec!["--target-bops", "0.8", "--candidates", "w4a32"], 2, "bit-width 32 is not supported"),
+        (vec![], 2, "give one target"),
+        (vec!["--target-bops", "0.1"], 1, "below the cheapest point (0.5000)"),
+        (vec!["--target-bops=-1"], 2, "is not a positive number"),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(&extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_qplay")).args(&args).current_dir(root()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert_eq!(o.status.code(), Some(code), "{extra:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert!(errors.len() == 1 && errors[0].contains(says), "{extra:?}: {err}");
+    }
+}

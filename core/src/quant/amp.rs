@@ -1,0 +1,468 @@
+//! Automatic mixed precision: a bit-width per quantizer group, chosen on the whole Pareto curve
+//! of score against relative BOPs (after AIMET's AMP, aimet-onnx `choose_mixed_precision`).
+//!
+//! - **Groups**: a weighted layer (Conv, ConvTranspose, Gemm, MatMul) with its weight quantizer
+//!   and the quantizer of its input activation (found back through layout ops); the inputs of an
+//!   Add or a Concat share one group. Any other activation quantizer joins the group of the layer
+//!   that produces it (back through single-input ops), or stands alone.
+//! - **Candidates** `WxAy`: a group's weights get x bits and its activations y bits. Each
+//!   candidate's encodings come from calibrating the whole model at that bit-width.
+//! - **BOPs** = Σ MACs × bw_w × bw_a over the weighted layers (a MatMul of two activations uses
+//!   its second input's bits as bw_w), relative to uniform W8A8.
+//! - **Phase 1**: every group alone at every cheaper candidate, the others at the most precise
+//!   one: the score each choice costs.
+//! - **Phase 2**: from all groups at the most precise candidate, lower one group at a time,
+//!   always the step that costs the least score (phase 1's estimate) per BOP saved, and measure
+//!   every point: the whole curve, from which the non-dominated points are kept.
+
+use super::encoding::check_bits;
+use super::{QuantSim, QuantSimConfig};
+use crate::error::{Error, Result};
+use crate::eval::Evaluator;
+use crate::graph::{Graph, Op, ValueId};
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One bit-width choice for a group: weights `w` bits, activations `a` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Candidate {
+    pub w: u8,
+    pub a: u8,
+}
+
+impl Candidate {
+    /// Parses `w4a8` (any case).
+    pub fn parse(s: &str) -> Result<Candidate> {
+        let bad = || Error::Input { name: "candidates".into(), msg: format!("'{s}' is not a candidate: write them as w4a8, w8a16, ...") };
+        let l = s.trim().to_ascii_lowercase();
+        let rest = l.strip_prefix('w').ok_or_else(bad)?;
+        let (w, a) = rest.split_once('a').ok_or_else(bad)?;
+        let (w, a) = (w.parse::<u32>().map_err(|_| bad())?, a.parse::<u32>().map_err(|_| bad())?);
+        let check = |b: u32| check_bits(b).map_err(|e| Error::Input { name: "candidates".into(), msg: format!("'{s}': {e}") });
+        Ok(Candidate { w: check(w)?, a: check(a)? })
+    }
+
+    /// Bit operations per MAC.
+    pub fn cost(&self) -> u64 {
+        self.w as u64 * self.a as u64
+    }
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "W{}A{}", self.w, self.a)
+    }
+}
+
+/// Quantizers that take one bit-width together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    /// Its first layer's node name (or its first activation's value name).
+    pub name: String,
+    /// Weighted layers (node indices).
+    pub layers: Vec<usize>,
+    /// Indices into the simulation's `params` and `acts`.
+    pub params: Vec<usize>,
+    pub acts: Vec<usize>,
+    pub macs: u64,
+}
+
+const PASS_THROUGH: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast", "Dropout"];
+
+fn is_layer(op: &Op) -> bool {
+    matches!(op, Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Gemm { .. } | Op::MatMul)
+}
+
+fn find(parent: &mut [usize], i: usize) -> usize {
+    let mut r = i;
+    while parent[r] != r {
+        r = parent[r];
+    }
+    let mut i = i;
+    while parent[i] != r {
+        let next = parent[i];
+        parent[i] = r;
+        i = next;
+    }
+    r
+}
+
+fn union(parent: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra != rb {
+        parent[ra.max(rb)] = ra.min(rb);
+    }
+}
+
+/// The quantizer groups of `sim` (placed, not necessarily calibrated), and each layer's MACs
+/// from `shapes` (see [`crate::cost::infer_shapes`]).
+pub fn groups(sim: &QuantSim, shapes: &[Option<Vec<usize>>]) -> Vec<Group> {
+    let g = sim.graph();
+    let act_of: BTreeMap<ValueId, usize> = sim.acts.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
+    let param_of: BTreeMap<ValueId, usize> = sim.params.iter().enumerate().map(|(i, p)| (p.value, i)).collect();
+    let producer = |v: ValueId| g.nodes.iter().position(|n| n.outputs.contains(&v));
+    // The activation quantizer a value is read through: its own, or one before layout ops.
+    let quantizer_of = |mut v: ValueId| -> Option<usize> {
+        loop {
+            if let Some(&i) = act_of.get(&v) {
+                return Some(i);
+            }
+            let n = &g.nodes[producer(v)?];
+            if !PASS_THROUGH.contains(&n.op_type.as_str()) {
+                return None;
+            }
+            v = n.inputs.first().copied().flatten()?;
+        }
+    };
+    let layers: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, n)| is_layer(&n.op)).map(|(i, _)| i).collect();
+    let (na, nl) = (sim.acts.len(), layers.len());
+    // Union-find items: activation quantizers 0..na, then layers.
+    let mut parent: Vec<usize> = (0..na + nl).collect();
+    let mut claimed = vec![false; na];
+    for (li, &ni) in layers.iter().enumerate() {
+        let n = &g.nodes[ni];
+        let dynamic_b = matches!(n.op, Op::MatMul) && n.inputs.get(1).copied().flatten().is_some_and(|v| !param_of.contains_key(&v));
+        for k in if dynamic_b { 0..2 } else { 0..1 } {
+            if let Some(q) = n.inputs.get(k).copied().flatten().and_then(quantizer_of) {
+                union(&mut parent, na + li, q);
+                claimed[q] = true;
+            }
+        }
+    }
+    for n in &g.nodes {
+        if matches!(n.op_type.as_str(), "Add" | "Concat") {
+            let qs: Vec<usize> = n.inputs.iter().flatten().filter_map(|&v| quantizer_of(v)).collect();
+            for w in qs.windows(2) {
+                union(&mut parent, w[0], w[1]);
+            }
+        }
+    }
+    // Unclaimed activations follow the layer that produces them (back through other ops).
+    for (q, a) in sim.acts.iter().enumerate() {
+        if claimed[q] {
+            continue;
+        }
+        let mut v = a.value;
+        while let Some(ni) = producer(v) {
+            if let Some(li) = layers.iter().position(|&l| l == ni) {
+                union(&mut parent, na + li, q);
+                break;
+            }
+            match g.nodes[ni].inputs.first().copied().flatten() {
+                Some(x) => v = x,
+                None => break,
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, Group> = BTreeMap::new();
+    let new_group = || Group { name: String::new(), layers: Vec::new(), params: Vec::new(), acts: Vec::new(), macs: 0 };
+    for (li, &ni) in layers.iter().enumerate() {
+        let r = find(&mut parent, na + li);
+        let grp = by_root.entry(r).or_insert_with(new_group);
+        let n = &g.nodes[ni];
+        if grp.name.is_empty() {
+            grp.name = n.name.clone();
+        }
+        grp.layers.push(ni);
+        grp.macs += crate::cost::node_macs(n, shapes);
+        if let Some(&p) = n.inputs.get(1).copied().flatten().and_then(|w| param_of.get(&w)) {
+            grp.params.push(p);
+        }
+    }
+    for q in 0..na {
+        let r = find(&mut parent, q);
+        let grp = by_root.entry(r).or_insert_with(new_group);
+        if grp.name.is_empty() {
+            grp.name = g.values[sim.acts[q].value].name.clone();
+        }
+        grp.acts.push(q);
+    }
+    let mut out: Vec<Group> = by_root.into_values().collect();
+    out.sort_by_key(|grp| grp.layers.first().copied().unwrap_or(usize::MAX));
+    out
+}
+
+/// One point of the curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub relative_bops: f64,
+    pub score: f64,
+    pub weight_bytes: u64,
+    /// Per weighted layer: `[weight bits, activation bits]`.
+    pub bits: BTreeMap<String, [u8; 2]>,
+    /// The candidate of each group (same order as [`Amp::groups`]).
+    #[serde(skip)]
+    pub choice: Vec<usize>,
+}
+
+/// What [`run`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Amp {
+    pub candidates: Vec<Candidate>,
+    pub groups: Vec<Group>,
+    /// Phase 1: `sensitivity[group][candidate]`, the score with only that group at that
+    /// candidate (the others at the most precise one).
+    pub sensitivity: Vec<Vec<f64>>,
+    /// Every point phase 2 measured, in the order it measured them.
+    pub visited: Vec<Point>,
+    /// The non-dominated points, cheapest first (scores rising).
+    pub pareto: Vec<Point>,
+    /// Each candidate applied to every group.
+    pub uniform: Vec<Point>,
+    pub evaluations: usize,
+}
+
+/// How the model is quantized at each candidate.
+pub struct Setup<'a> {
+    /// The transformed (BN-folded, maybe equalized) graph.
+    pub graph: &'a Graph,
+    /// Mode, granularity and scheme; the bit-widths are the candidates'.
+    pub config: &'a QuantSimConfig,
+    pub calib: &'a [Tensor],
+    pub limits: crate::Limits,
+}
+
+/// The calibrated simulations of every candidate, plus the groups and costs.
+pub struct Space {
+    pub candidates: Vec<Candidate>,
+    sims: Vec<QuantSim>,
+    pub groups: Vec<Group>,
+    /// Per node: MACs.
+    layer_macs: Vec<(usize, u64)>,
+    /// Per weighted layer node: its weight elements and its other parameters.
+    layer_params: Vec<(usize, u64, u64)>,
+    /// Weight bytes outside the weighted layers' own (other parameters, as f32).
+    other_bytes: u64,
+    w8a8_bops: f64,
+}
+
+impl Space {
+    /// Calibrates the model at every candidate (in the order given; duplicates removed).
+    pub fn new(setup: &Setup, candidates: &[Candidate], progress: &mut dyn FnMut(usize, usize)) -> Result<Space> {
+        let mut cands: Vec<Candidate> = Vec::new();
+        for &c in candidates {
+            if !cands.contains(&c) {
+                cands.push(c);
+            }
+        }
+        if cands.is_empty() {
+            return Err(Error::Input { name: "candidates".into(), msg: "give at least one candidate".into() });
+        }
+        let mut sims = Vec::new();
+        for (i, c) in cands.iter().enumerate() {
+            progress(i, cands.len());
+            let mut sim = QuantSim::new(setup.graph.clone(), QuantSimConfig { weight_bits: c.w as u32, act_bits: c.a as u32, ..setup.config.clone() })?;
+            sim.set_limits(setup.limits.clone());
+            sim.calibrate(setup.calib)?;
+            sims.push(sim);
+        }
+        progress(cands.len(), cands.len());
+        let g = setup.graph;
+        // MACs per sample: the input's shape with a batch of 1.
+        let one = |t: &Tensor| t.shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect::<Vec<_>>();
+        let given: Vec<(String, Vec<usize>)> = setup.calib.first().map(|t| vec![(g.values[g.inputs[0]].name.clone(), one(t))]).unwrap_or_default();
+        let shapes = crate::cost::infer_shapes(g, &crate::cost::input_shapes(g, &given)?, &setup.limits)?;
+        let groups = groups(&sims[0], &shapes);
+        let report = crate::cost::cost(g, &shapes);
+        let mut layer_macs = Vec::new();
+        let mut layer_params = Vec::new();
+        let mut other_bytes = 0;
+        for l in &report.layers {
+            let ni = g.nodes.iter().position(|n| n.name == l.name);
+            match ni.filter(|&ni| is_layer(&g.nodes[ni].op)) {
+                Some(ni) => {
+                    layer_macs.push((ni, l.macs));
+                    layer_params.push((ni, l.weights, l.params - l.weights));
+                }
+                None => other_bytes += l.params * 4,
+            }
+        }
+        let w8a8_bops = layer_macs.iter().map(|&(_, m)| m as f64 * 64.0).sum::<f64>().max(1.0);
+        Ok(Space { candidates: cands, sims, groups, layer_macs, layer_params, other_bytes, w8a8_bops })
+    }
+
+    /// The simulation with group `i` at candidate `choice[i]`.
+    pub fn sim(&self, choice: &[usize]) -> Result<QuantSim> {
+        let base = &self.sims[0];
+        let (w, a) = choice.iter().fold((0u8, 0u8), |(w, a), &c| (w.max(self.candidates[c].w), a.max(self.candidates[c].a)));
+        let mut sim = QuantSim::new(base.graph().clone(), QuantSimConfig { weight_bits: w.max(2) as u32, act_bits: a.max(2) as u32, ..base.config().clone() })?;
+        sim.set_limits(base.limits().clone());
+        for (grp, &c) in self.groups.iter().zip(choice) {
+            let from = &self.sims[c];
+            for &p in &grp.params {
+                sim.params[p].encodings = from.params[p].encodings.clone();
+            }
+            for &q in &grp.acts {
+                sim.acts[q].encoding = from.acts[q].encoding;
+            }
+        }
+        // Params in no group (weights of nodes that are not layers) keep the first candidate's.
+        for (p, q) in sim.params.iter_mut().zip(&base.params) {
+            if p.encodings.is_empty() {
+                p.encodings = q.encodings.clone();
+            }
+        }
+        sim.adjust_weight_scales_against_overflow();
+        Ok(sim)
+    }
+
+    /// Per group: its layers' bits under `choice`, as `[w, a]` by layer node index.
+    fn layer_bits(&self, choice: &[usize]) -> BTreeMap<usize, [u8; 2]> {
+        let mut m = BTreeMap::new();
+        for (grp, &c) in self.groups.iter().zip(choice) {
+            let cand = self.candidates[c];
+            for &l in &grp.layers {
+                m.insert(l, [cand.w, cand.a]);
+            }
+        }
+        m
+    }
+
+    /// BOPs of `choice` relative to uniform W8A8.
+    pub fn relative_bops(&self, choice: &[usize]) -> f64 {
+        let bits = self.layer_bits(choice);
+        let g = self.sims[0].graph();
+        let mut sum = 0.0;
+        for &(ni, macs) in &self.layer_macs {
+            let [w, a] = bits.get(&ni).copied().unwrap_or([8, 8]);
+            let n = &g.nodes[ni];
+            // A MatMul of two activations: its second operand's bits stand for the weight's.
+            let w = if matches!(n.op, Op::MatMul) && !self.groups.iter().any(|grp| grp.layers.contains(&ni) && !grp.params.is_empty()) { a } else { w };
+            sum += macs as f64 * w as f64 * a as f64;
+        }
+        sum / self.w8a8_bops
+    }
+
+    /// Bytes of the weights at their bits (biases and other parameters as f32).
+    pub fn weight_bytes(&self, choice: &[usize]) -> u64 {
+        let bits = self.layer_bits(choice);
+        self.other_bytes + self.layer_params.iter().map(|&(ni, w, rest)| (w * bits.get(&ni).map_or(32, |b| b[0]) as u64).div_ceil(8) + rest * 4).sum::<u64>()
+    }
+
+    fn point(&self, choice: &[usize], score: f64) -> Point {
+        let g = self.sims[0].graph();
+        let bits = self.layer_bits(choice).into_iter().map(|(ni, b)| (g.nodes[ni].name.clone(), b)).collect();
+        Point { relative_bops: self.relative_bops(choice), score, weight_bytes: self.weight_bytes(choice), bits, choice: choice.to_vec() }
+    }
+
+    /// Every weighted layer's name and MACs, in graph order.
+    pub fn layers(&self) -> Vec<(String, u64)> {
+        let g = self.sims[0].graph();
+        self.layer_macs.iter().map(|&(ni, m)| (g.nodes[ni].name.clone(), m)).collect()
+    }
+
+    /// The most precise candidate (most bit operations; then most weight bits).
+    pub fn top(&self) -> usize {
+        (0..self.candidates.len()).max_by_key(|&c| (self.candidates[c].cost(), self.candidates[c].w)).unwrap_or(0)
+    }
+}
+
+/// Runs both phases on `space`: phase 1 measured by `sensitivity_eval` (AIMET measures it by
+/// the outputs' SQNR against FP32, finer than an accuracy), the curve's points by `eval`.
+/// `progress(done, total)` after each evaluation; returning false cancels.
+pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Amp> {
+    let (ng, nc) = (space.groups.len(), space.candidates.len());
+    let top = space.top();
+    let cost = |c: usize| space.candidates[c].cost();
+    let cheaper: Vec<usize> = (0..nc).filter(|&c| cost(c) < cost(top)).collect();
+    // Phase 1 evaluations, then at most one per lowering step, plus the uniform candidates.
+    let total = 2 + ng * cheaper.len() + ng * cheaper.len() + nc;
+    let mut done = 0usize;
+    let mut evaluate = |choice: &[usize], ev: &Evaluator| -> Result<f64> {
+        let s = ev.score_sim(&space.sim(choice)?)?;
+        done += 1;
+        if !progress(done, total) {
+            return Err(Error::Quant("mixed precision was cancelled".into()));
+        }
+        Ok(s)
+    };
+    let all_top = vec![top; ng];
+    let top_sensitivity = evaluate(&all_top, sensitivity_eval)?;
+    let mut sensitivity = vec![vec![top_sensitivity; nc]; ng];
+    for gi in 0..ng {
+        for &c in &cheaper {
+            let mut choice = all_top.clone();
+            choice[gi] = c;
+            sensitivity[gi][c] = evaluate(&choice, sensitivity_eval)?;
+        }
+    }
+    let top_score = evaluate(&all_top, eval)?;
+    let mut visited = vec![space.point(&all_top, top_score)];
+    let mut choice = all_top;
+    loop {
+        // The lowering that costs the least estimated score per BOP saved.
+        let mut best: Option<(f64, usize, usize)> = None;
+        for gi in 0..ng {
+            for &c in &cheaper {
+                if cost(c) >= cost(choice[gi]) {
+                    continue;
+                }
+                let saved = (space.groups[gi].macs.max(1) as f64) * (cost(choice[gi]) - cost(c)) as f64;
+                let drop = (top_sensitivity - sensitivity[gi][c]).max(0.0);
+                let key = (drop + 1e-9) / saved;
+                if best.is_none_or(|(k, _, _)| key < k) {
+                    best = Some((key, gi, c));
+                }
+            }
+        }
+        let Some((_, gi, c)) = best else { break };
+        choice[gi] = c;
+        let s = evaluate(&choice, eval)?;
+        visited.push(space.point(&choice, s));
+    }
+    let mut uniform = Vec::new();
+    for c in 0..nc {
+        let ch = vec![c; ng];
+        let s = match visited.iter().find(|p| p.choice == ch) {
+            Some(p) => p.score,
+            None => evaluate(&ch, eval)?,
+        };
+        uniform.push(space.point(&ch, s));
+    }
+    let evaluations = done;
+    let pareto = pareto_front(visited.iter().chain(&uniform).cloned().collect());
+    Ok(Amp { candidates: space.candidates.clone(), groups: space.groups.clone(), sensitivity, visited, pareto, uniform, evaluations })
+}
+
+/// The points no other point beats on both cost and score, cheapest first (so scores rise).
+pub fn pareto_front(mut points: Vec<Point>) -> Vec<Point> {
+    points.sort_by(|a, b| a.relative_bops.total_cmp(&b.relative_bops).then(b.score.total_cmp(&a.score)));
+    let mut front: Vec<Point> = Vec::new();
+    for p in points {
+        if front.last().is_none_or(|l| p.score > l.score) {
+            if front.last().is_some_and(|l| l.relative_bops == p.relative_bops) {
+                front.pop();
+            }
+            front.push(p);
+        }
+    }
+    front
+}
+
+/// What the chosen point must meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// The cheapest point scoring at least `baseline - drop`.
+    MaxDrop { drop: f64, baseline: f64 },
+    /// The best point at most this many relative BOPs.
+    Bops(f64),
+    /// The best point whose weights take at most this many bytes.
+    Bytes(u64),
+}
+
+/// The point of `front` (cheapest first) that meets `target`.
+pub fn choose(front: &[Point], target: Target) -> Result<&Point> {
+    let none = |msg: String| Error::Input { name: "target".into(), msg };
+    match target {
+        Target::MaxDrop { drop, baseline } => front.iter().find(|p| p.score >= baseline - drop).ok_or_else(|| {
+            none(format!("no point scores within {drop} of {baseline:.2}: the best reaches {:.2}", front.last().map_or(f64::NAN, |p| p.score)))
+        }),
+        Target::Bops(b) => front.iter().rev().find(|p| p.relative_bops <= b + 1e-12).ok_or_else(|| {
+            none(format!("a budget of {b} relative BOPs is below the cheapest point ({:.4})", front.first().map_or(f64::NAN, |p| p.relative_bops)))
+        }),
+        Target::Bytes(n) => front.iter().filter(|p| p.weight_bytes <= n).max_by(|a, b| a.score.total_cmp(&b.score)).ok_or_else(|| {
+            none(format!("a budget of {n} weight bytes is below the smallest point ({} bytes)", front.iter().map(|p| p.weight_bytes).min().unwrap_or(0)))
+        }),
+    }
+}
