@@ -54,6 +54,12 @@ fn the_curve_is_non_dominated_beats_uniform_bit_widths_and_its_points_evaluate_a
         let best = curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= b + 1e-12).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
         assert!(best >= *s, "{c}: the curve's best {best} at {b} BOPs vs uniform {s}");
     }
+    // At the BOPs of the point AIMET 2.42's AMP chose (its BOPs are relative to W16A16), the
+    // curve scores at least as well.
+    let (ab, asc) = (4.0 * aimet["chosen_point"]["relative_bitops"].as_f64().unwrap(), aimet["chosen_point"]["phase2_score"].as_f64().unwrap());
+    let best = curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= ab + 1e-9).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    println!("at AIMET's {ab:.4} BOPs: qplay {best:.2} %, AIMET {asc:.2} %");
+    assert!(best >= asc, "at {ab} BOPs: qplay {best} vs AIMET {asc}");
     // The chosen point: the best at most 0.75 of W8A8's BOPs, within 1 point of uniform W8A8.
     let w8a8 = uniform[1].2;
     let (cb, cs) = (chosen["relative_bops"].as_f64().unwrap(), chosen["score"].as_f64().unwrap());

@@ -69,6 +69,11 @@ pub struct Args {
     /// Write the whole search: groups, the phase-1 table, every point visited, the uniform points
     #[arg(long, value_name = "REPORT.json")]
     report: Option<PathBuf>,
+    /// Each step of phase 2 scores this many of the moves phase 1 estimates best and takes the
+    /// best per BOP (1: phase 1's estimate alone decides; more finds better points, at that many
+    /// evaluations per step)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    lookahead: u32,
     /// Print the chosen point as one JSON line
     #[arg(long)]
     json: bool,
@@ -111,7 +116,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let space = Space::new(&Setup { graph: &tg, config: &config, calib: &calib, limits: global.limits() }, &candidates, &mut |d, _| stage.set(d)).map_err(|e| failed_at(&a.model, e))?;
     stage.finish();
     let mut stage: Option<Stage> = None;
-    let result = amp::run(&space, &eval, &sensitivity_eval, &mut |d, t| {
+    let result = amp::run(&space, &eval, &sensitivity_eval, a.lookahead as usize, &mut |d, t| {
         let s = stage.get_or_insert_with(|| progress.stage("search", t, "evaluations"));
         s.set(d);
         true

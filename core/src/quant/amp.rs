@@ -11,9 +11,10 @@
 //!   its second input's bits as bw_w), relative to uniform W8A8.
 //! - **Phase 1**: every group alone at every cheaper candidate, the others at the most precise
 //!   one: the score each choice costs.
-//! - **Phase 2**: from all groups at the most precise candidate, lower one group at a time,
-//!   always the step that costs the least score (phase 1's estimate) per BOP saved, and measure
-//!   every point: the whole curve, from which the non-dominated points are kept.
+//! - **Phase 2**: from all groups at the most precise candidate, lower one group at a time and
+//!   measure every point: the whole curve, from which the non-dominated points are kept. Each
+//!   step ranks the possible lowerings by phase 1's estimated cost in score per BOP saved, then
+//!   measures the best few from the current point (the lookahead) and takes the best measured.
 
 use super::encoding::check_bits;
 use super::{QuantSim, QuantSimConfig};
@@ -138,9 +139,17 @@ pub fn groups(sim: &QuantSim, shapes: &[Option<Vec<usize>>]) -> Vec<Group> {
             }
         }
     }
-    // Unclaimed activations follow the layer that produces them (back through other ops).
+    // Unclaimed activations follow the layer that produces them (back through other ops); a
+    // quantized constant (e.g. a Clip bound) follows the data input of the node that reads it.
     for (q, a) in sim.acts.iter().enumerate() {
         if claimed[q] {
+            continue;
+        }
+        if g.consts[a.value].is_some() {
+            let reader = g.nodes.iter().find(|n| n.inputs.iter().skip(1).flatten().any(|&i| i == a.value));
+            if let Some(d) = reader.and_then(|n| n.inputs.first().copied().flatten()).and_then(quantizer_of) {
+                union(&mut parent, d, q);
+            }
             continue;
         }
         let mut v = a.value;
@@ -361,13 +370,14 @@ impl Space {
 /// Runs both phases on `space`: phase 1 measured by `sensitivity_eval` (AIMET measures it by
 /// the outputs' SQNR against FP32, finer than an accuracy), the curve's points by `eval`.
 /// `progress(done, total)` after each evaluation; returning false cancels.
-pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Amp> {
+pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookahead: usize, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Amp> {
     let (ng, nc) = (space.groups.len(), space.candidates.len());
     let top = space.top();
     let cost = |c: usize| space.candidates[c].cost();
     let cheaper: Vec<usize> = (0..nc).filter(|&c| cost(c) < cost(top)).collect();
-    // Phase 1 evaluations, then at most one per lowering step, plus the uniform candidates.
-    let total = 2 + ng * cheaper.len() + ng * cheaper.len() + nc;
+    // Phase 1 both ways, then at most `lookahead + 1` per step of both walks, plus the uniform
+    // candidates.
+    let total = 3 + 2 * ng * cheaper.len() + 2 * ng * cheaper.len() * (1 + lookahead.max(1)) + nc;
     let mut done = 0usize;
     let mut evaluate = |choice: &[usize], ev: &Evaluator| -> Result<f64> {
         let s = ev.score_sim(&space.sim(choice)?)?;
@@ -389,27 +399,26 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, progre
     }
     let top_score = evaluate(&all_top, eval)?;
     let mut visited = vec![space.point(&all_top, top_score)];
-    let mut choice = all_top;
-    loop {
-        // The lowering that costs the least estimated score per BOP saved.
-        let mut best: Option<(f64, usize, usize)> = None;
+    // Down from the most precise point, by phase 1's estimates of each lowering's cost.
+    let down = |gi: usize, c: usize| (top_sensitivity - sensitivity[gi][c]).max(0.0);
+    walk(space, all_top, top_score, -1, &down, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
+    // Up from the cheapest point, by the gain of raising each group alone there (the low-cost
+    // end of the curve, where a descent from the top arrives in big steps).
+    if let Some(bottom) = (0..nc).min_by_key(|&c| (cost(c), space.candidates[c].w)) {
+        let all_bottom = vec![bottom; ng];
+        let base = evaluate(&all_bottom, sensitivity_eval)?;
+        let mut gain = vec![vec![0.0; nc]; ng];
         for gi in 0..ng {
-            for &c in &cheaper {
-                if cost(c) >= cost(choice[gi]) {
-                    continue;
-                }
-                let saved = (space.groups[gi].macs.max(1) as f64) * (cost(choice[gi]) - cost(c)) as f64;
-                let drop = (top_sensitivity - sensitivity[gi][c]).max(0.0);
-                let key = (drop + 1e-9) / saved;
-                if best.is_none_or(|(k, _, _)| key < k) {
-                    best = Some((key, gi, c));
-                }
+            for c in (0..nc).filter(|&c| cost(c) > cost(bottom)) {
+                let mut choice = all_bottom.clone();
+                choice[gi] = c;
+                gain[gi][c] = (evaluate(&choice, sensitivity_eval)? - base).max(0.0);
             }
         }
-        let Some((_, gi, c)) = best else { break };
-        choice[gi] = c;
-        let s = evaluate(&choice, eval)?;
-        visited.push(space.point(&choice, s));
+        let up = |gi: usize, c: usize| gain[gi][c];
+        let start = evaluate(&all_bottom, eval)?;
+        visited.push(space.point(&all_bottom, start));
+        walk(space, all_bottom, start, 1, &up, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
     }
     let mut uniform = Vec::new();
     for c in 0..nc {
@@ -423,6 +432,68 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, progre
     let evaluations = done;
     let pareto = pareto_front(visited.iter().chain(&uniform).cloned().collect());
     Ok(Amp { candidates: space.candidates.clone(), groups: space.groups.clone(), sensitivity, visited, pareto, uniform, evaluations })
+}
+
+/// A greedy walk from `start` (scoring `at`), one group per step, lowering (`dir` -1) or
+/// raising (`dir` 1) its candidate, until no group can move. Each step ranks the moves by
+/// `estimate(group, candidate)` (score lost, or gained) per BOP moved, scores the best
+/// `lookahead` of them (`evaluate(choice, true)`) and takes the best per BOP; every point taken
+/// goes into `visited`.
+fn walk(
+    space: &Space,
+    start: Vec<usize>,
+    at: f64,
+    dir: i32,
+    estimate: &dyn Fn(usize, usize) -> f64,
+    lookahead: usize,
+    evaluate: &mut dyn FnMut(&[usize], bool) -> Result<f64>,
+    visited: &mut Vec<Point>,
+) -> Result<()> {
+    let cost = |c: usize| space.candidates[c].cost() as f64;
+    let (mut choice, mut current) = (start, at);
+    // Lowering: least loss per BOP saved first; raising: most gain per BOP added first.
+    let rank = |delta: f64, bops: f64| if dir < 0 { (delta.max(0.0) + 1e-9) / bops } else { -(delta.max(0.0) + 1e-9) / bops };
+    loop {
+        let mut moves: Vec<(f64, usize, usize, f64)> = Vec::new();
+        for gi in 0..choice.len() {
+            for c in 0..space.candidates.len() {
+                let step = (cost(c) - cost(choice[gi])) * dir as f64;
+                if step <= 0.0 {
+                    continue;
+                }
+                let bops = space.groups[gi].macs.max(1) as f64 * step;
+                moves.push((rank(estimate(gi, c), bops), gi, c, bops));
+            }
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        moves.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut gi, mut c) = (moves[0].1, moves[0].2);
+        if lookahead > 1 && moves.len() > 1 {
+            // Measured by the score itself; ties keep the better estimate.
+            let mut best: Option<(f64, usize, usize, f64)> = None;
+            for &(_, g2, c2, bops) in moves.iter().take(lookahead) {
+                let mut trial = choice.clone();
+                trial[g2] = c2;
+                let s = evaluate(&trial, true)?;
+                let key = rank((current - s) * -dir as f64, bops);
+                if best.is_none_or(|b| key < b.0) {
+                    best = Some((key, g2, c2, s));
+                }
+            }
+            if let Some((_, g2, c2, s)) = best {
+                (gi, c) = (g2, c2);
+                choice[gi] = c;
+                current = s;
+                visited.push(space.point(&choice, s));
+                continue;
+            }
+        }
+        choice[gi] = c;
+        current = evaluate(&choice, true)?;
+        visited.push(space.point(&choice, current));
+    }
 }
 
 /// The points no other point beats on both cost and score, cheapest first (so scores rise).
