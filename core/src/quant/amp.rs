@@ -401,7 +401,7 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookah
     let mut visited = vec![space.point(&all_top, top_score)];
     // Down from the most precise point, by phase 1's estimates of each lowering's cost.
     let down = |gi: usize, c: usize| (top_sensitivity - sensitivity[gi][c]).max(0.0);
-    walk(space, all_top, top_score, -1, &down, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
+    walk(space, (all_top, top_score), -1, &down, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
     // Up from the cheapest point, by the gain of raising each group alone there (the low-cost
     // end of the curve, where a descent from the top arrives in big steps).
     if let Some(bottom) = (0..nc).min_by_key(|&c| (cost(c), space.candidates[c].w)) {
@@ -418,7 +418,7 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookah
         let up = |gi: usize, c: usize| gain[gi][c];
         let start = evaluate(&all_bottom, eval)?;
         visited.push(space.point(&all_bottom, start));
-        walk(space, all_bottom, start, 1, &up, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
+        walk(space, (all_bottom, start), 1, &up, lookahead, &mut |ch, ev| evaluate(ch, if ev { eval } else { sensitivity_eval }), &mut visited)?;
     }
     let mut uniform = Vec::new();
     for c in 0..nc {
@@ -441,8 +441,7 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookah
 /// goes into `visited`.
 fn walk(
     space: &Space,
-    start: Vec<usize>,
-    at: f64,
+    (start, at): (Vec<usize>, f64),
     dir: i32,
     estimate: &dyn Fn(usize, usize) -> f64,
     lookahead: usize,
@@ -455,9 +454,9 @@ fn walk(
     let rank = |delta: f64, bops: f64| if dir < 0 { (delta.max(0.0) + 1e-9) / bops } else { -(delta.max(0.0) + 1e-9) / bops };
     loop {
         let mut moves: Vec<(f64, usize, usize, f64)> = Vec::new();
-        for gi in 0..choice.len() {
+        for (gi, &now) in choice.iter().enumerate() {
             for c in 0..space.candidates.len() {
-                let step = (cost(c) - cost(choice[gi])) * dir as f64;
+                let step = (cost(c) - cost(now)) * dir as f64;
                 if step <= 0.0 {
                     continue;
                 }

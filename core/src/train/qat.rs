@@ -353,7 +353,7 @@ pub fn qat_net(graph: Graph, config: &crate::quant::QuantSimConfig, calib: &[Ten
         return Ok(net);
     }
     for (layer, bn) in &report.folded {
-        let find = |name: &str| graph.nodes.iter().find(|n| &n.name == name);
+        let find = |name: &str| graph.nodes.iter().find(|n| n.name == name);
         let (Some(l), Some(b)) = (find(layer), find(bn)) else { continue };
         let (Some(Some(x)), Some(&y), Some(Some(w))) = (b.inputs.first(), b.outputs.first(), l.inputs.get(1)) else { continue };
         let (Some(weight), Some(k)) = (fq.weights.iter().position(|q| q.value == *w), bn_factor(&graph, y)) else { continue };
