@@ -285,6 +285,8 @@ fn apply(state: AppState, r: Response) {
             state.previous_quant.set(None);
             state.speed.set(None);
             state.compress.set(None);
+            state.mixed.set(None);
+            state.mixed_applied.set(None);
             state.train.set(None);
             state.train_curve.set(Vec::new());
             state.idle();
@@ -328,6 +330,16 @@ fn apply(state: AppState, r: Response) {
         }
         Response::Compressed { result, .. } => {
             state.compress.set(Some(result));
+            state.idle();
+        }
+        Response::Mixed { result, .. } => {
+            state.mixed_applied.set(None);
+            state.mixed.set(Some(result));
+            state.idle();
+        }
+        Response::MixedApplied { applied, .. } => {
+            state.mixed_applied.set(Some(applied));
+            state.speed.set(None);
             state.idle();
         }
         Response::TrainEpoch { epoch, .. } => state.train_curve.update(|c| c.push(epoch)),

@@ -52,6 +52,81 @@ pub enum Request {
     /// `.npy` samples with an integer `.npy` of labels; `classes` the model's class names). No
     /// training files: the bundled digits or the calibration photos (`photos` as for Quantize).
     Train { job: u32, settings: TrainSettings, photos: Vec<String>, classes: Option<Vec<String>> },
+    /// Mixed precision of the loaded model: the whole Pareto curve (payload: the user's
+    /// calibration files, as for Quantize; the bundled photos or training digits otherwise).
+    Mixed { job: u32, settings: MixedSettings, photos: Vec<String> },
+    /// Makes point `index` of the last curve the current quantization (its downloads), and times
+    /// it against FP32 here.
+    ApplyMixed { job: u32, index: usize },
+}
+
+/// A mixed-precision search as the page asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixedSettings {
+    /// As `wXaY`.
+    pub candidates: Vec<String>,
+    pub per_channel: bool,
+    /// Moves measured per step of phase 2.
+    pub lookahead: u32,
+    /// "bops" (a budget relative to uniform W8A8), "drop" (a score drop) or "size" (MB of weights).
+    pub objective: String,
+    pub budget: f64,
+    /// Calibration samples (0: the default set).
+    pub calib_samples: u32,
+}
+
+/// One point of a mixed-precision curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixedPoint {
+    pub relative_bops: f64,
+    pub score: f64,
+    pub weight_bytes: u64,
+    /// Per weighted layer, in graph order: (weight bits, activation bits).
+    pub bits: Vec<(u8, u8)>,
+}
+
+/// The outcome of a mixed-precision search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixedResult {
+    pub settings: MixedSettings,
+    /// "%" (accuracy on the digits test split) or "dB" (SQNR against FP32's outputs).
+    pub unit: String,
+    pub fp32_score: Option<f64>,
+    /// The weighted layers in graph order: (name, MACs per sample).
+    pub layers: Vec<(String, u64)>,
+    pub groups: usize,
+    /// The non-dominated points, cheapest first.
+    pub pareto: Vec<MixedPoint>,
+    /// (relative BOPs, score) of every point measured.
+    pub visited: Vec<(f64, f64)>,
+    /// Each candidate everywhere: (candidate, relative BOPs, score).
+    pub uniform: Vec<(String, f64, f64)>,
+    /// The point of `pareto` that meets the budget.
+    pub chosen: usize,
+    /// Why no point meets the budget (then `chosen` is the nearest end of the curve).
+    pub budget_note: Option<String>,
+    pub fp32_bytes: u64,
+    pub evaluations: usize,
+    pub eval_samples: usize,
+    pub seconds: f64,
+}
+
+/// A point of the curve made the current quantization, and timed here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixedApplied {
+    pub index: usize,
+    pub point: MixedPoint,
+    /// Median milliseconds of one inference: FP32, and the mixed model.
+    pub fp32_ms: f64,
+    pub mixed_ms: f64,
+    /// "integer engine" (every bit-width up to 8) or "float simulation" (wider ones).
+    pub engine: String,
+    pub top1_agreement: f64,
+    /// As in CompressResult: (FP32, mixed).
+    pub compare: Vec<(Vec<Prediction>, Vec<Prediction>)>,
+    pub class_accuracy: Vec<(f64, f64)>,
+    /// The point's encodings (AIMET's JSON format, a bit-width per tensor).
+    pub encodings_json: String,
 }
 
 /// A training run as the page asks for it.
@@ -213,6 +288,8 @@ pub enum Response {
     /// An epoch of the running training ended (for the live curves).
     TrainEpoch { job: u32, epoch: TrainEpoch },
     Trained { job: u32, result: TrainResult },
+    Mixed { job: u32, result: MixedResult },
+    MixedApplied { job: u32, applied: MixedApplied },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },

@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, CompressResult, DigitsEval, ModelSummary, QuantReport, SetEval, SpeedResult, TrainEpoch, TrainResult};
+use crate::protocol::{Classification, CompressResult, DigitsEval, MixedApplied, MixedResult, ModelSummary, QuantReport, SetEval, SpeedResult, TrainEpoch, TrainResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -71,6 +71,9 @@ pub struct AppState {
     pub set_eval: RwSignal<Option<(usize, SetEval)>>,
     /// The last compression of the loaded model.
     pub compress: RwSignal<Option<CompressResult>>,
+    /// The last mixed-precision search, and the point applied from it.
+    pub mixed: RwSignal<Option<MixedResult>>,
+    pub mixed_applied: RwSignal<Option<MixedApplied>>,
     /// Quantize the compressed model (step 7's result) rather than the loaded one.
     pub quantize_compressed: RwSignal<bool>,
     /// The last training run, and the epochs of the running (or last) one as they end.
@@ -101,6 +104,8 @@ impl AppState {
             train_files: RwSignal::new(None),
             set_eval: RwSignal::new(None),
             compress: RwSignal::new(None),
+            mixed: RwSignal::new(None),
+            mixed_applied: RwSignal::new(None),
             quantize_compressed: RwSignal::new(false),
             train: RwSignal::new(None),
             train_curve: RwSignal::new(Vec::new()),

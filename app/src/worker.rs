@@ -18,6 +18,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 mod compress;
+mod mixed;
 mod data;
 mod train;
 
@@ -42,6 +43,8 @@ struct Loaded {
     preprocess: Option<Preprocess>,
     /// The last compressed model (for download).
     compressed: Option<Graph>,
+    /// The last mixed-precision search (to apply its points).
+    mixed: Option<mixed::Search>,
 }
 
 impl Loaded {
@@ -159,7 +162,9 @@ fn job_of(r: &Request) -> u32 {
         | Request::EvalSet { job, .. }
         | Request::Compress { job, .. }
         | Request::ExportCompressed { job }
-        | Request::Train { job, .. } => *job,
+        | Request::Train { job, .. }
+        | Request::Mixed { job, .. }
+        | Request::ApplyMixed { job, .. } => *job,
     }
 }
 
@@ -179,7 +184,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let mut summary = summarize(&name, &graph, &info, cost);
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None, mixed: None });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -367,6 +372,26 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (out, result) = compress::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
             loaded.compressed = Some(out);
             Ok(Response::Compressed { job, result })
+        }
+        Request::Mixed { job, settings, photos } => {
+            let (samples, probe) = samples_for(state, job, &photos, settings.calib_samples as usize, &payload).await?;
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            loaded.mixed = None;
+            let (search, result) = mixed::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
+            loaded.mixed = Some(search);
+            Ok(Response::Mixed { job, result })
+        }
+        Request::ApplyMixed { job, index } => {
+            let mut guard = state.borrow_mut();
+            let loaded = guard.as_mut().ok_or("load a model first")?;
+            let search = loaded.mixed.as_ref().ok_or("run the mixed-precision search first")?;
+            let (sim, applied) = mixed::apply(search, &loaded.graph, &loaded.kind, index)?;
+            // The point becomes the last quantization: its downloads (QDQ up to 8 bits) and, in
+            // integers, the INT8 speed.
+            loaded.int8 = if applied.engine == "integer engine" { Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?) } else { None };
+            loaded.sim = Some(sim);
+            Ok(Response::MixedApplied { job, applied })
         }
         Request::Train { job, settings, photos, classes } => {
             let part = |i: u32| payload.dyn_ref::<Array>().map(|p| p.get(i)).and_then(|a| a.dyn_into::<Array>().ok()).filter(|a| a.length() > 0);

@@ -95,3 +95,28 @@ fn bad_settings_get_one_line_errors() {
         assert!(errors.len() == 1 && errors[0].contains(says), "{extra:?}: {err}");
     }
 }
+
+/// EfficientNet-Lite0 against AIMET 2.42's AMP on the same 40 calibration and 10 evaluation
+/// photos, scored by the pooled logits SQNR: at each point AIMET chose for its targets, the curve
+/// scores at least as well.
+#[test]
+fn lite0_curve_meets_or_beats_every_point_aimet_chose() {
+    let (x, reference) = eval_set();
+    let pareto = tmp("lite0-amp.pareto.json");
+    let args = ["mixed-precision", "assets/models/efficientnet_lite0.onnx", "--calib", "tests/aimet/efficientnet_lite0/calib40.npy", "--eval-data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap()];
+    let chosen: Value = serde_json::from_str(qplay(&[&args[..], &["--per-channel", "--lookahead", "1", "--target-bops", "2.53", "--pareto", pareto.to_str().unwrap(), "--json"]].concat()).trim()).unwrap();
+    let curve = json(&pareto).as_array().unwrap().clone();
+    let best = |b: f64| curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= b + 1e-9).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    for w in curve.windows(2) {
+        assert!(w[0]["relative_bops"].as_f64() < w[1]["relative_bops"].as_f64() && w[0]["score"].as_f64() < w[1]["score"].as_f64());
+    }
+    for run in ["amp_binary_target20", "amp_binary_target30", "amp_binary_target40", "amp_binary_drop1_belowbest", "amp_bruteforce_dropnone"] {
+        let a = json(&root().join(format!("tests/aimet/amp/efficientnet_lite0/{run}.json")));
+        // AIMET's BOPs are relative to W16A16 (4 × W8A8's).
+        let (ab, asc) = (4.0 * a["chosen_point"]["relative_bitops"].as_f64().unwrap(), a["chosen_point"]["phase2_score"].as_f64().unwrap());
+        println!("{run}: at {ab:.3} BOPs qplay {:.2} dB, AIMET {asc:.2} dB", best(ab));
+        assert!(best(ab) >= asc, "{run}: at {ab} BOPs qplay {} vs AIMET {asc}", best(ab));
+    }
+    // The chosen point is the best within the budget.
+    assert!(chosen["relative_bops"].as_f64().unwrap() <= 2.53 && chosen["score"].as_f64().unwrap() == best(2.53), "{chosen}");
+}

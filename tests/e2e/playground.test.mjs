@@ -854,3 +854,100 @@ test("your own data in the Train section: W4A8 QAT of the 2-class PaddleOCR clas
   assert.equal(await page.locator('[data-testid="train-point"]').count(), 5);
   assert.deepEqual(consoleErrors, []);
 });
+
+// The mixed-precision section's curve, read from the plot's data attributes.
+async function mixedCurve() {
+  const pts = await page.locator('[data-testid="pareto-point"]').evaluateAll((cs) => cs.map((c) => ({ bops: Number(c.dataset.bops), score: Number(c.dataset.score), selected: c.dataset.selected === "true" })));
+  const uniform = await page.locator('[data-testid="uniform-point"]').evaluateAll((gs) => gs.map((g) => ({ c: g.dataset.candidate, bops: Number(g.dataset.bops), score: Number(g.dataset.score) })));
+  for (let i = 1; i < pts.length; i++) assert.ok(pts[i].bops > pts[i - 1].bops && pts[i].score > pts[i - 1].score, `point ${i}: ${JSON.stringify(pts[i - 1])} then ${JSON.stringify(pts[i])}`);
+  const best = (b) => Math.max(...pts.filter((p) => p.bops <= b + 1e-6).map((p) => p.score));
+  for (const u of uniform) assert.ok(best(u.bops) >= u.score - 1e-3, `${u.c}: curve ${best(u.bops)} vs uniform ${u.score}`);
+  return { pts, uniform, best };
+}
+
+test("mixed precision of digits MobileNet in the page: the whole Pareto curve above every uniform bit-width, a point within 1 point of W8A8 at 0.75 of its BOPs, applied and timed, its QDQ agreeing in onnxruntime-web", async () => {
+  await page.click('[data-testid="model-sample-digits_mobilenet"]');
+  await page.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
+  await page.locator('[data-testid="mixed-panel"]').scrollIntoViewIfNeeded();
+  // A budget below the cheapest candidate: said so, and the cheapest point is selected.
+  await page.selectOption('[data-testid="mixed-objective"]', "bops");
+  await page.fill('[data-testid="mixed-budget"]', "0.3");
+  await page.click('[data-testid="mixed-run"]');
+  await page.locator('[data-testid="mixed-budget-note"]:has-text("below the cheapest point")').waitFor({ timeout: 600_000 });
+  await page.fill('[data-testid="mixed-budget"]', "0.75");
+  const t0 = Date.now();
+  await page.click('[data-testid="mixed-run"]');
+  await page.locator('[data-testid="busy-cancel"]').waitFor();
+  await page.locator('[data-testid="mixed-summary"]').waitFor({ timeout: 600_000 });
+  await page.locator('[data-testid="mixed-budget-note"]').waitFor({ state: "detached" });
+  const { pts, uniform } = await mixedCurve();
+  assert.deepEqual(uniform.map((u) => [u.c, u.bops]), [["W4A8", 0.5], ["W8A8", 1], ["W8A16", 2], ["W16A16", 4]]);
+  const chosen = pts.find((p) => p.selected);
+  const w8a8 = uniform.find((u) => u.c === "W8A8").score;
+  console.log(`digits mixed precision in the page: ${pts.length} points in ${(Date.now() - t0) / 1e3} s; at ${chosen.bops} BOPs ${chosen.score} % (W8A8 ${w8a8} %)`);
+  assert.ok(chosen.bops <= 0.75 && chosen.score >= w8a8 - 1, JSON.stringify(chosen));
+  // The chosen point's bit-width map covers every weighted layer.
+  assert.equal(await page.locator('[data-testid="mixed-layer"]').count(), 8);
+  // Applied: timed against FP32, and its per-digit accuracy adds up to the point's score.
+  await page.click('[data-testid="mixed-apply"]');
+  await page.locator('[data-testid="mixed-applied"]').waitFor();
+  const ms = await page.locator('[data-testid="mixed-latency"]').evaluate((t) => [Number(t.dataset.fp32), Number(t.dataset.mixed)]);
+  assert.ok(ms[0] > 0 && ms[1] > 0, String(ms));
+  const ys = (() => { const b = fs.readFileSync(path.join(root, "assets/data/digits_test_y.npy")); return b.subarray(10 + b.readUInt16LE(8)); })();
+  const counts = Array(10).fill(0);
+  for (const y of ys) counts[y]++;
+  const perClass = await page.locator('[data-testid="mixed-compare"] [data-testid="class-acc"]').evaluateAll((gs) => gs.map((g) => Number(g.dataset.after)));
+  const total = perClass.reduce((s, a, c) => s + a * counts[c], 0) / 450;
+  assert.ok(Math.abs(total - chosen.score) < 0.01, `${total} vs ${chosen.score}`);
+  // The cheapest point (W4A8 everywhere) runs in integers; its QDQ export in onnxruntime-web
+  // scores the point's accuracy within one sample.
+  await page.locator('[data-testid="pareto-point"][data-index="0"]').click();
+  await page.click('[data-testid="mixed-apply"]');
+  await page.locator('[data-testid="mixed-applied"][data-index="0"]').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="mixed-latency"]', "data-engine"), "integer engine");
+  const [qdq] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="mixed-download-qdq"]')]);
+  const file = path.join(root, "tests/output/digits_mobilenet.mixed.qdq.onnx");
+  await qdq.saveAs(file);
+  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
+  const xb = fs.readFileSync(path.join(root, "assets/data/digits_test_x.npy"));
+  const xs = xb.subarray(10 + xb.readUInt16LE(8));
+  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
+  let correct = 0;
+  for (let i = 0; i < 450; i++) {
+    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
+    correct += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
+  }
+  assert.ok(Math.abs(100 * correct / 450 - pts[0].score) <= 100 / 450 + 1e-6, `onnxruntime-web ${correct}/450 vs the point's ${pts[0].score} %`);
+  // The README's screenshot: the chosen point applied.
+  const at = pts.findIndex((p) => p.selected);
+  await page.locator('[data-testid="pareto-point"]').nth(at).click();
+  await page.click('[data-testid="mixed-apply"]');
+  await page.locator(`[data-testid="mixed-applied"][data-index="${at}"]`).waitFor();
+  await page.locator('[data-testid="mixed-panel"]').screenshot({ path: path.join(root, "tests/output/mixed.png") });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("mixed precision of EfficientNet-Lite0 in the page over W4A8 and W8A8: the curve, a point at 0.75 of W8A8's BOPs applied and timed in integers, top 3 side by side", async () => {
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  for (const c of ["w8a16", "w16a16"]) await page.uncheck(`[data-testid="mixed-cand-${c}"]`);
+  await page.selectOption('[data-testid="mixed-lookahead"]', "1");
+  await page.selectOption('[data-testid="mixed-objective"]', "bops");
+  await page.fill('[data-testid="mixed-budget"]', "0.75");
+  const t0 = Date.now();
+  await page.click('[data-testid="mixed-run"]');
+  await page.locator('[data-testid="mixed-summary"]').waitFor({ timeout: 900_000 });
+  const { pts, uniform } = await mixedCurve();
+  assert.deepEqual(uniform.map((u) => [u.c, u.bops]), [["W4A8", 0.5], ["W8A8", 1]]);
+  const chosen = pts.find((p) => p.selected);
+  console.log(`lite0 mixed precision in the page: ${pts.length} points in ${(Date.now() - t0) / 1e3} s; at ${chosen.bops} BOPs ${chosen.score} dB (W8A8 ${uniform[1].score} dB, W4A8 ${uniform[0].score} dB)`);
+  assert.ok(pts.length >= 10 && chosen.bops <= 0.75 && chosen.score > uniform[0].score, JSON.stringify(chosen));
+  await page.click('[data-testid="mixed-apply"]');
+  await page.locator('[data-testid="mixed-applied"]').waitFor();
+  assert.equal(await page.getAttribute('[data-testid="mixed-latency"]', "data-engine"), "integer engine");
+  const rows = page.locator('[data-testid="mixed-compare"] [data-testid="compare-row"]');
+  assert.ok((await rows.count()) >= 1);
+  assert.deepEqual(consoleErrors, []);
+});

@@ -172,18 +172,17 @@ fn Latency(r: CompressResult) -> impl IntoView {
     }
 }
 
-/// The original FP32 model against the compressed one: a classifier's top 3 on each evaluation
-/// photo, or the digits' accuracy per class.
+/// The original FP32 model against another (`after`: "compressed", "mixed-precision"): a
+/// classifier's top 3 on each evaluation photo (`compare`), or the digits' accuracy per class.
 #[component]
-fn Compare(r: CompressResult) -> impl IntoView {
+pub fn Compare(compare: Vec<(Vec<crate::protocol::Prediction>, Vec<crate::protocol::Prediction>)>, class_accuracy: Vec<(f64, f64)>, after: &'static str, testid: &'static str) -> impl IntoView {
     let state = expect_context::<AppState>();
-    if !r.class_accuracy.is_empty() {
+    if !class_accuracy.is_empty() {
         let (bw, gap, left, h) = (14.0, 10.0, 30.0, 120.0);
-        let n = r.class_accuracy.len();
+        let n = class_accuracy.len();
         let width = left + (2.0 * bw + gap) * n as f64 + 10.0;
         let y = |a: f64| 8.0 + h * (1.0 - a / 100.0);
-        let bars = r
-            .class_accuracy
+        let bars = class_accuracy
             .iter()
             .enumerate()
             .map(|(c, &(a, b))| {
@@ -191,7 +190,7 @@ fn Compare(r: CompressResult) -> impl IntoView {
                 view! {
                     <g data-testid="class-acc" data-class=c.to_string() data-before=format!("{a:.2}") data-after=format!("{b:.2}")>
                         <rect class="bar-before" x=x y=y(a) width=bw - 1.0 height=h - y(a) + 8.0><title>{format!("{}: original {a:.1} %", state.class_name(c))}</title></rect>
-                        <rect class="bar-after" x=x + bw y=y(b) width=bw - 1.0 height=h - y(b) + 8.0><title>{format!("{}: compressed {b:.1} %", state.class_name(c))}</title></rect>
+                        <rect class="bar-after" x=x + bw y=y(b) width=bw - 1.0 height=h - y(b) + 8.0><title>{format!("{}: {after} {b:.1} %", state.class_name(c))}</title></rect>
                         <text x=x + bw y=h + 22.0 text-anchor="middle" class="axis">{c.to_string()}</text>
                     </g>
                 }
@@ -199,14 +198,14 @@ fn Compare(r: CompressResult) -> impl IntoView {
             .collect_view();
         let grid = [0.0, 50.0, 100.0].map(|a| view! { <line x1=left x2=width - 10.0 y1=y(a) y2=y(a) class="grid"/><text x=left - 4.0 y=y(a) + 4.0 text-anchor="end" class="axis">{format!("{a:.0}")}</text> }).collect_view();
         return view! {
-            <figure class="chart" data-testid="compress-compare">
-                <svg width=width height=h + 30.0 role="img" aria-label="Accuracy per digit, original and compressed">{grid}{bars}</svg>
-                <figcaption>"Accuracy (%) per digit on the test split: "<span class="key-before">"original FP32"</span>" and "<span class="key-after">"compressed FP32"</span>"."</figcaption>
+            <figure class="chart" data-testid=testid>
+                <svg width=width height=h + 30.0 role="img" aria-label=format!("Accuracy per digit, original and {after}")>{grid}{bars}</svg>
+                <figcaption>"Accuracy (%) per digit on the test split: "<span class="key-before">"original FP32"</span>" and "<span class="key-after">{after}</span>"."</figcaption>
             </figure>
         }
         .into_any();
     }
-    if r.compare.is_empty() {
+    if compare.is_empty() {
         return ().into_any();
     }
     // The evaluation photos are the first calibration photos: the user's files, or the bundled ones.
@@ -217,8 +216,7 @@ fn Compare(r: CompressResult) -> impl IntoView {
             .map(|p| view! { <li data-class=p.class.to_string()><span class="label">{state.class_name(p.class)}</span>" "<span class="pct">{format!("{:.1} %", p.prob * 100.0)}</span></li> })
             .collect_view()
     };
-    let rows = r
-        .compare
+    let rows = compare
         .iter()
         .enumerate()
         .map(|(i, (a, b))| {
@@ -233,9 +231,9 @@ fn Compare(r: CompressResult) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <table class="compare" data-testid="compress-compare">
-            <caption>"Top 3 on the evaluation photos: the original FP32 model against the compressed one (red: the top-1 changed)."</caption>
-            <thead><tr><th>"photo"</th><th>"original"</th><th>"compressed"</th></tr></thead>
+        <table class="compare" data-testid=testid>
+            <caption>{format!("Top 3 on the evaluation photos: the original FP32 model against the {after} one (red: the top-1 changed).")}</caption>
+            <thead><tr><th>"photo"</th><th>"original"</th><th>{after}</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
     }
@@ -316,7 +314,7 @@ pub fn CompressPanel() -> impl IntoView {
                             <Tradeoff r=r.clone()/>
                         </div>
                         <LayerMacs r=r.clone()/>
-                        <Compare r=r/>
+                        <Compare compare=r.compare.clone() class_accuracy=r.class_accuracy.clone() after="compressed FP32" testid="compress-compare"/>
                     }
                 })}
             </section>

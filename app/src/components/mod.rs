@@ -7,6 +7,7 @@ mod compress_panel;
 mod input_panel;
 mod layer_table;
 mod map_view;
+mod mixed_panel;
 mod model_card;
 mod model_picker;
 mod quantize_panel;
@@ -26,6 +27,7 @@ pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
 pub use cle_chart::{CleChart, CleChoices};
 pub use compress_panel::CompressPanel;
+pub use mixed_panel::MixedPanel;
 pub use train_panel::TrainPanel;
 pub use input_panel::InputPanel;
 pub use layer_table::LayerTable;
@@ -72,6 +74,7 @@ pub fn App() -> impl IntoView {
             <SpeedPanel/>
             <CompressPanel/>
             <TrainPanel/>
+            <MixedPanel/>
         </main>
         <footer>
             <p>

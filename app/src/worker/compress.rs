@@ -2,7 +2,7 @@
 //! both models timed here, FP32 and INT8.
 
 use super::{now, post, DIGITS_X, DIGITS_Y};
-use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Response};
+use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Prediction, Response};
 use qplay_core::eval::{Evaluator, ScoreKind, Target};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::npy::read_npy;
@@ -12,7 +12,7 @@ use qplay_core::{Executor, Graph, Limits, Tensor};
 
 /// Median milliseconds of one run of `f`: 7 timings after a warm-up, each of as many runs as
 /// take at least 5 ms (the browser's clock is coarse: a digits model runs in microseconds).
-fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
+pub(super) fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
     let t0 = now();
     f()?;
     let once = (now() - t0).max(0.001);
@@ -30,7 +30,7 @@ fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
 }
 
 /// The first sample of a batch, as a batch of one.
-fn first(x: &Tensor) -> Result<Tensor, String> {
+pub(super) fn first(x: &Tensor) -> Result<Tensor, String> {
     let mut shape = x.shape().to_vec();
     let n = shape.first().copied().unwrap_or(1).max(1);
     shape[0] = 1;
@@ -63,6 +63,19 @@ pub(super) fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String
     Ok((batches, y))
 }
 
+/// How the page scores a model: digits by accuracy on the test split, others by the SQNR of
+/// their outputs on `probe` against `g`'s.
+pub(super) fn evaluator(g: &Graph, kind: &InputKind, probe: &[Tensor], limits: &Limits) -> Result<Evaluator, String> {
+    Ok(match kind {
+        InputKind::Digits => {
+            let rank = g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+            let (batches, labels) = digits_test(rank)?;
+            Evaluator { batches, target: Target::Labels(labels), limits: limits.clone() }
+        }
+        _ => Evaluator::against_model(g, probe.to_vec(), limits.clone()).map_err(|e| e.to_string())?,
+    })
+}
+
 /// Runs the compression of `g` (input kind `kind`) with `samples` for reconstruction and INT8
 /// calibration and `probe` as the photos scored against the original (digits: the test split).
 pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, CompressResult), String> {
@@ -74,14 +87,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
     };
     let limits = Limits::default();
     let t0 = now();
-    let eval = match kind {
-        InputKind::Digits => {
-            let rank = g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
-            let (batches, labels) = digits_test(rank)?;
-            Evaluator { batches, target: Target::Labels(labels), limits: limits.clone() }
-        }
-        _ => Evaluator::against_model(g, probe.to_vec(), limits.clone()).map_err(|e| e.to_string())?,
-    };
+    let eval = evaluator(g, kind, probe, &limits)?;
     let x = first(samples.first().ok_or("no calibration samples")?)?;
     let shapes = qplay_core::cost::infer_shapes(g, &[x.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
     let cfg = CompressConfig { candidates: settings.candidates.clamp(2, 100) as usize, ..CompressConfig::new(method, settings.target) };
@@ -106,19 +112,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         Target::Labels(_) => eval.outputs(g).map_err(|e| e.to_string())?,
     };
     let y1 = eval.outputs(&out).map_err(|e| e.to_string())?;
-    let out_shape = g.outputs.first().and_then(|&o| shapes[o].as_ref());
-    let k = out_shape.and_then(|s| s.last().copied()).unwrap_or(1).max(1);
-    // A classifier's outputs ([1, classes]) side by side; maps are compared by the SQNR only.
-    let classifier = out_shape.is_some_and(|s| s.len() == 2) && k > 1;
-    let compare = if classifier && matches!(kind, InputKind::Image { .. }) {
-        y0.chunks(k).zip(y1.chunks(k)).take(8).map(|(a, b)| (super::top_k(a, 3), super::top_k(b, 3))).collect()
-    } else {
-        Vec::new()
-    };
-    let class_accuracy = match &eval.target {
-        Target::Labels(labels) if classifier => per_class_accuracy(&y0, &y1, labels, k),
-        _ => Vec::new(),
-    };
+    let side = SideBySide::new(g.outputs.first().and_then(|&o| shapes[o].as_ref()).map(Vec::as_slice), kind, &eval, &y0, &y1);
     let layers = report
         .layers
         .iter()
@@ -150,11 +144,39 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         seconds: (now() - t0) / 1e3,
         fp32_ms: (before.0, after.0),
         int8_ms: (before.1, after.1),
-        top1_agreement: qplay_core::metrics::top1_agreement(&y0, &y1, k),
-        compare,
-        class_accuracy,
+        top1_agreement: side.top1_agreement,
+        compare: side.compare,
+        class_accuracy: side.class_accuracy,
     };
     Ok((out, result))
+}
+
+/// Two models' outputs on the evaluation samples, for the page to show side by side.
+pub(super) struct SideBySide {
+    /// A classifier's top 3 on each evaluation photo (up to 8).
+    pub compare: Vec<(Vec<Prediction>, Vec<Prediction>)>,
+    /// Digits: accuracy in % per class.
+    pub class_accuracy: Vec<(f64, f64)>,
+    pub top1_agreement: f64,
+}
+
+impl SideBySide {
+    /// `y0` and `y1`: both models' outputs (of shape `out_shape` per sample) on `eval`'s samples.
+    pub fn new(out_shape: Option<&[usize]>, kind: &InputKind, eval: &Evaluator, y0: &[f32], y1: &[f32]) -> SideBySide {
+        let k = out_shape.and_then(|s| s.last().copied()).unwrap_or(1).max(1);
+        // A classifier's outputs ([1, classes]) side by side; maps are compared by the SQNR only.
+        let classifier = out_shape.is_some_and(|s| s.len() == 2) && k > 1;
+        let compare = if classifier && matches!(kind, InputKind::Image { .. }) {
+            y0.chunks(k).zip(y1.chunks(k)).take(8).map(|(a, b)| (super::top_k(a, 3), super::top_k(b, 3))).collect()
+        } else {
+            Vec::new()
+        };
+        let class_accuracy = match &eval.target {
+            Target::Labels(labels) if classifier => per_class_accuracy(y0, y1, labels, k),
+            _ => Vec::new(),
+        };
+        SideBySide { compare, class_accuracy, top1_agreement: qplay_core::metrics::top1_agreement(y0, y1, k) }
+    }
 }
 
 /// Accuracy in % per class of both models' outputs (rows of `k`) against `labels`.
