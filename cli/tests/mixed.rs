@@ -97,14 +97,14 @@ fn bad_settings_get_one_line_errors() {
 }
 
 /// EfficientNet-Lite0 against AIMET 2.42's AMP on the same 40 calibration and 10 evaluation
-/// photos, scored by the pooled logits SQNR: at each point AIMET chose for its targets, the curve
-/// scores at least as well.
+/// photos, scored by the pooled logits SQNR: at each point AIMET chose for its targets, and at
+/// every point of its brute-force Pareto list, the curve scores at least as well.
 #[test]
-fn lite0_curve_meets_or_beats_every_point_aimet_chose() {
+fn lite0_curve_meets_or_beats_every_point_of_aimets() {
     let (x, reference) = eval_set();
     let pareto = tmp("lite0-amp.pareto.json");
     let args = ["mixed-precision", "assets/models/efficientnet_lite0.onnx", "--calib", "tests/aimet/efficientnet_lite0/calib40.npy", "--eval-data", x.to_str().unwrap(), "--reference", reference.to_str().unwrap()];
-    let chosen: Value = serde_json::from_str(qplay(&[&args[..], &["--per-channel", "--lookahead", "1", "--target-bops", "2.53", "--pareto", pareto.to_str().unwrap(), "--json"]].concat()).trim()).unwrap();
+    let chosen: Value = serde_json::from_str(qplay(&[&args[..], &["--per-channel", "--lookahead", "2", "--target-bops", "2.53", "--pareto", pareto.to_str().unwrap(), "--json"]].concat()).trim()).unwrap();
     let curve = json(&pareto).as_array().unwrap().clone();
     let best = |b: f64| curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= b + 1e-9).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
     for w in curve.windows(2) {
@@ -116,6 +116,13 @@ fn lite0_curve_meets_or_beats_every_point_aimet_chose() {
         let (ab, asc) = (4.0 * a["chosen_point"]["relative_bitops"].as_f64().unwrap(), a["chosen_point"]["phase2_score"].as_f64().unwrap());
         println!("{run}: at {ab:.3} BOPs qplay {:.2} dB, AIMET {asc:.2} dB", best(ab));
         assert!(best(ab) >= asc, "{run}: at {ab} BOPs qplay {} vs AIMET {asc}", best(ab));
+    }
+    let brute = json(&root().join("tests/aimet/amp/efficientnet_lite0/amp_bruteforce_dropnone.json"));
+    let list = brute["pareto_list"].as_array().unwrap();
+    assert_eq!(list.len(), 429);
+    for p in list {
+        let (ab, asc) = (4.0 * p["relative_bitops"].as_f64().unwrap(), p["phase2_score"].as_f64().unwrap());
+        assert!(best(ab) >= asc, "AIMET's Pareto point at {ab} BOPs: qplay {} vs AIMET {asc}", best(ab));
     }
     // The chosen point is the best within the budget.
     assert!(chosen["relative_bops"].as_f64().unwrap() <= 2.53 && chosen["score"].as_f64().unwrap() == best(2.53), "{chosen}");

@@ -44,7 +44,8 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         post(&Response::Progress { job, stage: "Calibrating each candidate".into(), done, total });
     })
     .map_err(|e| e.to_string())?;
-    let result = amp::run(&space, &eval, &sensitivity_eval, settings.lookahead.clamp(1, 64) as usize, &mut |done, total| {
+    // One thread: the pool of workers is issue #22's.
+    let result = amp::run(&space, &eval, &sensitivity_eval, settings.lookahead.clamp(1, 64) as usize, 1, &|done, total| {
         post(&Response::Progress { job, stage: "Measuring bit-width choices (phase 1, then the curve)".into(), done, total });
         true
     })

@@ -115,14 +115,17 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let mut stage = progress.stage("calibrate", candidates.len(), "candidates");
     let space = Space::new(&Setup { graph: &tg, config: &config, calib: &calib, limits: global.limits() }, &candidates, &mut |d, _| stage.set(d)).map_err(|e| failed_at(&a.model, e))?;
     stage.finish();
-    let mut stage: Option<Stage> = None;
-    let result = amp::run(&space, &eval, &sensitivity_eval, a.lookahead as usize, &mut |d, t| {
-        let s = stage.get_or_insert_with(|| progress.stage("search", t, "evaluations"));
-        s.set(d);
+    // Evaluations finish on several threads: the progress line takes them in turn.
+    let stage: std::sync::Mutex<Option<Stage>> = std::sync::Mutex::new(None);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let result = amp::run(&space, &eval, &sensitivity_eval, a.lookahead as usize, threads, &|d, t| {
+        if let Ok(mut s) = stage.lock() {
+            s.get_or_insert_with(|| progress.stage("search", t, "evaluations")).set(d);
+        }
         true
     })
     .map_err(|e| failed_at(&a.model, e))?;
-    if let Some(s) = stage.take() {
+    if let Some(s) = stage.into_inner().ok().flatten() {
         s.finish();
     }
     let target = match (a.max_drop, a.target_bops, a.target_size_mb) {

@@ -26,6 +26,7 @@ use crate::graph::{Graph, Op, ValueId};
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One bit-width choice for a group: weights `w` bits, activations `a` bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -372,52 +373,65 @@ impl Space {
 }
 
 /// Runs both phases on `space`: phase 1 measured by `sensitivity_eval` (AIMET measures it by
-/// the outputs' SQNR against FP32, finer than an accuracy), the curve's points by `eval`.
-/// `progress(done, total)` after each evaluation; returning false cancels.
-pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookahead: usize, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Amp> {
+/// the outputs' SQNR against FP32, finer than an accuracy), the curve's points by `eval`. Phase 1
+/// and the two walks run on up to `threads` threads (1: all on the caller's), with the same
+/// result. `progress(done, total)` after each evaluation, from any of them; returning false
+/// cancels.
+pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookahead: usize, threads: usize, progress: &(dyn Fn(usize, usize) -> bool + Sync)) -> Result<Amp> {
     let (ng, nc) = (space.groups.len(), space.candidates.len());
     let top = space.top();
     let cost = |c: usize| space.candidates[c].cost();
     let cheaper: Vec<usize> = (0..nc).filter(|&c| cost(c) < cost(top)).collect();
-    // Phase 1, then at most `lookahead + 1` per step of both walks, plus the uniform
-    // candidates.
-    let total = 3 + ng * cheaper.len() + 2 * ng * cheaper.len() * (1 + lookahead.max(1)) + nc;
-    let mut done = 0usize;
-    let mut evaluate = |choice: &[usize], ev: &Evaluator| -> Result<f64> {
+    // Phase 1, then at most `lookahead` per step of both walks, plus the uniform candidates.
+    let total = 3 + ng * cheaper.len() + 2 * ng * cheaper.len() * lookahead.max(1) + nc;
+    let done = AtomicUsize::new(0);
+    let cancelled = AtomicBool::new(false);
+    let evaluate = |choice: &[usize], ev: &Evaluator| -> Result<f64> {
+        let cancel = || Error::Quant("mixed precision was cancelled".into());
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(cancel());
+        }
         let s = ev.score_sim(&space.sim(choice)?)?;
-        done += 1;
-        if !progress(done, total) {
-            return Err(Error::Quant("mixed precision was cancelled".into()));
+        if !progress(done.fetch_add(1, Ordering::Relaxed) + 1, total) {
+            cancelled.store(true, Ordering::Relaxed);
+            return Err(cancel());
         }
         Ok(s)
     };
     let all_top = vec![top; ng];
-    let top_sensitivity = evaluate(&all_top, sensitivity_eval)?;
-    let mut sensitivity = vec![vec![top_sensitivity; nc]; ng];
+    let mut phase1 = vec![all_top.clone()];
     for gi in 0..ng {
         for &c in &cheaper {
             let mut choice = all_top.clone();
             choice[gi] = c;
-            sensitivity[gi][c] = evaluate(&choice, sensitivity_eval)?;
+            phase1.push(choice);
         }
     }
-    let top_score = evaluate(&all_top, eval)?;
-    let mut visited = vec![space.point(&all_top, top_score)];
+    let scores = in_parallel(threads, phase1.len(), &|i| evaluate(&phase1[i], sensitivity_eval))?;
+    let mut sensitivity = vec![vec![scores[0]; nc]; ng];
+    for (choice, &s) in phase1.iter().zip(&scores).skip(1) {
+        let gi = choice.iter().position(|&c| c != top).unwrap_or(0);
+        sensitivity[gi][choice[gi]] = s;
+    }
     // The walks rank moves by phase 1's noise: output noise powers of separate quantizers add
     // (to first order), so a move's cost is the difference of its group's noise at both ends.
-    let down_noise: Vec<Vec<f64>> = sensitivity.iter().map(|row| row.iter().map(|&s| noise(s)).collect()).collect();
-    let down = |gi: usize, from: usize, to: usize| down_noise[gi][to] - down_noise[gi][from];
-    walk(space, (all_top, top_score), -1, &down, lookahead, &mut |ch| evaluate(ch, eval), &mut visited)?;
-    // Up from the cheapest point, by the same estimates (the low-cost end of the curve, where a
-    // descent from the top arrives in big steps). Measuring phase 1 again at the cheapest point
-    // gave the same curve on EfficientNet-Lite0 at twice the cost.
-    if let Some(bottom) = (0..nc).min_by_key(|&c| (cost(c), space.candidates[c].w)) {
-        let all_bottom = vec![bottom; ng];
-        let up = |gi: usize, from: usize, to: usize| down_noise[gi][from] - down_noise[gi][to];
-        let start = evaluate(&all_bottom, eval)?;
-        visited.push(space.point(&all_bottom, start));
-        walk(space, (all_bottom, start), 1, &up, lookahead, &mut |ch| evaluate(ch, eval), &mut visited)?;
-    }
+    let noise_of: Vec<Vec<f64>> = sensitivity.iter().map(|row| row.iter().map(|&s| noise(s)).collect()).collect();
+    let down = |gi: usize, from: usize, to: usize| noise_of[gi][to] - noise_of[gi][from];
+    let up = |gi: usize, from: usize, to: usize| noise_of[gi][from] - noise_of[gi][to];
+    // Down from the most precise point; and up from the cheapest, by the same estimates (the
+    // low-cost end of the curve, where a descent from the top arrives in big steps). Measuring
+    // phase 1 again at the cheapest point gave the same curve on EfficientNet-Lite0 at twice the
+    // cost.
+    let bottom = (0..nc).min_by_key(|&c| (cost(c), space.candidates[c].w)).unwrap_or(top);
+    let walks = in_parallel(threads, 2, &|i| {
+        let (start, dir, estimate): (usize, i32, &(dyn Fn(usize, usize, usize) -> f64 + Sync)) = if i == 0 { (top, -1, &down) } else { (bottom, 1, &up) };
+        let start = vec![start; ng];
+        let at = evaluate(&start, eval)?;
+        let mut visited = vec![space.point(&start, at)];
+        walk(space, (start, at), dir, estimate, lookahead, &mut |ch| evaluate(ch, eval), &mut visited)?;
+        Ok(visited)
+    })?;
+    let visited: Vec<Point> = walks.into_iter().flatten().collect();
     let mut uniform = Vec::new();
     for c in 0..nc {
         let ch = vec![c; ng];
@@ -427,9 +441,28 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookah
         };
         uniform.push(space.point(&ch, s));
     }
-    let evaluations = done;
+    let evaluations = done.load(Ordering::Relaxed);
     let pareto = pareto_front(visited.iter().chain(&uniform).cloned().collect());
     Ok(Amp { candidates: space.candidates.clone(), groups: space.groups.clone(), sensitivity, visited, pareto, uniform, evaluations })
+}
+
+/// `f(0..n)` in order, on up to `threads` threads (item i on thread i mod threads); the first
+/// error wins.
+fn in_parallel<T: Send>(threads: usize, n: usize, f: &(dyn Fn(usize) -> Result<T> + Sync)) -> Result<Vec<T>> {
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let parts: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || (t..n).step_by(threads).map(|i| (i, f(i))).collect::<Vec<_>>())).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut out: Vec<(usize, Result<T>)> = parts.into_iter().flatten().collect();
+    if out.len() != n {
+        return Err(Error::Quant("a mixed-precision thread failed".into()));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Output noise power relative to the signal, from an SQNR in dB.
@@ -446,7 +479,7 @@ fn walk(
     space: &Space,
     (start, at): (Vec<usize>, f64),
     dir: i32,
-    estimate: &dyn Fn(usize, usize, usize) -> f64,
+    estimate: &(dyn Fn(usize, usize, usize) -> f64 + Sync),
     lookahead: usize,
     evaluate: &mut dyn FnMut(&[usize]) -> Result<f64>,
     visited: &mut Vec<Point>,
