@@ -39,6 +39,28 @@ async function waitReady() {
   await page.locator('[data-testid="model-sample-efficientnet_lite0"]:enabled').waitFor();
 }
 
+// An .npy file's data bytes (the header skipped).
+function npyData(f) {
+  const b = fs.readFileSync(path.join(root, f));
+  return b.subarray(10 + b.readUInt16LE(8));
+}
+
+// onnxruntime-web (wasm, one thread) on the 450 test digits: its top-1 per sample and how many
+// match the labels.
+async function ortDigits(file) {
+  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
+  const xs = npyData("assets/data/digits_test_x.npy"), ys = npyData("assets/data/digits_test_y.npy");
+  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
+  const tops = [];
+  for (let i = 0; i < 450; i++) {
+    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
+    tops.push(out.indexOf(Math.max(...out)));
+  }
+  return { tops, correct: tops.filter((t, i) => t === ys[i]).length };
+}
+
 test("page loads with no console errors and the worker starts", async () => {
   await page.goto(srv.url);
   await waitReady();
@@ -640,21 +662,9 @@ test("compress digits MobileNet: channel pruning to half the MACs beats AIMET's 
   assert.equal(download.suggestedFilename(), "digits_mobilenet.compressed.onnx");
   const file = path.join(root, "tests/output/digits_mobilenet.compressed.onnx");
   await download.saveAs(file);
-  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
-  ort.env.wasm.numThreads = 1;
-  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
-  const npy = (f) => { const b = fs.readFileSync(path.join(root, f)); const h = b.readUInt16LE(8); return b.subarray(10 + h); };
-  const xs = npy("assets/data/digits_test_x.npy"), ys = npy("assets/data/digits_test_y.npy");
-  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
   // Labels are uint8, one byte each.
-  let correct = 0;
-  const ortTop = [];
-  for (let i = 0; i < 450; i++) {
-    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
-    const top = out.indexOf(Math.max(...out));
-    ortTop.push(top);
-    correct += top === ys[i] ? 1 : 0;
-  }
+  const ys = npyData("assets/data/digits_test_y.npy");
+  const { tops: ortTop, correct } = await ortDigits(file);
   assert.equal((100 * correct / 450).toFixed(3), r.score.toFixed(3));
   // Accuracy per digit, original against compressed: the compressed side equals onnxruntime-web's.
   const perClass = await page.locator('[data-testid="class-acc"]').evaluateAll((gs) => gs.map((g) => Number(g.dataset.after)));
@@ -678,12 +688,7 @@ test("compress digits MobileNet: channel pruning to half the MACs beats AIMET's 
   const [qdq] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="download-qdq"]')]);
   const qfile = path.join(root, "tests/output/digits_mobilenet.compressed.qdq.onnx");
   await qdq.saveAs(qfile);
-  const qsess = await ort.InferenceSession.create(fs.readFileSync(qfile));
-  let qcorrect = 0;
-  for (let i = 0; i < 450; i++) {
-    const out = (await qsess.run({ [qsess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[qsess.outputNames[0]].data;
-    qcorrect += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
-  }
+  const qcorrect = (await ortDigits(qfile)).correct;
   console.log(`digits CP 0.5 then W8A8 per-channel in the page: ${int8} % (compressed FP32 ${r.score.toFixed(2)} %; its QDQ in onnxruntime-web ${(100 * qcorrect / 450).toFixed(2)} %)`);
   assert.ok(int8 >= r.score - 1, `${int8} % after quantizing the compressed model (${r.score} % before)`);
   assert.ok(Math.abs(100 * qcorrect / 450 - int8) <= 0.5, `onnxruntime-web ${qcorrect}/450 vs the page's ${int8} %`);
@@ -759,17 +764,7 @@ test("digits MobileNet W4A4 QAT in the page, BatchNorm kept and re-estimated: li
   const [download] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="train-download-qdq"]')]);
   const file = path.join(root, "tests/output/digits_mobilenet.qat.qdq.onnx");
   await download.saveAs(file);
-  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
-  ort.env.wasm.numThreads = 1;
-  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
-  const npy = (f) => { const b = fs.readFileSync(path.join(root, f)); const h = b.readUInt16LE(8); return b.subarray(10 + h); };
-  const xs = npy("assets/data/digits_test_x.npy"), ys = npy("assets/data/digits_test_y.npy");
-  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
-  let correct = 0;
-  for (let i = 0; i < 450; i++) {
-    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
-    correct += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
-  }
+  const { correct } = await ortDigits(file);
   assert.equal((100 * correct / 450).toFixed(3), s.after.toFixed(3));
   const longest = await page.evaluate(() => Math.max(0, ...window.__longtasks));
   console.log(`longest task on the page's main thread during training: ${longest.toFixed(0)} ms`);
@@ -893,7 +888,7 @@ test("mixed precision of digits MobileNet in the page: the whole Pareto curve ab
   await page.locator('[data-testid="mixed-applied"]').waitFor();
   const ms = await page.locator('[data-testid="mixed-latency"]').evaluate((t) => [Number(t.dataset.fp32), Number(t.dataset.mixed)]);
   assert.ok(ms[0] > 0 && ms[1] > 0, String(ms));
-  const ys = (() => { const b = fs.readFileSync(path.join(root, "assets/data/digits_test_y.npy")); return b.subarray(10 + b.readUInt16LE(8)); })();
+  const ys = npyData("assets/data/digits_test_y.npy");
   const counts = Array(10).fill(0);
   for (const y of ys) counts[y]++;
   const perClass = await page.locator('[data-testid="mixed-compare"] [data-testid="class-acc"]').evaluateAll((gs) => gs.map((g) => Number(g.dataset.after)));
@@ -908,17 +903,7 @@ test("mixed precision of digits MobileNet in the page: the whole Pareto curve ab
   const [qdq] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="mixed-download-qdq"]')]);
   const file = path.join(root, "tests/output/digits_mobilenet.mixed.qdq.onnx");
   await qdq.saveAs(file);
-  const ort = createRequire(path.join(here, "package.json"))("onnxruntime-web");
-  ort.env.wasm.numThreads = 1;
-  const sess = await ort.InferenceSession.create(fs.readFileSync(file));
-  const xb = fs.readFileSync(path.join(root, "assets/data/digits_test_x.npy"));
-  const xs = xb.subarray(10 + xb.readUInt16LE(8));
-  const x = new Float32Array(xs.buffer.slice(xs.byteOffset, xs.byteOffset + xs.length));
-  let correct = 0;
-  for (let i = 0; i < 450; i++) {
-    const out = (await sess.run({ [sess.inputNames[0]]: new ort.Tensor("float32", x.slice(i * 64, (i + 1) * 64), [1, 1, 8, 8]) }))[sess.outputNames[0]].data;
-    correct += out.indexOf(Math.max(...out)) === ys[i] ? 1 : 0;
-  }
+  const { correct } = await ortDigits(file);
   assert.ok(Math.abs(100 * correct / 450 - pts[0].score) <= 100 / 450 + 1e-6, `onnxruntime-web ${correct}/450 vs the point's ${pts[0].score} %`);
   // The README's screenshot: the chosen point applied.
   const at = pts.findIndex((p) => p.selected);
