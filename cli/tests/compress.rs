@@ -16,13 +16,7 @@ use std::process::Command;
 fn onnxruntime_check(original: &str, compressed: &str, x: &str, tag: &str) -> Value {
     let ours = tmp(&format!("{tag}.out.npy"));
     qplay(&["eval", compressed, "--data", x, "--output", ours.to_str().unwrap()]);
-    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args(["tests/interop/check_compressed.py", original, compressed, x, ours.to_str().unwrap()])
-        .current_dir(root())
-        .output()
-        .expect("run python3 (set QPLAY_PYTHON to a Python with onnx and onnxruntime)");
-    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = interop_check("check_compressed.py", &[original, compressed, x, ours.to_str().unwrap()], tag);
     assert!(v["max_rel_diff"].as_f64().unwrap() <= 1e-4, "{tag}: {v}");
     v
 }
@@ -208,13 +202,7 @@ fn svd_then_pruning_beats_aimets_two_stages_and_quantizes_in_the_same_flow() {
     // exact on this CPU, as written otherwise.
     let sim = tmp("svd-pruning.sim.npy");
     qplay(&["eval", t, "--data", x, "--encodings", e, "--output", sim.to_str().unwrap()]);
-    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args(["tests/interop/check_qdq.py", qdq.to_str().unwrap(), x, sim.to_str().unwrap(), e])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let c: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = interop_check("check_qdq.py", &[qdq.to_str().unwrap(), x, sim.to_str().unwrap(), e], "svd-pruning");
     println!("svd-pruning quantized: {c}");
     let path = if fused_exact(&c) { "optimized" } else { "literal" };
     assert!(c[path]["max_steps"].as_f64().unwrap() <= 1.0 + 1e-3, "{c}");

@@ -127,3 +127,29 @@ fn lite0_curve_meets_or_beats_every_point_of_aimets() {
     // The chosen point is the best within the budget.
     assert!(chosen["relative_bops"].as_f64().unwrap() <= 2.53 && chosen["score"].as_f64().unwrap() == best(2.53), "{chosen}");
 }
+
+/// A point with 16-bit layers (weights and activations) exports as QDQ that onnxruntime runs as
+/// qplay simulates it: each layer within one output step, the whole model with every top-1 equal.
+#[test]
+fn a_point_with_16_bit_layers_exports_as_qdq_that_onnxruntime_runs() {
+    let (qdq, sim, reference) = (tmp("digits16.qdq.onnx"), tmp("digits16.sim.npy"), tmp("digits16.fp32.npy"));
+    // Scored by SQNR against FP32 (accuracy saturates below 16 bits).
+    qplay(&["eval", MODEL, "--data", X_TEST, "--output", reference.to_str().unwrap()]);
+    let (pareto, enc, t) = (tmp("digits16.pareto.json"), tmp("digits16.e.json"), tmp("digits16.t.onnx"));
+    let calib = digits_calib();
+    let args = ["mixed-precision", MODEL, "--calib", calib.to_str().unwrap(), "--eval-data", X_TEST, "--reference", reference.to_str().unwrap(), "--per-channel", "--lookahead", "1", "--target-bops", "3", "--json"];
+    let chosen: Value = serde_json::from_str(qplay(&[&args[..], &["--pareto", pareto.to_str().unwrap(), "--encodings", enc.to_str().unwrap(), "--fp32-out", t.to_str().unwrap(), "--out", qdq.to_str().unwrap()]].concat()).trim()).unwrap();
+    let (enc, t) = (enc.to_str().unwrap().to_string(), t.to_str().unwrap().to_string());
+    let bits: Vec<&Value> = chosen["bits"].as_object().unwrap().values().collect();
+    assert!(bits.iter().any(|b| b[0] == 16) && bits.iter().any(|b| b[1] == 16) && bits.iter().any(|b| b[0] != 16), "{chosen}");
+    qplay(&["eval", &t, "--data", X_TEST, "--encodings", &enc, "--output", sim.to_str().unwrap()]);
+    // Layer by layer, on qplay's simulated inputs to each layer: within one output step.
+    check_layers(&t, qdq.to_str().unwrap(), X_TEST, &enc, "digits16", 0.02);
+    // The whole model: a 16-bit step is small enough that float32 rounding moves outputs by a
+    // few steps through the layers; qplay is as close to onnxruntime as onnxruntime is to itself
+    // on inputs moved by 1e-6, and every top-1 agrees.
+    let c = interop_check("check_qdq.py", &[qdq.to_str().unwrap(), X_TEST, sim.to_str().unwrap(), &enc], "digits16");
+    println!("16-bit QDQ in onnxruntime: {c}");
+    let lit = &c["literal"];
+    assert!(lit["sqnr_db"].as_f64().unwrap() >= lit["self_sqnr_db"].as_f64().unwrap().min(60.0) - 3.0 && lit["top1_agreement"].as_f64().unwrap() == 1.0, "{c}");
+}

@@ -175,7 +175,7 @@ fn Applied(a: MixedApplied, r: MixedResult) -> impl IntoView {
             {format!("Applied point {}: {}; top-1 agreement with FP32 {:.0} %. It is now the current quantization (the downloads below, and the speed test in step 6).{fallback}", a.index + 1, describe(&a.point, &r.unit), a.top1_agreement * 100.0)}
         </p>
         <div class="row">
-            <button data-testid="mixed-download-qdq" disabled=move || busy() || wide title=if wide { "The QDQ export writes bit-widths up to 8" } else { "" } on:click=move |_| export(true)>"Download the QDQ model (ONNX)"</button>
+            <button data-testid="mixed-download-qdq" disabled=busy title=if wide { "Bit-widths above 8 are written as 16-bit QuantizeLinear/DequantizeLinear (onnxruntime's com.microsoft domain below opset 21)" } else { "" } on:click=move |_| export(true)>"Download the QDQ model (ONNX)"</button>
             <button data-testid="mixed-download-fp32" disabled=busy on:click=move |_| export(false)>"Download the FP32 model the encodings refer to"</button>
             <a data-testid="mixed-download-encodings" download="mixed-encodings.json" href=super::quantize_panel::json_data_url(&json)>"Download the encodings (AIMET JSON)"</a>
         </div>

@@ -63,7 +63,8 @@ pub struct Args {
     /// Write the transformed FP32 model the encodings refer to
     #[arg(long, value_name = "T.onnx")]
     fp32_out: Option<PathBuf>,
-    /// Write the chosen point as a QDQ model (bit-widths up to 8)
+    /// Write the chosen point as a QDQ model (bit-widths above 8 in 16-bit QuantizeLinear /
+    /// DequantizeLinear: standard at opset 21 or later, else onnxruntime's com.microsoft domain)
     #[arg(long, value_name = "QDQ.onnx")]
     out: Option<PathBuf>,
     /// Write the whole search: groups, the phase-1 table, every point visited, the uniform points
@@ -152,9 +153,6 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         write_file(p, qplay_core::onnx::export::fp32_model(sim.graph())?)?;
     }
     if let Some(p) = &a.out {
-        if chosen.bits.values().any(|b| b[0] > 8 || b[1] > 8) {
-            return Err(CliError::Failed("--out: the chosen point has bit-widths above 8, which the QDQ export does not write yet (write --encodings and --fp32-out)".into()));
-        }
         write_file(p, qplay_core::onnx::export::qdq_model(&sim)?)?;
     }
     if let Some(p) = &a.report {

@@ -81,3 +81,40 @@ pub fn fused_exact(checker: &Value) -> bool {
     }
     exact
 }
+
+/// Runs one of the onnxruntime checks in tests/interop and returns the JSON line it prints.
+pub fn interop_check(script: &str, args: &[&str], tag: &str) -> Value {
+    let o = Command::new(std::env::var("QPLAY_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(format!("tests/interop/{script}"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run python3 (set QPLAY_PYTHON to a Python with onnx and onnxruntime)");
+    assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every layer of the QDQ export, run by onnxruntime (as written, and fused into its integer
+/// kernels) on qplay's own simulated inputs to that layer, agrees with qplay's simulated output
+/// within one output step: the exported model computes what qplay simulates, one layer at a time
+/// (on the first samples, from `qplay eval --dump`), give or take `slack` steps of float
+/// rounding (float32's relative 6e-8 is 0.004 of a 16-bit step at the range's end).
+pub fn check_layers(fp32: &str, qdq: &str, x: &str, enc: &str, tag: &str, slack: f64) {
+    let t = qplay_core::npy::read_npy(&std::fs::read(root().join(x)).unwrap(), 1 << 26).unwrap();
+    let rows = t.shape()[0].min(if t.len() / t.shape()[0] > 10_000 { 2 } else { 16 });
+    let per = t.len() / t.shape()[0];
+    let mut shape = t.shape().to_vec();
+    shape[0] = rows;
+    let head = tmp(&format!("{tag}.head.npy"));
+    std::fs::write(&head, qplay_core::npy::write_npy_f32(&shape, &t.to_f32_vec()[..rows * per])).unwrap();
+    let dump = tmp(&format!("{tag}.dump"));
+    qplay(&["eval", fp32, "--data", head.to_str().unwrap(), "--encodings", enc, "--dump", dump.to_str().unwrap()]);
+    let out = interop_check("check_layers.py", &[qdq, dump.to_str().unwrap(), enc], tag);
+    println!("{tag} layer by layer: {out}");
+    assert!(out["layers"].as_u64().unwrap() >= 2, "{tag}: {out}");
+    let keys: &[&str] = if fused_exact(&out) { &["literal_max_steps", "optimized_max_steps"] } else { &["literal_max_steps"] };
+    for k in keys {
+        assert!(out[k].as_f64().unwrap() <= 1.0 + slack, "{tag}: {k}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dump);
+}

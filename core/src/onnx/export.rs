@@ -14,7 +14,10 @@
 //!
 //! Bit-widths below 8 use the 8-bit containers with a restricted range: weights are exact (their
 //! integers already lie in the smaller range), activations get a `Clip` to the encoding's range
-//! before `QuantizeLinear`. Bit-widths above 8 are refused. A Clip with per-channel bounds (left by
+//! before `QuantizeLinear`. Bit-widths 9 to 16 (mixed precision) use 16-bit containers the same
+//! way (int16 weights, uint16 activations): in the standard domain when the model's opset is 21
+//! or later, else in onnxruntime's `com.microsoft` domain, whose QuantizeLinear and
+//! DequantizeLinear take 16-bit types at any opset (the 8-bit ones stay standard). A Clip with per-channel bounds (left by
 //! qplay's function-preserving equalization) is written as `Max`/`Min` with broadcast bounds,
 //! since ONNX's Clip takes scalars only; qplay's loader reads the pair back as that Clip. When
 //! such a Clip's output is quantized and its input is not, the input gets a QDQ pair with the
@@ -46,17 +49,22 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
     }
     let mut w = Writer::new(g);
     w.upgrade = g.opset < 13;
+    w.standard_16 = g.opset >= 21;
     // Weights: int8 initializer + DequantizeLinear writing the weight's own name.
     for p in &sim.params {
         let name = g.value_name(p.value).to_string();
         let t = g.consts[p.value].as_ref().ok_or_else(|| Error::tensor(&name, "weight is not constant"))?;
-        if p.encodings.iter().any(|e| e.bw > 8) {
-            return Err(Error::tensor(&name, "QDQ export supports weights of up to 8 bits"));
+        if p.encodings.iter().any(|e| e.bw > 16) {
+            return Err(Error::tensor(&name, "QDQ export supports weights of up to 16 bits"));
         }
         let q = quantize_weights(t, p.axis, &p.encodings);
         w.skip_init.insert(p.value);
         let scales: Vec<f32> = p.encodings.iter().map(|e| e.scale as f32).collect();
-        w.dequantized_const(&name, t.shape(), DataType::Int8, q.iter().map(|&v| v as u8).collect(), &scales, p.axis);
+        let (dtype, data) = match p.encodings.iter().any(|e| e.bw > 8) {
+            true => (DataType::Int16, q.iter().flat_map(|&v| (v as i16).to_le_bytes()).collect()),
+            false => (DataType::Int8, q.iter().map(|&v| v as i8 as u8).collect()),
+        };
+        w.dequantized_const(&name, t.shape(), dtype, data, &scales, p.axis);
     }
     // Biases of integer kernels (qplay mode): int32 on the accumulator's grid.
     for n in &g.nodes {
@@ -72,8 +80,8 @@ pub fn qdq_model(sim: &QuantSim) -> Result<Vec<u8>> {
     let mut quantized: Vec<Option<Encoding>> = vec![None; g.values.len()];
     for a in &sim.acts {
         let Some(e) = a.encoding else { continue };
-        if e.bw > 8 {
-            return Err(Error::tensor(g.value_name(a.value), "QDQ export supports activations of up to 8 bits"));
+        if e.bw > 16 {
+            return Err(Error::tensor(g.value_name(a.value), "QDQ export supports activations of up to 16 bits"));
         }
         match &g.consts[a.value] {
             Some(t) => {
@@ -143,7 +151,7 @@ fn upgrade_to_13(w: &mut Writer, g: &Graph, n: &crate::graph::Node, mut ins: Vec
 }
 
 /// The integers `q + offset` (signed) of each weight.
-fn quantize_weights(t: &Tensor, axis: Option<usize>, encs: &[Encoding]) -> Vec<i8> {
+fn quantize_weights(t: &Tensor, axis: Option<usize>, encs: &[Encoding]) -> Vec<i32> {
     let d = t.to_f32_vec();
     let shape = t.shape();
     let (ch, inner) = match axis {
@@ -154,7 +162,7 @@ fn quantize_weights(t: &Tensor, axis: Option<usize>, encs: &[Encoding]) -> Vec<i
         .enumerate()
         .map(|(i, &x)| {
             let e = &encs[if encs.len() == 1 { 0 } else { (i / inner) % ch }];
-            (e.quantize(x) as i64 + e.offset) as i8
+            (e.quantize(x) as i64 + e.offset) as i32
         })
         .collect()
 }
@@ -174,6 +182,11 @@ struct Writer {
     act: Vec<Option<Encoding>>,
     /// Write an opset-11/12 graph's nodes in their opset-13 form.
     upgrade: bool,
+    /// 16-bit QuantizeLinear/DequantizeLinear in the standard domain (opset 21 or later), else
+    /// in `com.microsoft`.
+    standard_16: bool,
+    /// Whether a node of `com.microsoft` was written.
+    uses_ms: bool,
 }
 
 impl Writer {
@@ -187,6 +200,8 @@ impl Writer {
             input_alias: Default::default(),
             act: vec![None; g.values.len()],
             upgrade: false,
+            standard_16: false,
+            uses_ms: false,
         }
     }
 
@@ -232,10 +247,17 @@ impl Writer {
         let n = scales.len();
         let per: &[usize] = if axis.is_some() { &[n] } else { &[] };
         self.init(&scale, per, DataType::Float, f32_bytes(scales));
-        let zp_width = if dtype == DataType::Int32 { 4 } else { 1 };
+        let zp_width = match dtype {
+            DataType::Int32 => 4,
+            DataType::Int16 => 2,
+            _ => 1,
+        };
         self.init(&zp, per, dtype, vec![0; zp_width * n]);
         let attrs = axis.map(|ax| vec![super::attr::int("axis", ax as i64)]).unwrap_or_default();
         self.node(&format!("{name}_DequantizeLinear"), "DequantizeLinear", &[&q, &scale, &zp], &[name], attrs);
+        if dtype == DataType::Int16 {
+            self.domain_16();
+        }
     }
 
     /// `input -> [Clip] -> QuantizeLinear -> DequantizeLinear -> output` with encoding `e`.
@@ -243,9 +265,13 @@ impl Writer {
         let base = output.trim_end_matches("_dequantized");
         let (scale, zp, q) = (self.fresh(&format!("{base}_scale")), self.fresh(&format!("{base}_zero_point")), self.fresh(&format!("{base}_quantized")));
         self.init(&scale, &[], DataType::Float, f32_bytes(&[e.scale as f32]));
-        self.init(&zp, &[], DataType::Uint8, vec![(-e.offset) as u8]);
+        let wide = e.bw > 8;
+        match wide {
+            true => self.init(&zp, &[], DataType::Uint16, ((-e.offset) as u16).to_le_bytes().to_vec()),
+            false => self.init(&zp, &[], DataType::Uint8, vec![(-e.offset) as u8]),
+        }
         let mut src = input.to_string();
-        if e.bw < 8 {
+        if e.bw < 8 || (wide && e.bw < 16) {
             let (lo, hi) = (self.fresh(&format!("{base}_min")), self.fresh(&format!("{base}_max")));
             self.init(&lo, &[], DataType::Float, f32_bytes(&[e.min()]));
             self.init(&hi, &[], DataType::Float, f32_bytes(&[e.max()]));
@@ -256,7 +282,24 @@ impl Writer {
         }
         let (qn, dqn) = (self.fresh(&format!("{base}_QuantizeLinear")), self.fresh(&format!("{base}_DequantizeLinear")));
         self.node(&qn, "QuantizeLinear", &[&src, &scale, &zp], &[&q], vec![]);
+        if wide {
+            self.domain_16();
+        }
         self.node(&dqn, "DequantizeLinear", &[&q, &scale, &zp], &[output], vec![]);
+        if wide {
+            self.domain_16();
+        }
+    }
+
+    /// Puts the last node written (a 16-bit QuantizeLinear or DequantizeLinear) in the domain
+    /// that takes 16-bit types at this opset.
+    fn domain_16(&mut self) {
+        if !self.standard_16 {
+            if let Some(n) = self.nodes.last_mut() {
+                n.domain = Some("com.microsoft".into());
+                self.uses_ms = true;
+            }
+        }
     }
 
     /// The graph's nodes, outputs renamed by `rename` (inputs follow [`Writer::input_alias`]).
@@ -374,7 +417,9 @@ impl Writer {
                 19..=20 => 9,
                 _ => 10,
             }),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+            opset_import: std::iter::once(OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) })
+                .chain(self.uses_ms.then(|| OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) }))
+                .collect(),
             producer_name: Some("qplay".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
             graph: Some(graph),
