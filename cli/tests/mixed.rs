@@ -1,6 +1,8 @@
-//! `qplay mixed-precision` on the digits MobileNet: BOPs from AIMET's own MAC count, the phase-1
+//! `qplay mixed-precision`: on the digits MobileNet, BOPs from AIMET's own MAC count, the phase-1
 //! table, a non-dominated rising curve that beats every uniform candidate, the chosen point
-//! reproduced by `qplay eval`, and bad input refused.
+//! reproduced by `qplay eval`, and bad input refused; on EfficientNet-Lite0, the curve against
+//! AIMET 2.42's AMP; a point with 16-bit layers exported as QDQ and run by onnxruntime; and a
+//! held-out model.
 
 mod common;
 
@@ -152,4 +154,30 @@ fn a_point_with_16_bit_layers_exports_as_qdq_that_onnxruntime_runs() {
     println!("16-bit QDQ in onnxruntime: {c}");
     let lit = &c["literal"];
     assert!(lit["sqnr_db"].as_f64().unwrap() >= lit["self_sqnr_db"].as_f64().unwrap().min(60.0) - 3.0 && lit["top1_agreement"].as_f64().unwrap() == 1.0, "{c}");
+}
+
+/// A model the search was never tuned on (the held-out MobileNetV2-style net, scored by SQNR
+/// against its FP32 outputs): the curve rises, no uniform candidate beats it at its own BOPs, and
+/// the point for 0.75 of W8A8's BOPs mixes 4- and 8-bit weights above uniform W4A8.
+#[test]
+fn held_out_model_curve_is_above_every_uniform_candidate() {
+    let (model, x) = ("tests/heldout/mbv2_mini.onnx", "tests/heldout/calib.npy");
+    let (reference, pareto, report) = (tmp("mbv2.ref.npy"), tmp("mbv2.pareto.json"), tmp("mbv2.report.json"));
+    qplay(&["eval", model, "--data", x, "--output", reference.to_str().unwrap()]);
+    let args = ["mixed-precision", model, "--calib", x, "--eval-data", x, "--reference", reference.to_str().unwrap(), "--per-channel", "--target-bops", "0.75", "--json"];
+    let chosen: Value = serde_json::from_str(qplay(&[&args[..], &["--pareto", pareto.to_str().unwrap(), "--report", report.to_str().unwrap()]].concat()).trim()).unwrap();
+    let curve = json(&pareto).as_array().unwrap().clone();
+    for w in curve.windows(2) {
+        assert!(w[0]["relative_bops"].as_f64() < w[1]["relative_bops"].as_f64() && w[0]["score"].as_f64() < w[1]["score"].as_f64(), "{} then {}", w[0], w[1]);
+    }
+    let best = |b: f64| curve.iter().filter(|p| p["relative_bops"].as_f64().unwrap() <= b + 1e-9).map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let uniform: Vec<(String, f64, f64)> = json(&report)["uniform"].as_array().unwrap().iter().map(|u| (u["candidate"].as_str().unwrap().to_string(), u["point"]["relative_bops"].as_f64().unwrap(), u["point"]["score"].as_f64().unwrap())).collect();
+    assert_eq!(uniform.len(), 4);
+    for (c, b, s) in &uniform {
+        assert!(best(*b) >= *s, "{c}: curve {} vs uniform {s}", best(*b));
+    }
+    let (cb, cs) = (chosen["relative_bops"].as_f64().unwrap(), chosen["score"].as_f64().unwrap());
+    println!("held-out mbv2_mini: at {cb:.3} BOPs {cs:.2} dB; uniform {uniform:?}");
+    let ws: std::collections::BTreeSet<u64> = chosen["bits"].as_object().unwrap().values().map(|b| b[0].as_u64().unwrap()).collect();
+    assert!(cb <= 0.75 && cs > uniform[0].2 + 3.0 && ws.contains(&4) && ws.contains(&8), "{chosen}");
 }
