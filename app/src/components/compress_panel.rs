@@ -15,7 +15,7 @@ const METHODS: &[(&str, &str)] = &[
 
 /// The short form of a layer's name: its last two path parts (`/_blocks.3/_expand_conv/Conv`
 /// becomes `_blocks.3/_expand_conv`).
-fn short(name: &str) -> String {
+pub(super) fn short(name: &str) -> String {
     let parts: Vec<&str> = name.trim_matches('/').split('/').collect();
     let keep = if parts.len() > 2 { &parts[parts.len() - 3..parts.len() - 1] } else { &parts[..] };
     keep.join("/")

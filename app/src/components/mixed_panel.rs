@@ -2,7 +2,7 @@
 //! curve (score against BOPs, every uniform candidate marked), the selected point's bit-width per
 //! layer, and that point applied: FP32 against mixed outputs, latency and size measured here.
 
-use super::compress_panel::Compare;
+use super::compress_panel::{short, Compare};
 use crate::bridge;
 use crate::protocol::{InputKind, MixedApplied, MixedPoint, MixedResult, MixedSettings, Request};
 use crate::state::{AppState, Busy, PHOTOS};
@@ -18,12 +18,6 @@ fn bits_colour(b: u8) -> &'static str {
         5..=8 => "#2e86c1",
         _ => "#1e8449",
     }
-}
-
-fn short(name: &str) -> String {
-    let parts: Vec<&str> = name.trim_matches('/').split('/').collect();
-    let keep = if parts.len() > 2 { &parts[parts.len() - 3..parts.len() - 1] } else { &parts[..] };
-    keep.join("/")
 }
 
 fn size(bytes: u64) -> String {
