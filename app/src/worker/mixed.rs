@@ -62,7 +62,8 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         Err(e) => (if matches!(target, Target::MaxDrop { .. }) { result.pareto.len() - 1 } else { 0 }, Some(e.to_string().trim_start_matches("target: ").to_string())),
     };
     let layers = space.layers();
-    let shapes = qplay_core::cost::infer_shapes(g, &[first(&samples[0])?.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
+    let sample = first(samples.first().ok_or("no calibration samples")?)?;
+    let shapes = qplay_core::cost::infer_shapes(g, &[sample.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
     let fp32_bytes = qplay_core::cost::cost(g, &shapes).layers.iter().map(|l| l.params * 4).sum();
     let out = MixedResult {
         settings: settings.clone(),
@@ -84,7 +85,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         layers,
     };
     let fp32_outputs = eval.outputs(g).map_err(|e| e.to_string())?;
-    Ok((Search { space, pareto: result.pareto, eval, fp32_outputs, sample: first(&samples[0])? }, out))
+    Ok((Search { space, pareto: result.pareto, eval, fp32_outputs, sample }, out))
 }
 
 /// Point `index` of `search` as a simulation, with its timing against `g` in FP32 and both

@@ -271,7 +271,8 @@ impl Writer {
             false => self.init(&zp, &[], DataType::Uint8, vec![(-e.offset) as u8]),
         }
         let mut src = input.to_string();
-        if e.bw < 8 || (wide && e.bw < 16) {
+        // Narrower than its container (8 or 16 bits): clipped to the encoding's range first.
+        if e.bw < if wide { 16 } else { 8 } {
             let (lo, hi) = (self.fresh(&format!("{base}_min")), self.fresh(&format!("{base}_max")));
             self.init(&lo, &[], DataType::Float, f32_bytes(&[e.min()]));
             self.init(&hi, &[], DataType::Float, f32_bytes(&[e.max()]));
