@@ -1,8 +1,15 @@
-//! The integer engine: runs a calibrated [`QuantSim`] with 8-bit activations and weights and
-//! i32 accumulation. Activations live as `v = q - zero_point` (i16 containers) in NHWC layout for
-//! convolutions; Conv (regular and depthwise), Gemm, Add, GlobalAveragePool and element-wise
-//! activations (as 256-entry tables) run in integers; any other op runs in float between a
-//! dequantize and a quantize, exactly as the simulation does.
+//! The integer engine: runs a calibrated [`QuantSim`] with activations and weights of 2 to 16
+//! bits (mixed per layer) and exact integer accumulation. Activations live as `v = q - zero_point`
+//! (i16 containers up to 8 bits, i32 above) in NHWC layout for convolutions; Conv (regular and
+//! depthwise), Gemm, Add, GlobalAveragePool and element-wise activations (as tables over the
+//! input's values) run in integers; any other op, and Add, pooling and tables on wider than 8-bit
+//! values, run in float between a dequantize and a quantize, exactly as the simulation does.
+//!
+//! A Conv/Gemm whose input, weights or output are wider than 8 bits takes the wide path: the
+//! input and the weights are split into planes of at most 9 bits (`v = hi * 256 + lo`), the
+//! 8-bit kernels multiply every pair of planes exactly in i32, and the shifted sums combine in
+//! i64 before a requantization in f64. Layers of different bit-widths meet through that
+//! requantization, which writes the next layer's encoding.
 //!
 //! Agreement with the simulation: Add and table ops are bit-identical; Conv/Gemm accumulate
 //! exactly in integers where the simulation sums floats, and requantize with an f32 multiplier
@@ -15,14 +22,14 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_requant, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
+use crate::kernels::int8::{depthwise_nhwc, depthwise_requant, dot_gemm_packed, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
 use crate::tensor::Tensor;
 
 mod values;
-use values::{add_quantized, dequantize, quantize_nhwc, quantize_tensor, relayout, to_float};
+use values::{add_quantized, dequantize, quantize_tensor, quantize_val, relayout, to_float};
 
 /// An activation encoding in integer form: real = v * scale, v in [offset, offset + n].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +47,10 @@ impl QEnc {
     fn n(&self) -> i32 {
         self.enc.steps() as i32
     }
+    /// Held in i32 (more than 8 bits).
+    fn wide(&self) -> bool {
+        self.enc.bw > 8
+    }
     /// v = q + offset for the real value x (the simulation's rounding).
     fn quantize(&self, x: f32) -> i16 {
         (self.enc.quantize(x) + self.offset()) as i16
@@ -48,17 +59,38 @@ impl QEnc {
 
 /// A quantized tensor; `shape` is the logical NCHW shape, data NHWC when `nhwc`.
 #[derive(Debug, Clone)]
-struct QTensor {
+struct QTensor<T = i16> {
     shape: Vec<usize>,
     nhwc: bool,
-    v: Vec<i16>,
+    v: Vec<T>,
     enc: QEnc,
 }
 
 #[derive(Debug, Clone)]
 enum Val {
+    /// Up to 8 bits.
     Q(QTensor),
+    /// 9 to 16 bits.
+    W(QTensor<i32>),
     F(Tensor),
+}
+
+/// The weights of a step on the wide path as planes of at most 9 bits, `w = Σ_i plane_i << 8i`
+/// (one plane for weights of up to 8 bits, two above), in the layout of the kernel that reads them.
+#[derive(Debug, Clone)]
+enum WidePlanes {
+    Gemm(Vec<PackedWeights>),
+    /// Depthwise: [taps][C] per plane.
+    Depthwise(Vec<Vec<i16>>),
+}
+
+/// Longest row on the wide path: planes hold |v| <= 256, so a row's sum of products stays
+/// below 2^31.
+const WIDE_MAX_K: usize = 1 << 15;
+
+/// Splits values of up to 17 bits into two planes, `v = hi * 256 + lo` with `lo` in 0..=255.
+fn split_planes(v: &[i32]) -> Vec<Vec<i16>> {
+    vec![v.iter().map(|&x| (x & 0xFF) as i16).collect(), v.iter().map(|&x| (x >> 8) as i16).collect()]
 }
 
 /// How a Conv/Gemm step gets its rows.
@@ -83,6 +115,8 @@ struct Linear {
     w: Vec<i16>,
     /// Regular convolution and Gemm: the weights in the GEMM kernel's layout.
     gemm: Option<PackedWeights>,
+    /// The wide path's weights (then `w` and `gemm` are empty).
+    wide: Option<WidePlanes>,
     /// Per output channel: weight scale, and the bias, in float (AIMET mode) or as int32 on the
     /// accumulator's grid (qplay mode, [`QuantSim::int_bias`]; the float bias is then zero).
     sw: Vec<f32>,
@@ -102,14 +136,19 @@ impl Linear {
     /// by the output range and the fused activation.
     fn requant(&self, sx: f32) -> Requant {
         let sy = self.out.scale();
-        let o = self.out.offset();
         let mult: Vec<f32> = self.sw.iter().map(|&sw| sx * sw / sy).collect();
         let add: Vec<f32> = self.bias.iter().map(|&b| b / sy).collect();
+        let (lo, hi) = self.bounds();
+        Requant::new(&mult, &self.ibias, &add, &lo, &hi)
+    }
+
+    /// Per output channel, the lowest and highest centered output: the output range, narrowed
+    /// by a fused activation.
+    fn bounds(&self) -> (Vec<i32>, Vec<i32>) {
+        let o = self.out.offset();
         let per = |v: &[f32], j: usize| v[if v.len() == 1 { 0 } else { j }];
         let bound = |x: f32, or: i32| o + if x.is_finite() { self.out.enc.quantize(x).clamp(0, self.out.n()) } else { or };
-        let lo: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.0, j), 0)).collect();
-        let hi: Vec<i32> = (0..self.m).map(|j| bound(per(&self.clamp.1, j), self.out.n())).collect();
-        Requant::new(&mult, &self.ibias, &add, &lo, &hi)
+        ((0..self.m).map(|j| bound(per(&self.clamp.0, j), 0)).collect(), (0..self.m).map(|j| bound(per(&self.clamp.1, j), self.out.n())).collect())
     }
 }
 
@@ -187,16 +226,9 @@ fn step_io(s: &Step, g: &Graph) -> (Vec<ValueId>, Vec<ValueId>) {
 pub(crate) const LAYOUT_OPS: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"];
 
 impl Int8Executor {
-    /// Plans the integer execution of a calibrated simulation (weights and activations of at
-    /// most 8 bits).
+    /// Plans the integer execution of a calibrated simulation (weights and activations of 2 to
+    /// 16 bits, as [`crate::quant::check_bits`] allows).
     pub fn new(sim: &QuantSim) -> Result<Self> {
-        let cfg = sim.config();
-        if cfg.weight_bits > 8 || cfg.act_bits > 8 {
-            return Err(Error::Quant(format!(
-                "the integer engine runs at most 8-bit weights and activations (asked W{}A{}); use the simulation",
-                cfg.weight_bits, cfg.act_bits
-            )));
-        }
         let (graph, acts) = sim.simulated_graph()?;
         let encoded = acts.iter().map(Option::is_some).collect();
         let mut qenc: Vec<Option<QEnc>> = acts.iter().map(|a| a.map(|enc| QEnc { enc })).collect();
@@ -291,14 +323,17 @@ impl Int8Executor {
         for (&id, t) in g.inputs.iter().zip(inputs) {
             super::check_input(g, id, &t)?;
             vals[id] = Some(match self.qenc[id] {
-                Some(enc) if self.nhwc_inputs.contains(&id) && t.rank() == 4 => Val::Q(quantize_nhwc(&t, enc)?),
-                Some(enc) => Val::Q(quantize_tensor(&t, enc)?),
+                Some(enc) => quantize_val(&t, enc, self.nhwc_inputs.contains(&id))?,
                 None => Val::F(t),
             });
         }
         let mut show = |id: ValueId, v: &Val| {
-            if let (Some(f), Val::Q(q), true) = (visit.as_mut(), v, self.encoded[id]) {
-                f(g.value_name(id), &dequantize(q));
+            if let (Some(f), true) = (visit.as_mut(), self.encoded[id]) {
+                match v {
+                    Val::Q(q) => f(g.value_name(id), &dequantize(q)),
+                    Val::W(q) => f(g.value_name(id), &dequantize(q)),
+                    Val::F(_) => {}
+                }
             }
         };
         for &id in &g.inputs {
@@ -342,10 +377,11 @@ impl Int8Executor {
         vals[id].as_ref().ok_or_else(|| Error::Graph(format!("value '{}' has not been computed", self.graph.values[id].name)))
     }
 
-    /// A computed value that must be quantized.
+    /// A computed value that must be quantized to at most 8 bits.
     fn get_q<'a>(&'a self, vals: &'a [Option<Val>], id: ValueId) -> Result<&'a QTensor> {
         match self.get(vals, id)? {
             Val::Q(q) => Ok(q),
+            Val::W(_) => Err(Error::Graph(format!("value '{}' is wider than 8 bits", self.graph.values[id].name))),
             Val::F(t) => Err(Error::Graph(format!("value '{}' ({:?}) is not quantized", self.graph.values[id].name, t.shape()))),
         }
     }
@@ -353,8 +389,12 @@ impl Int8Executor {
     fn exec_step(&self, step: &Step, vals: &[Option<Val>], pool: &mut Pool) -> Result<Vec<(ValueId, Val)>> {
         Ok(match step {
             Step::Linear(l) => {
-                let x = self.get_q(vals, l.input)?;
-                vec![(l.output, Val::Q(run_linear(l, x, &self.limits, pool)?))]
+                let y = match (&l.wide, self.get(vals, l.input)?) {
+                    (None, Val::Q(x)) => Val::Q(run_linear(l, x, &self.limits, pool)?),
+                    (Some(planes), x @ (Val::Q(_) | Val::W(_))) => run_linear_wide(l, planes, x, &self.limits)?,
+                    _ => return Err(Error::Graph(format!("value '{}' is not quantized at the bit-width its layer was planned for", self.graph.values[l.input].name))),
+                };
+                vec![(l.output, y)]
             }
             Step::Add { a, b, out, enc } => {
                 if let (Val::Q(qa), Val::Q(qb)) = (self.get(vals, *a)?, self.get(vals, *b)?) {
@@ -422,6 +462,7 @@ impl Int8Executor {
                             None => Ok(Some(match self.get(vals, *id)? {
                                 Val::F(t) => t.clone(),
                                 Val::Q(q) => dequantize(q),
+                                Val::W(q) => dequantize(q),
                             })),
                         },
                     })
@@ -433,7 +474,7 @@ impl Int8Executor {
                     .iter()
                     .zip(outs)
                     .map(|(&o, t)| Ok((o, match self.qenc[o] {
-                        Some(enc) if t.as_f32().is_some() => Val::Q(quantize_tensor(&t, enc)?),
+                        Some(enc) if t.as_f32().is_some() => quantize_val(&t, enc, false)?,
                         _ => Val::F(t),
                     })))
                     .collect::<Result<_>>()?
@@ -449,15 +490,30 @@ impl Int8Executor {
     }
 }
 
-/// Integer weights `q + o` of a symmetric encoding, as the simulation rounds them.
-fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) -> Vec<i16> {
+/// Integer weights `q + o`, as the simulation rounds them.
+fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) -> Vec<i32> {
     w.iter()
         .enumerate()
         .map(|(i, &x)| {
             let e = if encs.len() == 1 { &encs[0] } else if axis0 { &encs[i / per] } else { &encs[i % m] };
-            (e.quantize(x) + e.offset as i32) as i16
+            e.quantize(x) + e.offset as i32
         })
         .collect()
+}
+
+/// The weights of a step in its kernel's layout (`rows`: [m][kp], or [taps][C] depthwise):
+/// packed i16 for the 8-bit path, planes for the wide path.
+fn step_weights(rows: &[i32], m: usize, kp: usize, depthwise: bool, wide: bool) -> (Vec<i16>, Option<PackedWeights>, Option<WidePlanes>) {
+    let narrow: Vec<i16> = rows.iter().map(|&v| v as i16).collect();
+    match (wide, depthwise) {
+        (false, true) => (narrow, None, None),
+        (false, false) => (Vec::new(), Some(PackedWeights::new(m, kp, &narrow)), None),
+        (true, _) => {
+            let planes = if rows.iter().any(|&v| !(-256..=255).contains(&v)) { split_planes(rows) } else { vec![narrow] };
+            let planes = if depthwise { WidePlanes::Depthwise(planes) } else { WidePlanes::Gemm(planes.iter().map(|p| PackedWeights::new(m, kp, p)).collect()) };
+            (Vec::new(), None, Some(planes))
+        }
+    }
 }
 
 /// Integer plan of node `ni`, or None for the float fallback.
@@ -512,6 +568,7 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                 }
             };
             let sw_of = |m: usize| -> Vec<f32> { (0..m).map(|j| encs[if encs.len() == 1 { 0 } else { j }].scale as f32).collect() };
+            let wide = in_q.is_some_and(|e| e.wide()) || target.wide() || encs.iter().any(|e| e.bw > 8);
             let linear = match &n.op {
                 Op::Conv { window, group } => {
                     if w.rank() != 4 {
@@ -525,17 +582,21 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                     let wq = int_weights(wd, cg * kh * kw, encs, true, m);
                     let Some(bias) = bias_of(m) else { return Ok(None) };
                     if depthwise {
-                        let mut packed = vec![0i16; kh * kw * m];
+                        let mut packed = vec![0i32; kh * kw * m];
                         for c in 0..m {
                             for t in 0..kh * kw {
                                 packed[t * m + c] = wq[c * kh * kw + t];
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w: packed, gemm: None, sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                        let (w, gemm, wide) = step_weights(&packed, m, kh * kw, true, wide);
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: true, window: window.clone() }, m, k: kh * kw, kp: kh * kw, w, gemm, wide, sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     } else {
                         let k = cg * kh * kw;
                         let kp = padded(k);
-                        let mut packed = vec![0i16; m * kp];
+                        if wide && kp > WIDE_MAX_K {
+                            return Ok(None);
+                        }
+                        let mut packed = vec![0i32; m * kp];
                         for j in 0..m {
                             for c in 0..cg {
                                 for t in 0..kh * kw {
@@ -543,7 +604,8 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                                 }
                             }
                         }
-                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                        let (w, gemm, wide) = step_weights(&packed, m, kp, false, wide);
+                        Linear { input: x, output, kind: LinearKind::Conv { kh, kw, depthwise: false, window: window.clone() }, m, k, kp, w, gemm, wide, sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                     }
                 }
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -553,14 +615,18 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
                     let (m, k) = if *trans_b { (w.shape()[0], w.shape()[1]) } else { (w.shape()[1], w.shape()[0]) };
                     let wq = int_weights(wd, k, encs, *trans_b, m);
                     let kp = padded(k);
-                    let mut packed = vec![0i16; m * kp];
+                    if wide && kp > WIDE_MAX_K {
+                        return Ok(None);
+                    }
+                    let mut packed = vec![0i32; m * kp];
                     for j in 0..m {
                         for kk in 0..k {
                             packed[j * kp + kk] = if *trans_b { wq[j * k + kk] } else { wq[kk * m + j] };
                         }
                     }
                     let Some(bias) = bias_of(m) else { return Ok(None) };
-                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w: Vec::new(), gemm: Some(PackedWeights::new(m, kp, &packed)), sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
+                    let (w, gemm, wide) = step_weights(&packed, m, kp, false, wide);
+                    Linear { input: x, output, kind: LinearKind::Gemm, m, k, kp, w, gemm, wide, sw: sw_of(m), bias, ibias: ibias.clone(), out: target, clamp, in_enc: in_q, rq: Requant::default() }
                 }
                 _ => return Ok(None),
             };
@@ -570,18 +636,21 @@ fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize]
         }
         Op::Binary(crate::graph::BinaryOp::Add) => {
             let (Some(a), Some(b)) = (n.inputs.first().copied().flatten(), n.inputs.get(1).copied().flatten()) else { return Ok(None) };
-            let q = |v: ValueId| g.consts[v].is_none() && qenc[v].is_some();
+            let q = |v: ValueId| g.consts[v].is_none() && qenc[v].is_some_and(|e| !e.wide());
             match qenc[out] {
-                Some(enc) if q(a) && q(b) => Ok(Some(Step::Add { a, b, out, enc })),
+                Some(enc) if q(a) && q(b) && !enc.wide() => Ok(Some(Step::Add { a, b, out, enc })),
                 _ => Ok(None),
             }
         }
         Op::GlobalAveragePool => match (input, in_q, qenc[out]) {
-            (Some(i), Some(_), Some(enc)) => Ok(Some(Step::Gap { input: i, out, enc })),
+            (Some(i), Some(ie), Some(enc)) if !ie.wide() && !enc.wide() => Ok(Some(Step::Gap { input: i, out, enc })),
             _ => Ok(None),
         },
         Op::Unary(_) | Op::Clip { .. } => {
             let (Some(i), Some(ie), Some(enc)) = (input, in_q, qenc[out]) else { return Ok(None) };
+            if ie.wide() || enc.wide() {
+                return Ok(None);
+            }
             // Tables need scalar parameters (a per-channel Clip bound runs in float).
             if n.inputs.iter().skip(1).flatten().any(|&c| g.consts[c].as_ref().is_none_or(|t| t.len() != 1)) {
                 return Ok(None);
@@ -668,6 +737,117 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Resu
             Ok(QTensor { shape: vec![n, l.m, oh, ow], nhwc: true, v, enc: l.out })
         }
     }
+}
+
+/// Runs a Conv/Gemm step on the wide path (see the module's notes): every pair of an input
+/// plane and a weight plane through the 8-bit kernels, the sums shifted into i64, then
+/// `round_half_even(clamp((acc + ib) * sx sw / sy + b / sy, lo, hi))` in f64.
+fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) -> Result<Val> {
+    let (shape, nhwc, enc, xs) = match x {
+        Val::Q(q) => (q.shape.clone(), q.nhwc, q.enc, vec![q.v.clone()]),
+        Val::W(q) => (q.shape.clone(), q.nhwc, q.enc, split_planes(&q.v)),
+        Val::F(_) => return Err(Error::Graph("a convolution's input is not quantized".into())),
+    };
+    let conv = matches!(l.kind, LinearKind::Conv { .. });
+    // Convolutions read channels-last planes.
+    let xs: Vec<Vec<i16>> = xs.into_iter().map(|v| if conv { relayout(QTensor { shape: shape.clone(), nhwc, v, enc }, true).v } else { v }).collect();
+    let too_big = |n: usize| -> Result<()> {
+        if n > limits.max_tensor_elements {
+            Err(Error::Limit(format!("integer buffer of {n} elements")))
+        } else {
+            Ok(())
+        }
+    };
+    let m = l.m;
+    let gemm = |i: usize| match planes {
+        WidePlanes::Gemm(p) => Ok(&p[i]),
+        WidePlanes::Depthwise(_) => Err(Error::Graph("a convolution step without packed weights".into())),
+    };
+    let n_w = match planes {
+        WidePlanes::Gemm(p) => p.len(),
+        WidePlanes::Depthwise(p) => p.len(),
+    };
+    // The output's shape, and a function writing one plane pair's sums over the whole output.
+    type Sums<'a> = Box<dyn Fn(&[i16], usize, &mut [i32]) -> Result<()> + 'a>;
+    let (out_shape, sums): (Vec<usize>, Sums) = match &l.kind {
+        LinearKind::Gemm => {
+            if shape.len() != 2 || shape[1] != l.k {
+                return Err(Error::Graph(format!("Gemm input {shape:?} does not match K = {}", l.k)));
+            }
+            let p = shape[0];
+            (vec![p, m], Box::new(move |x: &[i16], wi: usize, out: &mut [i32]| {
+                dot_gemm_packed(p, &pad_rows(x, p, l.k, l.kp), gemm(wi)?, out);
+                Ok(())
+            }))
+        }
+        LinearKind::Conv { kh, kw, depthwise, window } => {
+            if shape.len() != 4 {
+                return Err(Error::Graph(format!("Conv input {shape:?} is not 4-D")));
+            }
+            let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+            let (stride, dilation) = (window.strides, window.dilations);
+            let pads = ops::resolve_pads_pub(window, [h, w], [*kh, *kw]);
+            let geom = ConvGeom { c_in: c, h, w, c_out: m, kh: *kh, kw: *kw, stride, dilation, pads, group: 1 };
+            let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
+            if (!depthwise && c * kh * kw != l.k) || (*depthwise && c != m) {
+                return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
+            }
+            let p = oh * ow;
+            too_big(n * p * m)?;
+            let (depthwise, kh, kw) = (*depthwise, *kh, *kw);
+            (vec![n, m, oh, ow], Box::new(move |x: &[i16], wi: usize, out: &mut [i32]| {
+                if let WidePlanes::Depthwise(wp) = planes {
+                    let dg = DwGeom { h, w, c, oh, ow, kh, kw, stride, dilation, pads };
+                    for (xb, ob) in x.chunks_exact(h * w * c).zip(out.chunks_exact_mut(p * m)) {
+                        depthwise_nhwc(&dg, xb, &wp[wi], ob);
+                    }
+                    return Ok(());
+                }
+                if depthwise {
+                    return Err(Error::Graph("a depthwise step without depthwise weights".into()));
+                }
+                if kh == 1 && kw == 1 && stride == [1, 1] && pads == [0; 4] && c == l.kp {
+                    dot_gemm_packed(n * p, x, gemm(wi)?, out);
+                    return Ok(());
+                }
+                let chunk = (IM2ROW_BYTES / (2 * l.kp)).max(4);
+                let mut rows = vec![0i16; chunk.min(p) * l.kp];
+                for b in 0..n {
+                    for first in (0..p).step_by(chunk) {
+                        let r = chunk.min(p - first);
+                        im2row(&geom, &x[b * h * w * c..(b + 1) * h * w * c], ow, l.kp, first, &mut rows[..r * l.kp]);
+                        dot_gemm_packed(r, &rows[..r * l.kp], gemm(wi)?, &mut out[(b * p + first) * m..(b * p + first + r) * m]);
+                    }
+                }
+                Ok(())
+            }))
+        }
+    };
+    let total: usize = out_shape.iter().product();
+    too_big(total)?;
+    let mut acc = vec![0i64; total];
+    let mut part = vec![0i32; total];
+    for (xi, xp) in xs.iter().enumerate() {
+        for wi in 0..n_w {
+            sums(xp, wi, &mut part)?;
+            let shift = 8 * (xi + wi);
+            for (a, &s) in acc.iter_mut().zip(&part) {
+                *a += (s as i64) << shift;
+            }
+        }
+    }
+    let (sx, sy) = (enc.scale() as f64, l.out.scale() as f64);
+    let mult: Vec<f64> = l.sw.iter().map(|&sw| sx * sw as f64 / sy).collect();
+    let add: Vec<f64> = l.bias.iter().map(|&b| b as f64 / sy).collect();
+    let (lo, hi) = l.bounds();
+    let centered = acc.chunks_exact(m.max(1)).flat_map(|row| {
+        row.iter().enumerate().map(|(j, &a)| ((a + l.ibias[j] as i64) as f64 * mult[j] + add[j]).clamp(lo[j] as f64, hi[j] as f64).round_ties_even() as i32).collect::<Vec<_>>()
+    });
+    Ok(if l.out.wide() {
+        Val::W(QTensor { shape: out_shape, nhwc: conv, v: centered.collect(), enc: l.out })
+    } else {
+        Val::Q(QTensor { shape: out_shape, nhwc: conv, v: centered.map(|v| v as i16).collect(), enc: l.out })
+    })
 }
 
 /// Size of the patch buffer of a convolution that needs one (a part of the L1 cache).

@@ -453,12 +453,11 @@ impl QuantSim {
         Ok((g, act))
     }
 
-    /// Runs the simulated quantized model: in AIMET mode (or above 8 bits) the float
-    /// simulation, weights, constants and activations quantize-dequantized; in qplay mode the
-    /// integer engine (see the module doc).
+    /// Runs the simulated quantized model: in AIMET mode the float simulation, weights,
+    /// constants and activations quantize-dequantized; in qplay mode the integer engine at
+    /// every bit-width, mixed or not (see the module doc).
     pub fn executor(&self) -> Result<SimExecutor> {
-        let widest = self.params.iter().flat_map(|p| p.encodings.iter().map(|e| e.bw)).chain(self.acts.iter().filter_map(|a| a.encoding.map(|e| e.bw))).max().unwrap_or(0);
-        if self.config.mode == Mode::Qplay && self.weight_bits <= 8 && self.act_bits <= 8 && widest <= 8 {
+        if self.config.mode == Mode::Qplay {
             return Ok(SimExecutor(SimExec::Integer(Box::new(crate::exec::int8::Int8Executor::new(self)?))));
         }
         self.float_executor()

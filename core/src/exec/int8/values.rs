@@ -61,25 +61,46 @@ pub(super) fn quantize_tensor(t: &Tensor, enc: QEnc) -> Result<QTensor> {
     Ok(QTensor { shape: t.shape().to_vec(), nhwc: false, v, enc })
 }
 
+/// A wide (9 to 16-bit) quantized tensor, NCHW: `v = q + offset` in i32.
+pub(super) fn quantize_wide(t: &Tensor, enc: QEnc) -> Result<QTensor<i32>> {
+    let d = t.as_f32().ok_or_else(|| Error::Graph(format!("cannot quantize a {} tensor", t.dtype_name())))?;
+    let v = d.iter().map(|&x| enc.enc.quantize(x) + enc.offset()).collect();
+    Ok(QTensor { shape: t.shape().to_vec(), nhwc: false, v, enc })
+}
+
+/// A float tensor quantized with `enc`: in i16 up to 8 bits (channels-last when `nhwc` and
+/// 4-D), in i32 above.
+pub(super) fn quantize_val(t: &Tensor, enc: QEnc, nhwc: bool) -> Result<Val> {
+    Ok(if enc.wide() {
+        Val::W(quantize_wide(t, enc)?)
+    } else if nhwc && t.rank() == 4 {
+        Val::Q(quantize_nhwc(t, enc)?)
+    } else {
+        Val::Q(quantize_tensor(t, enc)?)
+    })
+}
+
 pub(super) fn to_float(v: Val) -> Tensor {
     match v {
         Val::F(t) => t,
         Val::Q(q) => dequantize(&q),
+        Val::W(q) => dequantize(&q),
     }
 }
 
 /// The real values of a quantized tensor, in NCHW order.
-pub(super) fn dequantize(q: &QTensor) -> Tensor {
+pub(super) fn dequantize<T: Copy + Into<i32>>(q: &QTensor<T>) -> Tensor {
     let s = q.enc.scale();
+    let real = |x: T| x.into() as f32 * s;
     if !q.nhwc {
-        return Tensor::from_parts_f32(q.shape.clone(), q.v.iter().map(|&x| x as f32 * s).collect());
+        return Tensor::from_parts_f32(q.shape.clone(), q.v.iter().map(|&x| real(x)).collect());
     }
     let (n, c, hw) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3]);
     let mut d = vec![0f32; q.v.len()];
     for b in 0..n {
         for (p, px) in q.v[b * hw * c..(b + 1) * hw * c].chunks_exact(c.max(1)).enumerate() {
             for (ch, &x) in px.iter().enumerate() {
-                d[(b * c + ch) * hw + p] = x as f32 * s;
+                d[(b * c + ch) * hw + p] = real(x);
             }
         }
     }
@@ -87,13 +108,13 @@ pub(super) fn dequantize(q: &QTensor) -> Tensor {
 }
 
 /// Converts a rank-4 tensor between NCHW and NHWC storage (other ranks are unchanged).
-pub(super) fn relayout(mut q: QTensor, nhwc: bool) -> QTensor {
+pub(super) fn relayout<T: Copy + Default>(mut q: QTensor<T>, nhwc: bool) -> QTensor<T> {
     if q.nhwc == nhwc || q.shape.len() != 4 {
         q.nhwc = nhwc && q.shape.len() == 4;
         return q;
     }
     let (n, c, hw) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3]);
-    let mut out = vec![0i16; q.v.len()];
+    let mut out = vec![T::default(); q.v.len()];
     for b in 0..n {
         for ch in 0..c {
             for p in 0..hw {
