@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
 const ort = require("onnxruntime-web");
-const { Session, memory_bytes, int8_gemm, int8_peak, passes, compress, train } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
+const { Session, memory_bytes, int8_gemm, int8_peak, passes, compress, train, mixed_latency } = require(path.join(root, "target/bench-wasm/qplay_bench_wasm.js"));
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
@@ -68,17 +68,7 @@ if (args.includes("--train")) {
 // calibration samples), timed by the same Rust function natively and in wasm, next to AIMET 2.42's
 // wall time for its eval-score table on the same model (tests/aimet/compression).
 if (args.includes("--compress")) {
-  const photos = fs.readdirSync(path.join(root, "tests/reference/efficientnet_lite0")).filter((f) => f.endsWith(".input.npy")).sort();
-  const stack = photos.map((f) => readNpy(`tests/reference/efficientnet_lite0/${f}`).data);
-  const evalX = new Float32Array(stack.reduce((n, a) => n + a.length, 0));
-  stack.reduce((o, a) => (evalX.set(a, o), o + a.length), 0);
-  const evalFile = path.join(root, "target/bench/lite0_eval10.npy");
-  fs.mkdirSync(path.dirname(evalFile), { recursive: true });
-  const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${photos.length}, 3, 224, 224), }`.padEnd(118) + "\n";
-  const pre = Buffer.alloc(10);
-  Buffer.from("\x93NUMPY", "latin1").copy(pre);
-  pre[6] = 1; pre[7] = 0; pre.writeUInt16LE(header.length, 8);
-  fs.writeFileSync(evalFile, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(evalX.buffer)]));
+  const { evalX, evalFile } = lite0Photos();
   const calibFile = "tests/aimet/efficientnet_lite0/calib40.npy";
   const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/compress"), ["assets/models/efficientnet_lite0.onnx", calibFile, evalFile], { cwd: root, maxBuffer: 1 << 20 }).toString());
   const wasm = JSON.parse(compress(fs.readFileSync(path.join(root, "assets/models/efficientnet_lite0.onnx")), readNpy(calibFile).data, evalX));
@@ -100,6 +90,37 @@ if (args.includes("--compress")) {
   process.exit(0);
 }
 
+// --mixed: the integer engine's latency on EfficientNet-Lite0 at uniform W8A8 and W4A8 and at
+// the mixed points the search chooses for 1.25, 0.75 and 0.5 relative BOPs (candidates W4A8,
+// W8A8, W8A16, per-channel; searched natively once, by SQNR on the 10 photos), each timed by the
+// same Rust function natively and in wasm on the same photo, with the top-1 of every run.
+if (args.includes("--mixed")) {
+  const { evalFile } = lite0Photos();
+  const lite0 = "assets/models/efficientnet_lite0.onnx";
+  const input = "tests/reference/efficientnet_lite0/chelsea.input.npy";
+  const refTop1 = argmax(readNpy("tests/reference/efficientnet_lite0/chelsea.logits.npy").data);
+  const found = JSON.parse(execFileSync(path.join(root, "target/release/examples/mixed"), [lite0, "tests/aimet/efficientnet_lite0/calib40.npy", evalFile, input, String(runs)], { cwd: root, maxBuffer: 1 << 28 }).toString());
+  const bytes = fs.readFileSync(path.join(root, lite0));
+  const x = readNpy(input).data;
+  for (const p of found.points) p.wasm = JSON.parse(mixed_latency(bytes, JSON.stringify(p.encodings), x, runs));
+  const base = found.points[0];
+  if (json) {
+    for (const p of found.points) {
+      console.log(JSON.stringify({ bench: "mixed", model: "efficientnet_lite0", point: p.label, relative_bops: p.relative_bops, score_db: p.score_db, native: p.native, wasm: p.wasm, top1_ok: p.native.top1 === refTop1 && p.wasm.top1 === refTop1 }));
+    }
+  } else {
+    console.log(`integer engine, EfficientNet-Lite0 (search: ${found.evaluations} evaluations in ${found.seconds.toFixed(0)} s natively)`);
+    console.log("point                     rel. BOPs  SQNR dB   weights    native    vs W8A8      wasm    vs W8A8  top-1");
+    for (const p of found.points) {
+      const [n, w] = [p.native, p.wasm];
+      const ok = n.top1 === refTop1 && w.top1 === refTop1 ? "ok" : "WRONG";
+      console.log(`${p.label.padEnd(24)} ${p.relative_bops.toFixed(3).padStart(9)} ${p.score_db.toFixed(2).padStart(8)} ${(n.weight_bytes / 2 ** 20).toFixed(2).padStart(7)} MB ${n.median_ms.toFixed(2).padStart(7)} ms ${(base.native.median_ms / n.median_ms).toFixed(2).padStart(7)}x ${w.median_ms.toFixed(2).padStart(7)} ms ${(base.wasm.median_ms / w.median_ms).toFixed(2).padStart(7)}x  ${ok}`);
+    }
+    console.log(`(median of ${runs} runs after a warm-up, single thread; weights: the engine's integer weights, 4-bit ones packed two per byte)`);
+  }
+  process.exit(0);
+}
+
 const MODELS = {
   efficientnet_lite0: {
     model: "assets/models/efficientnet_lite0.onnx", input: "tests/reference/efficientnet_lite0/chelsea.input.npy",
@@ -110,6 +131,22 @@ const MODELS = {
     ref: "tests/reference/digits_mobilenet.logits_first32.npy", batch: 1, calib: "assets/data/digits_train_x.npy", calibRows: 256,
   },
 };
+
+// The 10 Lite0 photos stacked [10, 3, 224, 224], and the .npy file written with them.
+function lite0Photos() {
+  const photos = fs.readdirSync(path.join(root, "tests/reference/efficientnet_lite0")).filter((f) => f.endsWith(".input.npy")).sort();
+  const stack = photos.map((f) => readNpy(`tests/reference/efficientnet_lite0/${f}`).data);
+  const evalX = new Float32Array(stack.reduce((n, a) => n + a.length, 0));
+  stack.reduce((o, a) => (evalX.set(a, o), o + a.length), 0);
+  const evalFile = path.join(root, "target/bench/lite0_eval10.npy");
+  fs.mkdirSync(path.dirname(evalFile), { recursive: true });
+  const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${photos.length}, 3, 224, 224), }`.padEnd(118) + "\n";
+  const pre = Buffer.alloc(10);
+  Buffer.from("\x93NUMPY", "latin1").copy(pre);
+  pre[6] = 1; pre[7] = 0; pre.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(evalFile, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(evalX.buffer)]));
+  return { evalX, evalFile };
+}
 
 function readNpy(file) {
   const buf = fs.readFileSync(path.join(root, file));

@@ -159,6 +159,17 @@ fn repeated_inference_reuses_activation_buffers() {
     assert!(third * 5 < first, "first {first} bytes, third {third}");
 }
 
+/// 4-bit weights of a GEMM take half a byte each, a quarter of the 8-bit engine's i16 (the MLP
+/// is all Gemm; the padded row lengths are the same at both widths).
+#[test]
+fn four_bit_weights_are_stored_packed() {
+    let bytes = |w| Int8Executor::new(&calibrated(MLP, true, QuantSimConfig { weight_bits: w, ..Default::default() })).unwrap().weight_bytes();
+    let (w8, w4) = (bytes(8), bytes(4));
+    println!("MLP integer weights: W8 {w8} bytes, W4 {w4} bytes");
+    #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+    assert_eq!(w4 * 4, w8);
+}
+
 /// Wider than 8 bits (the wide path: i32 activations, planes of 9 bits), uniform.
 #[test]
 fn sixteen_bits_match_simulation() {

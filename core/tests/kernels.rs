@@ -166,10 +166,15 @@ mod int8 {
     }
 
     pub fn check_dot_gemm(p: usize, m: usize, k: usize, seed: u64) {
+        check_dot_gemm_weights(p, m, k, seed, (-128, 127));
+    }
+
+    /// [`check_dot_gemm`] with weights in `lo..=hi` (4-bit ones are stored two per byte).
+    pub fn check_dot_gemm_weights(p: usize, m: usize, k: usize, seed: u64, (lo, hi): (i32, i32)) {
         let mut r = Rng(seed);
         let kp = padded(k);
         let mut x = ints(&mut r, p * kp, -255, 255);
-        let mut w = ints(&mut r, m * kp, -128, 127);
+        let mut w = ints(&mut r, m * kp, lo, hi);
         for row in x.chunks_mut(kp).chain(w.chunks_mut(kp)) {
             row[k..].fill(0);
         }
@@ -186,8 +191,15 @@ mod int8 {
         let mut want = vec![0i16; p * m];
         requantize(&b, &rq, &mut want);
         let mut got = vec![9i16; p * m];
-        dot_gemm_requant(p, &x, &PackedWeights::new(m, kp, &w), &rq, &mut got);
+        let packed = PackedWeights::new(m, kp, &w);
+        dot_gemm_requant(p, &x, &packed, &rq, &mut got);
         assert_eq!(got, want, "dot_gemm_requant {p}x{m}x{k}");
+        #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+        {
+            let four = w.iter().all(|v| (-8..=7).contains(v));
+            assert_eq!(packed.is_4bit(), four, "4-bit weights, and only they, are packed two per byte");
+            assert_eq!(packed.bytes(), m.div_ceil(8) * 8 * kp * if four { 1 } else { 4 } / 2);
+        }
     }
 
     pub fn check_depthwise(g: DwGeom, seed: u64) {
@@ -237,6 +249,16 @@ mod int8 {
             check_dot_gemm(1 + r.below(9), 1 + r.below(11), 1 + r.below(300), case);
         }
         check_dot_gemm(3, 5, 4608, 1); // long K: sums stay exact in i32
+    }
+
+    /// Weights of 4 bits (their range, and one sign only), unpacked from nibbles in the kernel.
+    #[test]
+    fn four_bit_weights_are_bit_exact() {
+        let mut r = Rng(13);
+        for case in 0..200 {
+            let range = [(-8, 7), (-8, -1), (0, 7)][case as usize % 3];
+            check_dot_gemm_weights(1 + r.below(9), 1 + r.below(19), 1 + r.below(300), case, range);
+        }
     }
 
     #[test]

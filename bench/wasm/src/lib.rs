@@ -276,3 +276,84 @@ pub fn train_bench(lite0: &[u8], calib: &[f32], epochs: usize, clock: &dyn Fn() 
 pub fn train(lite0: &[u8], calib: &[f32], epochs: usize) -> Result<String, JsError> {
     train_bench(lite0, calib, epochs, &now).map_err(|e| JsError::new(&e))
 }
+
+/// The configuration the mixed-precision benchmark searches and times in: qplay mode,
+/// per-channel weights (the bit-widths come from the encodings).
+fn mixed_config() -> QuantSimConfig {
+    QuantSimConfig { per_channel: true, ..Default::default() }
+}
+
+/// The mixed-precision search of the latency benchmark (bench/run --mixed; native only):
+/// candidates W4A8, W8A8 and W8A16 on `lite0` (BN folded), calibrated on `calib`, scored by the
+/// outputs' SQNR against FP32 on `eval` (both [N, 3, 224, 224]), lookahead 1. Returns JSON
+/// `{"seconds", "evaluations", "points": [{"label", "relative_bops", "score_db", "encodings"}]}`:
+/// uniform W8A8 and W4A8, and the curve's best points at 1.25, 0.75 and 0.5 relative BOPs.
+pub fn mixed_points(lite0: &[u8], calib: &[f32], eval: &[f32], threads: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
+    use qplay_core::eval::Evaluator;
+    use qplay_core::quant::amp::{self, Candidate, Setup, Space, Target};
+    let e = |e: qplay_core::Error| e.to_string();
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let per = 3 * 224 * 224;
+    let batches = |d: &[f32]| d.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<Vec<_>, _>>();
+    let calib = batches(calib).map_err(e)?;
+    let eval = Evaluator::against_model(&g, batches(eval).map_err(e)?, Limits::default()).map_err(e)?;
+    let (tg, _) = fold_batch_norms(g);
+    let t0 = clock();
+    let cands: Vec<Candidate> = ["w4a8", "w8a8", "w8a16"].iter().map(|c| Candidate::parse(c)).collect::<Result<_, _>>().map_err(e)?;
+    let space = Space::new(&Setup { graph: &tg, config: &mixed_config(), calib: &calib, limits: Limits::default() }, &cands, &mut |_, _| {}).map_err(e)?;
+    let result = amp::run(&space, &eval, &eval, 1, threads, &|_, _| true).map_err(e)?;
+    let seconds = (clock() - t0) / 1e3;
+    let mut points = Vec::new();
+    let mut add = |label: String, choice: &[usize], bops: f64, score: f64| -> Result<(), String> {
+        let sim = space.sim(choice).map_err(e)?;
+        points.push(serde_json::json!({"label": label, "relative_bops": bops, "score_db": score, "encodings": sim.to_aimet_json()}));
+        Ok(())
+    };
+    for (c, name) in [(1, "uniform W8A8"), (0, "uniform W4A8")] {
+        let u = &result.uniform[c];
+        add(name.into(), &u.choice, u.relative_bops, u.score)?;
+    }
+    for target in [1.25, 0.75, 0.5] {
+        let p = amp::choose(&result.pareto, Target::Bops(target)).map_err(e)?;
+        add(format!("mixed <= {target} BOPs"), &p.choice, p.relative_bops, p.score)?;
+    }
+    Ok(serde_json::json!({"seconds": seconds, "evaluations": result.evaluations, "points": points}).to_string())
+}
+
+/// The integer engine of `lite0` (BN folded) at the encodings `encodings` (AIMET JSON, as
+/// [`mixed_points`] writes them), timed on `input` ([1, 3, 224, 224]): one warm-up, then `runs`
+/// runs. The same function runs natively and in wasm ([`mixed_latency`]). Returns JSON
+/// `{"median_ms", "p90_ms", "top1", "weight_bytes", "integer_steps", "float_steps"}`.
+pub fn mixed_time(lite0: &[u8], encodings: &str, input: &[f32], runs: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
+    let e = |e: qplay_core::Error| e.to_string();
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let mut sim = QuantSim::new(fold_batch_norms(g).0, mixed_config()).map_err(e)?;
+    sim.import_aimet_json(encodings).map_err(e)?;
+    let mut exec = Int8Executor::new(&sim).map_err(e)?;
+    let x = Tensor::f32(vec![1, 3, 224, 224], input.to_vec()).map_err(e)?;
+    let first = exec.run(vec![x.clone()]).map_err(e)?.remove(0).to_f32_vec();
+    let top1 = first.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = clock();
+        exec.run(vec![x.clone()]).map_err(e)?;
+        times.push(clock() - t);
+    }
+    times.sort_by(f64::total_cmp);
+    let (ints, floats) = exec.integer_steps();
+    Ok(serde_json::json!({
+        "median_ms": times[times.len() / 2],
+        "p90_ms": times[(times.len() * 9 / 10).min(times.len() - 1)],
+        "top1": top1,
+        "weight_bytes": exec.weight_bytes(),
+        "integer_steps": ints,
+        "float_steps": floats,
+    })
+    .to_string())
+}
+
+/// [`mixed_time`] in wasm, timed with `performance.now()`.
+#[wasm_bindgen]
+pub fn mixed_latency(lite0: &[u8], encodings: &str, input: &[f32], runs: usize) -> Result<String, JsError> {
+    mixed_time(lite0, encodings, input, runs, &now).map_err(|e| JsError::new(&e))
+}

@@ -268,6 +268,22 @@ impl Int8Executor {
         Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, encoded, pool: Pool::default(), limits: sim.limits().clone() })
     }
 
+    /// Bytes of the integer weights the steps hold: two per value, half a byte for 4-bit
+    /// weights of a GEMM (packed two per byte), two per plane on the wide path.
+    pub fn weight_bytes(&self) -> usize {
+        let planes = |w: &WidePlanes| match w {
+            WidePlanes::Gemm(p) => p.iter().map(PackedWeights::bytes).sum(),
+            WidePlanes::Depthwise(p) => p.iter().map(|v| v.len() * 2).sum::<usize>(),
+        };
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Linear(l) => l.w.len() * 2 + l.gemm.as_ref().map_or(0, PackedWeights::bytes) + l.wide.as_ref().map_or(0, planes),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// How many steps run in integers and how many fall back to float.
     pub fn integer_steps(&self) -> (usize, usize) {
         let float = self.steps.iter().filter(|s| matches!(s, Step::Float { .. })).count();

@@ -31,12 +31,16 @@ pub fn dot_gemm_naive(p: usize, m: usize, kp: usize, x: &[i16], w: &[i16], out: 
 /// j = j0..j0+8, two vectors per pair of k); each input pair `[x[k], x[k+1]]` is broadcast to all
 /// lanes, so one `i32x4.dot_i16x8_s` adds the pair's contribution to 4 output channels at once
 /// and the sums land in their lanes with no horizontal reduction (which dominated at the small K
-/// of 1x1 convolutions). Elsewhere: the rows as given.
+/// of 1x1 convolutions). Weights that all fit in 4 bits (-8..=7) are stored packed, two per
+/// byte (`nib`, and `data` is empty): byte `i` of a pair's 8 holds value `i` of its first vector
+/// in the low nibble and value `i` of its second in the high one, unpacked by one 8-byte load and
+/// two shift pairs. Elsewhere: the rows as given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedWeights {
     m: usize,
     kp: usize,
     data: Vec<i16>,
+    nib: Vec<u8>,
 }
 
 impl PackedWeights {
@@ -55,10 +59,24 @@ impl PackedWeights {
                     data[at + 1] = w[j * kp + 2 * k2 + 1];
                 }
             }
-            PackedWeights { m, kp, data }
+            if data.iter().all(|v| (-8..=7).contains(v)) {
+                let nib = data.chunks_exact(16).flat_map(|p| (0..8).map(|i| (p[i] as u8 & 0xF) | ((p[8 + i] as u8) << 4))).collect();
+                return PackedWeights { m, kp, data: Vec::new(), nib };
+            }
+            PackedWeights { m, kp, data, nib: Vec::new() }
         }
         #[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
-        PackedWeights { m, kp, data: w[..m * kp].to_vec() }
+        PackedWeights { m, kp, data: w[..m * kp].to_vec(), nib: Vec::new() }
+    }
+
+    /// Bytes the weights occupy (half a byte each when packed in 4 bits, else two).
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2 + self.nib.len()
+    }
+
+    /// Stored two per byte.
+    pub fn is_4bit(&self) -> bool {
+        !self.nib.is_empty()
     }
 }
 
@@ -86,19 +104,17 @@ pub fn dot_gemm_packed(p: usize, x: &[i16], w: &PackedWeights, out: &mut [i32]) 
     });
 }
 
-/// Sums of `R` rows (each `pairs` k-pairs long) against one packed block of 8 output channels:
-/// 2R accumulators in registers.
+/// Sums of `R` rows (each `pairs` k-pairs long) against one packed block of 8 output channels
+/// (`pair(k2)` gives its two weight vectors for the pair k2): 2R accumulators in registers.
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 #[inline(always)]
-fn tile<const R: usize>(xr: [&[i16]; R], block: &[i16], pairs: usize) -> [[V; 2]; R] {
-    assert!(block.len() >= pairs * 16 && xr.iter().all(|r| r.len() >= 2 * pairs));
+fn tile<const R: usize>(xr: [&[i16]; R], pair: impl Fn(usize) -> (V, V), pairs: usize) -> [[V; 2]; R] {
+    assert!(xr.iter().all(|r| r.len() >= 2 * pairs));
     let mut acc = [[zero(); 2]; R];
-    let wp = block.as_ptr();
     for k2 in 0..pairs {
+        let (w0, w1) = pair(k2);
         // SAFETY: bounds asserted above; the loads are unaligned ones.
         unsafe {
-            let w0 = load(wp.add(k2 * 16));
-            let w1 = load(wp.add(k2 * 16 + 8));
             for r in 0..R {
                 let a = load_pair_splat(xr[r].as_ptr().add(2 * k2));
                 acc[r][0] = add_i32(acc[r][0], dot_i16(a, w0));
@@ -114,19 +130,41 @@ fn tile<const R: usize>(xr: [&[i16]; R], block: &[i16], pairs: usize) -> [[V; 2]
 /// Rows go 4 at a time (8 accumulators), the last ones one at a time.
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 #[inline(always)]
-fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usize, usize, [V; 2])) {
+fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, emit: impl FnMut(usize, usize, [V; 2])) {
+    let pairs = w.kp / 2;
+    let blocks = w.m.div_ceil(8);
+    if w.nib.is_empty() {
+        assert!(w.data.len() >= blocks * pairs * 16);
+        // SAFETY (both loads): k2 < pairs and b < blocks, within the length asserted above.
+        gemm_blocks_with(p, x, w, |b, k2| unsafe {
+            let at = w.data.as_ptr().add((b * pairs + k2) * 16);
+            (load(at), load(at.add(8)))
+        }, emit)
+    } else {
+        assert!(w.nib.len() >= blocks * pairs * 8);
+        gemm_blocks_with(p, x, w, |b, k2| {
+            // SAFETY: k2 < pairs and b < blocks, within the length asserted above.
+            let v = unsafe { load_u8x8(w.nib.as_ptr().add((b * pairs + k2) * 8)) };
+            (nibble_lo(v), nibble_hi(v))
+        }, emit)
+    }
+}
+
+/// [`gemm_blocks`] with the weight vectors of block `b`, pair `k2` from `pair(b, k2)`.
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
+#[inline(always)]
+fn gemm_blocks_with(p: usize, x: &[i16], w: &PackedWeights, pair: impl Fn(usize, usize) -> (V, V), mut emit: impl FnMut(usize, usize, [V; 2])) {
     let (m, kp) = (w.m, w.kp);
     if p == 0 || m == 0 {
         return;
     }
     let (blocks, pairs) = (m.div_ceil(8), kp / 2);
     let row = |i: usize| &x[i * kp..(i + 1) * kp];
-    let block = |b: usize| &w.data[b * pairs * 16..(b + 1) * pairs * 16];
     let mut i = 0;
     while i + 4 <= p {
         let xr: [&[i16]; 4] = core::array::from_fn(|r| row(i + r));
         for b in 0..blocks {
-            for (r, &sums) in tile::<4>(xr, block(b), pairs).iter().enumerate() {
+            for (r, &sums) in tile::<4>(xr, |k2| pair(b, k2), pairs).iter().enumerate() {
                 emit(i + r, b, sums);
             }
         }
@@ -134,7 +172,7 @@ fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usiz
     }
     for i in i..p {
         for b in 0..blocks {
-            let [sums] = tile::<1>([row(i)], block(b), pairs);
+            let [sums] = tile::<1>([row(i)], |k2| pair(b, k2), pairs);
             emit(i, b, sums);
         }
     }

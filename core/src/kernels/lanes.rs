@@ -46,6 +46,23 @@ mod imp {
     pub fn dot_i16(a: V, b: V) -> V {
         i32x4_dot_i16x8(a, b)
     }
+    /// The 8 bytes at `p`, zero-extended to i16 lanes.
+    /// # Safety
+    /// `p` must be valid for reading 8 bytes.
+    #[inline(always)]
+    pub unsafe fn load_u8x8(p: *const u8) -> V {
+        unsafe { u16x8_load_extend_u8x8(p) }
+    }
+    /// The low 4 bits of each i16 lane, sign-extended.
+    #[inline(always)]
+    pub fn nibble_lo(v: V) -> V {
+        i16x8_shr(i16x8_shl(v, 12), 12)
+    }
+    /// Bits 4..8 of each i16 lane, sign-extended.
+    #[inline(always)]
+    pub fn nibble_hi(v: V) -> V {
+        i16x8_shr(i16x8_shl(v, 8), 12)
+    }
     /// The products of the low and of the high four i16 lanes, as i32 lanes.
     #[inline(always)]
     pub fn extmul_i16(a: V, b: V) -> (V, V) {
@@ -144,6 +161,22 @@ mod imp {
     pub fn dot_i16(a: V, b: V) -> V {
         // SAFETY: SSE2 is part of the x86-64 baseline.
         unsafe { _mm_madd_epi16(a, b) }
+    }
+    /// # Safety
+    /// `p` must be valid for reading 8 bytes.
+    #[inline(always)]
+    pub unsafe fn load_u8x8(p: *const u8) -> V {
+        unsafe { _mm_unpacklo_epi8(_mm_loadl_epi64(p as *const V), _mm_setzero_si128()) }
+    }
+    #[inline(always)]
+    pub fn nibble_lo(v: V) -> V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { _mm_srai_epi16::<12>(_mm_slli_epi16::<12>(v)) }
+    }
+    #[inline(always)]
+    pub fn nibble_hi(v: V) -> V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { _mm_srai_epi16::<12>(_mm_slli_epi16::<8>(v)) }
     }
     #[inline(always)]
     pub fn extmul_i16(a: V, b: V) -> (V, V) {
