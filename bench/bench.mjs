@@ -100,6 +100,7 @@ if (args.includes("--mixed")) {
   const input = "tests/reference/efficientnet_lite0/chelsea.input.npy";
   const refTop1 = argmax(readNpy("tests/reference/efficientnet_lite0/chelsea.logits.npy").data);
   const found = JSON.parse(execFileSync(path.join(root, "target/release/examples/mixed"), [lite0, "tests/aimet/efficientnet_lite0/calib40.npy", evalFile, input, String(runs)], { cwd: root, maxBuffer: 1 << 28 }).toString());
+  fs.writeFileSync(path.join(root, "target/bench/mixed_points.json"), JSON.stringify(found));
   const bytes = fs.readFileSync(path.join(root, lite0));
   const x = readNpy(input).data;
   for (const p of found.points) p.wasm = JSON.parse(mixed_latency(bytes, JSON.stringify(p.encodings), x, runs));
@@ -110,13 +111,14 @@ if (args.includes("--mixed")) {
     }
   } else {
     console.log(`integer engine, EfficientNet-Lite0 (search: ${found.evaluations} evaluations in ${found.seconds.toFixed(0)} s natively)`);
-    console.log("point                     rel. BOPs  SQNR dB   weights    native    vs W8A8      wasm    vs W8A8  top-1");
+    console.log("point                     rel. BOPs  SQNR dB   weights    native    vs W8A8      wasm    vs W8A8  top-1 vs FP32");
     for (const p of found.points) {
       const [n, w] = [p.native, p.wasm];
-      const ok = n.top1 === refTop1 && w.top1 === refTop1 ? "ok" : "WRONG";
+      const ok = n.top1 === refTop1 && w.top1 === refTop1 ? "same" : n.top1 === w.top1 ? "other" : "DIFFERENT";
       console.log(`${p.label.padEnd(24)} ${p.relative_bops.toFixed(3).padStart(9)} ${p.score_db.toFixed(2).padStart(8)} ${(n.weight_bytes / 2 ** 20).toFixed(2).padStart(7)} MB ${n.median_ms.toFixed(2).padStart(7)} ms ${(base.native.median_ms / n.median_ms).toFixed(2).padStart(7)}x ${w.median_ms.toFixed(2).padStart(7)} ms ${(base.wasm.median_ms / w.median_ms).toFixed(2).padStart(7)}x  ${ok}`);
     }
-    console.log(`(median of ${runs} runs after a warm-up, single thread; weights: the engine's integer weights, 4-bit ones packed two per byte)`);
+    console.log(`(median of ${runs} runs after a warm-up, single thread; weights: the engine's integer weights, 4-bit ones packed two per byte;`);
+    console.log(" top-1: \"same\" as FP32's, \"other\" where the point's error changes the class (native and wasm agree), \"DIFFERENT\" if they do not)");
   }
   process.exit(0);
 }
@@ -158,7 +160,9 @@ function readNpy(file) {
   return { shape, data };
 }
 
-const argmax = (a) => a.reduce((bi, v, i) => (v > a[bi] ? i : bi), 0);
+function argmax(a) {
+  return a.reduce((bi, v, i) => (v > a[bi] ? i : bi), 0);
+}
 
 function stats(times) {
   const s = [...times].sort((a, b) => a - b);

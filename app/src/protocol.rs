@@ -119,8 +119,6 @@ pub struct MixedApplied {
     /// Median milliseconds of one inference: FP32, and the mixed model.
     pub fp32_ms: f64,
     pub mixed_ms: f64,
-    /// "integer engine" (every bit-width up to 8) or "float simulation" (wider ones).
-    pub engine: String,
     pub top1_agreement: f64,
     /// As in CompressResult: (FP32, mixed).
     pub compare: Vec<(Vec<Prediction>, Vec<Prediction>)>,

@@ -387,9 +387,9 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let search = loaded.mixed.as_ref().ok_or("run the mixed-precision search first")?;
             let (sim, applied) = mixed::apply(search, &loaded.graph, &loaded.kind, index)?;
-            // The point becomes the last quantization: its downloads and, in integers, the INT8
+            // The point becomes the last quantization: its downloads and the integer engine's
             // speed.
-            loaded.int8 = if applied.engine == "integer engine" { Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?) } else { None };
+            loaded.int8 = Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?);
             loaded.sim = Some(sim);
             Ok(Response::MixedApplied { job, applied })
         }

@@ -155,18 +155,17 @@ fn Applied(a: MixedApplied, r: MixedResult) -> impl IntoView {
         }
     };
     let wide = a.point.bits.iter().any(|&(w, b)| w > 8 || b > 8);
-    let fallback = if wide { " Bit-widths above 8 run in the float simulation here (the integer engine runs up to 8 bits), so this timing is the simulation's, not a deployment's." } else { "" };
     let json = a.encodings_json.clone();
     view! {
-        <table class="latency" data-testid="mixed-latency" data-fp32=format!("{:.4}", a.fp32_ms) data-mixed=format!("{:.4}", a.mixed_ms) data-engine=a.engine.clone()>
-            <thead><tr><th></th><th>"FP32"</th><th>{format!("mixed ({})", a.engine)}</th><th>"ratio"</th></tr></thead>
+        <table class="latency" data-testid="mixed-latency" data-fp32=format!("{:.4}", a.fp32_ms) data-mixed=format!("{:.4}", a.mixed_ms) data-engine="integer engine">
+            <thead><tr><th></th><th>"FP32"</th><th>"mixed (integer engine)"</th><th>"ratio"</th></tr></thead>
             <tbody>
                 <tr><th>"latency (median)"</th><td class="num">{format!("{:.2} ms", a.fp32_ms)}</td><td class="num">{format!("{:.2} ms", a.mixed_ms)}</td><td class="num">{format!("{:.2}x", a.fp32_ms / a.mixed_ms.max(1e-9))}</td></tr>
                 <tr data-testid="mixed-size" data-fp32=r.fp32_bytes.to_string() data-mixed=a.point.weight_bytes.to_string()><th>"weights"</th><td class="num">{size(r.fp32_bytes)}</td><td class="num">{size(a.point.weight_bytes)}</td><td class="num">{format!("{:.2}x", r.fp32_bytes as f64 / a.point.weight_bytes.max(1) as f64)}</td></tr>
             </tbody>
         </table>
         <p class="explain" data-testid="mixed-applied" data-index=a.index.to_string() data-agreement=format!("{:.4}", a.top1_agreement)>
-            {format!("Applied point {}: {}; top-1 agreement with FP32 {:.0} %. It is now the current quantization (the downloads below, and the speed test in step 6).{fallback}", a.index + 1, describe(&a.point, &r.unit), a.top1_agreement * 100.0)}
+            {format!("Applied point {}: {}; top-1 agreement with FP32 {:.0} %. It is now the current quantization (the downloads below, and the speed test in step 6). The integer engine runs it at these bit-widths.", a.index + 1, describe(&a.point, &r.unit), a.top1_agreement * 100.0)}
         </p>
         <div class="row">
             <button data-testid="mixed-download-qdq" disabled=busy title=if wide { "Bit-widths above 8 are written as 16-bit QuantizeLinear/DequantizeLinear (onnxruntime's com.microsoft domain below opset 21)" } else { "" } on:click=move |_| export(true)>"Download the QDQ model (ONNX)"</button>

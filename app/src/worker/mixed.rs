@@ -97,9 +97,6 @@ pub(super) fn apply(search: &Search, g: &Graph, kind: &InputKind, index: usize) 
     let mut fp = Executor::new(g.clone(), limits.clone()).map_err(|e| e.to_string())?;
     let x = &search.sample;
     let fp32_ms = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
-    // Up to 8 bits everywhere the integer engine runs it; wider bit-widths run in the float
-    // simulation (shown on the page).
-    let integer = p.bits.values().all(|b| b[0] <= 8 && b[1] <= 8);
     let mut exec = sim.executor().map_err(|e| e.to_string())?;
     let mixed_ms = median_ms(&mut || exec.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
     let mut y1 = Vec::new();
@@ -114,7 +111,6 @@ pub(super) fn apply(search: &Search, g: &Graph, kind: &InputKind, index: usize) 
         point: point(p, &search.space.layers()),
         fp32_ms,
         mixed_ms,
-        engine: if integer { "integer engine".into() } else { "float simulation".into() },
         top1_agreement: side.top1_agreement,
         compare: side.compare,
         class_accuracy: side.class_accuracy,

@@ -755,9 +755,10 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Resu
     }
 }
 
-/// Runs a Conv/Gemm step on the wide path (see the module's notes): every pair of an input
-/// plane and a weight plane through the 8-bit kernels, the sums shifted into i64, then
-/// `round_half_even(clamp((acc + ib) * sx sw / sy + b / sy, lo, hi))` in f64.
+/// Runs a Conv/Gemm step on the wide path (see the module's notes), a tile of output rows at a
+/// time: every pair of an input plane and a weight plane through the 8-bit kernels, the sums
+/// shifted into i64, then `round_half_even(clamp((acc + ib) * sx sw / sy + b / sy, lo, hi))` in
+/// f64, while the tile is in cache.
 fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) -> Result<Val> {
     let (shape, nhwc, enc, xs) = match x {
         Val::Q(q) => (q.shape.clone(), q.nhwc, q.enc, vec![q.v.clone()]),
@@ -767,14 +768,7 @@ fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) ->
     let conv = matches!(l.kind, LinearKind::Conv { .. });
     // Convolutions read channels-last planes.
     let xs: Vec<Vec<i16>> = xs.into_iter().map(|v| if conv { relayout(QTensor { shape: shape.clone(), nhwc, v, enc }, true).v } else { v }).collect();
-    let too_big = |n: usize| -> Result<()> {
-        if n > limits.max_tensor_elements {
-            Err(Error::Limit(format!("integer buffer of {n} elements")))
-        } else {
-            Ok(())
-        }
-    };
-    let m = l.m;
+    let m = l.m.max(1);
     let gemm = |i: usize| match planes {
         WidePlanes::Gemm(p) => Ok(&p[i]),
         WidePlanes::Depthwise(_) => Err(Error::Graph("a convolution step without packed weights".into())),
@@ -783,16 +777,20 @@ fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) ->
         WidePlanes::Gemm(p) => p.len(),
         WidePlanes::Depthwise(p) => p.len(),
     };
-    // The output's shape, and a function writing one plane pair's sums over the whole output.
-    type Sums<'a> = Box<dyn Fn(&[i16], usize, &mut [i32]) -> Result<()> + 'a>;
-    let (out_shape, sums): (Vec<usize>, Sums) = match &l.kind {
+    // Rows of at most this many outputs per tile (a depthwise tile is one image).
+    let rows_per_tile = (TILE_OUTPUTS / m).max(4);
+    // The output's shape, the tiles (image, first output pixel, pixels) and a function writing
+    // one plane pair's sums over one tile.
+    type Sums<'a> = Box<dyn Fn(&[i16], usize, (usize, usize, usize), &mut [i32]) -> Result<()> + 'a>;
+    let tiles = |images: usize, p: usize, chunk: usize| -> Vec<(usize, usize, usize)> { (0..images).flat_map(|b| (0..p).step_by(chunk.max(1)).map(move |f| (b, f, chunk.min(p - f)))).collect() };
+    let (out_shape, tiles, sums): (Vec<usize>, Vec<(usize, usize, usize)>, Sums) = match &l.kind {
         LinearKind::Gemm => {
             if shape.len() != 2 || shape[1] != l.k {
                 return Err(Error::Graph(format!("Gemm input {shape:?} does not match K = {}", l.k)));
             }
             let p = shape[0];
-            (vec![p, m], Box::new(move |x: &[i16], wi: usize, out: &mut [i32]| {
-                dot_gemm_packed(p, &pad_rows(x, p, l.k, l.kp), gemm(wi)?, out);
+            (vec![p, l.m], tiles(1, p, rows_per_tile), Box::new(move |x: &[i16], wi: usize, (_, f, r): (usize, usize, usize), out: &mut [i32]| {
+                dot_gemm_packed(r, &pad_rows(&x[f * l.k..], r, l.k, l.kp), gemm(wi)?, out);
                 Ok(())
             }))
         }
@@ -803,68 +801,84 @@ fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) ->
             let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
             let (stride, dilation) = (window.strides, window.dilations);
             let pads = ops::resolve_pads_pub(window, [h, w], [*kh, *kw]);
-            let geom = ConvGeom { c_in: c, h, w, c_out: m, kh: *kh, kw: *kw, stride, dilation, pads, group: 1 };
+            let geom = ConvGeom { c_in: c, h, w, c_out: l.m, kh: *kh, kw: *kw, stride, dilation, pads, group: 1 };
             let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
-            if (!depthwise && c * kh * kw != l.k) || (*depthwise && c != m) {
+            if (!depthwise && c * kh * kw != l.k) || (*depthwise && c != l.m) {
                 return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
             }
             let p = oh * ow;
-            too_big(n * p * m)?;
             let (depthwise, kh, kw) = (*depthwise, *kh, *kw);
-            (vec![n, m, oh, ow], Box::new(move |x: &[i16], wi: usize, out: &mut [i32]| {
+            let direct = kh == 1 && kw == 1 && stride == [1, 1] && pads == [0; 4] && c == l.kp;
+            let tiles = if depthwise { tiles(n, 1, 1).into_iter().map(|(b, _, _)| (b, 0, p)).collect() } else { tiles(n, p, rows_per_tile) };
+            (vec![n, l.m, oh, ow], tiles, Box::new(move |x: &[i16], wi: usize, (b, f, r): (usize, usize, usize), out: &mut [i32]| {
+                let xb = &x[b * h * w * c..(b + 1) * h * w * c];
                 if let WidePlanes::Depthwise(wp) = planes {
-                    let dg = DwGeom { h, w, c, oh, ow, kh, kw, stride, dilation, pads };
-                    for (xb, ob) in x.chunks_exact(h * w * c).zip(out.chunks_exact_mut(p * m)) {
-                        depthwise_nhwc(&dg, xb, &wp[wi], ob);
-                    }
-                    return Ok(());
-                }
-                if depthwise {
+                    depthwise_nhwc(&DwGeom { h, w, c, oh, ow, kh, kw, stride, dilation, pads }, xb, &wp[wi], out);
+                } else if depthwise {
                     return Err(Error::Graph("a depthwise step without depthwise weights".into()));
-                }
-                if kh == 1 && kw == 1 && stride == [1, 1] && pads == [0; 4] && c == l.kp {
-                    dot_gemm_packed(n * p, x, gemm(wi)?, out);
-                    return Ok(());
-                }
-                let chunk = (IM2ROW_BYTES / (2 * l.kp)).max(4);
-                let mut rows = vec![0i16; chunk.min(p) * l.kp];
-                for b in 0..n {
-                    for first in (0..p).step_by(chunk) {
-                        let r = chunk.min(p - first);
-                        im2row(&geom, &x[b * h * w * c..(b + 1) * h * w * c], ow, l.kp, first, &mut rows[..r * l.kp]);
-                        dot_gemm_packed(r, &rows[..r * l.kp], gemm(wi)?, &mut out[(b * p + first) * m..(b * p + first + r) * m]);
-                    }
+                } else if direct {
+                    dot_gemm_packed(r, &xb[f * c..], gemm(wi)?, out);
+                } else {
+                    let mut rows = vec![0i16; r * l.kp];
+                    im2row(&geom, xb, ow, l.kp, f, &mut rows);
+                    dot_gemm_packed(r, &rows, gemm(wi)?, out);
                 }
                 Ok(())
             }))
         }
     };
     let total: usize = out_shape.iter().product();
-    too_big(total)?;
-    let mut acc = vec![0i64; total];
-    let mut part = vec![0i32; total];
-    for (xi, xp) in xs.iter().enumerate() {
-        for wi in 0..n_w {
-            sums(xp, wi, &mut part)?;
-            let shift = 8 * (xi + wi);
-            for (a, &s) in acc.iter_mut().zip(&part) {
-                *a += (s as i64) << shift;
-            }
-        }
+    if total > limits.max_tensor_elements {
+        return Err(Error::Limit(format!("integer buffer of {total} elements")));
     }
     let (sx, sy) = (enc.scale() as f64, l.out.scale() as f64);
     let mult: Vec<f64> = l.sw.iter().map(|&sw| sx * sw as f64 / sy).collect();
     let add: Vec<f64> = l.bias.iter().map(|&b| b as f64 / sy).collect();
     let (lo, hi) = l.bounds();
-    let centered = acc.chunks_exact(m.max(1)).flat_map(|row| {
-        row.iter().enumerate().map(|(j, &a)| ((a + l.ibias[j] as i64) as f64 * mult[j] + add[j]).clamp(lo[j] as f64, hi[j] as f64).round_ties_even() as i32).collect::<Vec<_>>()
-    });
+    let (lo, hi): (Vec<f64>, Vec<f64>) = (lo.iter().map(|&v| v as f64).collect(), hi.iter().map(|&v| v as f64).collect());
+    let ib: Vec<i64> = l.ibias.iter().map(|&b| b as i64).collect();
+    let most = tiles.iter().map(|t| t.2).max().unwrap_or(0) * m;
+    let (mut acc, mut part) = (vec![0i64; most], vec![0i32; most]);
+    let mut v = vec![0i32; total];
+    let per_image = total / out_shape[0].max(1);
+    for &(b, f, r) in &tiles {
+        let (acc, part) = (&mut acc[..r * m], &mut part[..r * m]);
+        for (xi, xp) in xs.iter().enumerate() {
+            for wi in 0..n_w {
+                sums(xp, wi, (b, f, r), part)?;
+                let shift = 8 * (xi + wi);
+                if xi + wi == 0 {
+                    for (a, &s) in acc.iter_mut().zip(part.iter()) {
+                        *a = s as i64;
+                    }
+                } else {
+                    for (a, &s) in acc.iter_mut().zip(part.iter()) {
+                        *a += (s as i64) << shift;
+                    }
+                }
+            }
+        }
+        let at = if conv { b * per_image + f * m } else { f * m };
+        for (row, o) in acc.chunks_exact(m).zip(v[at..at + r * m].chunks_exact_mut(m)) {
+            for j in 0..m {
+                let y = ((row[j] + ib[j]) as f64 * mult[j] + add[j]).clamp(lo[j], hi[j]);
+                // Half to even by the add of 1.5 * 2^52 (|y| < 2^51): no rounding call on SSE2.
+                o[j] = ((y + ROUND_MAGIC_F64) - ROUND_MAGIC_F64) as i32;
+            }
+        }
+    }
     Ok(if l.out.wide() {
-        Val::W(QTensor { shape: out_shape, nhwc: conv, v: centered.collect(), enc: l.out })
+        Val::W(QTensor { shape: out_shape, nhwc: conv, v, enc: l.out })
     } else {
-        Val::Q(QTensor { shape: out_shape, nhwc: conv, v: centered.map(|v| v as i16).collect(), enc: l.out })
+        Val::Q(QTensor { shape: out_shape, nhwc: conv, v: v.iter().map(|&x| x as i16).collect(), enc: l.out })
     })
 }
+
+/// Outputs per tile of the wide path (its i64 sums stay in the L2 cache).
+const TILE_OUTPUTS: usize = 8 << 10;
+
+/// 1.5 * 2^52: `(y + M) - M` rounds an f64 `y` with |y| < 2^51 to an integer, half to even.
+const ROUND_MAGIC_F64: f64 = 6_755_399_441_055_744.0;
 
 /// Size of the patch buffer of a convolution that needs one (a part of the L1 cache).
 const IM2ROW_BYTES: usize = 8 << 10;
