@@ -61,7 +61,7 @@ impl Evaluator {
     }
 
     /// The score of a quantization simulation (the engine [`crate::quant::QuantSim::executor`]
-    /// picks: integers in qplay mode up to 8 bits, else the float simulation).
+    /// picks: integers in qplay mode, the float simulation in AIMET mode).
     pub fn score_sim(&self, sim: &crate::quant::QuantSim) -> Result<f64> {
         let mut exec = sim.executor()?;
         let mut y = Vec::new();

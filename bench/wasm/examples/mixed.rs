@@ -2,12 +2,11 @@
 //! `qplay_bench_wasm::mixed_points`, then times every point with `qplay_bench_wasm::mixed_time`.
 //! Arguments: LITE0.onnx CALIB40.npy EVAL.npy (the 10 photos stacked) INPUT.npy RUNS. Prints one
 //! JSON object: the search's, each point with its "native" timing.
+use qplay_bench_wasm::native::{clock, npy, read};
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let npy = |p: &str| qplay_core::npy::read_npy(&read(p), 1 << 26).expect(".npy").to_f32_vec();
-    let start = std::time::Instant::now();
-    let clock = || start.elapsed().as_secs_f64() * 1e3;
+    let clock = clock();
     let model = read(&a[1]);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let search = qplay_bench_wasm::mixed_points(&model, &npy(&a[2]), &npy(&a[3]), threads, &clock).unwrap_or_else(|e| panic!("{e}"));

@@ -1,12 +1,12 @@
 //! Native side of the training benchmark (bench/run --train): prints the JSON of
 //! `qplay_bench_wasm::train_bench` with this process's peak resident memory. Arguments:
 //! LITE0.onnx CALIB40.npy EPOCHS.
+use qplay_bench_wasm::native::{clock, npy, read};
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let calib = qplay_core::npy::read_npy(&read(&a[2]), 1 << 26).expect(".npy").to_f32_vec();
-    let start = std::time::Instant::now();
-    let clock = || start.elapsed().as_secs_f64() * 1e3;
+    let calib = npy(&a[2]);
+    let clock = clock();
     let epochs = a[3].parse().expect("epochs");
     let j = qplay_bench_wasm::train_bench(&read(&a[1]), &calib, epochs, &clock).unwrap_or_else(|e| panic!("{e}"));
     // VmHWM: the peak resident set, in kB.

@@ -203,6 +203,19 @@ pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> 
     passes_bench(lite0, digits, calib, iterations, &now).map_err(|e| JsError::new(&e))
 }
 
+/// Lite0 samples stacked as [N, 3, 224, 224], one tensor of batch 1 each.
+fn lite0_samples(d: &[f32]) -> Result<Vec<Tensor>, qplay_core::Error> {
+    d.chunks(3 * 224 * 224).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect()
+}
+
+/// `lite0` loaded, its calibration samples, and an evaluator by SQNR against its FP32 outputs on
+/// `eval` (both stacked as [N, 3, 224, 224]).
+fn lite0_sets(lite0: &[u8], calib: &[f32], eval: &[f32]) -> Result<(qplay_core::graph::Graph, Vec<Tensor>, qplay_core::eval::Evaluator), qplay_core::Error> {
+    let (g, _) = load_model(lite0, &Limits::default())?;
+    let eval = qplay_core::eval::Evaluator::against_model(&g, lite0_samples(eval)?, Limits::default())?;
+    Ok((g, lite0_samples(calib)?, eval))
+}
+
 /// Times the full greedy sensitivity pass of `qplay compress` (every layer at each of AIMET's 9
 /// candidates, scored by pooled SQNR against the original on `eval` ([N, 3, 224, 224], the 10
 /// photos), channel pruning refitted on `calib` (the 40 calibration samples)), then AIMET's
@@ -210,14 +223,9 @@ pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> 
 /// `lite0`. The same function runs natively (bench/wasm/examples/compress.rs) and in wasm
 /// ([`compress`]). Returns one JSON object: seconds and evaluations per method.
 pub fn compress_bench(lite0: &[u8], calib: &[f32], eval: &[f32], clock: &dyn Fn() -> f64) -> Result<String, String> {
-    use qplay_core::eval::Evaluator;
     use qplay_core::search::compress::{compress, CompressConfig, Method};
     let e = |e: qplay_core::Error| e.to_string();
-    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
-    let per = 3 * 224 * 224;
-    let batches = |d: &[f32]| d.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<Vec<_>, _>>();
-    let calib = batches(calib).map_err(e)?;
-    let eval = Evaluator::against_model(&g, batches(eval).map_err(e)?, Limits::default()).map_err(e)?;
+    let (g, calib, eval) = lite0_sets(lite0, calib, eval).map_err(e)?;
     let shapes = qplay_core::cost::infer_shapes(&g, &[vec![1, 3, 224, 224]], &Limits::default()).map_err(e)?;
     let mut out = serde_json::Map::new();
     for method in [Method::SpatialSvd, Method::ChannelPruning] {
@@ -243,8 +251,7 @@ pub fn train_bench(lite0: &[u8], calib: &[f32], epochs: usize, clock: &dyn Fn() 
     use qplay_core::train::{qat::qat_net, train, Data, Distill, TrainConfig};
     let e = |e: qplay_core::Error| e.to_string();
     let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
-    let per = 3 * 224 * 224;
-    let samples: Vec<Tensor> = calib.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<_, _>>().map_err(e)?;
+    let samples = lite0_samples(calib).map_err(e)?;
     let mut teacher = Vec::new();
     let mut exec = qplay_core::Executor::new(g.clone(), Limits::default()).map_err(e)?;
     for s in &samples {
@@ -289,14 +296,9 @@ fn mixed_config() -> QuantSimConfig {
 /// `{"seconds", "evaluations", "points": [{"label", "relative_bops", "score_db", "encodings"}]}`:
 /// uniform W8A8 and W4A8, and the curve's best points at 1.25, 0.75 and 0.5 relative BOPs.
 pub fn mixed_points(lite0: &[u8], calib: &[f32], eval: &[f32], threads: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
-    use qplay_core::eval::Evaluator;
     use qplay_core::quant::amp::{self, Candidate, Setup, Space, Target};
     let e = |e: qplay_core::Error| e.to_string();
-    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
-    let per = 3 * 224 * 224;
-    let batches = |d: &[f32]| d.chunks(per).map(|c| Tensor::f32(vec![1, 3, 224, 224], c.to_vec())).collect::<Result<Vec<_>, _>>();
-    let calib = batches(calib).map_err(e)?;
-    let eval = Evaluator::against_model(&g, batches(eval).map_err(e)?, Limits::default()).map_err(e)?;
+    let (g, calib, eval) = lite0_sets(lite0, calib, eval).map_err(e)?;
     let (tg, _) = fold_batch_norms(g);
     let t0 = clock();
     let cands: Vec<Candidate> = ["w4a8", "w8a8", "w8a16"].iter().map(|c| Candidate::parse(c)).collect::<Result<_, _>>().map_err(e)?;
@@ -356,4 +358,24 @@ pub fn mixed_time(lite0: &[u8], encodings: &str, input: &[f32], runs: usize, clo
 #[wasm_bindgen]
 pub fn mixed_latency(lite0: &[u8], encodings: &str, input: &[f32], runs: usize) -> Result<String, JsError> {
     mixed_time(lite0, encodings, input, runs, &now).map_err(|e| JsError::new(&e))
+}
+
+/// Helpers of the native examples (bench/wasm/examples), which panic with the file's name.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    /// The bytes of the file at `path`.
+    pub fn read(path: &str) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The data of the .npy file at `path`, as f32.
+    pub fn npy(path: &str) -> Vec<f32> {
+        qplay_core::npy::read_npy(&read(path), 1 << 26).unwrap_or_else(|e| panic!("{path}: {e}")).to_f32_vec()
+    }
+
+    /// A clock in milliseconds from now.
+    pub fn clock() -> impl Fn() -> f64 {
+        let start = std::time::Instant::now();
+        move || start.elapsed().as_secs_f64() * 1e3
+    }
 }

@@ -22,13 +22,15 @@ use super::ops;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::int8::{depthwise_nhwc, depthwise_requant, dot_gemm_packed, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
+use crate::kernels::int8::{depthwise_requant, dot_gemm_requant, padded, DwGeom, PackedWeights, Requant};
 use crate::kernels::ConvGeom;
 use crate::onnx::Limits;
 use crate::quant::{Encoding, QuantSim};
 use crate::tensor::Tensor;
 
 mod values;
+mod wide;
+use wide::{run_linear_wide, step_weights, WidePlanes, WIDE_MAX_K};
 use values::{add_quantized, dequantize, quantize_tensor, quantize_val, relayout, to_float};
 
 /// An activation encoding in integer form: real = v * scale, v in [offset, offset + n].
@@ -73,24 +75,6 @@ enum Val {
     /// 9 to 16 bits.
     W(QTensor<i32>),
     F(Tensor),
-}
-
-/// The weights of a step on the wide path as planes of at most 9 bits, `w = Σ_i plane_i << 8i`
-/// (one plane for weights of up to 8 bits, two above), in the layout of the kernel that reads them.
-#[derive(Debug, Clone)]
-enum WidePlanes {
-    Gemm(Vec<PackedWeights>),
-    /// Depthwise: [taps][C] per plane.
-    Depthwise(Vec<Vec<i16>>),
-}
-
-/// Longest row on the wide path: planes hold |v| <= 256, so a row's sum of products stays
-/// below 2^31.
-const WIDE_MAX_K: usize = 1 << 15;
-
-/// Splits values of up to 17 bits into two planes, `v = hi * 256 + lo` with `lo` in 0..=255.
-fn split_planes(v: &[i32]) -> Vec<Vec<i16>> {
-    vec![v.iter().map(|&x| (x & 0xFF) as i16).collect(), v.iter().map(|&x| (x >> 8) as i16).collect()]
 }
 
 /// How a Conv/Gemm step gets its rows.
@@ -140,6 +124,30 @@ impl Linear {
         let add: Vec<f32> = self.bias.iter().map(|&b| b / sy).collect();
         let (lo, hi) = self.bounds();
         Requant::new(&mult, &self.ibias, &add, &lo, &hi)
+    }
+
+    /// Rows of a Gemm input of logical shape `shape`, checked against the weights.
+    fn gemm_rows(&self, shape: &[usize]) -> Result<usize> {
+        if shape.len() != 2 || shape[1] != self.k {
+            return Err(Error::Graph(format!("Gemm input {shape:?} does not match K = {}", self.k)));
+        }
+        Ok(shape[0])
+    }
+
+    /// The geometry of a convolution step on an input of logical (NCHW) shape `shape`, checked
+    /// against the weights, and the output's height and width.
+    fn conv_geometry(&self, shape: &[usize], (kh, kw): (usize, usize), depthwise: bool, window: &crate::graph::Window) -> Result<(ConvGeom, usize, usize)> {
+        if shape.len() != 4 {
+            return Err(Error::Graph(format!("Conv input {shape:?} is not 4-D")));
+        }
+        let (c, h, w) = (shape[1], shape[2], shape[3]);
+        let pads = ops::resolve_pads_pub(window, [h, w], [kh, kw]);
+        let geom = ConvGeom { c_in: c, h, w, c_out: self.m, kh, kw, stride: window.strides, dilation: window.dilations, pads, group: 1 };
+        let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
+        if (!depthwise && c * kh * kw != self.k) || (depthwise && c != self.m) {
+            return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
+        }
+        Ok((geom, oh, ow))
     }
 
     /// Per output channel, the lowest and highest centered output: the output range, narrowed
@@ -271,14 +279,10 @@ impl Int8Executor {
     /// Bytes of the integer weights the steps hold: two per value, half a byte for 4-bit
     /// weights of a GEMM (packed two per byte), two per plane on the wide path.
     pub fn weight_bytes(&self) -> usize {
-        let planes = |w: &WidePlanes| match w {
-            WidePlanes::Gemm(p) => p.iter().map(PackedWeights::bytes).sum(),
-            WidePlanes::Depthwise(p) => p.iter().map(|v| v.len() * 2).sum::<usize>(),
-        };
         self.steps
             .iter()
             .map(|s| match s {
-                Step::Linear(l) => l.w.len() * 2 + l.gemm.as_ref().map_or(0, PackedWeights::bytes) + l.wide.as_ref().map_or(0, planes),
+                Step::Linear(l) => l.w.len() * 2 + l.gemm.as_ref().map_or(0, PackedWeights::bytes) + l.wide.as_ref().map_or(0, WidePlanes::bytes),
                 _ => 0,
             })
             .sum()
@@ -517,21 +521,6 @@ fn int_weights(w: &[f32], per: usize, encs: &[Encoding], axis0: bool, m: usize) 
         .collect()
 }
 
-/// The weights of a step in its kernel's layout (`rows`: [m][kp], or [taps][C] depthwise):
-/// packed i16 for the 8-bit path, planes for the wide path.
-fn step_weights(rows: &[i32], m: usize, kp: usize, depthwise: bool, wide: bool) -> (Vec<i16>, Option<PackedWeights>, Option<WidePlanes>) {
-    let narrow: Vec<i16> = rows.iter().map(|&v| v as i16).collect();
-    match (wide, depthwise) {
-        (false, true) => (narrow, None, None),
-        (false, false) => (Vec::new(), Some(PackedWeights::new(m, kp, &narrow)), None),
-        (true, _) => {
-            let planes = if rows.iter().any(|&v| !(-256..=255).contains(&v)) { split_planes(rows) } else { vec![narrow] };
-            let planes = if depthwise { WidePlanes::Depthwise(planes) } else { WidePlanes::Gemm(planes.iter().map(|p| PackedWeights::new(m, kp, p)).collect()) };
-            (Vec::new(), None, Some(planes))
-        }
-    }
-}
-
 /// Integer plan of node `ni`, or None for the float fallback.
 fn plan_node(sim: &QuantSim, g: &Graph, qenc: &[Option<QEnc>], readers: &[usize], ni: usize, skip: &mut [bool]) -> Result<Option<Step>> {
     let n = &g.nodes[ni];
@@ -691,19 +680,9 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Resu
     let rq = if l.in_enc == Some(x.enc) { std::borrow::Cow::Borrowed(&l.rq) } else { std::borrow::Cow::Owned(l.requant(x.enc.scale())) };
     let rq = rq.as_ref();
     let gemm = || l.gemm.as_ref().ok_or_else(|| Error::Graph("a convolution step without packed weights".into()));
-    let too_big = |n: usize| -> Result<()> {
-        if n > limits.max_tensor_elements {
-            Err(Error::Limit(format!("integer buffer of {n} elements")))
-        } else {
-            Ok(())
-        }
-    };
     match &l.kind {
         LinearKind::Gemm => {
-            if x.shape.len() != 2 || x.shape[1] != l.k {
-                return Err(Error::Graph(format!("Gemm input {:?} does not match K = {}", x.shape, l.k)));
-            }
-            let p = x.shape[0];
+            let p = l.gemm_rows(&x.shape)?;
             let rows = pad_rows(&x.v, p, l.k, l.kp);
             let mut v = pool.take(p * l.m);
             dot_gemm_requant(p, &rows, gemm()?, rq, &mut v);
@@ -713,19 +692,11 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Resu
             let (depthwise, stride, dilation) = (*depthwise, &window.strides, &window.dilations);
             // Already channels-last after the first convolution: no copy.
             let x = if x.nhwc { std::borrow::Cow::Borrowed(x) } else { std::borrow::Cow::Owned(relayout(x.clone(), true)) };
-            if x.shape.len() != 4 {
-                return Err(Error::Graph(format!("Conv input {:?} is not 4-D", x.shape)));
-            }
-            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-            let pads = ops::resolve_pads_pub(window, [h, w], [*kh, *kw]);
-            let geom = ConvGeom { c_in: c, h, w, c_out: l.m, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads, group: 1 };
-            let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
-            if (!depthwise && c * kh * kw != l.k) || (depthwise && c != l.m) {
-                return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
-            }
+            let (geom, oh, ow) = l.conv_geometry(&x.shape, (*kh, *kw), depthwise, window)?;
+            let (n, c, h, w, pads) = (x.shape[0], geom.c_in, geom.h, geom.w, geom.pads);
             let p = oh * ow;
-            too_big(n * p * l.m)?;
-            too_big(4 * l.kp)?;
+            check_size(limits, n * p * l.m)?;
+            check_size(limits, 4 * l.kp)?;
             let mut v = pool.take(n * p * l.m);
             if depthwise {
                 let dg = DwGeom { h, w, c, oh, ow, kh: *kh, kw: *kw, stride: *stride, dilation: *dilation, pads };
@@ -755,130 +726,14 @@ fn run_linear(l: &Linear, x: &QTensor, limits: &Limits, pool: &mut Pool) -> Resu
     }
 }
 
-/// Runs a Conv/Gemm step on the wide path (see the module's notes), a tile of output rows at a
-/// time: every pair of an input plane and a weight plane through the 8-bit kernels, the sums
-/// shifted into i64, then `round_half_even(clamp((acc + ib) * sx sw / sy + b / sy, lo, hi))` in
-/// f64, while the tile is in cache.
-fn run_linear_wide(l: &Linear, planes: &WidePlanes, x: &Val, limits: &Limits) -> Result<Val> {
-    let (shape, nhwc, enc, xs) = match x {
-        Val::Q(q) => (q.shape.clone(), q.nhwc, q.enc, vec![q.v.clone()]),
-        Val::W(q) => (q.shape.clone(), q.nhwc, q.enc, split_planes(&q.v)),
-        Val::F(_) => return Err(Error::Graph("a convolution's input is not quantized".into())),
-    };
-    let conv = matches!(l.kind, LinearKind::Conv { .. });
-    // Convolutions read channels-last planes.
-    let xs: Vec<Vec<i16>> = xs.into_iter().map(|v| if conv { relayout(QTensor { shape: shape.clone(), nhwc, v, enc }, true).v } else { v }).collect();
-    let m = l.m.max(1);
-    let gemm = |i: usize| match planes {
-        WidePlanes::Gemm(p) => Ok(&p[i]),
-        WidePlanes::Depthwise(_) => Err(Error::Graph("a convolution step without packed weights".into())),
-    };
-    let n_w = match planes {
-        WidePlanes::Gemm(p) => p.len(),
-        WidePlanes::Depthwise(p) => p.len(),
-    };
-    // Rows of at most this many outputs per tile (a depthwise tile is one image).
-    let rows_per_tile = (TILE_OUTPUTS / m).max(4);
-    // The output's shape, the tiles (image, first output pixel, pixels) and a function writing
-    // one plane pair's sums over one tile.
-    type Sums<'a> = Box<dyn Fn(&[i16], usize, (usize, usize, usize), &mut [i32]) -> Result<()> + 'a>;
-    let tiles = |images: usize, p: usize, chunk: usize| -> Vec<(usize, usize, usize)> { (0..images).flat_map(|b| (0..p).step_by(chunk.max(1)).map(move |f| (b, f, chunk.min(p - f)))).collect() };
-    let (out_shape, tiles, sums): (Vec<usize>, Vec<(usize, usize, usize)>, Sums) = match &l.kind {
-        LinearKind::Gemm => {
-            if shape.len() != 2 || shape[1] != l.k {
-                return Err(Error::Graph(format!("Gemm input {shape:?} does not match K = {}", l.k)));
-            }
-            let p = shape[0];
-            (vec![p, l.m], tiles(1, p, rows_per_tile), Box::new(move |x: &[i16], wi: usize, (_, f, r): (usize, usize, usize), out: &mut [i32]| {
-                dot_gemm_packed(r, &pad_rows(&x[f * l.k..], r, l.k, l.kp), gemm(wi)?, out);
-                Ok(())
-            }))
-        }
-        LinearKind::Conv { kh, kw, depthwise, window } => {
-            if shape.len() != 4 {
-                return Err(Error::Graph(format!("Conv input {shape:?} is not 4-D")));
-            }
-            let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-            let (stride, dilation) = (window.strides, window.dilations);
-            let pads = ops::resolve_pads_pub(window, [h, w], [*kh, *kw]);
-            let geom = ConvGeom { c_in: c, h, w, c_out: l.m, kh: *kh, kw: *kw, stride, dilation, pads, group: 1 };
-            let (oh, ow) = geom.out_hw().ok_or_else(|| Error::Graph("kernel does not fit the input".into()))?;
-            if (!depthwise && c * kh * kw != l.k) || (*depthwise && c != l.m) {
-                return Err(Error::Graph(format!("Conv input has {c} channels, the weights expect another count")));
-            }
-            let p = oh * ow;
-            let (depthwise, kh, kw) = (*depthwise, *kh, *kw);
-            let direct = kh == 1 && kw == 1 && stride == [1, 1] && pads == [0; 4] && c == l.kp;
-            let tiles = if depthwise { tiles(n, 1, 1).into_iter().map(|(b, _, _)| (b, 0, p)).collect() } else { tiles(n, p, rows_per_tile) };
-            (vec![n, l.m, oh, ow], tiles, Box::new(move |x: &[i16], wi: usize, (b, f, r): (usize, usize, usize), out: &mut [i32]| {
-                let xb = &x[b * h * w * c..(b + 1) * h * w * c];
-                if let WidePlanes::Depthwise(wp) = planes {
-                    depthwise_nhwc(&DwGeom { h, w, c, oh, ow, kh, kw, stride, dilation, pads }, xb, &wp[wi], out);
-                } else if depthwise {
-                    return Err(Error::Graph("a depthwise step without depthwise weights".into()));
-                } else if direct {
-                    dot_gemm_packed(r, &xb[f * c..], gemm(wi)?, out);
-                } else {
-                    let mut rows = vec![0i16; r * l.kp];
-                    im2row(&geom, xb, ow, l.kp, f, &mut rows);
-                    dot_gemm_packed(r, &rows, gemm(wi)?, out);
-                }
-                Ok(())
-            }))
-        }
-    };
-    let total: usize = out_shape.iter().product();
-    if total > limits.max_tensor_elements {
-        return Err(Error::Limit(format!("integer buffer of {total} elements")));
-    }
-    let (sx, sy) = (enc.scale() as f64, l.out.scale() as f64);
-    let mult: Vec<f64> = l.sw.iter().map(|&sw| sx * sw as f64 / sy).collect();
-    let add: Vec<f64> = l.bias.iter().map(|&b| b as f64 / sy).collect();
-    let (lo, hi) = l.bounds();
-    let (lo, hi): (Vec<f64>, Vec<f64>) = (lo.iter().map(|&v| v as f64).collect(), hi.iter().map(|&v| v as f64).collect());
-    let ib: Vec<i64> = l.ibias.iter().map(|&b| b as i64).collect();
-    let most = tiles.iter().map(|t| t.2).max().unwrap_or(0) * m;
-    let (mut acc, mut part) = (vec![0i64; most], vec![0i32; most]);
-    let mut v = vec![0i32; total];
-    let per_image = total / out_shape[0].max(1);
-    for &(b, f, r) in &tiles {
-        let (acc, part) = (&mut acc[..r * m], &mut part[..r * m]);
-        for (xi, xp) in xs.iter().enumerate() {
-            for wi in 0..n_w {
-                sums(xp, wi, (b, f, r), part)?;
-                let shift = 8 * (xi + wi);
-                if xi + wi == 0 {
-                    for (a, &s) in acc.iter_mut().zip(part.iter()) {
-                        *a = s as i64;
-                    }
-                } else {
-                    for (a, &s) in acc.iter_mut().zip(part.iter()) {
-                        *a += (s as i64) << shift;
-                    }
-                }
-            }
-        }
-        let at = if conv { b * per_image + f * m } else { f * m };
-        for (row, o) in acc.chunks_exact(m).zip(v[at..at + r * m].chunks_exact_mut(m)) {
-            for j in 0..m {
-                let y = ((row[j] + ib[j]) as f64 * mult[j] + add[j]).clamp(lo[j], hi[j]);
-                // Half to even by the add of 1.5 * 2^52 (|y| < 2^51): no rounding call on SSE2.
-                o[j] = ((y + ROUND_MAGIC_F64) - ROUND_MAGIC_F64) as i32;
-            }
-        }
-    }
-    Ok(if l.out.wide() {
-        Val::W(QTensor { shape: out_shape, nhwc: conv, v, enc: l.out })
+/// An integer buffer of `n` elements, within the limits.
+fn check_size(limits: &Limits, n: usize) -> Result<()> {
+    if n > limits.max_tensor_elements {
+        Err(Error::Limit(format!("integer buffer of {n} elements")))
     } else {
-        Val::Q(QTensor { shape: out_shape, nhwc: conv, v: v.iter().map(|&x| x as i16).collect(), enc: l.out })
-    })
+        Ok(())
+    }
 }
-
-/// Outputs per tile of the wide path (its i64 sums stay in the L2 cache).
-const TILE_OUTPUTS: usize = 8 << 10;
-
-/// 1.5 * 2^52: `(y + M) - M` rounds an f64 `y` with |y| < 2^51 to an integer, half to even.
-const ROUND_MAGIC_F64: f64 = 6_755_399_441_055_744.0;
 
 /// Size of the patch buffer of a convolution that needs one (a part of the L1 cache).
 const IM2ROW_BYTES: usize = 8 << 10;

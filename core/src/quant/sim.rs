@@ -14,9 +14,10 @@
 //! Execution: AIMET mode runs AIMET's float simulation (quantize-dequantize after every quantized
 //! value, float arithmetic in between). qplay mode simulates what an integer runtime computes:
 //! biases are int32 on the accumulator's grid ([`QuantSim::int_bias`]), activations round as
-//! ONNX's QuantizeLinear, and with at most 8 bits the model runs on the integer engine
-//! ([`crate::exec::int8`]), whose arithmetic is that of onnxruntime's integer kernels: the
-//! exported QDQ model gives the same integers in onnxruntime.
+//! ONNX's QuantizeLinear, and the model runs on the integer engine ([`crate::exec::int8`]) at
+//! every bit-width. Up to 8 bits its arithmetic is that of onnxruntime's integer kernels (the
+//! exported QDQ model gives the same integers in onnxruntime); wider layers are exact in
+//! integers and requantized in f64.
 
 use super::encoding::{check_bits, sqnr_search, Encoding, QuantScheme};
 use super::observer::{Histogram, MinMax, Percentile};
