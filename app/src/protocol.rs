@@ -68,11 +68,15 @@ pub struct MixedSettings {
     pub per_channel: bool,
     /// Moves measured per step of phase 2.
     pub lookahead: u32,
-    /// "bops" (a budget relative to uniform W8A8), "drop" (a score drop) or "size" (MB of weights).
+    /// "bops" (a budget relative to uniform W8A8), "drop" (a score drop), "size" (MB of weights)
+    /// or "latency" (milliseconds in this browser's integer engine).
     pub objective: String,
     pub budget: f64,
     /// Calibration samples (0: the default set).
     pub calib_samples: u32,
+    /// AdaRound iterations per layer for the candidates below 8 weight bits (0: nearest).
+    #[serde(default)]
+    pub adaround_iterations: u32,
 }
 
 /// One point of a mixed-precision curve.
@@ -81,6 +85,8 @@ pub struct MixedPoint {
     pub relative_bops: f64,
     pub score: f64,
     pub weight_bytes: u64,
+    /// Milliseconds per inference predicted by the latency table measured in this browser.
+    pub latency_ms: f64,
     /// Per weighted layer, in graph order: (weight bits, activation bits).
     pub bits: Vec<(u8, u8)>,
 }
@@ -97,10 +103,13 @@ pub struct MixedResult {
     pub groups: usize,
     /// The non-dominated points, cheapest first.
     pub pareto: Vec<MixedPoint>,
-    /// (relative BOPs, score) of every point measured.
-    pub visited: Vec<(f64, f64)>,
-    /// Each candidate everywhere: (candidate, relative BOPs, score).
-    pub uniform: Vec<(String, f64, f64)>,
+    /// (relative BOPs, score, predicted milliseconds) of every point measured.
+    pub visited: Vec<(f64, f64, f64)>,
+    /// Each candidate everywhere: (candidate, relative BOPs, score, predicted milliseconds).
+    pub uniform: Vec<(String, f64, f64, f64)>,
+    /// Per candidate (as `uniform`): one inference, measured whole and as the sum of its
+    /// groups' times (the table's check).
+    pub latency_check: Vec<(f64, f64)>,
     /// The point of `pareto` that meets the budget.
     pub chosen: usize,
     /// Why no point meets the budget (then `chosen` is the nearest end of the curve).

@@ -87,6 +87,9 @@ fn bad_settings_get_one_line_errors() {
         (vec![], 2, "give one target"),
         (vec!["--target-bops", "0.1"], 1, "below the cheapest point (0.5000)"),
         (vec!["--target-bops=-1"], 2, "is not a positive number"),
+        (vec!["--target-latency-ms", "0"], 2, "is not a positive number"),
+        (vec!["--target-latency-ms", "1", "--mode", "aimet"], 2, "runs --mode qplay only"),
+        (vec!["--target-latency-ms", "0.000001"], 1, "below the fastest point"),
     ] {
         let mut args: Vec<&str> = base.to_vec();
         args.extend_from_slice(&extra);
@@ -96,6 +99,31 @@ fn bad_settings_get_one_line_errors() {
         let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
         assert!(errors.len() == 1 && errors[0].contains(says), "{extra:?}: {err}");
     }
+}
+
+/// A latency budget: the integer engine is timed per layer group at each candidate, every point
+/// of the curve gets the latency that table predicts, and the chosen point is the best-scoring
+/// one predicted within the budget, then timed whole.
+#[test]
+fn a_latency_budget_picks_the_best_point_predicted_within_it() {
+    let (chosen, report, curve, ..) = mixed("digits-latency", &["--target-latency-ms", "1000"]);
+    let table = &report["latency_table"];
+    let (groups, cands) = (report["groups"].as_array().unwrap().len(), report["candidates"].as_array().unwrap().len());
+    let ms = table["ms"].as_array().unwrap();
+    assert_eq!(ms.len(), groups);
+    assert!(ms.iter().all(|row| row.as_array().unwrap().len() == cands && row.as_array().unwrap().iter().all(|t| t.as_f64().unwrap() >= 0.0)), "{table}");
+    assert!(table["total_ms"].as_array().unwrap().iter().all(|t| t.as_f64().unwrap() > 0.0), "{table}");
+    let lat = |p: &Value| p["latency_ms"].as_f64().unwrap();
+    assert!(curve.iter().all(|p| lat(p) > 0.0), "every point has a predicted latency");
+    // A uniform point's prediction is its candidate's column of the table.
+    for (u, c) in report["uniform"].as_array().unwrap().iter().zip(0..cands) {
+        let sum: f64 = ms.iter().map(|row| row[c].as_f64().unwrap()).sum::<f64>() + table["other_ms"][c].as_f64().unwrap();
+        assert!((lat(&u["point"]) - sum).abs() < 1e-9, "{u}");
+    }
+    // Every point is within 1000 ms: the best score of the curve is chosen, and timed whole.
+    let best = curve.iter().map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(chosen["score"].as_f64().unwrap(), best, "{chosen}");
+    assert!(chosen["measured_latency_ms"].as_f64().unwrap() > 0.0, "{chosen}");
 }
 
 /// EfficientNet-Lite0 against AIMET 2.42's AMP on the same 40 calibration and 10 evaluation

@@ -111,6 +111,16 @@ impl Tensor {
             TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
+    /// The first item along axis 0, as a batch of one (f32).
+    pub fn first_item(&self) -> Result<Self> {
+        let mut shape = self.shape.clone();
+        let n = shape.first().copied().unwrap_or(1).max(1);
+        if let Some(d) = shape.first_mut() {
+            *d = 1;
+        }
+        let d = self.to_f32_vec();
+        Self::f32(shape, d[..d.len() / n].to_vec())
+    }
     /// An ndarray view of f32 data.
     pub fn view_f32(&self) -> Option<ArrayViewD<'_, f32>> {
         let d = self.as_f32()?;

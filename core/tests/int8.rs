@@ -74,7 +74,7 @@ fn check_mixed(model: &[u8], flat: bool, pair: [&str; 2]) {
     let config = QuantSimConfig { per_channel: true, ..Default::default() };
     let calib = [digits(TRAIN_X, 256, flat)];
     let cands: Vec<Candidate> = pair.iter().map(|c| Candidate::parse(c).unwrap()).collect();
-    let space = Space::new(&Setup { graph: &g, config: &config, calib: &calib, limits: Limits::default() }, &cands, &mut |_, _| {}).unwrap();
+    let space = Space::new(&Setup { graph: &g, config: &config, calib: &calib, limits: Limits::default(), adaround: None }, &cands, &mut |_, _| true).unwrap();
     for first in 0..2 {
         let choice: Vec<usize> = (0..space.groups.len()).map(|i| (i + first) % 2).collect();
         let sim = space.sim(&choice).unwrap();

@@ -911,6 +911,27 @@ test("mixed precision of digits MobileNet in the page: the whole Pareto curve ab
   await page.click('[data-testid="mixed-apply"]');
   await page.locator(`[data-testid="mixed-applied"][data-index="${at}"]`).waitFor();
   await page.locator('[data-testid="mixed-panel"]').screenshot({ path: path.join(root, "tests/output/mixed.png") });
+  // A latency budget in this browser: every point carries the latency predicted by the table
+  // of each group's time at each candidate; the chosen point is the best one predicted within.
+  const w8a8ms = Number(await page.getAttribute('[data-testid="uniform-point"][data-candidate="W8A8"]', "data-latency"));
+  assert.ok(w8a8ms > 0, String(w8a8ms));
+  const budget = (3 * w8a8ms).toFixed(4);
+  await page.selectOption('[data-testid="mixed-objective"]', "latency");
+  await page.fill('[data-testid="mixed-budget"]', budget);
+  await page.click('[data-testid="mixed-run"]');
+  await page.locator('[data-testid="busy-cancel"]').waitFor();
+  await page.locator('[data-testid="busy-cancel"]').waitFor({ state: "detached", timeout: 600_000 });
+  await page.locator('[data-testid="mixed-budget-note"]').waitFor({ state: "detached" });
+  await page.check('[data-testid="mixed-axis-latency"]');
+  await page.locator('[data-testid="mixed-pareto"][data-axis="latency"] [data-testid="mixed-budget-line"]').waitFor();
+  const byMs = await page.locator('[data-testid="pareto-point"]').evaluateAll((cs) => cs.map((c) => ({ ms: Number(c.dataset.latency), score: Number(c.dataset.score), selected: c.dataset.selected === "true" })));
+  const pick = byMs.find((p) => p.selected);
+  const bestWithin = Math.max(...byMs.filter((p) => p.ms <= Number(budget)).map((p) => p.score));
+  console.log(`digits latency budget ${budget} ms: chosen ${pick.ms} ms, ${pick.score} %; ${await page.textContent('[data-testid="mixed-latency-check"]')}`);
+  assert.ok(byMs.every((p) => p.ms > 0) && pick.ms <= Number(budget) && pick.score === bestWithin, JSON.stringify(byMs));
+  await page.click('[data-testid="mixed-apply"]');
+  await page.locator('[data-testid="mixed-predicted"]').waitFor();
+  assert.equal(Number(await page.getAttribute('[data-testid="mixed-predicted"]', "data-predicted")), pick.ms);
   assert.deepEqual(consoleErrors, []);
 });
 

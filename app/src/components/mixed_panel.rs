@@ -29,26 +29,46 @@ fn size(bytes: u64) -> String {
 }
 
 fn describe(p: &MixedPoint, unit: &str) -> String {
-    format!("{:.3}× the BOPs of W8A8, {:.2} {unit}, weights {}", p.relative_bops, p.score, size(p.weight_bytes))
+    format!("{:.3}× the BOPs of W8A8, {:.2} {unit}, weights {}, {:.2} ms predicted here", p.relative_bops, p.score, size(p.weight_bytes), p.latency_ms)
 }
 
-/// Score against relative BOPs: every point measured (grey), the Pareto curve (blue, click a point
-/// to select it), each uniform candidate (squares), the budget and the selected point.
+/// Tick values of a log axis from `lo` to `hi`: 1, 2, 5 times powers of ten.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut e = lo.max(1e-9).log10().floor() as i32;
+    while 10f64.powi(e) <= hi * 1.001 && out.len() < 12 {
+        for m in [1.0, 2.0, 5.0] {
+            let t = m * 10f64.powi(e);
+            if t >= lo * 0.999 && t <= hi * 1.001 {
+                out.push(t);
+            }
+        }
+        e += 1;
+    }
+    out
+}
+
+/// Score against relative BOPs, or against the latency predicted here (`by_latency`): every point
+/// measured (grey), the Pareto curve (blue, click a point to select it), each uniform candidate
+/// (squares), the budget and the selected point.
 #[component]
-fn Pareto(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
+fn Pareto(r: MixedResult, selected: RwSignal<usize>, by_latency: bool) -> impl IntoView {
     let (w, h, l, b) = (480.0, 260.0, 52.0, 34.0);
-    let xs = r.visited.iter().map(|p| p.0).chain(r.uniform.iter().map(|u| u.1));
+    let px = move |p: &MixedPoint| if by_latency { p.latency_ms } else { p.relative_bops };
+    let xs = r.visited.iter().map(|p| if by_latency { p.2 } else { p.0 }).chain(r.uniform.iter().map(|u| if by_latency { u.3 } else { u.1 })).filter(|x| x.is_finite());
     let (x_lo, x_hi) = xs.fold((f64::INFINITY, 0.0f64), |(a, c), x| (a.min(x), c.max(x)));
     let ys = r.visited.iter().map(|p| p.1).chain(r.uniform.iter().map(|u| u.2));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, c), y| (a.min(y), c.max(y)));
     let (lo, hi) = if hi - lo < 1e-6 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
-    // BOPs on a log scale: the candidates double from one to the next.
+    // Log scales: the candidates' BOPs double from one to the next.
     let (lx0, lx1) = (x_lo.max(1e-6).ln(), x_hi.max(x_lo * 1.01).ln());
     let sx = move |x: f64| l + (x.max(1e-6).ln() - lx0) / (lx1 - lx0) * (w - l - 16.0);
     let sy = move |y: f64| h - b - (y - lo) / (hi - lo) * (h - b - 12.0);
     let unit = r.unit.clone();
-    let grey = r.visited.iter().map(|&(x, y)| view! { <circle cx=sx(x) cy=sy(y) r=2.2 class="dot tried"/> }).collect_view();
-    let path = r.pareto.iter().enumerate().map(|(i, p)| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, sx(p.relative_bops), sy(p.score))).collect::<String>();
+    let grey = r.visited.iter().map(|&(bops, y, ms)| view! { <circle cx=sx(if by_latency { ms } else { bops }) cy=sy(y) r=2.2 class="dot tried"/> }).collect_view();
+    let mut line: Vec<(f64, f64)> = r.pareto.iter().map(|p| (px(p), p.score)).collect();
+    line.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let path = line.iter().enumerate().map(|(i, &(x, y))| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, sx(x), sy(y))).collect::<String>();
     let curve = r
         .pareto
         .iter()
@@ -56,9 +76,9 @@ fn Pareto(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
         .map(|(i, p)| {
             let label = describe(p, &unit);
             view! {
-                <circle cx=sx(p.relative_bops) cy=sy(p.score) r=move || if selected.get() == i { 6.5 } else { 4.0 }
+                <circle cx=sx(px(p)) cy=sy(p.score) r=move || if selected.get() == i { 6.5 } else { 4.0 }
                     class=move || if selected.get() == i { "dot final pareto-point" } else { "dot kept pareto-point" } data-testid="pareto-point"
-                    data-index=i.to_string() data-bops=format!("{:.5}", p.relative_bops) data-score=format!("{:.4}", p.score) data-selected=move || (selected.get() == i).to_string()
+                    data-index=i.to_string() data-bops=format!("{:.5}", p.relative_bops) data-latency=format!("{:.4}", p.latency_ms) data-score=format!("{:.4}", p.score) data-selected=move || (selected.get() == i).to_string()
                     tabindex="0" role="button" aria-label=label.clone()
                     on:click=move |_| selected.set(i)
                     on:keydown=move |ev| { if ev.key() == "Enter" || ev.key() == " " { selected.set(i) } }>
@@ -70,33 +90,32 @@ fn Pareto(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
     let uniform = r
         .uniform
         .iter()
-        .map(|(c, x, y)| {
+        .map(|(c, bops, y, ms)| {
+            let x = if by_latency { ms } else { bops };
             let (cx, cy) = (sx(*x), sy(*y));
             // Labels near the right edge go to the square's left.
             let (tx, anchor) = if cx > w - 60.0 { (cx - 7.0, "end") } else { (cx + 7.0, "start") };
             view! {
-                <g data-testid="uniform-point" data-candidate=c.to_uppercase() data-bops=format!("{x:.5}") data-score=format!("{y:.4}")>
-                    <rect x=cx - 4.5 y=cy - 4.5 width=9 height=9 class="dot uniform"><title>{format!("every layer at {}: {x:.3}× BOPs, {y:.2} {}", c.to_uppercase(), r.unit)}</title></rect>
+                <g data-testid="uniform-point" data-candidate=c.to_uppercase() data-bops=format!("{bops:.5}") data-latency=format!("{ms:.4}") data-score=format!("{y:.4}")>
+                    <rect x=cx - 4.5 y=cy - 4.5 width=9 height=9 class="dot uniform"><title>{format!("every layer at {}: {bops:.3}× BOPs, {y:.2} {}, {ms:.2} ms", c.to_uppercase(), r.unit)}</title></rect>
                     <text x=tx y=cy - 6.0 text-anchor=anchor class="axis">{c.to_uppercase()}</text>
                 </g>
             }
         })
         .collect_view();
-    let budget = (r.settings.objective == "bops").then(|| {
+    let budget = (r.settings.objective == if by_latency { "latency" } else { "bops" }).then(|| {
         let x = sx(r.settings.budget.clamp(x_lo, x_hi));
         view! { <line x1=x y1=10 x2=x y2=h - b class="target" data-testid="mixed-budget-line"/><text x=x + 3.0 y=20 class="axis">{format!("budget {:.2}", r.settings.budget)}</text> }
     });
-    let ticks = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
-        .into_iter()
-        .filter(|&t| t >= x_lo * 0.999 && t <= x_hi * 1.001)
-        .map(|t| view! { <text x=sx(t) y=h - b + 14.0 text-anchor="middle" class="axis">{format!("{t}")}</text> })
-        .collect_view();
+    let ticks = if by_latency { log_ticks(x_lo, x_hi) } else { [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0].into_iter().filter(|&t| t >= x_lo * 0.999 && t <= x_hi * 1.001).collect() };
+    let ticks = ticks.into_iter().map(|t| view! { <text x=sx(t) y=h - b + 14.0 text-anchor="middle" class="axis">{format!("{t}")}</text> }).collect_view();
+    let x_title = if by_latency { "milliseconds per inference predicted in this browser (log scale)" } else { "BOPs relative to uniform W8A8 (log scale)" };
     view! {
         <figure>
-            <svg class="chart" data-testid="mixed-pareto" width=w height=h viewBox=format!("0 0 {w} {h}") role="img" aria-label="Score against BOPs relative to uniform W8A8">
+            <svg class="chart" data-testid="mixed-pareto" data-axis=if by_latency { "latency" } else { "bops" } width=w height=h viewBox=format!("0 0 {w} {h}") role="img" aria-label=format!("Score against {x_title}")>
                 <line x1=l y1=h - b x2=w - 10.0 y2=h - b class="axis-line"/>
                 <line x1=l y1=10 x2=l y2=h - b class="axis-line"/>
-                <text x=(w + l) / 2.0 y=h - 4.0 text-anchor="middle" class="axis">"BOPs relative to uniform W8A8 (log scale)"</text>
+                <text x=(w + l) / 2.0 y=h - 4.0 text-anchor="middle" class="axis">{x_title}</text>
                 <text x=12 y=(h - b) / 2.0 class="axis" transform=format!("rotate(-90 12 {})", (h - b) / 2.0) text-anchor="middle">{format!("score ({})", r.unit)}</text>
                 <text x=l - 4.0 y=sy(hi) + 4.0 text-anchor="end" class="axis">{format!("{hi:.1}")}</text>
                 <text x=l - 4.0 y=sy(lo) + 4.0 text-anchor="end" class="axis">{format!("{lo:.1}")}</text>
@@ -107,7 +126,7 @@ fn Pareto(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
                 {uniform}
                 {curve}
             </svg>
-            <figcaption>"Grey: every point measured; blue: the Pareto curve (no other point is cheaper and better); squares: one candidate everywhere; the large dot: the selected point (click another)."</figcaption>
+            <figcaption>"Grey: every point measured; blue: the Pareto curve in BOPs (no other point is cheaper and better); squares: one candidate everywhere; the large dot: the selected point (click another). Latencies are predicted from each layer group's time at each candidate, measured in this browser."</figcaption>
         </figure>
     }
 }
@@ -144,6 +163,14 @@ fn BitMap(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
     }
 }
 
+/// How well the latency table predicts whole inferences: per uniform candidate, the sum of its
+/// groups' times against the inference timed in one piece.
+fn latency_check(r: &MixedResult) -> String {
+    let row = |((c, ..), &(whole, sum)): (&(String, f64, f64, f64), &(f64, f64))| format!("{} {sum:.2} ms summed, {whole:.2} ms whole ({:+.0} %)", c.to_uppercase(), 100.0 * (sum - whole) / whole.max(1e-9));
+    let rows: Vec<String> = r.uniform.iter().zip(&r.latency_check).map(row).collect();
+    format!("Latency table (each layer group timed at each candidate in this browser's integer engine): {}.", rows.join("; "))
+}
+
 #[component]
 fn Applied(a: MixedApplied, r: MixedResult) -> impl IntoView {
     let state = expect_context::<AppState>();
@@ -161,6 +188,7 @@ fn Applied(a: MixedApplied, r: MixedResult) -> impl IntoView {
             <thead><tr><th></th><th>"FP32"</th><th>"mixed (integer engine)"</th><th>"ratio"</th></tr></thead>
             <tbody>
                 <tr><th>"latency (median)"</th><td class="num">{format!("{:.2} ms", a.fp32_ms)}</td><td class="num">{format!("{:.2} ms", a.mixed_ms)}</td><td class="num">{format!("{:.2}x", a.fp32_ms / a.mixed_ms.max(1e-9))}</td></tr>
+                <tr data-testid="mixed-predicted" data-predicted=format!("{:.4}", a.point.latency_ms)><th>"predicted by the latency table"</th><td></td><td class="num">{format!("{:.2} ms", a.point.latency_ms)}</td><td class="num">{format!("{:+.0} %", 100.0 * (a.point.latency_ms - a.mixed_ms) / a.mixed_ms.max(1e-9))}</td></tr>
                 <tr data-testid="mixed-size" data-fp32=r.fp32_bytes.to_string() data-mixed=a.point.weight_bytes.to_string()><th>"weights"</th><td class="num">{size(r.fp32_bytes)}</td><td class="num">{size(a.point.weight_bytes)}</td><td class="num">{format!("{:.2}x", r.fp32_bytes as f64 / a.point.weight_bytes.max(1) as f64)}</td></tr>
             </tbody>
         </table>
@@ -184,6 +212,8 @@ pub fn MixedPanel() -> impl IntoView {
     let lookahead = RwSignal::new(4u32);
     let objective = RwSignal::new("bops".to_string());
     let budget = RwSignal::new(0.75f64);
+    let adaround = RwSignal::new(0u32);
+    let by_latency = RwSignal::new(false);
     let selected = RwSignal::new(0usize);
     Effect::new(move |_| {
         if let Some(r) = state.mixed.get() {
@@ -198,7 +228,7 @@ pub fn MixedPanel() -> impl IntoView {
     let run = {
         let picked = picked.clone();
         move |_| {
-            let settings = MixedSettings { candidates: picked(), per_channel: per_channel.get_untracked(), lookahead: lookahead.get_untracked(), objective: objective.get_untracked(), budget: budget.get_untracked(), calib_samples: 0 };
+            let settings = MixedSettings { candidates: picked(), per_channel: per_channel.get_untracked(), lookahead: lookahead.get_untracked(), objective: objective.get_untracked(), budget: budget.get_untracked(), calib_samples: 0, adaround_iterations: adaround.get_untracked() };
             state.start(format!("Mixed precision over {}…", settings.candidates.join(", ").to_uppercase()));
             let photos = PHOTOS.iter().map(|(f, _)| f.to_string()).collect();
             if let Err(e) = bridge::send(&Request::Mixed { job: bridge::next_job(), settings, photos }, bridge::calibration_payload()) {
@@ -215,6 +245,7 @@ pub fn MixedPanel() -> impl IntoView {
     let unit_hint = move || match objective.get().as_str() {
         "bops" => "× the BOPs of W8A8",
         "drop" => "score points below FP32 (SQNR: below the most precise point)",
+        "latency" => "ms per inference in this browser's integer engine",
         _ => "MB of weights",
     };
     move || {
@@ -248,17 +279,25 @@ pub fn MixedPanel() -> impl IntoView {
                             <option value="8">"8 (best curve, slowest)"</option>
                         </select>
                     </label>
+                    <label>"Rounding below 8 weight bits "
+                        <select data-testid="mixed-adaround" on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<u32>() { adaround.set(v) } } prop:value=move || adaround.get().to_string()>
+                            <option value="0">"to nearest"</option>
+                            <option value="200">"AdaRound, 200 iterations per layer"</option>
+                            <option value="1000">"AdaRound, 1,000 iterations per layer (minutes on EfficientNet-Lite0)"</option>
+                        </select>
+                    </label>
                 </div>
                 <div class="row">
                     <label>"Objective "
                         <select data-testid="mixed-objective" on:change=move |ev| {
                             let v = event_target_value(&ev);
-                            budget.set(match v.as_str() { "bops" => 0.75, "drop" => 1.0, _ => 1.0 });
+                            budget.set(match v.as_str() { "bops" => 0.75, "latency" => state.mixed.get_untracked().and_then(|r| r.uniform.iter().find(|u| u.0.eq_ignore_ascii_case("w8a8")).map(|u| (u.3 * 100.0).round() / 100.0)).unwrap_or(10.0), _ => 1.0 });
                             objective.set(v);
                         } prop:value=move || objective.get()>
                             <option value="bops">"a BOPs budget"</option>
                             <option value="drop">"an accuracy drop"</option>
                             <option value="size">"a weight-size budget"</option>
+                            <option value="latency">"a latency budget (this browser)"</option>
                         </select>
                     </label>
                     <label>"Budget "
@@ -270,7 +309,7 @@ pub fn MixedPanel() -> impl IntoView {
                 </div>
                 {move || state.mixed.get().map(|r| {
                     let p = r.pareto.get(r.chosen).cloned();
-                    let uniform = r.uniform.iter().map(|(c, x, y)| format!("{} {x:.2}× {y:.2}", c.to_uppercase())).collect::<Vec<_>>().join(", ");
+                    let uniform = r.uniform.iter().map(|(c, x, y, _)| format!("{} {x:.2}× {y:.2}", c.to_uppercase())).collect::<Vec<_>>().join(", ");
                     view! {
                         <p class="quant-summary" data-testid="mixed-summary" data-points=r.pareto.len().to_string() data-chosen=r.chosen.to_string()
                             data-bops=p.as_ref().map(|p| format!("{:.5}", p.relative_bops)).unwrap_or_default() data-score=p.as_ref().map(|p| format!("{:.4}", p.score)).unwrap_or_default()>
@@ -279,8 +318,12 @@ pub fn MixedPanel() -> impl IntoView {
                                 r.fp32_score.map(|f| format!("; FP32 {f:.2} {}", r.unit)).unwrap_or_default(), p.as_ref().map(|p| describe(p, &r.unit)).unwrap_or_default())}
                         </p>
                         {r.budget_note.clone().map(|n| view! { <p class="error" role="alert" data-testid="mixed-budget-note">{format!("No point meets the budget: {n}. Selected: the nearest end of the curve.")}</p> })}
+                        <p class="explain" data-testid="mixed-latency-check">{latency_check(&r)}</p>
+                        <div class="row">
+                            <label class="check"><input type="checkbox" data-testid="mixed-axis-latency" prop:checked=move || by_latency.get() on:change=move |ev| by_latency.set(event_target_checked(&ev))/>"plot against the latency predicted here"</label>
+                        </div>
                         <div class="charts">
-                            <Pareto r=r.clone() selected=selected/>
+                            {let r = r.clone(); move || view! { <Pareto r=r.clone() selected=selected by_latency=by_latency.get()/> }}
                         </div>
                         <div class="row">
                             <button class="primary" data-testid="mixed-apply" disabled=busy on:click=apply>{move || format!("Apply point {} and time it", selected.get() + 1)}</button>

@@ -29,15 +29,6 @@ pub(super) fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64
     Ok(t[t.len() / 2])
 }
 
-/// The first sample of a batch, as a batch of one.
-pub(super) fn first(x: &Tensor) -> Result<Tensor, String> {
-    let mut shape = x.shape().to_vec();
-    let n = shape.first().copied().unwrap_or(1).max(1);
-    shape[0] = 1;
-    let d = x.to_f32_vec();
-    Tensor::f32(shape, d[..d.len() / n].to_vec()).map_err(|e| e.to_string())
-}
-
 /// FP32 and INT8 (W8A8, BN folded, calibrated on `calib`) medians of `g` on `x`.
 fn latency(g: &Graph, x: &Tensor, calib: &[Tensor], limits: &Limits) -> Result<(f64, f64), String> {
     let mut fp = Executor::new(g.clone(), limits.clone()).map_err(|e| e.to_string())?;
@@ -88,7 +79,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
     let limits = Limits::default();
     let t0 = now();
     let eval = evaluator(g, kind, probe, &limits)?;
-    let x = first(samples.first().ok_or("no calibration samples")?)?;
+    let x = samples.first().ok_or("no calibration samples")?.first_item().map_err(|e| e.to_string())?;
     let shapes = qplay_core::cost::infer_shapes(g, &[x.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
     let cfg = CompressConfig { candidates: settings.candidates.clamp(2, 100) as usize, ..CompressConfig::new(method, settings.target) };
     let (out, report) = compress(g, &shapes, &cfg, &eval, samples, &mut |stage, done, total| {

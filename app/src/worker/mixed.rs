@@ -1,13 +1,17 @@
 //! The worker's mixed-precision job: the Pareto curve of `qplay mixed-precision` on the loaded
 //! model, then any point of it applied (the current quantization) and timed here against FP32.
 
-use super::compress::{evaluator, first, median_ms, SideBySide};
+use super::compress::{evaluator, median_ms, SideBySide};
 use super::{now, post};
 use crate::protocol::{InputKind, MixedApplied, MixedPoint, MixedResult, MixedSettings, Response};
 use qplay_core::eval::{Evaluator, ScoreKind};
+use qplay_core::passes::adaround::AdaroundConfig;
 use qplay_core::quant::amp::{self, Candidate, Point, Setup, Space, Target};
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::{Executor, Graph, Limits, Tensor};
+
+/// Timed runs per candidate (medians) for the latency table.
+const LATENCY_RUNS: usize = 5;
 
 /// A finished search, kept to apply its points.
 pub(super) struct Search {
@@ -20,7 +24,13 @@ pub(super) struct Search {
 }
 
 fn point(p: &Point, layers: &[(String, u64)]) -> MixedPoint {
-    MixedPoint { relative_bops: p.relative_bops, score: p.score, weight_bytes: p.weight_bytes, bits: layers.iter().map(|(name, _)| p.bits.get(name).map_or((32, 32), |b| (b[0], b[1]))).collect() }
+    MixedPoint {
+        relative_bops: p.relative_bops,
+        score: p.score,
+        weight_bytes: p.weight_bytes,
+        latency_ms: p.latency_ms.unwrap_or(f64::NAN),
+        bits: layers.iter().map(|(name, _)| p.bits.get(name).map_or((32, 32), |b| (b[0], b[1]))).collect(),
+    }
 }
 
 /// Searches the bit-widths of `g` (BN folded first) calibrated on `samples`, scored on `probe`
@@ -40,21 +50,35 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
     };
     let folded = qplay_core::passes::bn_fold::fold_batch_norms(g.clone()).0;
     let config = QuantSimConfig { per_channel: settings.per_channel, ..Default::default() };
-    let space = Space::new(&Setup { graph: &folded, config: &config, calib: samples, limits: limits.clone() }, &candidates, &mut |done, total| {
-        post(&Response::Progress { job, stage: "Calibrating each candidate".into(), done, total });
+    let adaround = (settings.adaround_iterations > 0).then(|| AdaroundConfig { iterations: settings.adaround_iterations as usize, ..Default::default() });
+    let stage = if adaround.is_some() { "Calibrating each candidate (AdaRound below 8 weight bits)" } else { "Calibrating each candidate" };
+    let space = Space::new(&Setup { graph: &folded, config: &config, calib: samples, limits: limits.clone(), adaround }, &candidates, &mut |done, total| {
+        post(&Response::Progress { job, stage: stage.into(), done, total });
+        true
     })
     .map_err(|e| e.to_string())?;
     // One thread: the pool of workers is issue #22's.
-    let result = amp::run(&space, &eval, &sensitivity_eval, settings.lookahead.clamp(1, 64) as usize, 1, &|done, total| {
+    let mut result = amp::run(&space, &eval, &sensitivity_eval, settings.lookahead.clamp(1, 64) as usize, 1, &|done, total| {
         post(&Response::Progress { job, stage: "Measuring bit-width choices (phase 1, then the curve)".into(), done, total });
         true
     })
     .map_err(|e| e.to_string())?;
+    let sample = samples.first().ok_or("no calibration samples")?.first_item().map_err(|e| e.to_string())?;
+    let table = space
+        .latency_table(&sample, LATENCY_RUNS, &now, &mut |done, total| {
+            post(&Response::Progress { job, stage: "Timing each candidate's layers in this browser".into(), done, total });
+            true
+        })
+        .map_err(|e| e.to_string())?;
+    for points in [&mut result.pareto, &mut result.visited, &mut result.uniform] {
+        table.annotate(points);
+    }
     let target = match settings.objective.as_str() {
         "bops" => Target::Bops(settings.budget),
         "size" => Target::Bytes((settings.budget * 1e6) as u64),
         "drop" => Target::MaxDrop { drop: settings.budget, baseline: fp32_score.unwrap_or(result.visited[0].score) },
-        other => return Err(format!("unknown objective '{other}' (bops, drop or size)")),
+        "latency" => Target::LatencyMs(settings.budget),
+        other => return Err(format!("unknown objective '{other}' (bops, drop, size or latency)")),
     };
     // Out of reach: the nearest end of the curve, with the reason shown.
     let (chosen, budget_note) = match amp::choose(&result.pareto, target) {
@@ -62,7 +86,6 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         Err(e) => (if matches!(target, Target::MaxDrop { .. }) { result.pareto.len() - 1 } else { 0 }, Some(e.to_string().trim_start_matches("target: ").to_string())),
     };
     let layers = space.layers();
-    let sample = first(samples.first().ok_or("no calibration samples")?)?;
     let shapes = qplay_core::cost::infer_shapes(g, &[sample.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
     let fp32_bytes = qplay_core::cost::cost(g, &shapes).layers.iter().map(|l| l.params * 4).sum();
     let out = MixedResult {
@@ -74,8 +97,9 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         fp32_score,
         groups: result.groups.len(),
         pareto: result.pareto.iter().map(|p| point(p, &layers)).collect(),
-        visited: result.visited.iter().map(|p| (p.relative_bops, p.score)).collect(),
-        uniform: result.uniform.iter().zip(&result.candidates).map(|(p, c)| (c.to_string(), p.relative_bops, p.score)).collect(),
+        visited: result.visited.iter().map(|p| (p.relative_bops, p.score, p.latency_ms.unwrap_or(f64::NAN))).collect(),
+        uniform: result.uniform.iter().zip(&result.candidates).map(|(p, c)| (c.to_string(), p.relative_bops, p.score, p.latency_ms.unwrap_or(f64::NAN))).collect(),
+        latency_check: result.uniform.iter().zip(&table.total_ms).map(|(p, &whole)| (whole, p.latency_ms.unwrap_or(f64::NAN))).collect(),
         chosen,
         budget_note,
         fp32_bytes,

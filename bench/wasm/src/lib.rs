@@ -302,7 +302,7 @@ pub fn mixed_points(lite0: &[u8], calib: &[f32], eval: &[f32], threads: usize, c
     let (tg, _) = fold_batch_norms(g);
     let t0 = clock();
     let cands: Vec<Candidate> = ["w4a8", "w8a8", "w8a16"].iter().map(|c| Candidate::parse(c)).collect::<Result<_, _>>().map_err(e)?;
-    let space = Space::new(&Setup { graph: &tg, config: &mixed_config(), calib: &calib, limits: Limits::default() }, &cands, &mut |_, _| {}).map_err(e)?;
+    let space = Space::new(&Setup { graph: &tg, config: &mixed_config(), calib: &calib, limits: Limits::default(), adaround: None }, &cands, &mut |_, _| true).map_err(e)?;
     let result = amp::run(&space, &eval, &eval, 1, threads, &|_, _| true).map_err(e)?;
     let seconds = (clock() - t0) / 1e3;
     let mut points = Vec::new();

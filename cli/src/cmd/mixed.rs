@@ -6,9 +6,12 @@ use crate::common::{failed_at, transform, write_file, CliError, CliResult, Globa
 use crate::data::{self, Settings};
 use crate::out;
 use crate::progress::{Progress, Stage};
+use qplay_core::exec::int8::Int8Executor;
+use qplay_core::passes::adaround::AdaroundConfig;
 use qplay_core::quant::amp::{self, Candidate, Point, Setup, Space, Target};
 use qplay_core::quant::QuantSimConfig;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Choose a bit-width per layer group: the Pareto curve of score against BOPs, and the point that
 /// meets a target (accuracy drop, BOPs, or weight size)
@@ -44,6 +47,10 @@ pub struct Args {
     recipe: Transform,
     #[arg(long, value_enum, default_value_t = ModeArg::Qplay)]
     mode: ModeArg,
+    /// How each candidate's ranges are chosen: minmax, sqnr (a search over a histogram, weights
+    /// and activations), percentile or percentile:P (activations)
+    #[arg(long, value_name = "SCHEME", default_value = "minmax", value_parser = crate::cmd::quantize::parse_scheme)]
+    scheme: qplay_core::quant::CalibScheme,
     /// Target: the cheapest point within D of the FP32 score (accuracy), or of the most precise
     /// candidate's (SQNR)
     #[arg(long, value_name = "D", group = "target")]
@@ -54,6 +61,14 @@ pub struct Args {
     /// Target: the best point whose weights take at most M MB (10^6 bytes)
     #[arg(long, value_name = "M", group = "target")]
     target_size_mb: Option<f64>,
+    /// Target: the best point predicted to run in at most MS milliseconds in the integer engine
+    /// on this machine (each group timed at each candidate; the chosen point is then measured)
+    #[arg(long, value_name = "MS", group = "target")]
+    target_latency_ms: Option<f64>,
+    /// Learn the rounding of the candidates below 8 weight bits by AdaRound, this many
+    /// iterations per layer (0: round to nearest)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    adaround_iters: usize,
     /// Write the curve: [{"relative_bops", "score", "weight_bytes", "bits": {"<layer>": [w, a]}}]
     #[arg(long, value_name = "PARETO.json")]
     pareto: Option<PathBuf>,
@@ -80,14 +95,23 @@ pub struct Args {
     json: bool,
 }
 
+/// Timed runs per candidate (medians) for the latency table and the chosen point.
+const LATENCY_RUNS: usize = 5;
+
 fn point_json(p: &Point) -> serde_json::Value {
-    serde_json::json!({ "relative_bops": p.relative_bops, "score": p.score, "weight_bytes": p.weight_bytes, "bits": p.bits })
+    serde_json::json!({ "relative_bops": p.relative_bops, "score": p.score, "weight_bytes": p.weight_bytes, "latency_ms": p.latency_ms, "bits": p.bits })
 }
 
 pub fn run(a: &Args, global: &Global) -> CliResult<()> {
-    let target_given = [a.max_drop.is_some(), a.target_bops.is_some(), a.target_size_mb.is_some()].iter().filter(|&&x| x).count();
+    let target_given = [a.max_drop.is_some(), a.target_bops.is_some(), a.target_size_mb.is_some(), a.target_latency_ms.is_some()].iter().filter(|&&x| x).count();
     if target_given != 1 {
-        return Err(CliError::Usage("give one target: --max-drop D, --target-bops F or --target-size-mb M".into()));
+        return Err(CliError::Usage("give one target: --max-drop D, --target-bops F, --target-size-mb M or --target-latency-ms MS".into()));
+    }
+    if let Some(ms) = a.target_latency_ms.filter(|ms| !(ms.is_finite() && *ms > 0.0)) {
+        return Err(CliError::Usage(format!("--target-latency-ms {ms} is not a positive number")));
+    }
+    if a.target_latency_ms.is_some() && a.mode != ModeArg::Qplay {
+        return Err(CliError::Usage("--target-latency-ms times the integer engine, which runs --mode qplay only".into()));
     }
     if let Some(f) = a.target_bops.filter(|f| !(f.is_finite() && *f > 0.0)) {
         return Err(CliError::Usage(format!("--target-bops {f} is not a positive number")));
@@ -111,15 +135,23 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let sensitivity_eval = qplay_core::eval::Evaluator::against_model(&g, eval.batches.clone(), global.limits())?;
     let mode = a.mode.into();
     let (tg, _) = transform(g, a.recipe, mode);
-    let config = QuantSimConfig { mode, per_channel: a.per_channel, ..Default::default() };
+    let config = QuantSimConfig { mode, per_channel: a.per_channel, scheme: a.scheme, ..Default::default() };
     let progress = Progress::new(global.quiet);
-    let mut stage = progress.stage("calibrate", candidates.len(), "candidates");
-    let space = Space::new(&Setup { graph: &tg, config: &config, calib: &calib, limits: global.limits() }, &candidates, &mut |d, _| stage.set(d)).map_err(|e| failed_at(&a.model, e))?;
-    stage.finish();
+    let adaround = (a.adaround_iters > 0).then(|| AdaroundConfig { iterations: a.adaround_iters, ..Default::default() });
+    let mut stage: Option<Stage> = None;
+    let setup = Setup { graph: &tg, config: &config, calib: &calib, limits: global.limits(), adaround };
+    let space = Space::new(&setup, &candidates, &mut |d, t| {
+        stage.get_or_insert_with(|| progress.stage("calibrate", t, "steps")).set(d);
+        true
+    })
+    .map_err(|e| failed_at(&a.model, e))?;
+    if let Some(s) = stage {
+        s.finish();
+    }
     // Evaluations finish on several threads: the progress line takes them in turn.
     let stage: std::sync::Mutex<Option<Stage>> = std::sync::Mutex::new(None);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let result = amp::run(&space, &eval, &sensitivity_eval, a.lookahead as usize, threads, &|d, t| {
+    let mut result = amp::run(&space, &eval, &sensitivity_eval, a.lookahead as usize, threads, &|d, t| {
         if let Ok(mut s) = stage.lock() {
             s.get_or_insert_with(|| progress.stage("search", t, "evaluations")).set(d);
         }
@@ -129,6 +161,24 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     if let Some(s) = stage.into_inner().ok().flatten() {
         s.finish();
     }
+    // The integer engine's time per group and candidate on one sample, here (qplay mode).
+    let clock = Instant::now();
+    let ms = || clock.elapsed().as_secs_f64() * 1e3;
+    let sample = calib[0].first_item()?;
+    let latency = if a.mode == ModeArg::Qplay {
+        let mut stage = progress.stage("time", space.candidates.len() * LATENCY_RUNS, "runs");
+        let table = space.latency_table(&sample, LATENCY_RUNS, &ms, &mut |d, _| {
+            stage.set(d);
+            true
+        })?;
+        stage.finish();
+        for points in [&mut result.pareto, &mut result.visited, &mut result.uniform] {
+            table.annotate(points);
+        }
+        Some(table)
+    } else {
+        None
+    };
     let target = match (a.max_drop, a.target_bops, a.target_size_mb) {
         (Some(drop), _, _) => {
             let baseline = match eval.kind() {
@@ -139,10 +189,26 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         }
         (_, Some(f), _) => Target::Bops(f),
         (_, _, Some(m)) => Target::Bytes((m * 1e6) as u64),
-        _ => unreachable!("one target was checked"),
+        _ => Target::LatencyMs(a.target_latency_ms.unwrap_or_default()),
     };
     let chosen = amp::choose(&result.pareto, target).map_err(|e| CliError::Failed(e.to_string().trim_start_matches("target: ").to_string()))?;
     let sim = space.sim(&chosen.choice)?;
+    // The chosen point timed whole, against the table's prediction.
+    let measured_ms = match latency {
+        Some(_) => {
+            let mut exec = Int8Executor::new(&sim)?;
+            exec.run(vec![sample.clone()])?;
+            let mut runs = (0..LATENCY_RUNS)
+                .map(|_| {
+                    let t0 = ms();
+                    exec.run(vec![sample.clone()]).map(|_| ms() - t0)
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            runs.sort_by(f64::total_cmp);
+            Some(runs[runs.len() / 2])
+        }
+        None => None,
+    };
     if let Some(p) = &a.pareto {
         write_file(p, serde_json::to_string_pretty(&result.pareto.iter().map(point_json).collect::<Vec<_>>()).unwrap_or_default())?;
     }
@@ -165,6 +231,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             "uniform": result.uniform.iter().zip(&result.candidates).map(|(p, c)| serde_json::json!({"candidate": c.to_string(), "point": point_json(p)})).collect::<Vec<_>>(),
             "fp32_score": fp32_score,
             "evaluations": result.evaluations,
+            "latency_table": latency,
         });
         write_file(p, serde_json::to_string_pretty(&j).unwrap_or_default())?;
     }
@@ -173,7 +240,9 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         qplay_core::eval::ScoreKind::SqnrDb => "dB",
     };
     if a.json {
-        out!("{}", point_json(chosen));
+        let mut j = point_json(chosen);
+        j["measured_latency_ms"] = serde_json::json!(measured_ms);
+        out!("{j}");
     } else {
         out!("{} groups, {} candidates, {} evaluations; FP32 {fp32_score:.2} {unit}", result.groups.len(), result.candidates.len(), result.evaluations);
         for (p, c) in result.uniform.iter().zip(&result.candidates) {
@@ -184,6 +253,9 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
             out!("  {:.4} BOPs  {:.2} {unit}  {} weight bytes", p.relative_bops, p.score, p.weight_bytes);
         }
         out!("chosen: {:.4} BOPs, {:.2} {unit}, {} weight bytes", chosen.relative_bops, chosen.score, chosen.weight_bytes);
+        if let (Some(p), Some(m)) = (chosen.latency_ms, measured_ms) {
+            out!("  latency: {p:.2} ms predicted by the per-group table, {m:.2} ms measured ({:+.1} %)", 100.0 * (p - m) / m);
+        }
         for (layer, b) in &chosen.bits {
             out!("  {layer:<32} W{}A{}", b[0], b[1]);
         }

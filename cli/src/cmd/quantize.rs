@@ -114,7 +114,7 @@ pub enum Cle {
     Measured,
 }
 
-fn parse_scheme(s: &str) -> Result<CalibScheme, String> {
+pub(crate) fn parse_scheme(s: &str) -> Result<CalibScheme, String> {
     match s {
         "minmax" => Ok(CalibScheme::MinMax),
         "sqnr" => Ok(CalibScheme::Sqnr),

@@ -205,7 +205,7 @@ impl Pool {
 }
 
 /// A clock (milliseconds) and the times of the steps so far, by label.
-type StepTimes<'a> = (&'a dyn Fn() -> f64, &'a mut Vec<(String, f64)>);
+type StepTimes<'a> = (&'a dyn Fn() -> f64, &'a mut Vec<(usize, f64)>);
 
 /// Executes a calibrated quantization simulation in integer arithmetic.
 #[derive(Debug)]
@@ -213,6 +213,8 @@ pub struct Int8Executor {
     graph: Graph,
     qenc: Vec<Option<QEnc>>,
     steps: Vec<Step>,
+    /// Per step: the graph node it starts at (a fused activation follows it).
+    step_nodes: Vec<usize>,
     last_use: Vec<Option<usize>>,
     /// Graph inputs read only by convolutions: quantized straight into channels-last layout.
     nhwc_inputs: Vec<ValueId>,
@@ -251,6 +253,7 @@ impl Int8Executor {
         }
         let readers = graph.reader_counts();
         let mut steps = Vec::new();
+        let mut step_nodes = Vec::new();
         let mut skip = vec![false; graph.nodes.len()];
         for ni in 0..graph.nodes.len() {
             if skip[ni] {
@@ -258,6 +261,7 @@ impl Int8Executor {
             }
             let step = plan_node(sim, &graph, &qenc, &readers, ni, &mut skip)?;
             steps.push(step.unwrap_or(Step::Float { node: ni }));
+            step_nodes.push(ni);
         }
         let mut last_use = vec![None; graph.values.len()];
         for (si, s) in steps.iter().enumerate() {
@@ -273,7 +277,7 @@ impl Int8Executor {
             readers.peek().is_some() && readers.all(|s| matches!(s, Step::Linear(l) if matches!(l.kind, LinearKind::Conv { .. })))
         };
         let nhwc_inputs = graph.inputs.iter().copied().filter(|&i| conv_reads(i)).collect();
-        Ok(Int8Executor { graph, qenc, steps, last_use, nhwc_inputs, encoded, pool: Pool::default(), limits: sim.limits().clone() })
+        Ok(Int8Executor { graph, qenc, steps, step_nodes, last_use, nhwc_inputs, encoded, pool: Pool::default(), limits: sim.limits().clone() })
     }
 
     /// Bytes of the integer weights the steps hold: two per value, half a byte for 4-bit
@@ -311,7 +315,8 @@ impl Int8Executor {
         let mut times = Vec::new();
         self.run_timed(inputs, Some((clock, &mut times)), None)?;
         let mut by: Vec<(String, f64)> = Vec::new();
-        for (k, t) in times {
+        for (si, t) in times {
+            let k = self.step_label(&self.steps[si]);
             match by.iter_mut().find(|(n, _)| *n == k) {
                 Some((_, v)) => *v += t,
                 None => by.push((k, t)),
@@ -319,6 +324,14 @@ impl Int8Executor {
         }
         by.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(by)
+    }
+
+    /// Milliseconds of every step over one run (`clock` returns milliseconds), in execution
+    /// order, each with the graph node (of the simulation's graph) the step starts at.
+    pub fn step_times(&mut self, inputs: Vec<Tensor>, clock: &dyn Fn() -> f64) -> Result<Vec<(usize, f64)>> {
+        let mut times = Vec::new();
+        self.run_timed(inputs, Some((clock, &mut times)), None)?;
+        Ok(times.into_iter().map(|(si, t)| (self.step_nodes[si], t)).collect())
     }
 
     fn step_label(&self, step: &Step) -> String {
@@ -367,7 +380,7 @@ impl Int8Executor {
             let t0 = timing.as_ref().map(|(clock, _)| clock());
             let outs = self.exec_step(step, &vals, &mut pool)?;
             if let (Some(t0), Some((clock, times))) = (t0, timing.as_mut()) {
-                times.push((self.step_label(step), clock() - t0));
+                times.push((si, clock() - t0));
             }
             for (id, v) in outs {
                 show(id, &v);

@@ -62,11 +62,15 @@ pub struct AdaroundConfig {
     pub batch: usize,
     /// Seed of the generator drawing the samples of a batch larger than `batch`.
     pub seed: u64,
+    /// Each layer learns from its FP32 input instead of the input computed with the layers
+    /// before it already rounded (AIMET's way): its rounding then does not depend on how the
+    /// other layers are quantized (mixed precision combines layers rounded this way).
+    pub fp32_inputs: bool,
 }
 
 impl Default for AdaroundConfig {
     fn default() -> Self {
-        AdaroundConfig { iterations: 10_000, reg_weight: 0.01, beta: (20.0, 2.0), warm_start: 0.2, learning_rate: 1e-3, batch: 32, seed: 0 }
+        AdaroundConfig { iterations: 10_000, reg_weight: 0.01, beta: (20.0, 2.0), warm_start: 0.2, learning_rate: 1e-3, batch: 32, seed: 0, fp32_inputs: false }
     }
 }
 
@@ -166,13 +170,22 @@ pub fn adaround(sim: &mut QuantSim, batches: &[Tensor], cfg: &AdaroundConfig, pr
     let mut learned: Vec<(ValueId, Tensor)> = Vec::new();
     let mut li = 0;
     for ni in 0..=last {
+        let layer = layers.get(li).filter(|l| l.node == ni);
+        // The layer's FP32 input, taken before the step frees it.
+        let fp_xs: Option<Vec<Tensor>> = match layer {
+            Some(l) if cfg.fp32_inputs => Some(fp_runs.iter().map(|r| fp.value(r, l.x).cloned()).collect::<Option<_>>().ok_or_else(|| Error::Quant(format!("input of '{}' was not computed", l.name)))?),
+            _ => None,
+        };
         for r in &mut fp_runs {
             fp.step(r, noop)?;
         }
-        if let Some(l) = layers.get(li).filter(|l| l.node == ni) {
+        if let Some(l) = layer {
             let encs = fresh.param_encodings_of(l.w).ok_or_else(|| Error::Quant(format!("weight of '{}' has no encoding", l.name)))?.to_vec();
             let w = fp.graph().consts[l.w].as_ref().ok_or_else(|| Error::Quant(format!("weight of '{}' is not constant", l.name)))?;
-            let xs: Vec<&Tensor> = q_runs.iter().map(|r| q.value(r, l.x)).collect::<Option<_>>().ok_or_else(|| Error::Quant(format!("input of '{}' was not computed", l.name)))?;
+            let xs: Vec<&Tensor> = match &fp_xs {
+                Some(xs) => xs.iter().collect(),
+                None => q_runs.iter().map(|r| q.value(r, l.x)).collect::<Option<_>>().ok_or_else(|| Error::Quant(format!("input of '{}' was not computed", l.name)))?,
+            };
             let ts: Vec<&Tensor> = fp_runs.iter().map(|r| fp.value(r, l.out)).collect::<Option<_>>().ok_or_else(|| Error::Quant(format!("output of '{}' was not computed", l.name)))?;
             let problem = Problem::new(l, &xs, &ts)?;
             let (hard, layer_report) = optimize(&problem, l, w, &encs, cfg, &mut rng, &mut |it, recon, round| {
@@ -183,8 +196,10 @@ pub fn adaround(sim: &mut QuantSim, batches: &[Tensor], cfg: &AdaroundConfig, pr
             learned.push((l.w, hard));
             li += 1;
         }
-        for r in &mut q_runs {
-            q.step(r, noop)?;
+        if !cfg.fp32_inputs {
+            for r in &mut q_runs {
+                q.step(r, noop)?;
+            }
         }
     }
     for (w, t) in learned {

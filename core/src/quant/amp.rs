@@ -7,7 +7,9 @@
 //!   that produces it (back through single-input ops) unless an Add or Concat already ties it to
 //!   a layer's input, or stands alone.
 //! - **Candidates** `WxAy`: a group's weights get x bits and its activations y bits. Each
-//!   candidate's encodings come from calibrating the whole model at that bit-width.
+//!   candidate's encodings come from calibrating the whole model at that bit-width; optionally
+//!   the rounding of candidates below 8 weight bits is learned by AdaRound on the whole model at
+//!   that candidate, and a group at such a candidate takes those weights.
 //! - **BOPs** = Σ MACs × bw_w × bw_a over the weighted layers (a MatMul of two activations uses
 //!   its second input's bits as bw_w), relative to uniform W8A8.
 //! - **Phase 1**: every group alone at every cheaper candidate, the others at the most precise
@@ -205,6 +207,10 @@ pub struct Point {
     pub weight_bytes: u64,
     /// Per weighted layer: `[weight bits, activation bits]`.
     pub bits: BTreeMap<String, [u8; 2]>,
+    /// Predicted integer-engine milliseconds per inference on this machine (see
+    /// [`LatencyTable`]), once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     /// The candidate of each group (same order as [`Amp::groups`]).
     #[serde(skip)]
     pub choice: Vec<usize>,
@@ -235,11 +241,16 @@ pub struct Setup<'a> {
     pub config: &'a QuantSimConfig,
     pub calib: &'a [Tensor],
     pub limits: crate::Limits,
+    /// AdaRound for the candidates with fewer than 8 weight bits (on `calib`; each layer from
+    /// its FP32 input, whatever `fp32_inputs` says).
+    pub adaround: Option<crate::passes::adaround::AdaroundConfig>,
 }
 
 /// The calibrated simulations of every candidate, plus the groups and costs.
 pub struct Space {
     pub candidates: Vec<Candidate>,
+    /// The setup's graph (a candidate's simulation may hold weights AdaRound learned).
+    graph: Graph,
     sims: Vec<QuantSim>,
     pub groups: Vec<Group>,
     /// Per node: MACs.
@@ -252,8 +263,10 @@ pub struct Space {
 }
 
 impl Space {
-    /// Calibrates the model at every candidate (in the order given; duplicates removed).
-    pub fn new(setup: &Setup, candidates: &[Candidate], progress: &mut dyn FnMut(usize, usize)) -> Result<Space> {
+    /// Calibrates the model at every candidate (in the order given; duplicates removed), after
+    /// AdaRound where the setup asks for it. `progress(done, total)` counts a calibration as one
+    /// step and an AdaRound as its iterations per layer; returning false cancels.
+    pub fn new(setup: &Setup, candidates: &[Candidate], progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Space> {
         let mut cands: Vec<Candidate> = Vec::new();
         for &c in candidates {
             if !cands.contains(&c) {
@@ -263,15 +276,37 @@ impl Space {
         if cands.is_empty() {
             return Err(Error::Input { name: "candidates".into(), msg: "give at least one candidate".into() });
         }
+        let ada_of = |c: &Candidate| setup.adaround.as_ref().filter(|_| c.w < 8);
+        let units = |c: &Candidate| 1 + ada_of(c).map_or(0, |cfg| cfg.iterations);
+        let total: usize = cands.iter().map(units).sum();
+        let cancelled = || Error::Quant("mixed precision was cancelled".into());
+        let mut done = 0;
         let mut sims = Vec::new();
-        for (i, c) in cands.iter().enumerate() {
-            progress(i, cands.len());
+        for c in &cands {
+            if !progress(done, total) {
+                return Err(cancelled());
+            }
             let mut sim = QuantSim::new(setup.graph.clone(), QuantSimConfig { weight_bits: c.w as u32, act_bits: c.a as u32, ..setup.config.clone() })?;
             sim.set_limits(setup.limits.clone());
+            if let Some(cfg) = ada_of(c) {
+                // Each layer rounded against its own FP32 output from its FP32 input: rounding
+                // learned on the inputs of other rounded layers compensates their errors, and
+                // breaks once a neighbour takes another candidate (EfficientNet-Lite0 W4A8:
+                // 12.6 dB everywhere, 4.4 dB with one group back at W8A8).
+                let cfg = &crate::passes::adaround::AdaroundConfig { fp32_inputs: true, ..cfg.clone() };
+                crate::passes::adaround::adaround(&mut sim, setup.calib, cfg, &mut |p| {
+                    let f = (p.layer * p.iterations + p.iteration) as f64 / (p.layers * p.iterations).max(1) as f64;
+                    progress(done + (f * cfg.iterations as f64) as usize, total)
+                })
+                .map_err(|e| Error::Quant(format!("AdaRound at {c}: {e}")))?;
+            }
             sim.calibrate(setup.calib)?;
             sims.push(sim);
+            done += units(c);
         }
-        progress(cands.len(), cands.len());
+        if !progress(total, total) {
+            return Err(cancelled());
+        }
         let g = setup.graph;
         // MACs per sample: the input's shape with a batch of 1.
         let one = |t: &Tensor| t.shape().iter().enumerate().map(|(i, &d)| if i == 0 { 1 } else { d }).collect::<Vec<_>>();
@@ -293,14 +328,22 @@ impl Space {
             }
         }
         let w8a8_bops = layer_macs.iter().map(|&(_, m)| m as f64 * 64.0).sum::<f64>().max(1.0);
-        Ok(Space { candidates: cands, sims, groups, layer_macs, layer_params, other_bytes, w8a8_bops })
+        Ok(Space { candidates: cands, graph: g.clone(), sims, groups, layer_macs, layer_params, other_bytes, w8a8_bops })
     }
 
     /// The simulation with group `i` at candidate `choice[i]`.
     pub fn sim(&self, choice: &[usize]) -> Result<QuantSim> {
         let base = &self.sims[0];
         let (w, a) = choice.iter().fold((0u8, 0u8), |(w, a), &c| (w.max(self.candidates[c].w), a.max(self.candidates[c].a)));
-        let mut sim = QuantSim::new(base.graph().clone(), QuantSimConfig { weight_bits: w.max(2) as u32, act_bits: a.max(2) as u32, ..base.config().clone() })?;
+        // Weights AdaRound learned for a candidate go with its encodings.
+        let mut graph = self.graph.clone();
+        for (grp, &c) in self.groups.iter().zip(choice).filter(|&(_, &c)| self.sims[c].params_frozen()) {
+            for &p in &grp.params {
+                let v = self.sims[c].params[p].value;
+                graph.consts[v].clone_from(&self.sims[c].graph().consts[v]);
+            }
+        }
+        let mut sim = QuantSim::new(graph, QuantSimConfig { weight_bits: w.max(2) as u32, act_bits: a.max(2) as u32, ..base.config().clone() })?;
         sim.set_limits(base.limits().clone());
         for (grp, &c) in self.groups.iter().zip(choice) {
             let from = &self.sims[c];
@@ -336,7 +379,7 @@ impl Space {
     /// BOPs of `choice` relative to uniform W8A8.
     pub fn relative_bops(&self, choice: &[usize]) -> f64 {
         let bits = self.layer_bits(choice);
-        let g = self.sims[0].graph();
+        let g = &self.graph;
         let mut sum = 0.0;
         for &(ni, macs) in &self.layer_macs {
             let [w, a] = bits.get(&ni).copied().unwrap_or([8, 8]);
@@ -355,20 +398,116 @@ impl Space {
     }
 
     fn point(&self, choice: &[usize], score: f64) -> Point {
-        let g = self.sims[0].graph();
+        let g = &self.graph;
         let bits = self.layer_bits(choice).into_iter().map(|(ni, b)| (g.nodes[ni].name.clone(), b)).collect();
-        Point { relative_bops: self.relative_bops(choice), score, weight_bytes: self.weight_bytes(choice), bits, choice: choice.to_vec() }
+        Point { relative_bops: self.relative_bops(choice), score, weight_bytes: self.weight_bytes(choice), bits, latency_ms: None, choice: choice.to_vec() }
     }
 
     /// Every weighted layer's name and MACs, in graph order.
     pub fn layers(&self) -> Vec<(String, u64)> {
-        let g = self.sims[0].graph();
+        let g = &self.graph;
         self.layer_macs.iter().map(|&(ni, m)| (g.nodes[ni].name.clone(), m)).collect()
+    }
+
+    /// Times the integer engine on `sample` (a batch of one) with each candidate applied to
+    /// every group: the median over `runs` of each group's steps (`clock` returns milliseconds).
+    /// A step counts for the group of the layer it starts at, else of an activation quantizer
+    /// it writes or reads. `progress(done, total)` after each run; false cancels.
+    pub fn latency_table(&self, sample: &Tensor, runs: usize, clock: &dyn Fn() -> f64, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<LatencyTable> {
+        let base = &self.sims[0];
+        if base.config().mode != super::Mode::Qplay {
+            return Err(Error::Input { name: "latency".into(), msg: "latency is measured in the integer engine, which runs qplay's mode only".into() });
+        }
+        let g = &self.graph;
+        let runs = runs.max(1);
+        let mut group_of_node: Vec<Option<usize>> = vec![None; g.nodes.len()];
+        let mut group_of_value: BTreeMap<ValueId, usize> = BTreeMap::new();
+        for (gi, grp) in self.groups.iter().enumerate() {
+            for &l in &grp.layers {
+                group_of_node[l] = Some(gi);
+            }
+            for &q in &grp.acts {
+                group_of_value.insert(base.acts[q].value, gi);
+            }
+        }
+        for (ni, n) in g.nodes.iter().enumerate() {
+            if group_of_node[ni].is_none() {
+                group_of_node[ni] = n.outputs.iter().chain(n.inputs.iter().flatten()).find_map(|v| group_of_value.get(v).copied());
+            }
+        }
+        let (ng, nc) = (self.groups.len(), self.candidates.len());
+        let mut ms = vec![vec![0.0; nc]; ng];
+        let mut other_ms = vec![0.0; nc];
+        let mut total_ms = vec![0.0; nc];
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        for c in 0..nc {
+            let mut exec = crate::exec::int8::Int8Executor::new(&self.sims[c])?;
+            exec.run(vec![sample.clone()])?;
+            // Per run: each group's milliseconds, then the other steps'; and whole runs untimed
+            // inside, for the check.
+            let mut per_run: Vec<Vec<f64>> = Vec::new();
+            let mut whole = Vec::new();
+            for r in 0..runs {
+                let mut row = vec![0.0; ng + 1];
+                for (ni, t) in exec.step_times(vec![sample.clone()], clock)? {
+                    row[group_of_node.get(ni).copied().flatten().unwrap_or(ng)] += t;
+                }
+                per_run.push(row);
+                let t0 = clock();
+                exec.run(vec![sample.clone()])?;
+                whole.push(clock() - t0);
+                if !progress(c * runs + r + 1, nc * runs) {
+                    return Err(Error::Quant("the latency measurement was cancelled".into()));
+                }
+            }
+            for gi in 0..ng {
+                ms[gi][c] = median(per_run.iter().map(|r| r[gi]).collect());
+            }
+            other_ms[c] = median(per_run.iter().map(|r| r[ng]).collect());
+            total_ms[c] = median(whole);
+        }
+        Ok(LatencyTable { candidates: self.candidates.iter().map(|c| c.to_string()).collect(), groups: self.groups.iter().map(|g| g.name.clone()).collect(), ms, other_ms, total_ms, runs })
     }
 
     /// The most precise candidate (most bit operations; then most weight bits).
     pub fn top(&self) -> usize {
         (0..self.candidates.len()).max_by_key(|&c| (self.candidates[c].cost(), self.candidates[c].w)).unwrap_or(0)
+    }
+}
+
+/// The integer engine's milliseconds per group and candidate on one machine (see
+/// [`Space::latency_table`]); a point's latency is predicted as the sum of its groups'.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyTable {
+    pub candidates: Vec<String>,
+    pub groups: Vec<String>,
+    /// `ms[group][candidate]`: the median of the group's steps with every group at that
+    /// candidate.
+    pub ms: Vec<Vec<f64>>,
+    /// Steps of no group, per candidate.
+    pub other_ms: Vec<f64>,
+    /// The median whole inference per candidate (uniform), timed as one piece: what the sum of
+    /// the groups' times is checked against.
+    pub total_ms: Vec<f64>,
+    pub runs: usize,
+}
+
+impl LatencyTable {
+    /// Predicted milliseconds of `choice`: its groups' times, plus the steps of no group at
+    /// the average of the candidates chosen.
+    pub fn predict(&self, choice: &[usize]) -> f64 {
+        let other = choice.iter().map(|&c| self.other_ms[c]).sum::<f64>() / choice.len().max(1) as f64;
+        choice.iter().enumerate().map(|(gi, &c)| self.ms[gi][c]).sum::<f64>() + other
+    }
+
+    /// Sets every point's predicted latency.
+    pub fn annotate(&self, points: &mut [Point]) {
+        for p in points {
+            p.latency_ms = Some(self.predict(&p.choice));
+        }
     }
 }
 
@@ -555,6 +694,9 @@ pub enum Target {
     Bops(f64),
     /// The best point whose weights take at most this many bytes.
     Bytes(u64),
+    /// The best point predicted to run in at most this many milliseconds (points annotated by
+    /// [`LatencyTable::annotate`]).
+    LatencyMs(f64),
 }
 
 /// The point of `front` (cheapest first) that meets `target`.
@@ -570,5 +712,38 @@ pub fn choose(front: &[Point], target: Target) -> Result<&Point> {
         Target::Bytes(n) => front.iter().filter(|p| p.weight_bytes <= n).max_by(|a, b| a.score.total_cmp(&b.score)).ok_or_else(|| {
             none(format!("a budget of {n} weight bytes is below the smallest point ({} bytes)", front.iter().map(|p| p.weight_bytes).min().unwrap_or(0)))
         }),
+        Target::LatencyMs(ms) => {
+            if front.iter().any(|p| p.latency_ms.is_none()) {
+                return Err(none("the points have no measured latency".into()));
+            }
+            let within = |p: &&Point| p.latency_ms.is_some_and(|l| l <= ms);
+            front.iter().filter(within).max_by(|a, b| a.score.total_cmp(&b.score)).ok_or_else(|| {
+                let fastest = front.iter().filter_map(|p| p.latency_ms).fold(f64::INFINITY, f64::min);
+                none(format!("a budget of {ms} ms is below the fastest point ({fastest:.2} ms predicted here)"))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(bops: f64, score: f64, latency_ms: Option<f64>) -> Point {
+        Point { relative_bops: bops, score, weight_bytes: 0, bits: BTreeMap::new(), latency_ms, choice: Vec::new() }
+    }
+
+    #[test]
+    fn a_latency_budget_takes_the_best_point_within_it() {
+        // Latency need not rise with BOPs (4-bit kernels can be slower than 8-bit ones).
+        let front = vec![point(0.5, 1.0, Some(9.0)), point(0.7, 2.0, Some(6.0)), point(1.0, 3.0, Some(8.0)), point(2.0, 4.0, Some(20.0))];
+        let pick = |ms: f64| choose(&front, Target::LatencyMs(ms)).map(|p| p.score);
+        assert_eq!(pick(8.5).unwrap(), 3.0);
+        assert_eq!(pick(7.0).unwrap(), 2.0);
+        assert_eq!(pick(100.0).unwrap(), 4.0);
+        let e = pick(5.0).unwrap_err().to_string();
+        assert!(e.contains("below the fastest point (6.00 ms"), "{e}");
+        let unmeasured = vec![point(1.0, 3.0, None)];
+        assert!(choose(&unmeasured, Target::LatencyMs(100.0)).unwrap_err().to_string().contains("no measured latency"));
     }
 }

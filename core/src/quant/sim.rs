@@ -243,6 +243,11 @@ impl QuantSim {
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
+    /// Whether the weight encodings are frozen (AdaRound learned the weights on their grids).
+    pub fn params_frozen(&self) -> bool {
+        self.params_frozen
+    }
+
     pub fn config(&self) -> &QuantSimConfig {
         &self.config
     }
