@@ -126,6 +126,22 @@ fn a_latency_budget_picks_the_best_point_predicted_within_it() {
     assert!(chosen["measured_latency_ms"].as_f64().unwrap() > 0.0, "{chosen}");
 }
 
+/// AdaRound candidates (each layer rounded from its FP32 input): uniform W4A8 is above nearest
+/// rounding's, the chosen point takes the learned 4-bit weights into the written model and
+/// encodings, which evaluate to the reported score.
+#[test]
+fn adaround_candidates_carry_their_learned_weights_into_the_written_point() {
+    let score = |p: &Value| p["score"].as_f64().unwrap();
+    let w4a8 = |r: &Value| score(&r["uniform"][0]["point"]);
+    let (_, nearest, ..) = mixed("digits-nearest", &["--target-bops", "0.75", "--candidates", "w4a8,w8a8"]);
+    let (chosen, ada, _, enc, t) = mixed("digits-ada", &["--target-bops", "0.75", "--candidates", "w4a8,w8a8", "--adaround-iters", "300"]);
+    println!("uniform W4A8: nearest {:.2} %, AdaRound {:.2} %; chosen {chosen}", w4a8(&nearest), w4a8(&ada));
+    assert!(w4a8(&ada) > w4a8(&nearest) + 0.5, "AdaRound {} vs nearest {}", w4a8(&ada), w4a8(&nearest));
+    assert!(chosen["bits"].as_object().unwrap().values().any(|b| b[0] == 4), "{chosen}");
+    let got = 100.0 * eval_json(&["eval", &t, "--data", X_TEST, "--labels", Y_TEST, "--encodings", &enc, "--json"])["accuracy"].as_f64().unwrap();
+    assert!((got - score(&chosen)).abs() < 1e-9, "qplay eval {got} vs reported {}", score(&chosen));
+}
+
 /// EfficientNet-Lite0 against AIMET 2.42's AMP on the same 40 calibration and 10 evaluation
 /// photos, scored by the pooled logits SQNR: at each point AIMET chose for its targets, and at
 /// every point of its brute-force Pareto list, the curve scores at least as well.

@@ -86,6 +86,28 @@ fn adaround_short_run_improves_on_nearest() {
     assert!(sqnr > n_sqnr + 3.0);
 }
 
+/// From FP32 inputs (as mixed precision uses it) a layer's learned rounding does not depend on
+/// how the other layers are quantized: the last layer learns the same weights with every other
+/// layer left in float. From the inputs of the rounded layers before it (AIMET's way) it learns
+/// other weights, compensating their errors.
+#[test]
+fn adaround_from_fp32_inputs_does_not_depend_on_the_other_layers() {
+    let calib = calib_batches(false);
+    let g = fold_batch_norms(load_model(MOBILENET, &Limits::default()).unwrap().0).0;
+    let layers: Vec<&qplay_core::graph::Node> = g.nodes.iter().filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm")).collect();
+    let (last, others) = layers.split_last().unwrap();
+    let others: Vec<String> = others.iter().map(|n| n.name.clone()).collect();
+    let w = last.inputs[1].unwrap();
+    let learn = |skip: &[String], fp32_inputs: bool| {
+        let config = QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, skip: skip.to_vec(), ..Default::default() };
+        let mut s = QuantSim::new(g.clone(), config).unwrap();
+        adaround(&mut s, &calib, &AdaroundConfig { iterations: 200, fp32_inputs, ..Default::default() }, &mut |_| true).unwrap();
+        s.graph().consts[w].clone().unwrap()
+    };
+    assert_eq!(learn(&[], true), learn(&others, true));
+    assert_ne!(learn(&[], false), learn(&others, false));
+}
+
 /// Cancelling leaves the simulation as it was; bad settings are refused.
 #[test]
 fn adaround_cancel_and_bad_settings() {
