@@ -40,18 +40,29 @@ need_apt() {
   fi
 }
 
-# Python with onnx + onnxruntime + Pillow (from PyPI) for the export and OCR tests: the system's if
-# it has them, else a virtual environment in .venv. Sets QPLAY_PYTHON.
-PY_PACKAGES="numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0 pillow==13.0.0"
+# Python with every package of scripts/requirements.txt at its pinned version (from PyPI), for the
+# export, OCR and interop tests and the benchmark: the system's if it has them, else a virtual
+# environment in .venv. Sets QPLAY_PYTHON.
+python_has_requirements() {
+  "$1" - "$ROOT/scripts/requirements.txt" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, want = line.split("==")
+        if version(name) != want:
+            sys.exit(1)
+PY
+}
 need_python() {
-  if python3 -c 'import onnx, onnxruntime, numpy, PIL' 2>/dev/null; then
+  if python_has_requirements python3; then
     QPLAY_PYTHON=$(command -v python3)
   else
-    if ! "$ROOT/.venv/bin/python" -c 'import onnx, onnxruntime, numpy, PIL' 2>/dev/null; then
-      say "installing $PY_PACKAGES into .venv (pip)"
+    if ! python_has_requirements "$ROOT/.venv/bin/python"; then
+      say "installing scripts/requirements.txt into .venv (pip)"
       python3 -m venv "$ROOT/.venv" 2>/dev/null || { need_apt python3-venv; python3 -m venv "$ROOT/.venv"; }
-      # shellcheck disable=SC2086
-      "$ROOT/.venv/bin/pip" install -q $PY_PACKAGES
+      "$ROOT/.venv/bin/pip" install -q -r "$ROOT/scripts/requirements.txt"
     fi
     QPLAY_PYTHON="$ROOT/.venv/bin/python"
   fi
