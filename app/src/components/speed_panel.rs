@@ -26,7 +26,7 @@ pub fn SpeedPanel() -> impl IntoView {
                     {move || state.speed.get().map(|s| {
                         let int8 = s.int8.map(|(m, p)| format!("; INT8 median {m:.1} ms (p90 {p:.1}), {:.2}x the FP32 speed", s.fp32.0 / m.max(1e-6)));
                         view! {
-                            <p class="speed" data-testid="speed-result">
+                            <p class="speed" data-testid="speed-result" data-ratio=s.int8.map(|(m, _)| format!("{:.3}", s.fp32.0 / m.max(1e-6))).unwrap_or_default()>
                                 {format!("FP32 median {:.1} ms (p90 {:.1}) over {} runs", s.fp32.0, s.fp32.1, s.runs)}
                                 {int8.unwrap_or_else(|| "; quantize the model to time INT8".into())}
                             </p>
