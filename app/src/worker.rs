@@ -6,6 +6,7 @@ use qplay_core::exec::int8::Int8Executor;
 use qplay_core::mapview::{self, MapKind, MapShape};
 use qplay_core::metrics::sqnr_db;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::timing::median_ms;
 use js_sys::{Array, Uint8Array};
 use qplay_core::graph::Dim;
 use qplay_core::npy::read_npy;
@@ -63,18 +64,6 @@ const DIGITS_TRAIN_Y: &[u8] = include_bytes!("../../assets/data/digits_train_y.n
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
-}
-
-/// The median milliseconds of three runs of `f`, called after a run of its own (the warm-up).
-fn median_after_warm_up(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
-    let mut t = [0.0; 3];
-    for ti in &mut t {
-        let t0 = now();
-        f()?;
-        *ti = now() - t0;
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[1])
 }
 
 fn now() -> f64 {
@@ -216,10 +205,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let t1 = now();
             loaded.last_input = Some(x.clone());
-            // The outputs come from a first run, which also warms up; the time shown is the
-            // median of the runs after it (a first inference pays for page faults and caches).
+            // The outputs come from a first run; the time shown is a median after a warm-up (a
+            // first inference pays for page faults and cold caches).
             let y = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
-            let fp32_ms = median_after_warm_up(&mut || loaded.exec.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+            let fp32_ms = median_ms(&mut || loaded.exec.run(vec![x.clone()]).map(|_| ()), &now, 3).map_err(|e| e.to_string())?;
             let logits = y.first().map(Tensor::to_f32_vec).unwrap_or_default();
             let map_shape = y.first().and_then(|t| mapview::map_shape(t.shape()));
             let top = |v: &[f32]| if map_shape.is_some() { Vec::new() } else { top_k(v, 5) };
@@ -227,7 +216,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 None => None,
                 Some(e) => {
                     let yq = e.run(vec![x.clone()]).map_err(|e| e.to_string())?;
-                    let ms = median_after_warm_up(&mut || e.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+                    let ms = median_ms(&mut || e.run(vec![x.clone()]).map(|_| ()), &now, 3).map_err(|e| e.to_string())?;
                     Some((yq.first().map(Tensor::to_f32_vec).unwrap_or_default(), ms))
                 }
             };

@@ -19,6 +19,7 @@ pub mod quant;
 pub mod rng;
 pub mod search;
 pub mod tensor;
+pub mod timing;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -927,7 +927,7 @@ test("mixed precision of digits MobileNet in the page: the whole Pareto curve ab
   await page.locator('[data-testid="busy-cancel"]').waitFor({ state: "detached", timeout: 600_000 });
   await page.locator('[data-testid="mixed-budget-note"]').waitFor({ state: "detached" });
   await page.check('[data-testid="mixed-axis-latency"]');
-  await page.locator('[data-testid="mixed-pareto"][data-axis="latency"] [data-testid="mixed-budget-line"]').waitFor();
+  await page.locator('[data-testid="mixed-pareto"][data-axis="latency"] [data-testid="mixed-budget-line"]').waitFor({ state: "attached" });
   const byMs = await page.locator('[data-testid="pareto-point"]').evaluateAll((cs) => cs.map((c) => ({ ms: Number(c.dataset.latency), score: Number(c.dataset.score), selected: c.dataset.selected === "true" })));
   const pick = byMs.find((p) => p.selected);
   const bestWithin = Math.max(...byMs.filter((p) => p.ms <= Number(budget)).map((p) => p.score));

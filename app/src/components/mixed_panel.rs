@@ -28,8 +28,17 @@ fn size(bytes: u64) -> String {
     }
 }
 
+/// A duration given in milliseconds, in µs below 0.1 ms (a digits model runs in microseconds).
+fn time(ms: f64) -> String {
+    if ms < 0.1 {
+        format!("{:.1} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
 fn describe(p: &MixedPoint, unit: &str) -> String {
-    format!("{:.3}× the BOPs of W8A8, {:.2} {unit}, weights {}, {:.2} ms predicted here", p.relative_bops, p.score, size(p.weight_bytes), p.latency_ms)
+    format!("{:.3}× the BOPs of W8A8, {:.2} {unit}, weights {}, {} predicted here", p.relative_bops, p.score, size(p.weight_bytes), time(p.latency_ms))
 }
 
 /// Tick values of a log axis from `lo` to `hi`: 1, 2, 5 times powers of ten.
@@ -97,7 +106,7 @@ fn Pareto(r: MixedResult, selected: RwSignal<usize>, by_latency: bool) -> impl I
             let (tx, anchor) = if cx > w - 60.0 { (cx - 7.0, "end") } else { (cx + 7.0, "start") };
             view! {
                 <g data-testid="uniform-point" data-candidate=c.to_uppercase() data-bops=format!("{bops:.5}") data-latency=format!("{ms:.4}") data-score=format!("{y:.4}")>
-                    <rect x=cx - 4.5 y=cy - 4.5 width=9 height=9 class="dot uniform"><title>{format!("every layer at {}: {bops:.3}× BOPs, {y:.2} {}, {ms:.2} ms", c.to_uppercase(), r.unit)}</title></rect>
+                    <rect x=cx - 4.5 y=cy - 4.5 width=9 height=9 class="dot uniform"><title>{format!("every layer at {}: {bops:.3}× BOPs, {y:.2} {}, {}", c.to_uppercase(), r.unit, time(*ms))}</title></rect>
                     <text x=tx y=cy - 6.0 text-anchor=anchor class="axis">{c.to_uppercase()}</text>
                 </g>
             }
@@ -166,7 +175,7 @@ fn BitMap(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
 /// How well the latency table predicts whole inferences: per uniform candidate, the sum of its
 /// groups' times against the inference timed in one piece.
 fn latency_check(r: &MixedResult) -> String {
-    let row = |((c, ..), &(whole, sum)): (&(String, f64, f64, f64), &(f64, f64))| format!("{} {sum:.2} ms summed, {whole:.2} ms whole ({:+.0} %)", c.to_uppercase(), 100.0 * (sum - whole) / whole.max(1e-9));
+    let row = |((c, ..), &(whole, sum)): (&(String, f64, f64, f64), &(f64, f64))| format!("{} {} summed, {} whole ({:+.0} %)", c.to_uppercase(), time(sum), time(whole), 100.0 * (sum - whole) / whole.max(1e-9));
     let rows: Vec<String> = r.uniform.iter().zip(&r.latency_check).map(row).collect();
     format!("Latency table (each layer group timed at each candidate in this browser's integer engine): {}.", rows.join("; "))
 }
@@ -187,8 +196,8 @@ fn Applied(a: MixedApplied, r: MixedResult) -> impl IntoView {
         <table class="latency" data-testid="mixed-latency" data-fp32=format!("{:.4}", a.fp32_ms) data-mixed=format!("{:.4}", a.mixed_ms) data-engine="integer engine">
             <thead><tr><th></th><th>"FP32"</th><th>"mixed (integer engine)"</th><th>"ratio"</th></tr></thead>
             <tbody>
-                <tr><th>"latency (median)"</th><td class="num">{format!("{:.2} ms", a.fp32_ms)}</td><td class="num">{format!("{:.2} ms", a.mixed_ms)}</td><td class="num">{format!("{:.2}x", a.fp32_ms / a.mixed_ms.max(1e-9))}</td></tr>
-                <tr data-testid="mixed-predicted" data-predicted=format!("{:.4}", a.point.latency_ms)><th>"predicted by the latency table"</th><td></td><td class="num">{format!("{:.2} ms", a.point.latency_ms)}</td><td class="num">{format!("{:+.0} %", 100.0 * (a.point.latency_ms - a.mixed_ms) / a.mixed_ms.max(1e-9))}</td></tr>
+                <tr><th>"latency (median)"</th><td class="num">{time(a.fp32_ms)}</td><td class="num">{time(a.mixed_ms)}</td><td class="num">{format!("{:.2}x", a.fp32_ms / a.mixed_ms.max(1e-9))}</td></tr>
+                <tr data-testid="mixed-predicted" data-predicted=format!("{:.4}", a.point.latency_ms)><th>"predicted by the latency table"</th><td></td><td class="num">{time(a.point.latency_ms)}</td><td class="num">{format!("{:+.0} %", 100.0 * (a.point.latency_ms - a.mixed_ms) / a.mixed_ms.max(1e-9))}</td></tr>
                 <tr data-testid="mixed-size" data-fp32=r.fp32_bytes.to_string() data-mixed=a.point.weight_bytes.to_string()><th>"weights"</th><td class="num">{size(r.fp32_bytes)}</td><td class="num">{size(a.point.weight_bytes)}</td><td class="num">{format!("{:.2}x", r.fp32_bytes as f64 / a.point.weight_bytes.max(1) as f64)}</td></tr>
             </tbody>
         </table>

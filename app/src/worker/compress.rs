@@ -8,35 +8,17 @@ use qplay_core::exec::int8::Int8Executor;
 use qplay_core::npy::read_npy;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::search::compress::{compress, CompressConfig, Method};
+use qplay_core::timing::median_ms;
 use qplay_core::{Executor, Graph, Limits, Tensor};
-
-/// Median milliseconds of one run of `f`: 7 timings after a warm-up, each of as many runs as
-/// take at least 5 ms (the browser's clock is coarse: a digits model runs in microseconds).
-pub(super) fn median_ms(f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
-    let t0 = now();
-    f()?;
-    let once = (now() - t0).max(0.001);
-    let reps = ((5.0 / once).ceil() as usize).clamp(1, 10_000);
-    let mut t = Vec::with_capacity(7);
-    for _ in 0..7 {
-        let t0 = now();
-        for _ in 0..reps {
-            f()?;
-        }
-        t.push((now() - t0) / reps as f64);
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
-}
 
 /// FP32 and INT8 (W8A8, BN folded, calibrated on `calib`) medians of `g` on `x`.
 fn latency(g: &Graph, x: &Tensor, calib: &[Tensor], limits: &Limits) -> Result<(f64, f64), String> {
     let mut fp = Executor::new(g.clone(), limits.clone()).map_err(|e| e.to_string())?;
-    let fp32 = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    let fp32 = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()), &now, 7).map_err(|e| e.to_string())?;
     let mut sim = QuantSim::new(qplay_core::passes::bn_fold::fold_batch_norms(g.clone()).0, QuantSimConfig::default()).map_err(|e| e.to_string())?;
     sim.calibrate(calib).map_err(|e| e.to_string())?;
     let mut int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
-    let int8_ms = median_ms(&mut || int8.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    let int8_ms = median_ms(&mut || int8.run(vec![x.clone()]).map(|_| ()), &now, 7).map_err(|e| e.to_string())?;
     Ok((fp32, int8_ms))
 }
 

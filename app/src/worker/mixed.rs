@@ -1,13 +1,14 @@
 //! The worker's mixed-precision job: the Pareto curve of `qplay mixed-precision` on the loaded
 //! model, then any point of it applied (the current quantization) and timed here against FP32.
 
-use super::compress::{evaluator, median_ms, SideBySide};
+use super::compress::{evaluator, SideBySide};
 use super::{now, post};
 use crate::protocol::{InputKind, MixedApplied, MixedPoint, MixedResult, MixedSettings, Response};
 use qplay_core::eval::{Evaluator, ScoreKind};
 use qplay_core::passes::adaround::AdaroundConfig;
 use qplay_core::quant::amp::{self, Candidate, Point, Setup, Space, Target};
 use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::timing::median_ms;
 use qplay_core::{Executor, Graph, Limits, Tensor};
 
 /// Timed runs per candidate (medians) for the latency table.
@@ -120,9 +121,9 @@ pub(super) fn apply(search: &Search, g: &Graph, kind: &InputKind, index: usize) 
     let limits = Limits::default();
     let mut fp = Executor::new(g.clone(), limits.clone()).map_err(|e| e.to_string())?;
     let x = &search.sample;
-    let fp32_ms = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    let fp32_ms = median_ms(&mut || fp.run(vec![x.clone()]).map(|_| ()), &now, 7).map_err(|e| e.to_string())?;
     let mut exec = sim.executor().map_err(|e| e.to_string())?;
-    let mixed_ms = median_ms(&mut || exec.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?;
+    let mixed_ms = median_ms(&mut || exec.run(vec![x.clone()]).map(|_| ()), &now, 7).map_err(|e| e.to_string())?;
     let mut y1 = Vec::new();
     for b in &search.eval.batches {
         let out = exec.run(vec![b.clone()]).map_err(|e| e.to_string())?;

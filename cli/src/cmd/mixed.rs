@@ -197,15 +197,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let measured_ms = match latency {
         Some(_) => {
             let mut exec = Int8Executor::new(&sim)?;
-            exec.run(vec![sample.clone()])?;
-            let mut runs = (0..LATENCY_RUNS)
-                .map(|_| {
-                    let t0 = ms();
-                    exec.run(vec![sample.clone()]).map(|_| ms() - t0)
-                })
-                .collect::<Result<Vec<f64>, _>>()?;
-            runs.sort_by(f64::total_cmp);
-            Some(runs[runs.len() / 2])
+            Some(qplay_core::timing::median_ms(&mut || exec.run(vec![sample.clone()]).map(|_| ()), &ms, LATENCY_RUNS)?)
         }
         None => None,
     };

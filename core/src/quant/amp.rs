@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::eval::Evaluator;
 use crate::graph::{Graph, Op, ValueId};
 use crate::tensor::Tensor;
+use crate::timing::{self, median};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -410,7 +411,8 @@ impl Space {
     }
 
     /// Times the integer engine on `sample` (a batch of one) with each candidate applied to
-    /// every group: the median over `runs` of each group's steps (`clock` returns milliseconds).
+    /// every group: the median over `runs` timings of each group's steps, each timing a mean over
+    /// enough inferences to fill about 10 ms (`clock` returns milliseconds).
     /// A step counts for the group of the layer it starts at, else of an activation quantizer
     /// it writes or reads. `progress(done, total)` after each run; false cancels.
     pub fn latency_table(&self, sample: &Tensor, runs: usize, clock: &dyn Fn() -> f64, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<LatencyTable> {
@@ -439,26 +441,20 @@ impl Space {
         let mut ms = vec![vec![0.0; nc]; ng];
         let mut other_ms = vec![0.0; nc];
         let mut total_ms = vec![0.0; nc];
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         for c in 0..nc {
             let mut exec = crate::exec::int8::Int8Executor::new(&self.sims[c])?;
-            exec.run(vec![sample.clone()])?;
-            // Per run: each group's milliseconds, then the other steps'; and whole runs untimed
-            // inside, for the check.
+            // Each timing is the mean over as many inferences as fill about 10 ms (see
+            // crate::timing): per timing, each group's milliseconds, then the other steps'.
+            let reps = timing::calls_per_timing(&mut || exec.run(vec![sample.clone()]).map(|_| ()), clock)?;
             let mut per_run: Vec<Vec<f64>> = Vec::new();
-            let mut whole = Vec::new();
             for r in 0..runs {
                 let mut row = vec![0.0; ng + 1];
-                for (ni, t) in exec.step_times(vec![sample.clone()], clock)? {
-                    row[group_of_node.get(ni).copied().flatten().unwrap_or(ng)] += t;
+                for _ in 0..reps {
+                    for (ni, t) in exec.step_times(vec![sample.clone()], clock)? {
+                        row[group_of_node.get(ni).copied().flatten().unwrap_or(ng)] += t / reps as f64;
+                    }
                 }
                 per_run.push(row);
-                let t0 = clock();
-                exec.run(vec![sample.clone()])?;
-                whole.push(clock() - t0);
                 if !progress(c * runs + r + 1, nc * runs) {
                     return Err(Error::Quant("the latency measurement was cancelled".into()));
                 }
@@ -467,7 +463,8 @@ impl Space {
                 ms[gi][c] = median(per_run.iter().map(|r| r[gi]).collect());
             }
             other_ms[c] = median(per_run.iter().map(|r| r[ng]).collect());
-            total_ms[c] = median(whole);
+            // Whole inferences, untimed inside: what the table's sums are checked against.
+            total_ms[c] = timing::median_ms(&mut || exec.run(vec![sample.clone()]).map(|_| ()), clock, runs)?;
         }
         Ok(LatencyTable { candidates: self.candidates.iter().map(|c| c.to_string()).collect(), groups: self.groups.iter().map(|g| g.name.clone()).collect(), ms, other_ms, total_ms, runs })
     }
