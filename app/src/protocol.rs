@@ -107,9 +107,9 @@ pub struct MixedResult {
     pub visited: Vec<(f64, f64, f64)>,
     /// Each candidate everywhere: (candidate, relative BOPs, score, predicted milliseconds).
     pub uniform: Vec<(String, f64, f64, f64)>,
-    /// Per candidate (as `uniform`): one inference, measured whole and as the sum of its
-    /// groups' times (the table's check).
-    pub latency_check: Vec<(f64, f64)>,
+    /// Per candidate (as `uniform`): one inference timed whole, to check its predicted
+    /// milliseconds (the sum of its groups' times) against.
+    pub uniform_whole_ms: Vec<f64>,
     /// The point of `pareto` that meets the budget.
     pub chosen: usize,
     /// Why no point meets the budget (then `chosen` is the nearest end of the curve).

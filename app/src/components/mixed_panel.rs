@@ -175,8 +175,8 @@ fn BitMap(r: MixedResult, selected: RwSignal<usize>) -> impl IntoView {
 /// How well the latency table predicts whole inferences: per uniform candidate, the sum of its
 /// groups' times against the inference timed in one piece.
 fn latency_check(r: &MixedResult) -> String {
-    let row = |((c, ..), &(whole, sum)): (&(String, f64, f64, f64), &(f64, f64))| format!("{} {} summed, {} whole ({:+.0} %)", c.to_uppercase(), time(sum), time(whole), 100.0 * (sum - whole) / whole.max(1e-9));
-    let rows: Vec<String> = r.uniform.iter().zip(&r.latency_check).map(row).collect();
+    let row = |((c, _, _, sum), &whole): (&(String, f64, f64, f64), &f64)| format!("{} {} summed, {} whole ({:+.0} %)", c.to_uppercase(), time(*sum), time(whole), 100.0 * (sum - whole) / whole.max(1e-9));
+    let rows: Vec<String> = r.uniform.iter().zip(&r.uniform_whole_ms).map(row).collect();
     format!("Latency table (each layer group timed at each candidate in this browser's integer engine): {}.", rows.join("; "))
 }
 

@@ -11,9 +11,6 @@ use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::timing::median_ms;
 use qplay_core::{Executor, Graph, Limits, Tensor};
 
-/// Timed runs per candidate (medians) for the latency table.
-const LATENCY_RUNS: usize = 5;
-
 /// A finished search, kept to apply its points.
 pub(super) struct Search {
     space: Space,
@@ -66,7 +63,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
     .map_err(|e| e.to_string())?;
     let sample = samples.first().ok_or("no calibration samples")?.first_item().map_err(|e| e.to_string())?;
     let table = space
-        .latency_table(&sample, LATENCY_RUNS, &now, &mut |done, total| {
+        .latency_table(&sample, amp::LATENCY_TIMINGS, &now, &mut |done, total| {
             post(&Response::Progress { job, stage: "Timing each candidate's layers in this browser".into(), done, total });
             true
         })
@@ -100,7 +97,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         pareto: result.pareto.iter().map(|p| point(p, &layers)).collect(),
         visited: result.visited.iter().map(|p| (p.relative_bops, p.score, p.latency_ms.unwrap_or(f64::NAN))).collect(),
         uniform: result.uniform.iter().zip(&result.candidates).map(|(p, c)| (c.to_string(), p.relative_bops, p.score, p.latency_ms.unwrap_or(f64::NAN))).collect(),
-        latency_check: result.uniform.iter().zip(&table.total_ms).map(|(p, &whole)| (whole, p.latency_ms.unwrap_or(f64::NAN))).collect(),
+        uniform_whole_ms: table.total_ms.clone(),
         chosen,
         budget_note,
         fp32_bytes,

@@ -95,9 +95,6 @@ pub struct Args {
     json: bool,
 }
 
-/// Timed runs per candidate (medians) for the latency table and the chosen point.
-const LATENCY_RUNS: usize = 5;
-
 fn point_json(p: &Point) -> serde_json::Value {
     serde_json::json!({ "relative_bops": p.relative_bops, "score": p.score, "weight_bytes": p.weight_bytes, "latency_ms": p.latency_ms, "bits": p.bits })
 }
@@ -166,8 +163,8 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let ms = || clock.elapsed().as_secs_f64() * 1e3;
     let sample = calib[0].first_item()?;
     let latency = if a.mode == ModeArg::Qplay {
-        let mut stage = progress.stage("time", space.candidates.len() * LATENCY_RUNS, "runs");
-        let table = space.latency_table(&sample, LATENCY_RUNS, &ms, &mut |d, _| {
+        let mut stage = progress.stage("time", space.candidates.len() * amp::LATENCY_TIMINGS, "timings");
+        let table = space.latency_table(&sample, amp::LATENCY_TIMINGS, &ms, &mut |d, _| {
             stage.set(d);
             true
         })?;
@@ -197,7 +194,7 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
     let measured_ms = match latency {
         Some(_) => {
             let mut exec = Int8Executor::new(&sim)?;
-            Some(qplay_core::timing::median_ms(&mut || exec.run(vec![sample.clone()]).map(|_| ()), &ms, LATENCY_RUNS)?)
+            Some(qplay_core::timing::median_ms(&mut || exec.run(vec![sample.clone()]).map(|_| ()), &ms, amp::LATENCY_TIMINGS)?)
         }
         None => None,
     };

@@ -475,6 +475,10 @@ impl Space {
     }
 }
 
+/// Timings per candidate (each a mean over many inferences) whose median the latency table
+/// takes; also what a chosen point's whole-inference median is taken over.
+pub const LATENCY_TIMINGS: usize = 5;
+
 /// The integer engine's milliseconds per group and candidate on one machine (see
 /// [`Space::latency_table`]); a point's latency is predicted as the sum of its groups'.
 #[derive(Debug, Clone, Serialize)]
