@@ -4,3 +4,4 @@
 pub mod compress;
 pub mod greedy_ratio;
 pub mod nsga2;
+pub mod predictor;
