@@ -302,6 +302,24 @@ fn loss_gradients_match_finite_differences() {
         check_loss(&format!("distillation T={temp}"), &y, |v| loss::distillation(v, &[3, 4, 2], &t, temp).unwrap());
     }
     check_loss("mse", &y, |v| loss::mse(v, &t).unwrap());
+    let w = loss::channel_weights(&t, 4, 2);
+    check_loss("nsr", &y, |v| loss::nsr(v, &[3, 4, 2], &t, &w).unwrap());
+    // NSR by hand: channel c's squared error over its six teacher values' variance, averaged
+    // (ε is 10⁻³ of the mean variance).
+    let mut by_hand = 0.0;
+    for c in 0..4 {
+        let idx: Vec<usize> = (0..3).flat_map(|b| (0..2).map(move |p| b * 8 + c * 2 + p)).collect();
+        let mean = idx.iter().map(|&i| t[i] as f64).sum::<f64>() / 6.0;
+        let var = idx.iter().map(|&i| (t[i] as f64 - mean).powi(2)).sum::<f64>() / 6.0;
+        by_hand += idx.iter().map(|&i| ((y[i] - t[i]) as f64).powi(2)).sum::<f64>() / 6.0 / var / 4.0;
+    }
+    let (got, _) = loss::nsr(&y, &[3, 4, 2], &t, &w).unwrap();
+    assert!((got - by_hand).abs() < 2e-3 * by_hand, "NSR {got} vs {by_hand} by hand");
+    // A dead teacher channel weighs a thousand times the mean variance's inverse, not infinity.
+    let mut dead = t.clone();
+    (0..3).for_each(|b| (0..2).for_each(|p| dead[b * 8 + p] = 0.5));
+    let wd = loss::channel_weights(&dead, 4, 2);
+    assert!(wd[0].is_finite() && wd[0] > 100.0 * wd[1]);
     // Known values: uniform logits give ln(k); identical teacher and student give zero KL.
     let (ce, _) = loss::cross_entropy(&[0.0; 8], &[2, 4], &[1, 2]).unwrap();
     assert!((ce - 4f64.ln()).abs() < 1e-9);

@@ -78,3 +78,36 @@ pub fn mse(y: &[f32], target: &[f32]) -> Result<(f64, Vec<f32>)> {
     let loss = y.iter().zip(target).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>() / n;
     Ok((loss, y.iter().zip(target).map(|(&a, &b)| (2.0 * (a - b) as f64 / n) as f32).collect()))
 }
+
+/// The per-channel noise-to-signal ratio of blockwise distillation (DONNA): the mean over
+/// channels c of mean((y_c − t_c)²) / (σ²_c + ε), on `[batch, channels, positions]` outputs.
+/// `inv_var` holds 1 / (σ²_c + ε) per channel, from [`channel_weights`].
+pub fn nsr(y: &[f32], shape: &[usize], target: &[f32], inv_var: &[f64]) -> Result<(f64, Vec<f32>)> {
+    let (b, c, pos) = layout(shape)?;
+    if y.len() != target.len() || y.len() != b * c * pos || y.is_empty() || inv_var.len() != c {
+        return Err(Error::Input { name: "target".into(), msg: format!("{} target values and {} channel variances for an output of shape {shape:?}", target.len(), inv_var.len()) });
+    }
+    let per_channel = (b * pos) as f64;
+    let (mut loss, mut grad) = (0.0f64, vec![0.0f32; y.len()]);
+    for (i, (&a, &t)) in y.iter().zip(target).enumerate() {
+        let w = inv_var[i / pos % c] / (c as f64 * per_channel);
+        let d = (a - t) as f64;
+        loss += d * d * w;
+        grad[i] = (2.0 * d * w) as f32;
+    }
+    Ok((loss, grad))
+}
+
+/// 1 / (σ²_c + ε) for each channel of outputs stacked as `[samples, channels, positions]`, σ²
+/// over samples and positions; ε is 10⁻³ of the mean variance (plus 10⁻¹²), so that a dead
+/// channel (σ² = 0) weighs at most a thousand times an average one.
+pub fn channel_weights(target: &[f32], channels: usize, positions: usize) -> Vec<f64> {
+    let mut sum = vec![(0.0f64, 0.0f64, 0usize); channels];
+    for (i, &v) in target.iter().enumerate() {
+        let s = &mut sum[i / positions.max(1) % channels.max(1)];
+        (s.0, s.1, s.2) = (s.0 + v as f64, s.1 + (v as f64).powi(2), s.2 + 1);
+    }
+    let var: Vec<f64> = sum.iter().map(|&(s, q, n)| if n == 0 { 0.0 } else { (q / n as f64 - (s / n as f64).powi(2)).max(0.0) }).collect();
+    let eps = 1e-3 * var.iter().sum::<f64>() / channels.max(1) as f64 + 1e-12;
+    var.iter().map(|v| 1.0 / (v + eps)).collect()
+}

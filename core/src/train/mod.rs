@@ -51,6 +51,10 @@ pub enum Distill {
     /// Mean squared error against the teacher's outputs (logits, or any output map): what the
     /// output SQNR measures.
     Mse,
+    /// The per-channel noise-to-signal ratio against the teacher's outputs (blockwise
+    /// distillation: each channel's squared error over the teacher channel's variance on the
+    /// whole set).
+    Nsr,
 }
 
 /// A training set: `n` samples of `sample_shape` stacked in `x`, with labels and/or the teacher's
@@ -178,6 +182,16 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
     let mut limit = f64::INFINITY;
     let fixed = fixed_batch(&net.graph);
     let micro = fixed.unwrap_or(cfg.micro_batch.unwrap_or(cfg.batch)).max(1);
+    let inv_var = match (cfg.distill, data.teacher, teacher_per) {
+        (Distill::Nsr, Some(t), Some(tp)) => {
+            let mut shape = vec![1];
+            shape.extend_from_slice(data.sample_shape);
+            let (y, _) = net.forward(Tensor::f32(shape, data.x[..per].to_vec())?, Pass::Eval)?;
+            let c = y.first().and_then(|y| y.shape().get(1).copied()).filter(|&c| c > 0 && tp % c == 0).ok_or_else(|| Error::Input { name: "teacher".into(), msg: "blockwise distillation needs an output with a channel axis matching the teacher's".into() })?;
+            Some(loss::channel_weights(t, c, tp / c))
+        }
+        _ => None,
+    };
     let batch_stats = !net.freeze_bn && net.graph.nodes.iter().any(|n| matches!(n.op, crate::graph::Op::BatchNorm { .. }));
     if batch_stats && micro < 2 && net.quant.as_ref().is_some_and(FakeQuant::keeps_bn) {
         return Err(Error::Input {
@@ -204,7 +218,7 @@ pub fn train(net: &mut Net, data: &Data, cfg: &TrainConfig, eval: Option<&Evalua
                     continue; // a model of fixed batch b cannot run a remainder of other size
                 }
                 let w = mb.len() as f64 / idx.len() as f64;
-                let (l, g) = batch_step(net, data, cfg, mb, per, teacher_per)?;
+                let (l, g) = batch_step(net, data, cfg, mb, per, teacher_per, inv_var.as_deref())?;
                 loss += l * w;
                 match grads.as_mut() {
                     None => grads = Some(scaled(g, w as f32)),
@@ -284,7 +298,7 @@ pub fn reestimate_bn(net: &mut Net, data: &Data, batch: usize) -> Result<usize> 
 
 /// Forward and backward over the samples `idx`: the loss (distillation from the teacher's
 /// outputs plus cross-entropy against labels, each a mean over the samples) and its gradients.
-fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per: usize, teacher_per: Option<usize>) -> Result<(f64, Grads)> {
+fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per: usize, teacher_per: Option<usize>, inv_var: Option<&[f64]>) -> Result<(f64, Grads)> {
     let mut shape = vec![idx.len()];
     shape.extend_from_slice(data.sample_shape);
     let xb: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied()).collect();
@@ -323,6 +337,10 @@ fn batch_step(net: &mut Net, data: &Data, cfg: &TrainConfig, idx: &[usize], per:
             // On the outputs themselves: what the output SQNR measures.
             Distill::Mse => {
                 let (l, g) = loss::mse(yd, &tb)?;
+                (l, g, &mut dy)
+            }
+            Distill::Nsr => {
+                let (l, g) = loss::nsr(yd, y.shape(), &tb, inv_var.unwrap_or(&[]))?;
                 (l, g, &mut dy)
             }
         };
