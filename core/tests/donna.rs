@@ -7,6 +7,8 @@ mod common;
 use qplay_core::search::donna::{self, Act, BlockChoice, Spec};
 use qplay_core::train::{self, Data, Distill, Net, TrainConfig};
 use qplay_core::{Executor, Limits, Tensor};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn run(g: &qplay_core::Graph, x: Tensor) -> Tensor {
     Executor::new(g.clone(), Limits::default()).unwrap().run(vec![x]).unwrap().remove(0)
@@ -83,4 +85,56 @@ fn blockwise_distillation_lowers_the_block_loss() {
     println!("BKD NSR by epoch: {losses:?}");
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     assert!(losses[3] < 0.5 * losses[0], "{losses:?}");
+}
+
+const REFERENCE: &[u8] = include_bytes!("../../assets/models/donna_digits_reference.onnx");
+
+/// The block library on the reference: the reference's parts reproduce its logits, each
+/// entry's training NSR falls, and a block as large as the reference's beats the smallest one
+/// on the held-out split. Cancelling keeps the finished entries.
+#[test]
+fn the_block_library_ranks_blocks_by_held_out_nsr() {
+    let spec = Spec::digits();
+    let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default()).unwrap();
+    let x = common::digits(common::TRAIN_X, 640, false);
+    let (train_x, held_x) = (slice(&x, 0, 512), slice(&x, 512, 640));
+    // The parts in sequence are the reference.
+    let feats = donna::bkd::teacher_features(&spec, &reference, &held_x).unwrap();
+    assert_eq!(feats.len(), 4);
+    assert_eq!(feats[3].shape(), &[128, 64, 2, 2]);
+    let parts = donna::parts_of(&spec, &[BlockChoice::largest(); 3], &reference).unwrap();
+    let logits = run(parts.last().unwrap(), feats[3].clone());
+    assert_eq!(logits.to_f32_vec(), run(&reference, held_x.clone()).to_f32_vec());
+    // Another architecture's weights do not fit the reference's parts.
+    let small = BlockChoice { kernel: 3, expand: 1, depth: 1, se: false, act: Act::Relu, width: 100 };
+    assert!(donna::parts_of(&spec, &[small; 3], &reference).unwrap_err().to_string().contains("not this architecture"));
+
+    let big = BlockChoice { kernel: 5, expand: 6, depth: 2, se: false, act: Act::Hswish, width: 100 };
+    let choices = vec![vec![small, big, BlockChoice { width: 50, ..small }], vec![small], vec![small]];
+    let cfg = donna::bkd::BkdConfig { epochs: 3, ..Default::default() };
+    let mut calls = 0;
+    let lib = donna::bkd::build_library(&spec, &reference, &train_x, &held_x, &choices, &cfg, &mut |_, total, _| {
+        assert_eq!(total, 4); // the half-width depth-1 block is the same block as `small`
+        calls += 1;
+        true
+    })
+    .unwrap();
+    assert!(lib.complete && calls > 4);
+    for e in lib.blocks.iter().flatten() {
+        println!("block {} {}: train NSR {:?}, held-out {:.4}, {} MACs", e.block, e.choice.label(), e.train_nsr, e.nsr, e.macs);
+        assert!(e.train_nsr.windows(2).all(|w| w[1] < w[0]) && e.nsr.is_finite(), "{:?}", e.train_nsr);
+    }
+    let (s, b) = (lib.entry(0, &small).unwrap(), lib.entry(0, &big).unwrap());
+    assert!(b.nsr < s.nsr && b.macs > 5 * s.macs, "big {} vs small {}", b.nsr, s.nsr);
+    assert!(std::ptr::eq(lib.entry(0, &BlockChoice { width: 50, ..small }).unwrap(), s));
+    // Cancelled after the first block: one entry kept.
+    let lib = donna::bkd::build_library(&spec, &reference, &train_x, &held_x, &choices, &cfg, &mut |done, _, last| !(done >= 1.0 && last.is_some())).unwrap();
+    assert!(!lib.complete && lib.blocks.iter().flatten().count() == 1);
+}
+
+fn slice(x: &Tensor, from: usize, to: usize) -> Tensor {
+    let per: usize = x.shape()[1..].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[0] = to - from;
+    Tensor::f32(shape, x.to_f32_vec()[from * per..to * per].to_vec()).unwrap()
 }

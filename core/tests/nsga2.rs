@@ -1,9 +1,10 @@
 //! NSGA-II against its oracles: the ZDT1–3 fronts (hypervolume at (1.1, 1.1) against the true
 //! fronts' closed forms and pymoo 0.6.2's runs), non-dominated sorting against a brute-force
-//! check, and a categorical space small enough to enumerate its exact front.
+//! check, and a categorical space small enough to enumerate its exact front. Native and wasm32.
 
-use proptest::prelude::*;
-use qplay_core::search::nsga2::{self, dominates, hypervolume_2d, non_dominated_sort, Categorical, Config, Real};
+use qplay_core::search::nsga2::{self, hypervolume_2d, non_dominated_sort, Categorical, Config, Real};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn zdt(x: &[f64], h: fn(f64, f64) -> f64) -> Vec<f64> {
     let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (x.len() - 1) as f64;
@@ -108,25 +109,31 @@ fn bad_settings_and_stops() {
     assert_eq!(out.population.len(), 4);
 }
 
-proptest! {
-    /// Each front is mutually non-dominated, dominated only by earlier fronts, and every point
-    /// of a later front is dominated by one of the front before it.
-    #[test]
-    fn sorting_matches_brute_force(points in proptest::collection::vec(proptest::collection::vec(0u8..6, 3), 1..40)) {
-        let objs: Vec<Vec<f64>> = points.iter().map(|p| p.iter().map(|&v| v as f64).collect()).collect();
-        let fronts = non_dominated_sort(&objs);
-        let mut rank = vec![usize::MAX; objs.len()];
-        for (r, f) in fronts.iter().enumerate() {
-            for &i in f { prop_assert_eq!(rank[i], usize::MAX); rank[i] = r; }
-        }
-        for i in 0..objs.len() {
-            // Brute force: the rank is the length of the longest chain of dominators above i.
-            let dominators: Vec<usize> = (0..objs.len()).filter(|&j| dominates(&objs[j], &objs[i])).collect();
-            prop_assert!(dominators.iter().all(|&j| rank[j] < rank[i]));
-            if rank[i] > 0 {
-                prop_assert!(dominators.iter().any(|&j| rank[j] == rank[i] - 1));
-            } else {
-                prop_assert!(dominators.is_empty());
+#[cfg(not(target_arch = "wasm32"))]
+mod sorting {
+    use proptest::prelude::*;
+    use qplay_core::search::nsga2::{dominates, non_dominated_sort};
+
+    proptest! {
+        /// Each front is mutually non-dominated, dominated only by earlier fronts, and every point
+        /// of a later front is dominated by one of the front before it.
+        #[test]
+        fn sorting_matches_brute_force(points in proptest::collection::vec(proptest::collection::vec(0u8..6, 3), 1..40)) {
+            let objs: Vec<Vec<f64>> = points.iter().map(|p| p.iter().map(|&v| v as f64).collect()).collect();
+            let fronts = non_dominated_sort(&objs);
+            let mut rank = vec![usize::MAX; objs.len()];
+            for (r, f) in fronts.iter().enumerate() {
+                for &i in f { prop_assert_eq!(rank[i], usize::MAX); rank[i] = r; }
+            }
+            for i in 0..objs.len() {
+                // Brute force: the rank is the length of the longest chain of dominators above i.
+                let dominators: Vec<usize> = (0..objs.len()).filter(|&j| dominates(&objs[j], &objs[i])).collect();
+                prop_assert!(dominators.iter().all(|&j| rank[j] < rank[i]));
+                if rank[i] > 0 {
+                    prop_assert!(dominators.iter().any(|&j| rank[j] == rank[i] - 1));
+                } else {
+                    prop_assert!(dominators.is_empty());
+                }
             }
         }
     }

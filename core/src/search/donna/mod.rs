@@ -3,7 +3,10 @@
 //! kernel, expansion, depth, squeeze-excitation, activation and width; a choice builds as a
 //! stack of inverted-residual layers (1x1 expansion, depthwise k×k, optional SE, 1x1 projection,
 //! a residual where shapes allow). Parts build as separate graphs (a block alone is what
-//! blockwise distillation trains) and [`stitch`] joins them into one model.
+//! blockwise distillation trains) and [`stitch`] joins them into one model. [`bkd`] builds the
+//! block library by blockwise distillation from a reference.
+
+pub mod bkd;
 
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Node, Op, TypeInfo, ValueId};
@@ -306,6 +309,25 @@ pub fn stitch(parts: &[Graph]) -> Result<Graph> {
     g.outputs.push(carried.unwrap_or_default());
     let bytes = crate::onnx::export::fp32_model(&g)?;
     Ok(crate::onnx::load_model(&bytes, &crate::Limits::default())?.0)
+}
+
+/// The parts of the architecture `choices` (stem, blocks, head) with the weights of `model`,
+/// a model built by [`architecture`] with the same choices (weights matched by name).
+pub fn parts_of(spec: &Spec, choices: &[BlockChoice], model: &Graph) -> Result<Vec<Graph>> {
+    let mut parts = vec![stem(spec, 0)?];
+    for (n, c) in choices.iter().enumerate() {
+        parts.push(block(spec, n, c, 0)?);
+    }
+    parts.push(head(spec, 0)?);
+    for part in &mut parts {
+        for id in 0..part.values.len() {
+            let Some(t) = &part.consts[id] else { continue };
+            let name = &part.values[id].name;
+            let src = model.find_value(name).and_then(|v| model.consts[v].as_ref()).filter(|s| s.shape() == t.shape());
+            part.consts[id] = Some(src.ok_or_else(|| Error::Graph(format!("the model has no weight '{name}' of shape {:?}: it is not this architecture", t.shape())))?.clone());
+        }
+    }
+    Ok(parts)
 }
 
 /// A whole architecture, freshly initialised: the stem, one block per choice, the head.
