@@ -138,3 +138,51 @@ fn slice(x: &Tensor, from: usize, to: usize) -> Tensor {
     shape[0] = to - from;
     Tensor::f32(shape, x.to_f32_vec()[from * per..to * per].to_vec()).unwrap()
 }
+
+fn labels(bytes: &[u8], from: usize, to: usize) -> Vec<i64> {
+    qplay_core::npy::read_npy(bytes, 1 << 20).unwrap().to_i64_vec()[from..to].to_vec()
+}
+
+const TRAIN_Y: &[u8] = include_bytes!("../../assets/data/digits_train_y.npy");
+
+/// The architecture library and the predictor on a small block library (three choices per
+/// block): a stitched model has the reference's stem and head around the library's blocks,
+/// finetuning lifts its validation accuracy, and the ridge predictor fits the records.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn architectures_stitch_finetune_and_fit_the_predictor() {
+    use donna::arch::{self, FinetuneConfig, Predictor, Split};
+    let spec = Spec::digits();
+    let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default()).unwrap();
+    let x = common::digits(common::TRAIN_X, 1347, false);
+    let (train_x, val_x) = (slice(&x, 0, 640), slice(&x, 1077, 1347));
+    let pick = |i: &[usize]| i.iter().map(|&i| BlockChoice::from_index(i)).collect::<Vec<_>>();
+    let choices = vec![pick(&[0, 75, 190]), pick(&[14, 111, 222]), pick(&[1, 98, 203])];
+    let lib = donna::bkd::build_library(&spec, &reference, &train_x, &val_x, &choices, &Default::default(), &mut |_, _, _| true).unwrap();
+    let archs = arch::sample_architectures(&lib, 8, 0);
+    assert_eq!(archs.len(), 8);
+    assert_eq!(arch::sample_architectures(&lib, 100, 0).len(), 27);
+    // Stitched: the reference's stem and head, the library's blocks.
+    let g = arch::stitched(&spec, &lib, &reference, &archs[0]).unwrap();
+    let (_, cost) = qplay_core::cost::analyze(&g, &[], &Limits::default()).unwrap();
+    let blocks: u64 = archs[0].iter().enumerate().map(|(n, c)| lib.entry(n, c).unwrap().macs).sum();
+    assert_eq!(cost.macs, blocks + 16 * 9 * 64 + 64 * 10);
+    let train = Split { x: train_x, labels: labels(TRAIN_Y, 0, 640) };
+    let val = Split { x: val_x, labels: labels(TRAIN_Y, 1077, 1347) };
+    let before = val.accuracy(&g).unwrap();
+    let (records, done) = arch::build_arch_library(&spec, &lib, &reference, &archs, &train, &val, &FinetuneConfig::default(), &mut |_, _| true).unwrap();
+    assert!(done && records.len() == 8);
+    for r in &records {
+        println!("{:?} NSR {:?} → {:.2} % ({} MACs)", r.choices.iter().map(|c| c.label()).collect::<Vec<_>>(), r.block_nsr, r.accuracy, r.macs);
+        assert!(r.accuracy > 70.0);
+    }
+    println!("stitched before finetuning {before:.2} %, after {:.2} %", records[0].accuracy);
+    assert!(records[0].accuracy > before + 5.0);
+    let p = Predictor::fit(&records).unwrap();
+    println!("LOO τ {:.3}, summed-NSR τ {:.3}", p.kendall_tau, p.summed_nsr_tau);
+    assert_eq!((p.n_architectures, p.loo_predicted.len()), (8, 8));
+    assert!((-1.0..=1.0).contains(&p.kendall_tau));
+    // Cancelled during the second architecture: one record kept.
+    let (records, done) = arch::build_arch_library(&spec, &lib, &reference, &archs, &train, &val, &FinetuneConfig::default(), &mut |d, _| d < 1.5).unwrap();
+    assert!(!done && records.len() == 1);
+}

@@ -37,7 +37,7 @@ pub struct BkdConfig {
 
 impl Default for BkdConfig {
     fn default() -> Self {
-        BkdConfig { epochs: 2, batch: 32, lr: 3e-3, seed: 0 }
+        BkdConfig { epochs: 4, batch: 32, lr: 5e-3, seed: 0 }
     }
 }
 

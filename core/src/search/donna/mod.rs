@@ -6,6 +6,7 @@
 //! blockwise distillation trains) and [`stitch`] joins them into one model. [`bkd`] builds the
 //! block library by blockwise distillation from a reference.
 
+pub mod arch;
 pub mod bkd;
 
 use crate::error::{Error, Result};
