@@ -145,44 +145,124 @@ fn labels(bytes: &[u8], from: usize, to: usize) -> Vec<i64> {
 
 const TRAIN_Y: &[u8] = include_bytes!("../../assets/data/digits_train_y.npy");
 
-/// The architecture library and the predictor on a small block library (three choices per
-/// block): a stitched model has the reference's stem and head around the library's blocks,
-/// finetuning lifts its validation accuracy, and the ridge predictor fits the records.
+/// A small block library (three choices per block) on the reference, and eight architectures
+/// stitched from it and finetuned: built once for the tests below.
+#[cfg(not(target_arch = "wasm32"))]
+struct Fixture {
+    spec: Spec,
+    reference: qplay_core::Graph,
+    lib: donna::bkd::Library,
+    archs: Vec<Vec<BlockChoice>>,
+    records: Vec<donna::arch::ArchRecord>,
+    train: donna::arch::Split,
+    val: donna::arch::Split,
+    stitched_before: f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn fixture() -> &'static Fixture {
+    use donna::arch::{self, FinetuneConfig, Split};
+    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let spec = Spec::digits();
+        let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default()).unwrap();
+        let x = common::digits(common::TRAIN_X, 1347, false);
+        let (train_x, val_x) = (slice(&x, 0, 640), slice(&x, 1077, 1347));
+        let pick = |i: &[usize]| i.iter().map(|&i| BlockChoice::from_index(i)).collect::<Vec<_>>();
+        let choices = vec![pick(&[0, 75, 190]), pick(&[14, 111, 222]), pick(&[1, 98, 203])];
+        let lib = donna::bkd::build_library(&spec, &reference, &train_x, &val_x, &choices, &Default::default(), &mut |_, _, _| true).unwrap();
+        let archs = arch::sample_architectures(&lib, 8, 0);
+        let train = Split { x: train_x, labels: labels(TRAIN_Y, 0, 640) };
+        let val = Split { x: val_x, labels: labels(TRAIN_Y, 1077, 1347) };
+        let stitched_before = val.accuracy(&arch::stitched(&spec, &lib, &reference, &archs[0]).unwrap()).unwrap();
+        let (records, done) = arch::build_arch_library(&spec, &lib, &reference, &archs, &train, &val, &FinetuneConfig::default(), &mut |_, _| true).unwrap();
+        assert!(done);
+        Fixture { spec, reference, lib, archs, records, train, val, stitched_before }
+    })
+}
+
+/// The architecture library and the predictor: a stitched model has the reference's stem and
+/// head around the library's blocks, finetuning lifts its validation accuracy, and the ridge
+/// predictor fits the records.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn architectures_stitch_finetune_and_fit_the_predictor() {
-    use donna::arch::{self, FinetuneConfig, Predictor, Split};
-    let spec = Spec::digits();
-    let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default()).unwrap();
-    let x = common::digits(common::TRAIN_X, 1347, false);
-    let (train_x, val_x) = (slice(&x, 0, 640), slice(&x, 1077, 1347));
-    let pick = |i: &[usize]| i.iter().map(|&i| BlockChoice::from_index(i)).collect::<Vec<_>>();
-    let choices = vec![pick(&[0, 75, 190]), pick(&[14, 111, 222]), pick(&[1, 98, 203])];
-    let lib = donna::bkd::build_library(&spec, &reference, &train_x, &val_x, &choices, &Default::default(), &mut |_, _, _| true).unwrap();
-    let archs = arch::sample_architectures(&lib, 8, 0);
-    assert_eq!(archs.len(), 8);
-    assert_eq!(arch::sample_architectures(&lib, 100, 0).len(), 27);
+    use donna::arch::{self, FinetuneConfig, Predictor};
+    let f = fixture();
+    assert_eq!(f.archs.len(), 8);
+    assert_eq!(arch::sample_architectures(&f.lib, 100, 0).len(), 27);
     // Stitched: the reference's stem and head, the library's blocks.
-    let g = arch::stitched(&spec, &lib, &reference, &archs[0]).unwrap();
+    let g = arch::stitched(&f.spec, &f.lib, &f.reference, &f.archs[0]).unwrap();
     let (_, cost) = qplay_core::cost::analyze(&g, &[], &Limits::default()).unwrap();
-    let blocks: u64 = archs[0].iter().enumerate().map(|(n, c)| lib.entry(n, c).unwrap().macs).sum();
+    let blocks: u64 = f.archs[0].iter().enumerate().map(|(n, c)| f.lib.entry(n, c).unwrap().macs).sum();
     assert_eq!(cost.macs, blocks + 16 * 9 * 64 + 64 * 10);
-    let train = Split { x: train_x, labels: labels(TRAIN_Y, 0, 640) };
-    let val = Split { x: val_x, labels: labels(TRAIN_Y, 1077, 1347) };
-    let before = val.accuracy(&g).unwrap();
-    let (records, done) = arch::build_arch_library(&spec, &lib, &reference, &archs, &train, &val, &FinetuneConfig::default(), &mut |_, _| true).unwrap();
-    assert!(done && records.len() == 8);
-    for r in &records {
+    assert_eq!(f.records.len(), 8);
+    for r in &f.records {
         println!("{:?} NSR {:?} → {:.2} % ({} MACs)", r.choices.iter().map(|c| c.label()).collect::<Vec<_>>(), r.block_nsr, r.accuracy, r.macs);
         assert!(r.accuracy > 70.0);
     }
-    println!("stitched before finetuning {before:.2} %, after {:.2} %", records[0].accuracy);
-    assert!(records[0].accuracy > before + 5.0);
-    let p = Predictor::fit(&records).unwrap();
+    println!("stitched before finetuning {:.2} %, after {:.2} %", f.stitched_before, f.records[0].accuracy);
+    assert!(f.records[0].accuracy > f.stitched_before + 5.0);
+    let p = Predictor::fit(&f.records).unwrap();
     println!("LOO τ {:.3}, summed-NSR τ {:.3}", p.kendall_tau, p.summed_nsr_tau);
     assert_eq!((p.n_architectures, p.loo_predicted.len()), (8, 8));
     assert!((-1.0..=1.0).contains(&p.kendall_tau));
     // Cancelled during the second architecture: one record kept.
-    let (records, done) = arch::build_arch_library(&spec, &lib, &reference, &archs, &train, &val, &FinetuneConfig::default(), &mut |d, _| d < 1.5).unwrap();
+    let (records, done) = arch::build_arch_library(&f.spec, &f.lib, &f.reference, &f.archs, &f.train, &f.val, &FinetuneConfig::default(), &mut |d, _| d < 1.5).unwrap();
     assert!(!done && records.len() == 1);
+}
+
+/// Step C on the fixture: latency tables on both engines (their sums against whole stitched
+/// models), and NSGA-II fronts on MACs and on latency that are non-dominated, sorted, and
+/// reach the cheapest and the most accurate architecture of the library.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn the_search_finds_the_library_front() {
+    use donna::arch::{self, Predictor};
+    use donna::evolve::{self, Candidate};
+    use donna::latency::{Engine, LatencyTable, Runner};
+    let f = fixture();
+    let p = Predictor::fit(&f.records).unwrap();
+    let t0 = std::time::Instant::now();
+    let clock = || t0.elapsed().as_secs_f64() * 1e3;
+    let images = slice(&f.val.x, 0, 16);
+    let feats = donna::bkd::teacher_features(&f.spec, &f.reference, &images).unwrap();
+    let macs = |c: &[BlockChoice]| -> qplay_core::Result<f64> { Ok(c.iter().enumerate().map(|(n, c)| f.lib.entry(n, c).unwrap().macs as f64).sum::<f64>() + 9856.0) };
+    let cfg = qplay_core::search::nsga2::Config { population: 12, generations: 10, seed: 0 };
+    let check = |front: &[Candidate], cost: &dyn Fn(&[BlockChoice]) -> f64| {
+        // The exact front of all 27 architectures by brute force.
+        let all: Vec<(f64, f64)> = arch::sample_architectures(&f.lib, 27, 0).iter().map(|a| {
+            let nsr: Vec<f64> = a.iter().enumerate().map(|(n, c)| f.lib.entry(n, c).unwrap().nsr).collect();
+            (p.predict(&nsr), cost(a))
+        }).collect();
+        for w in front.windows(2) {
+            assert!(w[0].cost < w[1].cost && w[0].predicted_accuracy < w[1].predicted_accuracy, "not a sorted front");
+        }
+        let cheapest = all.iter().map(|a| a.1).fold(f64::INFINITY, f64::min);
+        let best = all.iter().map(|a| a.0).fold(f64::NEG_INFINITY, f64::max);
+        assert!((front[0].cost - cheapest).abs() < 1e-9 && (front.last().unwrap().predicted_accuracy - best).abs() < 1e-9);
+        for c in front {
+            assert!(!all.iter().any(|a| a.0 > c.predicted_accuracy && a.1 < c.cost), "a dominated point on the front");
+        }
+    };
+    let r = evolve::search(&f.lib, &p, &macs, &cfg, &mut |_| true).unwrap();
+    check(&r.front, &|c| macs(c).unwrap());
+    for engine in [Engine::Fp32, Engine::Int8] {
+        let table = LatencyTable::measure(&f.spec, &f.lib, &f.reference, &images, &feats, engine, &clock, 3, &mut |_, _| true).unwrap().unwrap();
+        for a in &f.archs[..3] {
+            let whole = Runner::new(&arch::stitched(&f.spec, &f.lib, &f.reference, a).unwrap(), engine, &images).unwrap().median_ms(&slice(&images, 0, 1), &clock, 3).unwrap();
+            println!("{engine:?}: predicted {:.4} ms, whole {whole:.4} ms", table.predict(a).unwrap());
+        }
+        let r = evolve::search(&f.lib, &p, &|c| table.predict(c), &cfg, &mut |_| true).unwrap();
+        check(&r.front, &|c| table.predict(c).unwrap());
+        // A table survives JSON, and refuses another space.
+        let json = serde_json::to_string(&table).unwrap();
+        assert_eq!(LatencyTable::from_json(&json, &f.spec).unwrap(), table);
+        let other = Spec { name: "other".into(), stem_ch: 8, ..f.spec.clone() };
+        assert!(LatencyTable::from_json(&json, &other).unwrap_err().to_string().contains("space"));
+    }
+    assert_eq!(evolve::spread(&r.front, 1).len(), 1);
+    // Population or generations of 0: a clear error.
+    let e = evolve::search(&f.lib, &p, &macs, &qplay_core::search::nsga2::Config { generations: 0, ..cfg }, &mut |_| true).unwrap_err();
+    assert!(e.to_string().contains("generations"), "{e}");
 }

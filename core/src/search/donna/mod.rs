@@ -8,6 +8,8 @@
 
 pub mod arch;
 pub mod bkd;
+pub mod evolve;
+pub mod latency;
 
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Node, Op, TypeInfo, ValueId};
