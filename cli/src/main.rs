@@ -33,6 +33,7 @@ enum Command {
     Compress(cmd::compress::Args),
     Train(cmd::train::Args),
     MixedPrecision(cmd::mixed::Args),
+    Search(cmd::search::Args),
     Bench(cmd::bench::Args),
     Completions(cmd::completions::Args),
 }
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Compress(a) => cmd::compress::run(a, g),
         Command::Train(a) => cmd::train::run(a, g),
         Command::MixedPrecision(a) => cmd::mixed::run(a, g),
+        Command::Search(a) => cmd::search::run(a, g),
         Command::Bench(a) => cmd::bench::run(a, g),
         Command::Completions(a) => cmd::completions::run::<Cli>(a),
     };

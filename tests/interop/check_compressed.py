@@ -58,4 +58,5 @@ def main():
     print(json.dumps({"max_rel_diff": rel, "macs_original": m0, "macs_compressed": m1, "macs_ratio": m1 / m0, "nodes": nodes}))
 
 
-main()
+if __name__ == "__main__":
+    main()

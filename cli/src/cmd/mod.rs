@@ -8,4 +8,5 @@ pub mod inspect;
 pub mod mixed;
 pub mod quantize;
 pub mod run;
+pub mod search;
 pub mod train;

@@ -13,7 +13,7 @@ use crate::search::predictor::{kendall_tau_b, leave_one_out, Ridge};
 use crate::tensor::Tensor;
 use crate::train::{self, Data, Distill, Net, TrainConfig};
 use crate::Limits;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A labelled set of samples.
 #[derive(Debug, Clone)]
@@ -74,15 +74,13 @@ pub fn finetune(graph: Graph, train_set: &Split, teacher_logits: &[f32], cfg: &F
 }
 
 /// One architecture of the library: its blocks, their NSRs, and its accuracy after finetuning.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchRecord {
     pub choices: Vec<BlockChoice>,
     pub block_nsr: Vec<f64>,
     pub macs: u64,
     /// Validation accuracy in %, after finetuning.
     pub accuracy: f64,
-    #[serde(skip)]
-    pub graph: Graph,
 }
 
 /// `count` distinct architectures drawn uniformly from the library's blocks (fewer if the
@@ -117,7 +115,7 @@ pub fn build_arch_library(spec: &Spec, lib: &Library, reference: &Graph, archs: 
         };
         let (_, cost) = crate::cost::analyze(&g, &[], &Limits::default())?;
         let block_nsr = a.iter().enumerate().map(|(n, c)| lib.entry(n, c).map_or(f64::NAN, |e| e.nsr)).collect();
-        out.push(ArchRecord { choices: a.clone(), block_nsr, macs: cost.macs, accuracy: val.accuracy(&g)?, graph: g });
+        out.push(ArchRecord { choices: a.clone(), block_nsr, macs: cost.macs, accuracy: val.accuracy(&g)? });
         if !progress((i + 1) as f64, archs.len()) {
             return Ok((out, i + 1 == archs.len()));
         }

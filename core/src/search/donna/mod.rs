@@ -157,7 +157,7 @@ struct Builder {
 
 impl Builder {
     fn new(input: &str, shape: [usize; 3], seed: u64) -> (Builder, ValueId) {
-        let mut g = Graph { values: Vec::new(), nodes: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), consts: Vec::new(), opset: 13 };
+        let mut g = Graph { values: Vec::new(), nodes: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), consts: Vec::new(), opset: 14 };
         let x = g.add_value(input, None);
         let dims = std::iter::once(Dim::Symbolic("N".into())).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect();
         g.values[x].ty = Some(TypeInfo { elem_type: "float".into(), dims: Some(dims) });
@@ -212,11 +212,10 @@ impl Builder {
         self.node("Mul", &format!("{name}.scale"), &[x, s], vec![])
     }
 
-    /// Ends the part at `y`, checked by a round trip through ONNX (what the loader accepts).
+    /// Ends the part at `y`.
     fn finish(mut self, y: ValueId) -> Result<Graph> {
         self.g.outputs.push(y);
-        let bytes = crate::onnx::export::fp32_model(&self.g)?;
-        Ok(crate::onnx::load_model(&bytes, &crate::Limits::default())?.0)
+        canonical(self.g)
     }
 }
 
@@ -310,8 +309,37 @@ pub fn stitch(parts: &[Graph]) -> Result<Graph> {
         carried = Some(map[*output]);
     }
     g.outputs.push(carried.unwrap_or_default());
+    canonical(g)
+}
+
+/// `g` with its output's type declared (float, `[N, …]` from shape inference), checked by a
+/// round trip through ONNX (what the loader accepts).
+fn canonical(mut g: Graph) -> Result<Graph> {
+    let (shapes, _) = crate::cost::analyze(&g, &[], &crate::Limits::default())?;
+    let y = g.outputs[0];
+    let dims = crate::cost::shape_of(&shapes, y).ok_or_else(|| Error::Graph("the output's shape is unknown".into()))?;
+    let dims = std::iter::once(Dim::Symbolic("N".into())).chain(dims[1..].iter().map(|&d| Dim::Fixed(d))).collect();
+    g.values[y].ty = Some(TypeInfo { elem_type: "float".into(), dims: Some(dims) });
     let bytes = crate::onnx::export::fp32_model(&g)?;
     Ok(crate::onnx::load_model(&bytes, &crate::Limits::default())?.0)
+}
+
+/// `per_block` distinct blocks for each block of the space (all 300 when it asks for more): the
+/// largest (the reference's) and the smallest, then a seeded uniform draw.
+pub fn sample_choices(spec: &Spec, per_block: usize, seed: u64) -> Vec<Vec<BlockChoice>> {
+    let mut rng = SplitMix(seed ^ 0x424c_4f43);
+    let distinct: Vec<BlockChoice> = (0..BlockChoice::COUNT).map(BlockChoice::from_index).filter(|c| c.canonical() == *c).collect();
+    (0..spec.slots.len())
+        .map(|_| {
+            let mut pool = distinct.clone();
+            let mut out = vec![pool.pop().unwrap_or_else(BlockChoice::largest), pool.remove(0)];
+            out.truncate(per_block);
+            while out.len() < per_block && !pool.is_empty() {
+                out.push(pool.swap_remove(rng.below(pool.len())));
+            }
+            out
+        })
+        .collect()
 }
 
 /// The parts of the architecture `choices` (stem, blocks, head) with the weights of `model`,
@@ -363,6 +391,10 @@ mod tests {
         assert_eq!(Spec::digits().size(), 46_656_000);
         let distinct: std::collections::HashSet<BlockChoice> = (0..BlockChoice::COUNT).map(|i| BlockChoice::from_index(i).canonical()).collect();
         assert_eq!(distinct.len(), 300);
+        let s = sample_choices(&Spec::digits(), 10, 1);
+        assert!(s.iter().all(|b| b.len() == 10 && b[0] == BlockChoice::largest() && b[1].index() == Some(1)));
+        assert!(s.iter().all(|b| b.iter().collect::<std::collections::HashSet<_>>().len() == 10));
+        assert!(sample_choices(&Spec::digits(), 1000, 1).iter().all(|b| b.len() == 300));
         assert_eq!(BlockChoice::largest().label(), "k5 e6 d3 se hswish w100");
     }
 }
