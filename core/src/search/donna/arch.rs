@@ -155,7 +155,8 @@ impl Predictor {
         Ok(Predictor { ridge, loo_predicted, kendall_tau, summed_nsr_tau: kendall_tau_b(&summed, &y), n_architectures: records.len() })
     }
 
+    /// The predicted accuracy in % (a linear fit can step past 100: held within 0–100).
     pub fn predict(&self, block_nsr: &[f64]) -> f64 {
-        self.ridge.predict(&features(block_nsr))
+        self.ridge.predict(&features(block_nsr)).clamp(0.0, 100.0)
     }
 }
