@@ -7,15 +7,15 @@
 
 use crate::common::{failed_at, read_text, write_file, CliError, CliResult, Global};
 use crate::out;
-use crate::progress::Progress;
+use crate::progress::{Progress, Stage};
 use qplay_core::npy::read_npy;
-use qplay_core::search::donna::arch::{self, ArchRecord, FinetuneConfig, Predictor, Split};
-use qplay_core::search::donna::bkd::{self, BkdConfig, BlockEntry, Library};
+use qplay_core::search::donna::arch::{ArchRecord, Predictor};
+use qplay_core::search::donna::bkd::{self, BlockEntry, Library};
 use qplay_core::search::donna::evolve;
-use qplay_core::search::donna::latency::{Engine, LatencyTable, Runner};
-use qplay_core::search::donna::{self, BlockChoice, Spec};
+use qplay_core::search::donna::latency::{Engine, LatencyTable};
+use qplay_core::search::donna::pipeline::{self, Built, Digits, Settings};
+use qplay_core::search::donna::{BlockChoice, Spec};
 use qplay_core::search::nsga2;
-use qplay_core::train::{self, Data, Net, TrainConfig};
 use qplay_core::{Graph, Limits, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,9 +27,6 @@ const TRAIN_X: &[u8] = include_bytes!("../../../assets/data/digits_train_x.npy")
 const TRAIN_Y: &[u8] = include_bytes!("../../../assets/data/digits_train_y.npy");
 const TEST_X: &[u8] = include_bytes!("../../../assets/data/digits_test_x.npy");
 const TEST_Y: &[u8] = include_bytes!("../../../assets/data/digits_test_y.npy");
-/// Training samples for distillation and finetuning; the rest of the training split is the
-/// validation split (block NSRs, architecture accuracies).
-const FIT: usize = 1077;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpaceArg {
@@ -106,11 +103,7 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CacheKey {
     space: Spec,
-    seed: u64,
-    library: usize,
-    bkd_epochs: usize,
-    architectures: usize,
-    finetune_epochs: usize,
+    settings: Settings,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,15 +121,38 @@ fn npy(bytes: &[u8]) -> Tensor {
     read_npy(bytes, 1 << 24).expect("the built-in digits data")
 }
 
-fn split(x: &Tensor, y: &[i64], from: usize, to: usize) -> CliResult<Split> {
-    let per: usize = x.shape()[1..].iter().product();
-    let mut shape = x.shape().to_vec();
-    shape[0] = to - from;
-    Ok(Split { x: Tensor::f32(shape, x.to_f32_vec()[from * per..to * per].to_vec())?, labels: y[from..to].to_vec() })
-}
-
 fn onnx(g: &Graph) -> CliResult<Vec<u8>> {
     Ok(qplay_core::onnx::export::fp32_model(g)?)
+}
+
+/// The pipeline's stages as progress lines: a stage starts when its index first shows.
+struct Stages<'a> {
+    progress: &'a Progress,
+    current: Option<(usize, Stage)>,
+}
+
+const STAGES: [(&str, &str); 5] = [("block library (distillation)", "blocks"), ("architecture library (finetuning)", "architectures"), ("latency table", "parts"), ("finetune the front", "models"), ("baseline", "epochs")];
+
+impl Stages<'_> {
+    fn update(&mut self, stage: usize, done: f64, total: usize, note: Option<String>) -> bool {
+        if self.current.as_ref().is_none_or(|(i, _)| *i != stage) {
+            self.finish();
+            let (name, unit) = STAGES[stage.min(4)];
+            self.current = Some((stage, self.progress.stage(name, total, unit)));
+        }
+        if let Some((_, st)) = self.current.as_mut() {
+            st.set(done as usize);
+            if let Some(n) = note {
+                st.note(n);
+            }
+        }
+        true
+    }
+    fn finish(&mut self) {
+        if let Some((_, st)) = self.current.take() {
+            st.finish();
+        }
+    }
 }
 
 fn check(a: &Args) -> CliResult<()> {
@@ -161,14 +177,14 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
     let started = Instant::now();
     let spec = Spec::digits();
     let progress = Progress::new(g.quiet);
+    let mut stages = Stages { progress: &progress, current: None };
     let dir = &a.out;
     std::fs::create_dir_all(dir.join("library")).map_err(|e| failed_at(dir, e))?;
     let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default())?;
-    let (x, y) = (npy(TRAIN_X), npy(TRAIN_Y).to_i64_vec());
-    let n = x.shape()[0];
-    let (fit, val, all) = (split(&x, &y, 0, FIT)?, split(&x, &y, FIT, n)?, split(&x, &y, 0, n)?);
-    let test = Split { x: npy(TEST_X), labels: npy(TEST_Y).to_i64_vec() };
-    let key = CacheKey { space: spec.clone(), seed: a.seed, library: a.library, bkd_epochs: a.bkd_epochs, architectures: a.architectures, finetune_epochs: a.finetune_epochs };
+    let d = Digits::new(npy(TRAIN_X), npy(TRAIN_Y).to_i64_vec(), npy(TEST_X), npy(TEST_Y).to_i64_vec())?;
+    let settings = Settings { library: a.library, architectures: a.architectures, bkd_epochs: a.bkd_epochs, finetune_epochs: a.finetune_epochs, final_epochs: a.final_epochs, seed: a.seed };
+    let key = CacheKey { space: spec.clone(), settings: settings.clone() };
+    let stopped = || CliError::Failed("the search stopped".into());
 
     // Step B: the block library and the predictor, or the cache of an earlier run.
     let (lib, records) = match load_cache(dir, &key, &spec)? {
@@ -176,7 +192,12 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
             eprintln!("steps A-B: reusing the block library and the predictor in {}", dir.display());
             c
         }
-        None => build(a, &spec, &reference, &fit, &val, &key, dir, &progress)?,
+        None => {
+            let built = pipeline::build(&spec, &reference, &d, &settings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
+            stages.finish();
+            save_cache(dir, &key, &built)?;
+            (built.lib, built.records)
+        }
     };
     let predictor = Predictor::fit(&records)?;
     write_file(&dir.join("predictor.json"), pretty(&json!({
@@ -197,7 +218,6 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
         ObjectiveArg::LatencyFp32 => Engine::Fp32,
         _ => Engine::Int8,
     };
-    let images = split(&x, &y, FIT, (FIT + 32).min(n))?.x;
     let table = match &a.latency_table {
         Some(p) => {
             let t = LatencyTable::from_json(&read_text(p)?, &spec).map_err(|e| failed_at(p, e))?;
@@ -207,28 +227,17 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
             t
         }
         None => {
-            let feats = bkd::teacher_features(&spec, &reference, &images)?;
-            let total = lib.blocks.iter().map(Vec::len).sum::<usize>() + 2;
-            let mut st = progress.stage(format!("latency table ({engine:?})").to_lowercase(), total, "parts");
-            let t = LatencyTable::measure(&spec, &lib, &reference, &images, &feats, engine, &clock, a.timings, &mut |d, _| {
-                st.set(d);
-                true
-            })?
-            .ok_or_else(|| CliError::Failed("the latency measurement stopped".into()))?;
-            st.finish();
+            let feats = bkd::teacher_features(&spec, &reference, &d.probe)?;
+            let t = LatencyTable::measure(&spec, &lib, &reference, &d.probe, &feats, engine, &clock, a.timings, &mut |done, total| stages.update(2, done as f64, total, None))?.ok_or_else(stopped)?;
+            stages.finish();
             t
         }
     };
     write_file(&dir.join(format!("latency-{}.json", format!("{engine:?}").to_lowercase())), pretty(&table)?)?;
-    let fixed_macs = {
-        let (_, cost) = qplay_core::cost::analyze(&reference, &[], &Limits::default())?;
-        let blocks: u64 = (0..spec.slots.len()).map(|b| lib.entry(b, &BlockChoice::largest()).map_or(0, |e| e.macs)).sum();
-        cost.macs.saturating_sub(blocks)
-    };
-    let macs_of = |c: &[BlockChoice]| -> u64 { fixed_macs + c.iter().enumerate().map(|(b, c)| lib.entry(b, c).map_or(0, |e| e.macs)).sum::<u64>() };
+    let macs_of = |c: &[BlockChoice]| pipeline::macs(&spec, &reference, &lib, c);
     let cost = |c: &[BlockChoice]| -> qplay_core::Result<f64> {
         match a.objective {
-            ObjectiveArg::Macs => Ok(macs_of(c) as f64),
+            ObjectiveArg::Macs => Ok(macs_of(c)? as f64),
             _ => table.predict(c),
         }
     };
@@ -244,65 +253,44 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
     let search_seconds = t0.elapsed().as_secs_f64();
 
     // Step D: finetune points spread along the front, and measure them whole.
-    let measure = |g: &Graph| -> CliResult<f64> { Ok(Runner::new(g, engine, &images)?.median_ms(&split(&x, &y, FIT, FIT + 1)?.x, &clock, a.timings)?) };
-    let teacher = run_model(&reference, &all.x)?;
-    let ft = FinetuneConfig { epochs: a.final_epochs, seed: a.seed, ..Default::default() };
     let chosen = evolve::spread(&report.front, a.final_models);
-    let mut st = progress.stage("finetune the front", chosen.len(), "models");
+    let models = pipeline::finetune_front(&spec, &reference, &lib, &chosen, &d, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
+    stages.finish();
     let mut pareto = Vec::new();
+    for (i, (c, m)) in chosen.iter().zip(&models).enumerate() {
+        let file = format!("model_{i}.onnx");
+        write_file(&dir.join(&file), onnx(&m.graph)?)?;
+        pareto.push(json!({"arch": m.arch, "predicted_accuracy": c.predicted_accuracy, "accuracy": m.accuracy, "latency_ms": m.latency_ms, "predicted_latency_ms": table.predict(&c.choices)?, "macs": m.macs, "onnx": file}));
+    }
     if a.final_models == 0 {
         for c in &report.front {
-            pareto.push(json!({"arch": labels(&c.choices), "predicted_accuracy": c.predicted_accuracy, "accuracy": null, "latency_ms": null, "predicted_latency_ms": table.predict(&c.choices)?, "macs": macs_of(&c.choices), "onnx": null}));
+            pareto.push(json!({"arch": labels(&c.choices), "predicted_accuracy": c.predicted_accuracy, "accuracy": null, "latency_ms": null, "predicted_latency_ms": table.predict(&c.choices)?, "macs": macs_of(&c.choices)?, "onnx": null}));
         }
     }
-    for (i, c) in chosen.iter().enumerate() {
-        let g = arch::stitched(&spec, &lib, &reference, &c.choices)?;
-        let g = arch::finetune(g, &all, &teacher, &ft, &mut |_, _| true)?.ok_or_else(|| CliError::Failed("finetuning stopped".into()))?;
-        let file = format!("model_{i}.onnx");
-        write_file(&dir.join(&file), onnx(&g)?)?;
-        let accuracy = test.accuracy(&g)?;
-        st.set(i + 1);
-        st.note(format!("{:.2} % predicted, {accuracy:.2} % measured", c.predicted_accuracy));
-        pareto.push(json!({"arch": labels(&c.choices), "predicted_accuracy": c.predicted_accuracy, "accuracy": accuracy, "latency_ms": measure(&g)?, "predicted_latency_ms": table.predict(&c.choices)?, "macs": macs_of(&c.choices), "onnx": file}));
-    }
-    st.finish();
     write_file(&dir.join("pareto.json"), pretty(&pareto)?)?;
-    let (_, ref_cost) = qplay_core::cost::analyze(&reference, &[], &Limits::default())?;
+    let r = pipeline::reference(&reference, &d, engine, &clock, a.timings)?;
     write_file(&dir.join("reference.onnx"), REFERENCE)?;
-    let reference_json = json!({"accuracy": test.accuracy(&reference)?, "latency_ms": measure(&reference)?, "predicted_latency_ms": table.predict(&vec![BlockChoice::largest(); spec.slots.len()]).ok(), "macs": ref_cost.macs, "onnx": "reference.onnx"});
+    let reference_json = json!({"accuracy": r.accuracy, "latency_ms": r.latency_ms, "predicted_latency_ms": table.predict(&vec![BlockChoice::largest(); spec.slots.len()]).ok(), "macs": r.macs, "onnx": "reference.onnx"});
     write_file(&dir.join("reference.json"), pretty(&reference_json)?)?;
 
     // Baselines: the reference's shape at smaller widths, trained from scratch as long as step D.
     let mut baselines = Vec::new();
     for &w in a.baselines.iter().filter(|_| !a.no_baselines) {
-        let scaled = |c: usize| ((c as f64 * w).round() as usize).max(4);
-        let s = Spec { name: format!("digits x{w}"), stem_ch: scaled(spec.stem_ch), slots: spec.slots.iter().map(|sl| donna::Slot { in_ch: scaled(sl.in_ch), out_ch: scaled(sl.out_ch), stride: sl.stride }).collect(), ..spec.clone() };
-        let g = donna::architecture(&s, &vec![BlockChoice::largest(); s.slots.len()], a.seed)?;
-        let mut st = progress.stage(format!("baseline x{w}"), a.final_epochs, "epochs");
-        let mut net = Net::new(g, Limits::default())?;
-        let xd = all.x.to_f32_vec();
-        let data = Data { x: &xd, sample_shape: &all.x.shape()[1..], labels: Some(&all.labels), teacher: Some(&teacher) };
-        let tc = TrainConfig { epochs: a.final_epochs, lr: ft.lr, temperature: ft.temperature, seed: a.seed, ..Default::default() };
-        train::train(&mut net, &data, &tc, None, &mut |p| {
-            st.set(p.epoch + p.finished.is_some() as usize);
-            true
-        })?;
-        st.finish();
-        let g = net.into_graph();
-        let (_, c) = qplay_core::cost::analyze(&g, &[], &Limits::default())?;
+        let m = pipeline::baseline(&spec, &reference, w, &d, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
+        stages.finish();
         let file = format!("baseline_x{w}.onnx");
-        write_file(&dir.join(&file), onnx(&g)?)?;
-        baselines.push(json!({"width": w, "accuracy": test.accuracy(&g)?, "latency_ms": measure(&g)?, "macs": c.macs, "onnx": file}));
+        write_file(&dir.join(&file), onnx(&m.graph)?)?;
+        baselines.push(json!({"width": w, "accuracy": m.accuracy, "latency_ms": m.latency_ms, "macs": m.macs, "onnx": file}));
     }
     write_file(&dir.join("baselines.json"), pretty(&baselines)?)?;
 
-    eprintln!("search: {} architectures on the front in {search_seconds:.2} s; {} finetuned; everything in {:.0} s", report.front.len(), pareto.len(), started.elapsed().as_secs_f64());
+    eprintln!("search: {} architectures on the front in {search_seconds:.2} s; {} finetuned; everything in {:.0} s", report.front.len(), models.len(), started.elapsed().as_secs_f64());
     if a.json {
         out!("{}", serde_json::to_string(&pareto).map_err(|e| CliError::Failed(e.to_string()))?);
     } else {
-        out!("reference: {:.2} %, {:.3} ms, {} MACs", reference_json["accuracy"].as_f64().unwrap_or(0.0), reference_json["latency_ms"].as_f64().unwrap_or(0.0), ref_cost.macs);
+        out!("reference: {:.2} %, {:.3} ms, {} MACs", r.accuracy, r.latency_ms, r.macs);
         for p in &pareto {
-            out!("{}: {:.2} % (predicted {:.2} %), {:.3} ms, {} MACs, {}", p["onnx"].as_str().unwrap_or(""), p["accuracy"].as_f64().unwrap_or(0.0), p["predicted_accuracy"].as_f64().unwrap_or(0.0), p["latency_ms"].as_f64().unwrap_or(0.0), p["macs"], p["arch"]);
+            out!("{}: {:.2} % (predicted {:.2} %), {:.3} ms, {} MACs, {}", p["onnx"].as_str().unwrap_or("-"), p["accuracy"].as_f64().unwrap_or(f64::NAN), p["predicted_accuracy"].as_f64().unwrap_or(0.0), p["latency_ms"].as_f64().unwrap_or(f64::NAN), p["macs"], p["arch"]);
         }
     }
     Ok(())
@@ -316,42 +304,16 @@ fn labels(c: &[BlockChoice]) -> Vec<String> {
     c.iter().map(BlockChoice::label).collect()
 }
 
-fn run_model(g: &Graph, x: &Tensor) -> CliResult<Vec<f32>> {
-    Ok(qplay_core::Executor::new(g.clone(), Limits::default())?.run(vec![x.clone()])?.remove(0).to_f32_vec())
-}
-
-/// Steps B: distil the library, finetune the architecture library, and write the cache.
-#[allow(clippy::too_many_arguments)]
-fn build(a: &Args, spec: &Spec, reference: &Graph, fit: &Split, val: &Split, key: &CacheKey, dir: &Path, progress: &Progress) -> CliResult<(Library, Vec<ArchRecord>)> {
-    let choices = donna::sample_choices(spec, a.library, a.seed);
-    let total: usize = choices.iter().map(Vec::len).sum();
-    let cfg = BkdConfig { epochs: a.bkd_epochs, seed: a.seed, ..Default::default() };
-    let mut st = progress.stage("block library (distillation)", total, "blocks");
-    let lib = bkd::build_library(spec, reference, &fit.x, &val.x, &choices, &cfg, &mut |d, _, last| {
-        st.set(d as usize);
-        if let Some(e) = last {
-            st.note(format!("block {} {}: NSR {:.3}", e.block, e.choice.label(), e.nsr));
-        }
-        true
-    })?;
-    st.finish();
+/// Writes step B's products to `dir`: each block as ONNX, and library.json.
+fn save_cache(dir: &Path, key: &CacheKey, built: &Built) -> CliResult<()> {
     let mut entries = Vec::new();
-    for e in lib.blocks.iter().flatten() {
+    for e in built.lib.blocks.iter().flatten() {
         let file = format!("library/b{}_{}.onnx", e.block, e.choice.index().unwrap_or(0));
         write_file(&dir.join(&file), onnx(&e.graph)?)?;
         entries.push(EntryFile { block: e.block, choice: e.choice, train_nsr: e.train_nsr.clone(), nsr: e.nsr, macs: e.macs, params: e.params, onnx: file });
     }
-    let archs = arch::sample_architectures(&lib, a.architectures, a.seed);
-    let mut st = progress.stage("architecture library (finetuning)", archs.len(), "architectures");
-    let ft = FinetuneConfig { epochs: a.finetune_epochs, seed: a.seed, ..Default::default() };
-    let (records, _) = arch::build_arch_library(spec, &lib, reference, &archs, fit, val, &ft, &mut |d, _| {
-        st.set(d as usize);
-        true
-    })?;
-    st.finish();
-    let cache = json!({"key": key, "blocks": entries, "architectures": records});
-    write_file(&dir.join("library.json"), serde_json::to_string(&cache).map_err(|e| CliError::Failed(e.to_string()))? + "\n")?;
-    Ok((lib, records))
+    let cache = json!({"key": key, "blocks": entries, "architectures": built.records});
+    write_file(&dir.join("library.json"), serde_json::to_string(&cache).map_err(|e| CliError::Failed(e.to_string()))? + "\n")
 }
 
 /// The cached library and architecture records in `dir`, when their key matches.

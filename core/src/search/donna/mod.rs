@@ -10,6 +10,7 @@ pub mod arch;
 pub mod bkd;
 pub mod evolve;
 pub mod latency;
+pub mod pipeline;
 
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Node, Op, TypeInfo, ValueId};

@@ -1,0 +1,153 @@
+//! DONNA's steps on the digits space as one sequence the CLI and the page's worker share: the
+//! data splits, step B (block library, architecture library), the cost of an architecture, step
+//! D (the front finetuned and measured) and the width-scaled baselines. Each step reports
+//! progress and can be cancelled (None).
+
+use super::arch::{self, ArchRecord, FinetuneConfig, Split};
+use super::bkd::{self, BkdConfig, Library};
+use super::evolve::Candidate;
+use super::latency::{Engine, Runner};
+use super::{BlockChoice, Slot, Spec};
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::tensor::Tensor;
+use crate::train::{self, Data, Net, TrainConfig};
+use crate::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Training samples of the digits training split used for distillation and finetuning; the rest
+/// is the validation split (block NSRs, architecture accuracies).
+pub const FIT: usize = 1077;
+
+/// The digits splits.
+pub struct Digits {
+    pub fit: Split,
+    pub val: Split,
+    /// The whole training split (step D and the baselines train on it).
+    pub all: Split,
+    pub test: Split,
+    /// A few validation images: the INT8 engine calibrates on them, the first is timed.
+    pub probe: Tensor,
+}
+
+fn rows(x: &Tensor, from: usize, to: usize) -> Result<Tensor> {
+    let per: usize = x.shape()[1..].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[0] = to - from;
+    Tensor::f32(shape, x.to_f32_vec()[from * per..to * per].to_vec())
+}
+
+impl Digits {
+    pub fn new(train_x: Tensor, train_y: Vec<i64>, test_x: Tensor, test_y: Vec<i64>) -> Result<Digits> {
+        let n = train_y.len();
+        let split = |from: usize, to: usize| -> Result<Split> { Ok(Split { x: rows(&train_x, from, to)?, labels: train_y[from..to].to_vec() }) };
+        Ok(Digits { fit: split(0, FIT)?, val: split(FIT, n)?, all: split(0, n)?, probe: rows(&train_x, FIT, (FIT + 32).min(n))?, test: Split { x: test_x, labels: test_y } })
+    }
+}
+
+/// What steps B and D take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub library: usize,
+    pub architectures: usize,
+    pub bkd_epochs: usize,
+    pub finetune_epochs: usize,
+    pub final_epochs: usize,
+    pub seed: u64,
+}
+
+/// Step B's products.
+pub struct Built {
+    pub lib: Library,
+    pub records: Vec<ArchRecord>,
+}
+
+/// Where a step is: `stage` (0 = block library, 1 = architecture library, 2 = latency table,
+/// 3 = finetuning the front, 4 = baselines), done of total, a note.
+pub type Progress<'a> = dyn FnMut(usize, f64, usize, Option<String>) -> bool + 'a;
+
+/// Step B: the block library, then the architecture library.
+pub fn build(spec: &Spec, reference: &Graph, d: &Digits, s: &Settings, progress: &mut Progress) -> Result<Option<Built>> {
+    let choices = super::sample_choices(spec, s.library, s.seed);
+    let cfg = BkdConfig { epochs: s.bkd_epochs, seed: s.seed, ..Default::default() };
+    let lib = bkd::build_library(spec, reference, &d.fit.x, &d.val.x, &choices, &cfg, &mut |done, total, last| progress(0, done, total, last.map(|e| format!("block {} {}: NSR {:.3}", e.block, e.choice.label(), e.nsr))))?;
+    if !lib.complete {
+        return Ok(None);
+    }
+    let archs = arch::sample_architectures(&lib, s.architectures, s.seed);
+    let ft = FinetuneConfig { epochs: s.finetune_epochs, seed: s.seed, ..Default::default() };
+    let (records, done) = arch::build_arch_library(spec, &lib, reference, &archs, &d.fit, &d.val, &ft, &mut |done, total| progress(1, done, total, None))?;
+    Ok(done.then_some(Built { lib, records }))
+}
+
+/// MACs of the architecture `choices`: the reference's stem and head, the library's blocks.
+pub fn macs(spec: &Spec, reference: &Graph, lib: &Library, choices: &[BlockChoice]) -> Result<u64> {
+    let (_, cost) = crate::cost::analyze(reference, &[], &Limits::default())?;
+    let blocks = |c: &[BlockChoice]| -> u64 { c.iter().enumerate().map(|(n, c)| lib.entry(n, c).map_or(0, |e| e.macs)).sum() };
+    let largest = vec![BlockChoice::largest(); spec.slots.len()];
+    Ok(cost.macs - blocks(&largest) + blocks(choices))
+}
+
+/// A finetuned, measured model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub arch: Vec<String>,
+    /// Test accuracy in %.
+    pub accuracy: f64,
+    /// Whole-model median on one sample, on the search's engine.
+    pub latency_ms: f64,
+    pub macs: u64,
+    #[serde(skip)]
+    pub graph: Graph,
+}
+
+fn measured(g: Graph, arch: Vec<String>, d: &Digits, engine: Engine, clock: &dyn Fn() -> f64, timings: usize) -> Result<Measured> {
+    let (_, cost) = crate::cost::analyze(&g, &[], &Limits::default())?;
+    let latency_ms = Runner::new(&g, engine, &d.probe)?.median_ms(&rows(&d.probe, 0, 1)?, clock, timings)?;
+    Ok(Measured { arch, accuracy: d.test.accuracy(&g)?, latency_ms, macs: cost.macs, graph: g })
+}
+
+/// The reference measured like the others.
+pub fn reference(reference: &Graph, d: &Digits, engine: Engine, clock: &dyn Fn() -> f64, timings: usize) -> Result<Measured> {
+    measured(reference.clone(), vec![BlockChoice::largest().label(); 3], d, engine, clock, timings)
+}
+
+/// Step D: each chosen point finetuned from its distilled blocks (labels + distillation from the
+/// reference, on the whole training split), then measured.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_front(spec: &Spec, reference: &Graph, lib: &Library, chosen: &[Candidate], d: &Digits, s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Vec<Measured>>> {
+    let teacher = crate::exec::Executor::new(reference.clone(), Limits::default())?.run(vec![d.all.x.clone()])?.remove(0).to_f32_vec();
+    let ft = FinetuneConfig { epochs: s.final_epochs, seed: s.seed, ..Default::default() };
+    let mut out = Vec::new();
+    for (i, c) in chosen.iter().enumerate() {
+        let g = arch::stitched(spec, lib, reference, &c.choices)?;
+        let Some(g) = arch::finetune(g, &d.all, &teacher, &ft, &mut |step, steps| progress(3, i as f64 + step as f64 / steps.max(1) as f64, chosen.len(), None))? else {
+            return Ok(None);
+        };
+        out.push(measured(g, c.choices.iter().map(BlockChoice::label).collect(), d, engine, clock, timings)?);
+        if !progress(3, (i + 1) as f64, chosen.len(), None) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The reference's shape at `width` times its channels, trained from scratch as long as step D
+/// (labels + distillation from the reference), then measured.
+#[allow(clippy::too_many_arguments)]
+pub fn baseline(spec: &Spec, reference: &Graph, width: f64, d: &Digits, s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Measured>> {
+    let scaled = |c: usize| ((c as f64 * width).round() as usize).max(4);
+    let small = Spec { name: format!("{} x{width}", spec.name), stem_ch: scaled(spec.stem_ch), slots: spec.slots.iter().map(|sl| Slot { in_ch: scaled(sl.in_ch), out_ch: scaled(sl.out_ch), stride: sl.stride }).collect(), ..spec.clone() };
+    let g = super::architecture(&small, &vec![BlockChoice::largest(); small.slots.len()], s.seed)?;
+    let teacher = crate::exec::Executor::new(reference.clone(), Limits::default())?.run(vec![d.all.x.clone()])?.remove(0).to_f32_vec();
+    let mut net = Net::new(g, Limits::default())?;
+    let xd = d.all.x.to_f32_vec();
+    let data = Data { x: &xd, sample_shape: &d.all.x.shape()[1..], labels: Some(&d.all.labels), teacher: Some(&teacher) };
+    let ft = FinetuneConfig::default();
+    let tc = TrainConfig { epochs: s.final_epochs, lr: ft.lr, temperature: ft.temperature, seed: s.seed, ..Default::default() };
+    let report = train::train(&mut net, &data, &tc, None, &mut |p| progress(4, p.epoch as f64 + p.step as f64 / p.steps.max(1) as f64, s.final_epochs, None))?;
+    if report.stop == train::Stop::Cancelled {
+        return Ok(None);
+    }
+    Ok(Some(measured(net.into_graph(), vec![format!("reference x{width}")], d, engine, clock, timings)?))
+}
