@@ -73,6 +73,7 @@ pub fn crowding_distance(objs: &[&[f64]]) -> Vec<f64> {
     }
     let m_count = objs[0].len();
     let mut d = vec![0.0; n];
+    #[allow(clippy::needless_range_loop)]
     for m in 0..m_count {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| objs[unique[a]][m].total_cmp(&objs[unique[b]][m]).then(a.cmp(&b)));
@@ -296,11 +297,14 @@ fn survive(objs: &[Vec<f64>], keep: usize, rng: &mut SplitMix) -> (Vec<usize>, V
     (chosen, rank, crowd)
 }
 
+/// Objective vectors for a batch of genomes.
+pub type Evaluate<'a, G> = dyn FnMut(&[G]) -> Result<Vec<Vec<f64>>> + 'a;
+
 /// Runs NSGA-II. `evaluate` receives each generation's new genomes (no two equal, none equal to
 /// a member of the population) and returns one objective vector per genome, every vector of
 /// the same length, all minimised. `progress` is called after each generation; returning false
 /// stops the search with the population so far.
-pub fn run<S: Genes>(genes: &S, cfg: &Config, evaluate: &mut dyn FnMut(&[S::Genome]) -> Result<Vec<Vec<f64>>>, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Outcome<S::Genome>> {
+pub fn run<S: Genes>(genes: &S, cfg: &Config, evaluate: &mut Evaluate<S::Genome>, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Outcome<S::Genome>> {
     if cfg.population < 2 {
         return Err(Error::Input { name: "population".into(), msg: format!("must be at least 2 (got {})", cfg.population) });
     }

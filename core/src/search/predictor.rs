@@ -52,7 +52,7 @@ impl Ridge {
             return bad(format!("needs at least 2 samples with one target each (got {n} samples, {} targets)", y.len()));
         }
         let k = features[0].len();
-        if features.iter().any(|f| f.len() != k) || features.iter().flatten().chain(y).any(|v| !v.is_finite()) || !(lambda >= 0.0) {
+        if features.iter().any(|f| f.len() != k) || features.iter().flatten().chain(y).any(|v| !v.is_finite()) || lambda.is_nan() || lambda < 0.0 {
             return bad("every sample needs the same number of finite features, and λ ≥ 0".into());
         }
         let mean: Vec<f64> = (0..k).map(|j| features.iter().map(|f| f[j]).sum::<f64>() / n as f64).collect();

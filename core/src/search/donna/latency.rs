@@ -24,7 +24,7 @@ pub enum Engine {
 
 /// A graph ready to time on one engine.
 pub enum Runner {
-    Fp32(Executor),
+    Fp32(Box<Executor>),
     Int8(Box<Int8Executor>),
 }
 
@@ -32,7 +32,7 @@ impl Runner {
     /// `g` on `engine`; INT8 is W8A8 per channel, calibrated on `calib`.
     pub fn new(g: &Graph, engine: Engine, calib: &Tensor) -> Result<Runner> {
         Ok(match engine {
-            Engine::Fp32 => Runner::Fp32(Executor::new(g.clone(), Limits::default())?),
+            Engine::Fp32 => Runner::Fp32(Box::new(Executor::new(g.clone(), Limits::default())?)),
             Engine::Int8 => {
                 let mut sim = QuantSim::new(g.clone(), QuantSimConfig { per_channel: true, ..Default::default() })?;
                 sim.calibrate(std::slice::from_ref(calib))?;
