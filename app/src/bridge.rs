@@ -62,6 +62,14 @@ pub fn start(state: AppState) -> Result<(), String> {
                     state.idle();
                 }
             }
+            // A searched model to load: as if the user had picked its file.
+            Ok(Response::SearchModel { name, .. }) => {
+                let bytes: js_sys::Uint8Array = data.get(1).unchecked_into();
+                state.start(format!("Loading {name} in the worker…"));
+                if let Err(e) = load(&name, &bytes) {
+                    state.fail(e);
+                }
+            }
             Ok(r) => apply(state, r),
             Err(e) => state.fail(format!("unreadable message from the worker: {e}")),
         }
@@ -337,6 +345,11 @@ fn apply(state: AppState, r: Response) {
             state.mixed.set(Some(result));
             state.idle();
         }
+        Response::Searched { result, .. } => {
+            state.search.set(Some(result));
+            state.idle();
+        }
+        Response::SearchModel { .. } => {}
         Response::MixedApplied { applied, .. } => {
             state.mixed_applied.set(Some(applied));
             state.speed.set(None);

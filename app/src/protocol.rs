@@ -58,6 +58,85 @@ pub enum Request {
     /// Makes point `index` of the last curve the current quantization (its downloads), and times
     /// it against FP32 here.
     ApplyMixed { job: u32, index: usize },
+    /// DONNA's architecture search on the digits space. Payload: the reference model's bytes.
+    /// Steps A–B are reused from the last search when their settings match.
+    Search { job: u32, settings: SearchSettings },
+    /// Model `index` of the last search's finetuned models: downloaded (answered with Exported),
+    /// or sent back to be loaded as the current model (answered with SearchModel).
+    SearchModel { job: u32, index: usize, load: bool },
+}
+
+/// An architecture search as the page asks for it (see `qplay search`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSettings {
+    /// "latency-int8", "latency-fp32" or "macs".
+    pub objective: String,
+    pub library: usize,
+    pub architectures: usize,
+    pub bkd_epochs: usize,
+    pub finetune_epochs: usize,
+    pub final_epochs: usize,
+    pub final_models: usize,
+    pub population: usize,
+    pub generations: usize,
+    pub seed: u64,
+    /// Train the reference at a quarter of its width as a baseline.
+    pub baseline: bool,
+}
+
+/// A block of the library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchBlock {
+    pub block: usize,
+    pub choice: String,
+    pub nsr: f64,
+    pub macs: u64,
+    /// Its time in this browser (the search's engine).
+    pub ms: f64,
+}
+
+/// A model measured on the digits test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchModel {
+    pub arch: Vec<String>,
+    pub predicted_accuracy: Option<f64>,
+    pub accuracy: f64,
+    pub latency_ms: f64,
+    pub predicted_ms: Option<f64>,
+    pub macs: u64,
+}
+
+/// A point of the searched front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPoint {
+    pub arch: Vec<String>,
+    pub predicted_accuracy: f64,
+    /// Milliseconds predicted by the latency table, or MACs.
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub settings: SearchSettings,
+    /// Steps A–B came from the previous search.
+    pub reused: bool,
+    /// "ms" or "MACs": the front's cost.
+    pub unit: String,
+    /// "int8" or "fp32": the engine every latency here was measured with.
+    pub engine: String,
+    pub space_size: String,
+    pub library: Vec<SearchBlock>,
+    pub tau: f64,
+    pub summed_tau: f64,
+    /// (leave-one-out predicted, measured) validation accuracy of each library architecture.
+    pub predictor: Vec<(f64, f64)>,
+    pub front: Vec<SearchPoint>,
+    pub evaluations: usize,
+    pub models: Vec<SearchModel>,
+    pub reference: SearchModel,
+    pub baselines: Vec<SearchModel>,
+    /// Seconds per step: library, architectures, latency table, search, finetuning, baselines.
+    pub seconds: Vec<(String, f64)>,
 }
 
 /// A mixed-precision search as the page asks for it.
@@ -297,6 +376,9 @@ pub enum Response {
     Trained { job: u32, result: TrainResult },
     Mixed { job: u32, result: MixedResult },
     MixedApplied { job: u32, applied: MixedApplied },
+    Searched { job: u32, result: SearchResult },
+    /// Payload: the model's bytes, to load as the current model.
+    SearchModel { job: u32, name: String },
     Failed { job: u32, message: String },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },

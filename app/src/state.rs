@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, CompressResult, DigitsEval, MixedApplied, MixedResult, ModelSummary, QuantReport, SetEval, SpeedResult, TrainEpoch, TrainResult};
+use crate::protocol::{Classification, CompressResult, DigitsEval, MixedApplied, MixedResult, ModelSummary, QuantReport, SearchResult, SetEval, SpeedResult, TrainEpoch, TrainResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -74,6 +74,8 @@ pub struct AppState {
     /// The last mixed-precision search, and the point applied from it.
     pub mixed: RwSignal<Option<MixedResult>>,
     pub mixed_applied: RwSignal<Option<MixedApplied>>,
+    /// The last architecture search.
+    pub search: RwSignal<Option<SearchResult>>,
     /// Quantize the compressed model (step 7's result) rather than the loaded one.
     pub quantize_compressed: RwSignal<bool>,
     /// The last training run, and the epochs of the running (or last) one as they end.
@@ -106,6 +108,7 @@ impl AppState {
             compress: RwSignal::new(None),
             mixed: RwSignal::new(None),
             mixed_applied: RwSignal::new(None),
+            search: RwSignal::new(None),
             quantize_compressed: RwSignal::new(false),
             train: RwSignal::new(None),
             train_curve: RwSignal::new(Vec::new()),

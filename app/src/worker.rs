@@ -21,6 +21,7 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 mod compress;
 mod mixed;
 mod data;
+mod search;
 mod train;
 
 use data::{decode_image, labelled_set, npy_file, npy_samples_of, read_user_npy, samples_for, MAX_TEST_SAMPLES};
@@ -165,7 +166,9 @@ fn job_of(r: &Request) -> u32 {
         | Request::ExportCompressed { job }
         | Request::Train { job, .. }
         | Request::Mixed { job, .. }
-        | Request::ApplyMixed { job, .. } => *job,
+        | Request::ApplyMixed { job, .. }
+        | Request::Search { job, .. }
+        | Request::SearchModel { job, .. } => *job,
     }
 }
 
@@ -383,6 +386,15 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (search, result) = mixed::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
             loaded.mixed = Some(search);
             Ok(Response::Mixed { job, result })
+        }
+        Request::Search { job, settings } => {
+            let bytes = payload.dyn_into::<Uint8Array>().map_err(|_| "no reference model was sent".to_string())?.to_vec();
+            Ok(Response::Searched { job, result: search::run(job, &bytes, &settings)? })
+        }
+        Request::SearchModel { job, index, load } => {
+            let (name, bytes) = search::model(index)?;
+            PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
+            Ok(if load { Response::SearchModel { job, name } } else { Response::Exported { job, file_name: name } })
         }
         Request::ApplyMixed { job, index } => {
             let mut guard = state.borrow_mut();

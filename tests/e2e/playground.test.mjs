@@ -961,3 +961,43 @@ test("mixed precision of EfficientNet-Lite0 in the page over W4A8 and W8A8: the 
   assert.ok((await rows.count()) >= 1);
   assert.deepEqual(consoleErrors, []);
 });
+
+test("architecture search (DONNA) in the page: the library, the predictor, NSGA-II on latency measured here and the finetuned front; another objective reuses steps A-B; a searched model scores its accuracy in onnxruntime-web and is quantized", async () => {
+  await page.locator('[data-testid="search-panel"]').scrollIntoViewIfNeeded();
+  const t0 = Date.now();
+  await page.click('[data-testid="search-run"]');
+  await page.locator('[data-testid="busy-cancel"]').waitFor();
+  const summary = page.locator('[data-testid="search-summary"]');
+  await summary.waitFor({ timeout: 900_000 });
+  const secs = (Date.now() - t0) / 1e3;
+  const models = await page.locator('[data-testid="search-point"]').evaluateAll((cs) => cs.map((c) => ({ acc: Number(c.dataset.accuracy), ms: Number(c.dataset.latency) })));
+  const front = await page.locator('[data-testid="search-front-point"]').count();
+  const tau = Number(await summary.getAttribute("data-tau"));
+  console.log(`search in the page (quick preset): ${secs} s; ${front} front points; models ${JSON.stringify(models)}; τ ${tau}; ${await summary.textContent()}`);
+  assert.equal(models.length, 2);
+  assert.ok(front >= 2 && models.every((m) => m.acc > 50 && m.ms > 0) && Math.abs(tau) <= 1, JSON.stringify(models));
+  assert.equal(await page.locator('[data-testid="search-reference"]').count(), 1);
+  assert.equal(await page.locator('[data-testid="search-baseline"]').count(), 1);
+  assert.equal(await page.locator('[data-testid="search-block-diagram"]').count(), 4);
+  assert.equal(await page.locator('[data-testid="search-library"] tbody tr').count(), 12);
+  // Another objective: steps A-B are reused.
+  await page.selectOption('[data-testid="search-objective"]', "macs");
+  const t1 = Date.now();
+  await page.click('[data-testid="search-run"]');
+  await page.locator('[data-testid="search-summary"][data-reused="true"]').waitFor({ timeout: 600_000 });
+  console.log(`search again by MACs, steps A-B kept: ${(Date.now() - t1) / 1e3} s; ${await page.textContent('[data-testid="search-summary"]')}`);
+  await page.locator('[data-testid="search-panel"]').screenshot({ path: path.join(root, "tests/output/search.png") });
+  // The first model downloaded: onnxruntime-web agrees with its accuracy within one sample.
+  const acc = Number(await page.locator('[data-testid="search-point"]').first().getAttribute("data-accuracy"));
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="search-download-0"]')]);
+  const file = path.join(root, "tests/output/donna_digits_1.onnx");
+  await dl.saveAs(file);
+  const { correct } = await ortDigits(file);
+  assert.ok(Math.abs(100 * correct / 450 - acc) <= 100 / 450 + 1e-6, `onnxruntime-web ${correct}/450 vs ${acc} %`);
+  // "Quantize this": it becomes the current model, and quantizes.
+  await page.click('[data-testid="search-quantize-0"]');
+  await page.locator('[data-testid="model-name"]:has-text("donna_digits_1.onnx")').waitFor();
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  assert.deepEqual(consoleErrors, []);
+});

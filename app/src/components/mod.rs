@@ -13,6 +13,7 @@ mod model_picker;
 mod quantize_panel;
 mod recipe_compare;
 mod results;
+mod search_panel;
 mod settings_form;
 mod speed_panel;
 mod train_panel;
@@ -36,6 +37,7 @@ pub use model_picker::ModelPicker;
 pub use quantize_panel::QuantizePanel;
 pub use recipe_compare::RecipeCompare;
 pub use results::Results;
+pub use search_panel::SearchPanel;
 pub use speed_panel::SpeedPanel;
 
 /// The page.
@@ -75,6 +77,7 @@ pub fn App() -> impl IntoView {
             <CompressPanel/>
             <TrainPanel/>
             <MixedPanel/>
+            <SearchPanel/>
         </main>
         <footer>
             <p>
