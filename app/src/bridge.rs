@@ -31,6 +31,8 @@ thread_local! {
     static TRAIN_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
     /// The user's test files for the loaded model (kept for "Run again").
     static TEST_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
+    /// Steps A–B of the last architecture search, packed (sent with the next search).
+    static SEARCH_BUILT: RefCell<Option<js_sys::Uint8Array>> = const { RefCell::new(None) };
     /// The ETA's measurement: (total, time in ms and `done` when the current count started, the
     /// last `done` seen).
     static ETA: Cell<Option<(usize, f64, usize, usize)>> = const { Cell::new(None) };
@@ -62,6 +64,7 @@ pub fn start(state: AppState) -> Result<(), String> {
                     state.idle();
                 }
             }
+            Ok(Response::SearchBuilt { .. }) => SEARCH_BUILT.with(|s| *s.borrow_mut() = data.get(1).dyn_into().ok()),
             // A searched model to load: as if the user had picked its file.
             Ok(Response::SearchModel { name, .. }) => {
                 let bytes: js_sys::Uint8Array = data.get(1).unchecked_into();
@@ -204,6 +207,12 @@ pub fn eval_test_files(state: AppState, files: Option<Vec<web_sys::File>>) {
     if let Err(e) = send(&Request::EvalSet { job: next_job(), classes }, payload.into()) {
         state.fail(e);
     }
+}
+
+/// The Search payload: the reference's bytes and steps A–B of the last search, if any.
+pub fn search_payload(reference: js_sys::Uint8Array) -> JsValue {
+    let built = SEARCH_BUILT.with(|s| s.borrow().clone()).map_or(JsValue::UNDEFINED, JsValue::from);
+    Array::of2(&reference, &built).into()
 }
 
 /// The user's calibration photos as the Quantize payload (an empty array: the bundled photos).
@@ -349,7 +358,7 @@ fn apply(state: AppState, r: Response) {
             state.search.set(Some(result));
             state.idle();
         }
-        Response::SearchModel { .. } => {}
+        Response::SearchModel { .. } | Response::SearchBuilt { .. } => {}
         Response::MixedApplied { applied, .. } => {
             state.mixed_applied.set(Some(applied));
             state.speed.set(None);

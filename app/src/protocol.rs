@@ -58,8 +58,9 @@ pub enum Request {
     /// Makes point `index` of the last curve the current quantization (its downloads), and times
     /// it against FP32 here.
     ApplyMixed { job: u32, index: usize },
-    /// DONNA's architecture search on the digits space. Payload: the reference model's bytes.
-    /// Steps A–B are reused from the last search when their settings match.
+    /// DONNA's architecture search on the digits space. Payload: an array of the reference
+    /// model's bytes and the last SearchBuilt blob (or undefined). Steps A–B are reused from the
+    /// last search, or from that blob, when their settings match.
     Search { job: u32, settings: SearchSettings },
     /// Model `index` of the last search's finetuned models: downloaded (answered with Exported),
     /// or sent back to be loaded as the current model (answered with SearchModel).
@@ -377,6 +378,9 @@ pub enum Response {
     Mixed { job: u32, result: MixedResult },
     MixedApplied { job: u32, applied: MixedApplied },
     Searched { job: u32, result: SearchResult },
+    /// Steps A–B of the running search are done. Payload: them packed, for the page to keep
+    /// (a cancel replaces the worker; the next search starts from them).
+    SearchBuilt { job: u32 },
     /// Payload: the model's bytes, to load as the current model.
     SearchModel { job: u32, name: String },
     Failed { job: u32, message: String },

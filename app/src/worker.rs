@@ -388,8 +388,10 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             Ok(Response::Mixed { job, result })
         }
         Request::Search { job, settings } => {
-            let bytes = payload.dyn_into::<Uint8Array>().map_err(|_| "no reference model was sent".to_string())?.to_vec();
-            Ok(Response::Searched { job, result: search::run(job, &bytes, &settings)? })
+            let parts = payload.dyn_into::<Array>().map_err(|_| "no reference model was sent".to_string())?;
+            let reference = parts.get(0).dyn_into::<Uint8Array>().map_err(|_| "no reference model was sent".to_string())?.to_vec();
+            let kept = parts.get(1).dyn_into::<Uint8Array>().ok().map(|b| b.to_vec());
+            Ok(Response::Searched { job, result: search::run(job, &reference, kept.as_deref(), &settings)? })
         }
         Request::SearchModel { job, index, load } => {
             let (name, bytes) = search::model(index)?;

@@ -266,3 +266,27 @@ fn the_search_finds_the_library_front() {
     let e = evolve::search(&f.lib, &p, &macs, &qplay_core::search::nsga2::Config { generations: 0, ..cfg }, &mut |_| true).unwrap_err();
     assert!(e.to_string().contains("generations"), "{e}");
 }
+
+/// Step B packed into one blob and back: the same blocks (same outputs) and records; other
+/// settings give None, and damaged blobs a clear error.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn step_b_packs_and_unpacks() {
+    use donna::pipeline::{Built, Settings};
+    let f = fixture();
+    let settings = Settings { library: 3, architectures: 8, bkd_epochs: 4, finetune_epochs: 4, final_epochs: 1, seed: 0 };
+    let built = Built { lib: f.lib.clone(), records: f.records.clone() };
+    let blob = built.pack(&f.spec, &settings).unwrap();
+    let back = Built::unpack(&blob, &f.spec, &settings).unwrap().unwrap();
+    assert_eq!(back.records, f.records);
+    let x = donna::bkd::teacher_features(&f.spec, &f.reference, &slice(&f.val.x, 0, 8)).unwrap();
+    for (a, b) in f.lib.blocks.iter().flatten().zip(back.lib.blocks.iter().flatten()) {
+        assert_eq!((a.block, a.choice, a.nsr, a.macs), (b.block, b.choice, b.nsr, b.macs));
+        assert_eq!(run(&a.graph, x[a.block].clone()).to_f32_vec(), run(&b.graph, x[b.block].clone()).to_f32_vec());
+    }
+    assert!(Built::unpack(&blob, &f.spec, &Settings { seed: 1, ..settings.clone() }).unwrap().is_none());
+    for (damaged, what) in [(&blob[..5], "shorter"), (&blob[..blob.len() - 10], "ends inside"), (&[255u8; 16][..], "header")] {
+        let e = Built::unpack(damaged, &f.spec, &settings).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert!(e.to_string().contains(what), "{e}");
+    }
+}

@@ -168,7 +168,7 @@ pub fn SearchPanel() -> impl IntoView {
             match fetch_body(&format!("{MODELS_DIR}/donna_digits_reference.onnx"), web_sys::Response::array_buffer).await {
                 Ok(buf) => {
                     state.start("Architecture search…");
-                    if let Err(e) = bridge::send(&Request::Search { job: bridge::next_job(), settings }, js_sys::Uint8Array::new(&buf).into()) {
+                    if let Err(e) = bridge::send(&Request::Search { job: bridge::next_job(), settings }, bridge::search_payload(js_sys::Uint8Array::new(&buf))) {
                         state.fail(e);
                     }
                 }
@@ -179,7 +179,7 @@ pub fn SearchPanel() -> impl IntoView {
     view! {
         <section class="panel" aria-labelledby="search-h" data-testid="search-panel">
             <h2 id="search-h"><span class="step">"10"</span>"Architecture search (DONNA)"</h2>
-            <p class="explain">"DONNA's four steps on 8×8 digits, in this tab: (A) a reference network cut into a stem, three blocks and a head; each block may be any of 360 choices (kernel 3/5, expansion 1–6, depth 1–3, squeeze-excitation, ReLU/ReLU6/HardSwish, width), 46.7 million architectures. (B) Library blocks are each trained alone to reproduce the reference's block (blockwise distillation), and an accuracy predictor is fitted on a few stitched architectures. (C) NSGA-II searches predicted accuracy against latency measured in this browser, block by block. (D) Points of the front are finetuned and measured. Steps A–B are kept: another objective re-runs only C and D."</p>
+            <p class="explain">"DONNA's four steps on 8×8 digits, in this tab: (A) a reference network cut into a stem, three blocks and a head; each block may be any of 360 choices (kernel 3/5, expansion 1–6, depth 1–3, squeeze-excitation, ReLU/ReLU6/HardSwish, width), 46.7 million architectures. (B) Library blocks are each trained alone to reproduce the reference's block (blockwise distillation), and an accuracy predictor is fitted on a few stitched architectures. (C) NSGA-II searches predicted accuracy against latency measured in this browser, block by block. (D) Points of the front are finetuned and measured. Steps A–B are kept (even across a Cancel): another objective re-runs only C and D."</p>
             <div class="row">
                 <label>"Size "
                     <select data-testid="search-preset" on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<usize>() { preset.set(v) } } prop:value=move || preset.get().to_string()>

@@ -35,7 +35,7 @@ fn described(arch: Vec<String>, m: &Measured, predicted_accuracy: Option<f64>, p
     SearchModel { arch, predicted_accuracy, accuracy: m.accuracy, latency_ms: m.latency_ms, predicted_ms, macs: m.macs }
 }
 
-pub(super) fn run(job: u32, reference_bytes: &[u8], s: &SearchSettings) -> Result<SearchResult, String> {
+pub(super) fn run(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSettings) -> Result<SearchResult, String> {
     let engine = match s.objective.as_str() {
         "latency-int8" | "macs" => Engine::Int8,
         "latency-fp32" => Engine::Fp32,
@@ -60,13 +60,20 @@ pub(super) fn run(job: u32, reference_bytes: &[u8], s: &SearchSettings) -> Resul
         seconds.push((name.to_string(), (n - t) / 1e3));
         t = n;
     };
-    let kept = KEPT.with(|k| k.borrow_mut().take()).filter(|k| k.settings == settings);
+    // Steps A–B: this worker's last search, else the page's copy (kept across a cancel).
+    let kept = match KEPT.with(|k| k.borrow_mut().take()).filter(|k| k.settings == settings) {
+        Some(k) => Some(k.built),
+        None => packed.map(|b| Built::unpack(b, &spec, &settings)).transpose().map_err(err)?.flatten(),
+    };
     let reused = kept.is_some();
     let built = match kept {
-        Some(k) => k.built,
+        Some(b) => b,
         None => {
             let b = pipeline::build(&spec, &reference, &d, &settings, &mut progress).map_err(err)?.ok_or("the search stopped")?;
             lap("block and architecture libraries", &mut seconds);
+            let bytes = b.pack(&spec, &settings).map_err(err)?;
+            super::PAYLOAD.with(|p| *p.borrow_mut() = Some(js_sys::Uint8Array::from(bytes.as_slice())));
+            post(&Response::SearchBuilt { job });
             b
         }
     };

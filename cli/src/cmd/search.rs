@@ -10,14 +10,14 @@ use crate::out;
 use crate::progress::{Progress, Stage};
 use qplay_core::npy::read_npy;
 use qplay_core::search::donna::arch::{ArchRecord, Predictor};
-use qplay_core::search::donna::bkd::{self, BlockEntry, Library};
+use qplay_core::search::donna::bkd::{self, Library};
 use qplay_core::search::donna::evolve;
 use qplay_core::search::donna::latency::{Engine, LatencyTable};
 use qplay_core::search::donna::pipeline::{self, Built, Digits, Settings};
 use qplay_core::search::donna::{BlockChoice, Spec};
 use qplay_core::search::nsga2;
 use qplay_core::{Graph, Limits, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
     /// The output folder: pareto.json, predictor.json, reference.json, the models, and the cache
-    /// of steps A–B (reused when their settings match)
+    /// of steps A–B (library.bin, reused when their settings match)
     #[arg(long, value_name = "DIR", default_value = "qplay-search")]
     out: PathBuf,
     /// Print the front (pareto.json's list) on stdout
@@ -99,23 +99,8 @@ pub struct Args {
     timings: usize,
 }
 
-/// What steps A–B depend on: a cache is reused only when this matches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct CacheKey {
-    space: Spec,
-    settings: Settings,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EntryFile {
-    block: usize,
-    choice: BlockChoice,
-    train_nsr: Vec<f64>,
-    nsr: f64,
-    macs: u64,
-    params: u64,
-    onnx: String,
-}
+/// Step B's cache in the output folder (see `Built::pack`).
+const CACHE: &str = "library.bin";
 
 fn npy(bytes: &[u8]) -> Tensor {
     read_npy(bytes, 1 << 24).expect("the built-in digits data")
@@ -179,15 +164,14 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
     let progress = Progress::new(g.quiet);
     let mut stages = Stages { progress: &progress, current: None };
     let dir = &a.out;
-    std::fs::create_dir_all(dir.join("library")).map_err(|e| failed_at(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| failed_at(dir, e))?;
     let (reference, _) = qplay_core::load_model(REFERENCE, &Limits::default())?;
     let d = Digits::new(npy(TRAIN_X), npy(TRAIN_Y).to_i64_vec(), npy(TEST_X), npy(TEST_Y).to_i64_vec())?;
     let settings = Settings { library: a.library, architectures: a.architectures, bkd_epochs: a.bkd_epochs, finetune_epochs: a.finetune_epochs, final_epochs: a.final_epochs, seed: a.seed };
-    let key = CacheKey { space: spec.clone(), settings: settings.clone() };
     let stopped = || CliError::Failed("the search stopped".into());
 
     // Step B: the block library and the predictor, or the cache of an earlier run.
-    let (lib, records) = match load_cache(dir, &key, &spec)? {
+    let (lib, records) = match load_cache(dir, &settings, &spec)? {
         Some(c) => {
             eprintln!("steps A-B: reusing the block library and the predictor in {}", dir.display());
             c
@@ -195,7 +179,7 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
         None => {
             let built = pipeline::build(&spec, &reference, &d, &settings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
             stages.finish();
-            save_cache(dir, &key, &built)?;
+            write_file(&dir.join(CACHE), built.pack(&spec, &settings)?)?;
             (built.lib, built.records)
         }
     };
@@ -304,39 +288,10 @@ fn labels(c: &[BlockChoice]) -> Vec<String> {
     c.iter().map(BlockChoice::label).collect()
 }
 
-/// Writes step B's products to `dir`: each block as ONNX, and library.json.
-fn save_cache(dir: &Path, key: &CacheKey, built: &Built) -> CliResult<()> {
-    let mut entries = Vec::new();
-    for e in built.lib.blocks.iter().flatten() {
-        let file = format!("library/b{}_{}.onnx", e.block, e.choice.index().unwrap_or(0));
-        write_file(&dir.join(&file), onnx(&e.graph)?)?;
-        entries.push(EntryFile { block: e.block, choice: e.choice, train_nsr: e.train_nsr.clone(), nsr: e.nsr, macs: e.macs, params: e.params, onnx: file });
-    }
-    let cache = json!({"key": key, "blocks": entries, "architectures": built.records});
-    write_file(&dir.join("library.json"), serde_json::to_string(&cache).map_err(|e| CliError::Failed(e.to_string()))? + "\n")
-}
-
-/// The cached library and architecture records in `dir`, when their key matches.
-fn load_cache(dir: &Path, key: &CacheKey, spec: &Spec) -> CliResult<Option<(Library, Vec<ArchRecord>)>> {
-    let path = dir.join("library.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    #[derive(Deserialize)]
-    struct Cache {
-        key: CacheKey,
-        blocks: Vec<EntryFile>,
-        architectures: Vec<ArchRecord>,
-    }
-    let c: Cache = serde_json::from_str(&text).map_err(|e| failed_at(&path, format!("is not a search cache ({e}); remove it to rebuild")))?;
-    if c.key != *key {
-        return Ok(None);
-    }
-    let mut lib = Library { blocks: vec![Vec::new(); spec.slots.len()], complete: true };
-    for e in c.blocks {
-        let file = dir.join(&e.onnx);
-        let bytes = std::fs::read(&file).map_err(|err| failed_at(&file, err))?;
-        let (graph, _) = qplay_core::load_model(&bytes, &Limits::default()).map_err(|err| failed_at(&file, err))?;
-        let slot = lib.blocks.get_mut(e.block).ok_or_else(|| failed_at(&path, format!("names block {}", e.block)))?;
-        slot.push(BlockEntry { block: e.block, choice: e.choice, train_nsr: e.train_nsr, nsr: e.nsr, macs: e.macs, params: e.params, graph });
-    }
-    Ok(Some((lib, c.architectures)))
+/// The cache of step B in `dir`, when it was built for these settings.
+fn load_cache(dir: &Path, settings: &Settings, spec: &Spec) -> CliResult<Option<(Library, Vec<ArchRecord>)>> {
+    let path = dir.join(CACHE);
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+    let built = Built::unpack(&bytes, spec, settings).map_err(|e| failed_at(&path, format!("{e}; remove it to rebuild")))?;
+    Ok(built.map(|b| (b.lib, b.records)))
 }

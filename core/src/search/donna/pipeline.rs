@@ -62,6 +62,68 @@ pub struct Built {
     pub records: Vec<ArchRecord>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct PackedEntry {
+    block: usize,
+    choice: BlockChoice,
+    train_nsr: Vec<f64>,
+    nsr: f64,
+    macs: u64,
+    params: u64,
+    /// Bytes of its ONNX model after the header.
+    len: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PackedHeader {
+    space: Spec,
+    settings: Settings,
+    blocks: Vec<PackedEntry>,
+    records: Vec<ArchRecord>,
+}
+
+impl Built {
+    /// One blob that keeps step B (to cache it, or to hand it across a worker restart): an
+    /// 8-byte little-endian header length, the JSON header (space, settings, entries, records),
+    /// then each block's ONNX model.
+    pub fn pack(&self, spec: &Spec, settings: &Settings) -> Result<Vec<u8>> {
+        let mut models = Vec::new();
+        let mut blocks = Vec::new();
+        for e in self.lib.blocks.iter().flatten() {
+            let bytes = crate::onnx::export::fp32_model(&e.graph)?;
+            blocks.push(PackedEntry { block: e.block, choice: e.choice, train_nsr: e.train_nsr.clone(), nsr: e.nsr, macs: e.macs, params: e.params, len: bytes.len() });
+            models.extend(bytes);
+        }
+        let header = serde_json::to_vec(&PackedHeader { space: spec.clone(), settings: settings.clone(), blocks, records: self.records.clone() }).map_err(|e| crate::Error::Graph(e.to_string()))?;
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header);
+        out.extend(models);
+        Ok(out)
+    }
+
+    /// The step B packed by [`Built::pack`], if it was built for `spec` with `settings` (None
+    /// otherwise); a damaged blob is an error.
+    pub fn unpack(bytes: &[u8], spec: &Spec, settings: &Settings) -> Result<Option<Built>> {
+        let bad = |msg: String| crate::Error::Input { name: "search cache".into(), msg };
+        let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize).ok_or_else(|| bad("is shorter than its header".into()))?;
+        let header = bytes.get(8..8usize.saturating_add(n)).ok_or_else(|| bad(format!("announces a {n}-byte header it does not hold")))?;
+        let h: PackedHeader = serde_json::from_slice(header).map_err(|e| bad(format!("has an unreadable header: {e}")))?;
+        if h.space != *spec || h.settings != *settings {
+            return Ok(None);
+        }
+        let mut lib = Library { blocks: vec![Vec::new(); spec.slots.len()], complete: true };
+        let mut at = 8 + n;
+        for e in h.blocks {
+            let model = bytes.get(at..at.saturating_add(e.len)).ok_or_else(|| bad("ends inside a block's model".into()))?;
+            at += e.len;
+            let (graph, _) = crate::onnx::load_model(model, &Limits::default())?;
+            let slot = lib.blocks.get_mut(e.block).filter(|_| e.choice.index().is_some()).ok_or_else(|| bad(format!("names block {} of a space with {}", e.block, spec.slots.len())))?;
+            slot.push(super::bkd::BlockEntry { block: e.block, choice: e.choice, train_nsr: e.train_nsr, nsr: e.nsr, macs: e.macs, params: e.params, graph });
+        }
+        Ok(Some(Built { lib, records: h.records }))
+    }
+}
+
 /// Where a step is: `stage` (0 = block library, 1 = architecture library, 2 = latency table,
 /// 3 = finetuning the front, 4 = baselines), done of total, a note.
 pub type Progress<'a> = dyn FnMut(usize, f64, usize, Option<String>) -> bool + 'a;
