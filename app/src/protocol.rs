@@ -83,6 +83,9 @@ pub struct SearchSettings {
     pub seed: u64,
     /// Train the reference at a quarter of its width as a baseline.
     pub baseline: bool,
+    /// A latency table the user imported (JSON, as exported), used instead of measuring one.
+    #[serde(default)]
+    pub latency_table: Option<String>,
 }
 
 /// A block of the library.
@@ -138,6 +141,9 @@ pub struct SearchResult {
     pub baselines: Vec<SearchModel>,
     /// Seconds per step: library, architectures, latency table, search, finetuning, baselines.
     pub seconds: Vec<(String, f64)>,
+    /// The latency table used, as JSON (to export), and whether it was imported.
+    pub latency_table: String,
+    pub table_imported: bool,
 }
 
 /// A mixed-precision search as the page asks for it.

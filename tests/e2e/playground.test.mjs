@@ -991,6 +991,17 @@ test("architecture search (DONNA) in the page: the library and the predictor, ca
   assert.equal(await page.locator('[data-testid="search-block-diagram"]').count(), 4);
   assert.equal(await page.locator('[data-testid="search-library"] tbody tr').count(), 12);
   await page.locator('[data-testid="search-panel"]').screenshot({ path: path.join(root, "tests/output/search.png") });
+  // The latency table exports as JSON; a table of another space is refused on import.
+  const [tdl] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="search-export-table"]')]);
+  const table = JSON.parse(fs.readFileSync(await tdl.path(), "utf8"));
+  assert.equal(table.engine, "int8");
+  assert.equal(table.blocks.length, 3);
+  table.space.stem_ch = 8;
+  await page.setInputFiles('[data-testid="search-import-table"]', { name: "other-space.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(table)) });
+  await page.locator('[data-testid="search-imported"]').waitFor();
+  await page.click('[data-testid="search-run"]');
+  await page.locator('[data-testid="error"]:has-text("space")').waitFor();
+  await page.click('[data-testid="error"] .dismiss');
   // The first model downloaded: onnxruntime-web agrees with its accuracy within one sample.
   const acc = models[0].acc;
   const [dl] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="search-download-0"]')]);

@@ -158,11 +158,14 @@ fn Models(r: SearchResult) -> impl IntoView {
 pub fn SearchPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
     let preset = RwSignal::new(0usize);
+    // An imported latency table: (file name, JSON).
+    let imported = RwSignal::new(None::<(String, String)>);
     let objective = RwSignal::new("latency-int8".to_string());
     let busy = move || state.busy.get() != Busy::Idle || !state.worker_ready.get();
     let run = move |_| {
         let [library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations] = PRESETS[preset.get_untracked()].1;
-        let settings = SearchSettings { objective: objective.get_untracked(), library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations, seed: 0, baseline: true };
+        let latency_table = imported.get_untracked().map(|(_, json)| json);
+        let settings = SearchSettings { objective: objective.get_untracked(), library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations, seed: 0, baseline: true, latency_table };
         state.start("Architecture search: fetching the reference…");
         wasm_bindgen_futures::spawn_local(async move {
             match fetch_body(&format!("{MODELS_DIR}/donna_digits_reference.onnx"), web_sys::Response::array_buffer).await {
@@ -195,6 +198,25 @@ pub fn SearchPanel() -> impl IntoView {
                 </label>
                 <button class="primary" data-testid="search-run" disabled=busy on:click=run>"Search architectures"</button>
             </div>
+            <div class="row">
+                <label>"Latency table from another device (JSON, as downloaded below) "
+                    <input type="file" accept=".json,application/json" data-testid="search-import-table" on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+                        let name = file.name();
+                        wasm_bindgen_futures::spawn_local(async move {
+                            match wasm_bindgen_futures::JsFuture::from(file.text()).await {
+                                Ok(t) => imported.set(Some((name, t.as_string().unwrap_or_default()))),
+                                Err(_) => state.fail(format!("{name}: the file could not be read")),
+                            }
+                        });
+                    }/>
+                </label>
+                {move || imported.get().map(|(name, _)| view! {
+                    <span class="hint" data-testid="search-imported">{format!("Using {name} instead of timing here. ")}</span>
+                    <button on:click=move |_| imported.set(None)>"Time here instead"</button>
+                })}
+            </div>
             {move || state.search.get().map(|r| {
                 let best = r.models.iter().filter(|m| m.accuracy >= r.reference.accuracy - 1.0).map(|m| m.latency_ms).fold(f64::INFINITY, f64::min);
                 let steps = r.seconds.iter().map(|(s, t)| format!("{s} {t:.1} s")).collect::<Vec<_>>().join(", ");
@@ -212,6 +234,11 @@ pub fn SearchPanel() -> impl IntoView {
                         <PredictorChart r=r.clone()/>
                     </div>
                     <Models r=r.clone()/>
+                    <p class="row">
+                        <a data-testid="search-export-table" download=format!("qplay-latency-{}.json", r.engine) href=super::quantize_panel::json_data_url(&r.latency_table)>
+                            {format!("Download the latency table ({}, {} engine)", if r.table_imported { "imported" } else { "timed in this browser" }, r.engine.to_uppercase())}
+                        </a>
+                    </p>
                     <details>
                         <summary>{format!("The block library ({} blocks: NSR on held-out digits, time in this browser)", r.library.len())}</summary>
                         <table class="layers" data-testid="search-library">

@@ -35,7 +35,29 @@ fn described(arch: Vec<String>, m: &Measured, predicted_accuracy: Option<f64>, p
     SearchModel { arch, predicted_accuracy, accuracy: m.accuracy, latency_ms: m.latency_ms, predicted_ms, macs: m.macs }
 }
 
+/// Runs a search; the last one's steps A–B and models stay until this one succeeds.
 pub(super) fn run(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSettings) -> Result<SearchResult, String> {
+    let prev = KEPT.with(|k| k.borrow_mut().take());
+    match search(job, reference_bytes, packed, s, prev.as_ref()) {
+        Ok((result, settings, fresh, models)) => {
+            let built = match (fresh, prev) {
+                (Some(b), _) => b,
+                (None, Some(p)) => p.built,
+                (None, None) => return Err("the search lost its libraries".into()),
+            };
+            KEPT.with(|k| *k.borrow_mut() = Some(Kept { settings, built, models }));
+            Ok(result)
+        }
+        Err(e) => {
+            KEPT.with(|k| *k.borrow_mut() = prev);
+            Err(e)
+        }
+    }
+}
+
+/// The search itself: its result, its settings, steps A–B when they were not `prev`'s, and the
+/// finetuned models.
+fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSettings, prev: Option<&Kept>) -> Result<(SearchResult, Settings, Option<Built>, Vec<Graph>), String> {
     let engine = match s.objective.as_str() {
         "latency-int8" | "macs" => Engine::Int8,
         "latency-fp32" => Engine::Fp32,
@@ -45,6 +67,17 @@ pub(super) fn run(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &S
         return Err("the population needs at least 2, the predictor at least 3 architectures, and generations, blocks and epochs at least 1".into());
     }
     let spec = Spec::digits();
+    // An imported latency table is checked before anything is trained.
+    let imported = match &s.latency_table {
+        Some(json) => {
+            let t = LatencyTable::from_json(json, &spec).map_err(err)?;
+            if t.engine != engine {
+                return Err(format!("the imported latency table times the {:?} engine; this objective needs {engine:?}", t.engine).to_lowercase());
+            }
+            Some(t)
+        }
+        None => None,
+    };
     let (reference, _) = load_model(reference_bytes, &Limits::default()).map_err(err)?;
     let npy = |b: &[u8]| read_npy(b, 1 << 24).map_err(err);
     let d = Digits::new(npy(DIGITS_TRAIN_X)?, npy(DIGITS_TRAIN_Y)?.to_i64_vec(), npy(DIGITS_X)?, npy(DIGITS_Y)?.to_i64_vec()).map_err(err)?;
@@ -61,26 +94,45 @@ pub(super) fn run(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &S
         t = n;
     };
     // Steps A–B: this worker's last search, else the page's copy (kept across a cancel).
-    let kept = match KEPT.with(|k| k.borrow_mut().take()).filter(|k| k.settings == settings) {
-        Some(k) => Some(k.built),
-        None => packed.map(|b| Built::unpack(b, &spec, &settings)).transpose().map_err(err)?.flatten(),
+    let same = prev.filter(|k| k.settings == settings).map(|k| &k.built);
+    let mut reused = true;
+    let fresh = match same {
+        Some(_) => None,
+        None => match packed.map(|b| Built::unpack(b, &spec, &settings)).transpose().map_err(err)?.flatten() {
+            Some(b) => Some(b),
+            None => {
+                let b = pipeline::build(&spec, &reference, &d, &settings, &mut progress).map_err(err)?.ok_or("the search stopped")?;
+                reused = false;
+                lap("block and architecture libraries", &mut seconds);
+                let bytes = b.pack(&spec, &settings).map_err(err)?;
+                super::PAYLOAD.with(|p| *p.borrow_mut() = Some(js_sys::Uint8Array::from(bytes.as_slice())));
+                post(&Response::SearchBuilt { job });
+                Some(b)
+            }
+        },
     };
-    let reused = kept.is_some();
-    let built = match kept {
-        Some(b) => b,
+    let built = fresh.as_ref().or(same).ok_or("no libraries")?;
+    let predictor = Predictor::fit(&built.records).map_err(err)?;
+    let table = match imported {
+        Some(t) => {
+            for (n, list) in built.lib.blocks.iter().enumerate() {
+                for e in list {
+                    let mut choices = vec![BlockChoice::largest(); spec.slots.len()];
+                    choices[n] = e.choice;
+                    t.predict(&choices).map_err(|e| format!("{e}: the imported table was measured for another block library"))?;
+                }
+            }
+            t
+        }
         None => {
-            let b = pipeline::build(&spec, &reference, &d, &settings, &mut progress).map_err(err)?.ok_or("the search stopped")?;
-            lap("block and architecture libraries", &mut seconds);
-            let bytes = b.pack(&spec, &settings).map_err(err)?;
-            super::PAYLOAD.with(|p| *p.borrow_mut() = Some(js_sys::Uint8Array::from(bytes.as_slice())));
-            post(&Response::SearchBuilt { job });
-            b
+            let feats = bkd::teacher_features(&spec, &reference, &d.probe).map_err(err)?;
+            let mut t = LatencyTable::measure(&spec, &built.lib, &reference, &d.probe, &feats, engine, &now, 5, &mut |done, total| progress(2, done as f64, total, None)).map_err(err)?.ok_or("the search stopped")?;
+            let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+            t.device = js_sys::Reflect::get(&navigator, &"userAgent".into()).ok().and_then(|u| u.as_string()).unwrap_or_default();
+            lap("latency table", &mut seconds);
+            t
         }
     };
-    let predictor = Predictor::fit(&built.records).map_err(err)?;
-    let feats = bkd::teacher_features(&spec, &reference, &d.probe).map_err(err)?;
-    let table = LatencyTable::measure(&spec, &built.lib, &reference, &d.probe, &feats, engine, &now, 5, &mut |done, total| progress(2, done as f64, total, None)).map_err(err)?.ok_or("the search stopped")?;
-    lap("latency table", &mut seconds);
     let macs = |c: &[BlockChoice]| pipeline::macs(&spec, &reference, &built.lib, c);
     let by_macs = s.objective == "macs";
     let cost = |c: &[BlockChoice]| if by_macs { macs(c).map(|m| m as f64) } else { table.predict(c) };
@@ -122,9 +174,10 @@ pub(super) fn run(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &S
         reference: reference_model,
         baselines,
         seconds,
+        latency_table: serde_json::to_string_pretty(&table).map_err(err)?,
+        table_imported: s.latency_table.is_some(),
     };
-    KEPT.with(|k| *k.borrow_mut() = Some(Kept { settings, built, models: measured.into_iter().map(|m| m.graph).collect() }));
-    Ok(result)
+    Ok((result, settings, fresh, measured.into_iter().map(|m| m.graph).collect()))
 }
 
 /// The ONNX bytes of finetuned model `index` of the last search, with a file name.
