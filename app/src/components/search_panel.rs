@@ -224,7 +224,8 @@ pub fn SearchPanel() -> impl IntoView {
                     <tr><td class="num">{b.block}</td><td>{block_box(&b.choice)}</td><td class="num">{format!("{:.3}", b.nsr)}</td><td class="num">{format!("{:.0} k", b.macs as f64 / 1e3)}</td><td class="num">{cost(b.ms, "ms")}</td></tr>
                 }).collect_view();
                 view! {
-                    <p class="quant-summary" data-testid="search-summary" data-tau=format!("{:.4}", r.tau) data-reused=r.reused.to_string() data-models=r.models.len().to_string()>
+                    <p class="quant-summary" data-testid="search-summary" data-tau=format!("{:.4}", r.tau) data-reused=r.reused.to_string() data-models=r.models.len().to_string()
+                        data-seconds=serde_json::to_string(&r.seconds).unwrap_or_default() data-reference=format!("{:.4},{:.5}", r.reference.accuracy, r.reference.latency_ms)>
                         {format!("{} library blocks{}; predictor τ {:.2} over {} architectures; {} evaluations, {} points on the front; {} finetuned. Steps: {steps}.{}",
                             r.library.len(), if r.reused { " (kept from the last search)" } else { "" }, r.tau, r.predictor.len(), r.evaluations, r.front.len(), r.models.len(),
                             if best.is_finite() { format!(" Within a point of the reference's accuracy, the fastest model takes {:.0} % of its time.", 100.0 * best / r.reference.latency_ms) } else { String::new() })}
