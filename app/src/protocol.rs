@@ -81,11 +81,19 @@ pub struct SearchSettings {
     pub population: usize,
     pub generations: usize,
     pub seed: u64,
-    /// Train the reference at a quarter of its width as a baseline.
+    /// Train the reference at a quarter of its width as a baseline (with `finetune`).
     pub baseline: bool,
+    /// Step D: finetune and measure points of the front (else the search stops at step C, in
+    /// seconds once steps A–B are kept).
+    #[serde(default = "yes")]
+    pub finetune: bool,
     /// A latency table the user imported (JSON, as exported), used instead of measuring one.
     #[serde(default)]
     pub latency_table: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A block of the library.

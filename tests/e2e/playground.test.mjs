@@ -1002,6 +1002,7 @@ test("architecture search (DONNA) in the page: the library and the predictor, ca
   await page.click('[data-testid="search-run"]');
   await page.locator('[data-testid="error"]:has-text("space")').waitFor();
   await page.click('[data-testid="error"] .dismiss');
+  await page.click('[data-testid="search-clear-table"]');
   // The first model downloaded: onnxruntime-web agrees with its accuracy within one sample.
   const acc = models[0].acc;
   const [dl] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="search-download-0"]')]);
@@ -1014,5 +1015,14 @@ test("architecture search (DONNA) in the page: the library and the predictor, ca
   await page.locator('[data-testid="model-name"]:has-text("donna_digits_1.onnx")').waitFor();
   await page.click('[data-testid="quantize"]');
   await page.locator('[data-testid="quant-summary"]').waitFor();
+  // Searching again by MACs on the kept steps A-B: step C only (step D is offered).
+  assert.equal(await page.isChecked('[data-testid="search-finetune"]'), false);
+  await page.selectOption('[data-testid="search-objective"]', "macs");
+  const t2 = Date.now();
+  await page.click('[data-testid="search-run"]');
+  await page.locator('[data-testid="search-summary"][data-models="0"][data-reused="true"]').waitFor();
+  console.log(`search again by MACs, step C only: ${(Date.now() - t2) / 1e3} s; ${await page.textContent('[data-testid="search-summary"]')}`);
+  assert.ok((await page.locator('[data-testid="search-front-point"]').count()) >= 2);
+  await page.locator('[data-testid="search-finetune-front"]').waitFor();
   assert.deepEqual(consoleErrors, []);
 });

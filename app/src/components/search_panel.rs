@@ -162,10 +162,13 @@ pub fn SearchPanel() -> impl IntoView {
     let imported = RwSignal::new(None::<(String, String)>);
     let objective = RwSignal::new("latency-int8".to_string());
     let busy = move || state.busy.get() != Busy::Idle || !state.worker_ready.get();
-    let run = move |_| {
+    // Step D with the next search: on for the first one; once steps A–B are kept, a search
+    // stops at step C (seconds) and "Finetune and measure" asks for D.
+    let finetune = RwSignal::new(true);
+    let run = move |with_d: bool| {
         let [library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations] = PRESETS[preset.get_untracked()].1;
         let latency_table = imported.get_untracked().map(|(_, json)| json);
-        let settings = SearchSettings { objective: objective.get_untracked(), library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations, seed: 0, baseline: true, latency_table };
+        let settings = SearchSettings { objective: objective.get_untracked(), library, architectures, bkd_epochs, finetune_epochs, final_epochs, final_models, population, generations, seed: 0, baseline: true, finetune: with_d, latency_table };
         state.start("Architecture search: fetching the reference…");
         wasm_bindgen_futures::spawn_local(async move {
             match fetch_body(&format!("{MODELS_DIR}/donna_digits_reference.onnx"), web_sys::Response::array_buffer).await {
@@ -179,10 +182,15 @@ pub fn SearchPanel() -> impl IntoView {
             }
         });
     };
+    Effect::new(move |_| {
+        if state.search.get().is_some() {
+            finetune.set(false);
+        }
+    });
     view! {
         <section class="panel" aria-labelledby="search-h" data-testid="search-panel">
             <h2 id="search-h"><span class="step">"10"</span>"Architecture search (DONNA)"</h2>
-            <p class="explain">"DONNA's four steps on 8×8 digits, in this tab: (A) a reference network cut into a stem, three blocks and a head; each block may be any of 360 choices (kernel 3/5, expansion 1–6, depth 1–3, squeeze-excitation, ReLU/ReLU6/HardSwish, width), 46.7 million architectures. (B) Library blocks are each trained alone to reproduce the reference's block (blockwise distillation), and an accuracy predictor is fitted on a few stitched architectures. (C) NSGA-II searches predicted accuracy against latency measured in this browser, block by block. (D) Points of the front are finetuned and measured. Steps A–B are kept (even across a Cancel): another objective re-runs only C and D."</p>
+            <p class="explain">"DONNA's four steps on 8×8 digits, in this tab: (A) a reference network cut into a stem, three blocks and a head; each block may be any of 360 choices (kernel 3/5, expansion 1–6, depth 1–3, squeeze-excitation, ReLU/ReLU6/HardSwish, width), 46.7 million architectures. (B) Library blocks are each trained alone to reproduce the reference's block (blockwise distillation), and an accuracy predictor is fitted on a few stitched architectures. (C) NSGA-II searches predicted accuracy against latency measured in this browser, block by block. (D) Points of the front are finetuned and measured. Steps A–B are kept (even across a Cancel): searching again with another objective re-runs only C, in seconds, and D when asked."</p>
             <div class="row">
                 <label>"Size "
                     <select data-testid="search-preset" on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<usize>() { preset.set(v) } } prop:value=move || preset.get().to_string()>
@@ -196,7 +204,8 @@ pub fn SearchPanel() -> impl IntoView {
                         <option value="macs">"MACs"</option>
                     </select>
                 </label>
-                <button class="primary" data-testid="search-run" disabled=busy on:click=run>"Search architectures"</button>
+                <label class="check"><input type="checkbox" data-testid="search-finetune" prop:checked=move || finetune.get() on:change=move |ev| finetune.set(event_target_checked(&ev))/>"finetune and measure points of the front (step D)"</label>
+                <button class="primary" data-testid="search-run" disabled=busy on:click=move |_| run(finetune.get_untracked())>"Search architectures"</button>
             </div>
             <div class="row">
                 <label>"Latency table from another device (JSON, as downloaded below) "
@@ -214,7 +223,7 @@ pub fn SearchPanel() -> impl IntoView {
                 </label>
                 {move || imported.get().map(|(name, _)| view! {
                     <span class="hint" data-testid="search-imported">{format!("Using {name} instead of timing here. ")}</span>
-                    <button on:click=move |_| imported.set(None)>"Time here instead"</button>
+                    <button data-testid="search-clear-table" on:click=move |_| imported.set(None)>"Time here instead"</button>
                 })}
             </div>
             {move || state.search.get().map(|r| {
@@ -234,6 +243,12 @@ pub fn SearchPanel() -> impl IntoView {
                         <Front r=r.clone()/>
                         <PredictorChart r=r.clone()/>
                     </div>
+                    {r.models.is_empty().then(|| view! {
+                        <p class="row">
+                            <span class="hint">"Searched only (step C): the front is predicted. "</span>
+                            <button data-testid="search-finetune-front" disabled=busy on:click=move |_| run(true)>{format!("Finetune and measure {} points of it (step D)", r.settings.final_models)}</button>
+                        </p>
+                    })}
                     <Models r=r.clone()/>
                     <p class="row">
                         <a data-testid="search-export-table" download=format!("qplay-latency-{}.json", r.engine) href=super::quantize_panel::json_data_url(&r.latency_table)>

@@ -139,9 +139,11 @@ fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSet
     let cfg = nsga2::Config { population: s.population, generations: s.generations, seed: s.seed };
     let report = evolve::search(&built.lib, &predictor, &cost, &cfg, &mut |_| true).map_err(err)?;
     lap("NSGA-II", &mut seconds);
-    let chosen = evolve::spread(&report.front, s.final_models);
+    let chosen = if s.finetune { evolve::spread(&report.front, s.final_models) } else { Vec::new() };
     let measured = pipeline::finetune_front(&spec, &reference, &built.lib, &chosen, &d, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
-    lap("finetuning the front", &mut seconds);
+    if s.finetune {
+        lap("finetuning the front", &mut seconds);
+    }
     let labels = |c: &[BlockChoice]| c.iter().map(BlockChoice::label).collect::<Vec<_>>();
     let mut models = Vec::new();
     for (c, m) in chosen.iter().zip(&measured) {
@@ -151,7 +153,7 @@ fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSet
     let largest = vec![BlockChoice::largest(); spec.slots.len()];
     let reference_model = described(labels(&largest), &r, None, table.predict(&largest).ok());
     let mut baselines = Vec::new();
-    if s.baseline {
+    if s.baseline && s.finetune {
         let b = pipeline::baseline(&spec, &reference, 0.25, &d, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
         baselines.push(described(b.arch.clone(), &b, None, None));
         lap("baseline", &mut seconds);
