@@ -6,6 +6,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { MODELS, parseNpy, argmax, stats, roundRobin, gemmBench } from "./common.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "tests/e2e/package.json"));
@@ -123,17 +124,6 @@ if (args.includes("--mixed")) {
   process.exit(0);
 }
 
-const MODELS = {
-  efficientnet_lite0: {
-    model: "assets/models/efficientnet_lite0.onnx", input: "tests/reference/efficientnet_lite0/chelsea.input.npy",
-    ref: "tests/reference/efficientnet_lite0/chelsea.logits.npy", batch: 1, calib: "tests/aimet/efficientnet_lite0/calib40.npy", calibRows: 40,
-  },
-  digits_mobilenet: {
-    model: "assets/models/digits_mobilenet.onnx", input: "tests/reference/digits_mobilenet.input_first32.npy",
-    ref: "tests/reference/digits_mobilenet.logits_first32.npy", batch: 1, calib: "assets/data/digits_train_x.npy", calibRows: 256,
-  },
-};
-
 // The 10 Lite0 photos stacked [10, 3, 224, 224], and the .npy file written with them.
 function lite0Photos() {
   const photos = fs.readdirSync(path.join(root, "tests/reference/efficientnet_lite0")).filter((f) => f.endsWith(".input.npy")).sort();
@@ -151,22 +141,7 @@ function lite0Photos() {
 }
 
 function readNpy(file) {
-  const buf = fs.readFileSync(path.join(root, file));
-  const hlen = buf.readUInt16LE(8);
-  const header = buf.subarray(10, 10 + hlen).toString("latin1");
-  if (!header.includes("'<f4'")) throw new Error(`${file}: expected float32`);
-  const shape = header.match(/\(([^)]*)\)/)[1].split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-  const data = new Float32Array(buf.buffer.slice(buf.byteOffset + 10 + hlen, buf.byteOffset + buf.length));
-  return { shape, data };
-}
-
-function argmax(a) {
-  return a.reduce((bi, v, i) => (v > a[bi] ? i : bi), 0);
-}
-
-function stats(times) {
-  const s = [...times].sort((a, b) => a - b);
-  return { median_ms: s[Math.floor(s.length / 2)], p90_ms: s[Math.min(s.length - 1, Math.floor(s.length * 0.9))] };
+  return parseNpy(fs.readFileSync(path.join(root, file)), file);
 }
 
 async function benchModel(name, m) {
@@ -199,19 +174,8 @@ async function benchModel(name, m) {
     ["ortweb-fp32", async () => (await os.run({ [os.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[os.outputNames[0]].data],
     ["ortweb-int8", async () => (await oq.run({ [oq.inputNames[0]]: new ort.Tensor("float32", x, shape) }))[oq.outputNames[0]].data],
   ];
-  const times = engines.map(() => []);
-  const outs = [];
-  for (let i = 0; i < 3; i++) for (const [k, [, fn]] of engines.entries()) outs[k] = await fn();
-  for (let r = 0; r < runs; r++) {
-    for (let j = 0; j < engines.length; j++) {
-      const k = (r + j) % engines.length;
-      const t0 = performance.now();
-      outs[k] = await engines[k][1]();
-      times[k].push(performance.now() - t0);
-    }
-  }
-  for (const [k, [engine]] of engines.entries()) {
-    rows.push({ engine, ...stats(times[k]), top1_ok: argmax(outs[k]) === refTop1, ...(engine.startsWith("qplay") ? { mem_mb: memory_bytes() / 1e6 } : {}) });
+  for (const { engine, times, output } of await roundRobin(engines, runs)) {
+    rows.push({ engine, ...stats(times), top1_ok: argmax(output) === refTop1, ...(engine.startsWith("qplay") ? { mem_mb: memory_bytes() / 1e6 } : {}) });
   }
 
   const tmp = path.join(root, "target", `bench-input-${name}.npy`);
@@ -259,27 +223,13 @@ for (const [name, m] of Object.entries(MODELS)) {
   console.log("(ratios above 1: the first engine is faster; INT8 top-1 may legitimately differ from FP32)");
 }
 // INT8 GEMM micro-benchmark against the measured SIMD128 ceiling of its inner step.
-function gmacs(fn, macs) {
-  fn(); // warm-up
-  const t = [];
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    fn();
-    t.push(performance.now() - t0);
-  }
-  t.sort((a, b) => a - b);
-  return macs / (t[2] / 1e3) / 1e9;
-}
 if (!only || only === "gemm") {
-  const peakReps = 20_000_000;
-  const peak = gmacs(() => int8_peak(peakReps), peakReps * 96);
-  const shapes = [[256, 256, 512, 4], [3136, 96, 24, 2], [784, 240, 40, 4], [49, 1152, 192, 8]];
-  const gemm = shapes.map(([p, m, k, reps]) => ({ p, m, k, gmacs: gmacs(() => int8_gemm(p, m, k, reps), reps * p * m * Math.ceil(k / 8) * 8) }));
+  const g = gemmBench(int8_gemm, int8_peak);
   if (json) {
-    console.log(JSON.stringify({ bench: "int8-gemm-wasm", peak_gmacs: +peak.toFixed(2), shapes: gemm.map((g) => ({ ...g, gmacs: +g.gmacs.toFixed(2), of_peak: +(g.gmacs / peak).toFixed(3) })) }));
+    console.log(JSON.stringify({ bench: "int8-gemm-wasm", ...g }));
   } else {
-    console.log(`\nINT8 GEMM (wasm SIMD128, i32x4.dot_i16x8_s): measured ceiling ${peak.toFixed(2)} GMAC/s`);
-    for (const g of gemm) console.log(`  ${g.p}x${g.m}x${g.k}: ${g.gmacs.toFixed(2)} GMAC/s = ${((100 * g.gmacs) / peak).toFixed(0)} % of the ceiling (K padded to a multiple of 8)`);
+    console.log(`\nINT8 GEMM (wasm SIMD128, i32x4.dot_i16x8_s): measured ceiling ${g.peak_gmacs.toFixed(2)} GMAC/s`);
+    for (const s of g.shapes) console.log(`  ${s.p}x${s.m}x${s.k}: ${s.gmacs.toFixed(2)} GMAC/s = ${(100 * s.of_peak).toFixed(0)} % of the ceiling (K padded to a multiple of 8)`);
   }
 }
 

@@ -133,14 +133,16 @@ fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSet
             t
         }
     };
-    let macs = |c: &[BlockChoice]| pipeline::macs(&spec, &reference, &built.lib, c);
+    let macs = pipeline::macs(&spec, &reference, &built.lib).map_err(err)?;
     let by_macs = s.objective == "macs";
-    let cost = |c: &[BlockChoice]| if by_macs { macs(c).map(|m| m as f64) } else { table.predict(c) };
+    let cost = |c: &[BlockChoice]| if by_macs { Ok(macs(c) as f64) } else { table.predict(c) };
     let cfg = nsga2::Config { population: s.population, generations: s.generations, seed: s.seed };
     let report = evolve::search(&built.lib, &predictor, &cost, &cfg, &mut |_| true).map_err(err)?;
     lap("NSGA-II", &mut seconds);
     let chosen = if s.finetune { evolve::spread(&report.front, s.final_models) } else { Vec::new() };
-    let measured = pipeline::finetune_front(&spec, &reference, &built.lib, &chosen, &d, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
+    // The reference's logits, for step D and the baseline (none when the search stops at step C).
+    let teacher = if s.finetune { pipeline::teacher_logits(&reference, &d).map_err(err)? } else { Vec::new() };
+    let measured = pipeline::finetune_front(&spec, &reference, &built.lib, &chosen, &d, &teacher, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
     if s.finetune {
         lap("finetuning the front", &mut seconds);
     }
@@ -154,7 +156,7 @@ fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSet
     let reference_model = described(labels(&largest), &r, None, table.predict(&largest).ok());
     let mut baselines = Vec::new();
     if s.baseline && s.finetune {
-        let b = pipeline::baseline(&spec, &reference, 0.25, &d, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
+        let b = pipeline::baseline(&spec, 0.25, &d, &teacher, &settings, engine, &now, 5, &mut progress).map_err(err)?.ok_or("the search stopped")?;
         baselines.push(described(b.arch.clone(), &b, None, None));
         lap("baseline", &mut seconds);
     }

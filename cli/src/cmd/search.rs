@@ -218,10 +218,10 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
         }
     };
     write_file(&dir.join(format!("latency-{}.json", format!("{engine:?}").to_lowercase())), pretty(&table)?)?;
-    let macs_of = |c: &[BlockChoice]| pipeline::macs(&spec, &reference, &lib, c);
+    let macs_of = pipeline::macs(&spec, &reference, &lib)?;
     let cost = |c: &[BlockChoice]| -> qplay_core::Result<f64> {
         match a.objective {
-            ObjectiveArg::Macs => Ok(macs_of(c)? as f64),
+            ObjectiveArg::Macs => Ok(macs_of(c) as f64),
             _ => table.predict(c),
         }
     };
@@ -238,7 +238,8 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
 
     // Step D: finetune points spread along the front, and measure them whole.
     let chosen = evolve::spread(&report.front, a.final_models);
-    let models = pipeline::finetune_front(&spec, &reference, &lib, &chosen, &d, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
+    let teacher = pipeline::teacher_logits(&reference, &d)?;
+    let models = pipeline::finetune_front(&spec, &reference, &lib, &chosen, &d, &teacher, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
     stages.finish();
     let mut pareto = Vec::new();
     for (i, (c, m)) in chosen.iter().zip(&models).enumerate() {
@@ -248,7 +249,7 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
     }
     if a.final_models == 0 {
         for c in &report.front {
-            pareto.push(json!({"arch": labels(&c.choices), "predicted_accuracy": c.predicted_accuracy, "accuracy": null, "latency_ms": null, "predicted_latency_ms": table.predict(&c.choices)?, "macs": macs_of(&c.choices)?, "onnx": null}));
+            pareto.push(json!({"arch": labels(&c.choices), "predicted_accuracy": c.predicted_accuracy, "accuracy": null, "latency_ms": null, "predicted_latency_ms": table.predict(&c.choices)?, "macs": macs_of(&c.choices), "onnx": null}));
         }
     }
     write_file(&dir.join("pareto.json"), pretty(&pareto)?)?;
@@ -260,7 +261,7 @@ pub fn run(a: &Args, g: &Global) -> CliResult<()> {
     // Baselines: the reference's shape at smaller widths, trained from scratch as long as step D.
     let mut baselines = Vec::new();
     for &w in a.baselines.iter().filter(|_| !a.no_baselines) {
-        let m = pipeline::baseline(&spec, &reference, w, &d, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
+        let m = pipeline::baseline(&spec, w, &d, &teacher, &settings, engine, &clock, a.timings, &mut |i, done, total, note| stages.update(i, done, total, note))?.ok_or_else(stopped)?;
         stages.finish();
         let file = format!("baseline_x{w}.onnx");
         write_file(&dir.join(&file), onnx(&m.graph)?)?;

@@ -142,12 +142,13 @@ pub fn build(spec: &Spec, reference: &Graph, d: &Digits, s: &Settings, progress:
     Ok(done.then_some(Built { lib, records }))
 }
 
-/// MACs of the architecture `choices`: the reference's stem and head, the library's blocks.
-pub fn macs(spec: &Spec, reference: &Graph, lib: &Library, choices: &[BlockChoice]) -> Result<u64> {
+/// MACs of an architecture: the reference's stem and head (counted once, here), the library's
+/// blocks.
+pub fn macs<'a>(spec: &Spec, reference: &Graph, lib: &'a Library) -> Result<impl Fn(&[BlockChoice]) -> u64 + 'a> {
     let (_, cost) = crate::cost::analyze(reference, &[], &Limits::default())?;
-    let blocks = |c: &[BlockChoice]| -> u64 { c.iter().enumerate().map(|(n, c)| lib.entry(n, c).map_or(0, |e| e.macs)).sum() };
-    let largest = vec![BlockChoice::largest(); spec.slots.len()];
-    Ok(cost.macs - blocks(&largest) + blocks(choices))
+    let blocks = move |c: &[BlockChoice]| -> u64 { c.iter().enumerate().map(|(n, c)| lib.entry(n, c).map_or(0, |e| e.macs)).sum() };
+    let fixed = cost.macs - blocks(&vec![BlockChoice::largest(); spec.slots.len()]);
+    Ok(move |c: &[BlockChoice]| fixed + blocks(c))
 }
 
 /// A finetuned, measured model.
@@ -174,16 +175,20 @@ pub fn reference(reference: &Graph, d: &Digits, engine: Engine, clock: &dyn Fn()
     measured(reference.clone(), vec![BlockChoice::largest().label(); 3], d, engine, clock, timings)
 }
 
+/// The reference's logits on the whole training split, which steps D and the baselines distill.
+pub fn teacher_logits(reference: &Graph, d: &Digits) -> Result<Vec<f32>> {
+    Ok(crate::exec::Executor::new(reference.clone(), Limits::default())?.run(vec![d.all.x.clone()])?.remove(0).to_f32_vec())
+}
+
 /// Step D: each chosen point finetuned from its distilled blocks (labels + distillation from the
 /// reference, on the whole training split), then measured.
 #[allow(clippy::too_many_arguments)]
-pub fn finetune_front(spec: &Spec, reference: &Graph, lib: &Library, chosen: &[Candidate], d: &Digits, s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Vec<Measured>>> {
-    let teacher = crate::exec::Executor::new(reference.clone(), Limits::default())?.run(vec![d.all.x.clone()])?.remove(0).to_f32_vec();
+pub fn finetune_front(spec: &Spec, reference: &Graph, lib: &Library, chosen: &[Candidate], d: &Digits, teacher: &[f32], s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Vec<Measured>>> {
     let ft = FinetuneConfig { epochs: s.final_epochs, seed: s.seed, ..Default::default() };
     let mut out = Vec::new();
     for (i, c) in chosen.iter().enumerate() {
         let g = arch::stitched(spec, lib, reference, &c.choices)?;
-        let Some(g) = arch::finetune(g, &d.all, &teacher, &ft, &mut |step, steps| progress(3, i as f64 + step as f64 / steps.max(1) as f64, chosen.len(), None))? else {
+        let Some(g) = arch::finetune(g, &d.all, teacher, &ft, &mut |step, steps| progress(3, i as f64 + step as f64 / steps.max(1) as f64, chosen.len(), None))? else {
             return Ok(None);
         };
         out.push(measured(g, c.choices.iter().map(BlockChoice::label).collect(), d, engine, clock, timings)?);
@@ -197,14 +202,13 @@ pub fn finetune_front(spec: &Spec, reference: &Graph, lib: &Library, chosen: &[C
 /// The reference's shape at `width` times its channels, trained from scratch as long as step D
 /// (labels + distillation from the reference), then measured.
 #[allow(clippy::too_many_arguments)]
-pub fn baseline(spec: &Spec, reference: &Graph, width: f64, d: &Digits, s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Measured>> {
+pub fn baseline(spec: &Spec, width: f64, d: &Digits, teacher: &[f32], s: &Settings, engine: Engine, clock: &dyn Fn() -> f64, timings: usize, progress: &mut Progress) -> Result<Option<Measured>> {
     let scaled = |c: usize| ((c as f64 * width).round() as usize).max(4);
     let small = Spec { name: format!("{} x{width}", spec.name), stem_ch: scaled(spec.stem_ch), slots: spec.slots.iter().map(|sl| Slot { in_ch: scaled(sl.in_ch), out_ch: scaled(sl.out_ch), stride: sl.stride }).collect(), ..spec.clone() };
     let g = super::architecture(&small, &vec![BlockChoice::largest(); small.slots.len()], s.seed)?;
-    let teacher = crate::exec::Executor::new(reference.clone(), Limits::default())?.run(vec![d.all.x.clone()])?.remove(0).to_f32_vec();
     let mut net = Net::new(g, Limits::default())?;
     let xd = d.all.x.to_f32_vec();
-    let data = Data { x: &xd, sample_shape: &d.all.x.shape()[1..], labels: Some(&d.all.labels), teacher: Some(&teacher) };
+    let data = Data { x: &xd, sample_shape: &d.all.x.shape()[1..], labels: Some(&d.all.labels), teacher: Some(teacher) };
     let ft = FinetuneConfig::default();
     let tc = TrainConfig { epochs: s.final_epochs, lr: ft.lr, temperature: ft.temperature, seed: s.seed, ..Default::default() };
     let report = train::train(&mut net, &data, &tc, None, &mut |p| progress(4, p.epoch as f64 + p.step as f64 / p.steps.max(1) as f64, s.final_epochs, None))?;
