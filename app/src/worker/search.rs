@@ -133,11 +133,13 @@ fn search(job: u32, reference_bytes: &[u8], packed: Option<&[u8]>, s: &SearchSet
             t
         }
     };
-    let macs = pipeline::macs(&spec, &reference, &built.lib).map_err(err)?;
     let by_macs = s.objective == "macs";
-    let cost = |c: &[BlockChoice]| if by_macs { Ok(macs(c) as f64) } else { table.predict(c) };
     let cfg = nsga2::Config { population: s.population, generations: s.generations, seed: s.seed };
-    let report = evolve::search(&built.lib, &predictor, &cost, &cfg, &mut |_| true).map_err(err)?;
+    let report = {
+        let macs = pipeline::macs(&spec, &reference, &built.lib).map_err(err)?;
+        let cost = |c: &[BlockChoice]| if by_macs { Ok(macs(c) as f64) } else { table.predict(c) };
+        evolve::search(&built.lib, &predictor, &cost, &cfg, &mut |_| true).map_err(err)?
+    };
     lap("NSGA-II", &mut seconds);
     let chosen = if s.finetune { evolve::spread(&report.front, s.final_models) } else { Vec::new() };
     // The reference's logits, for step D and the baseline (none when the search stops at step C).

@@ -144,7 +144,7 @@ pub fn build(spec: &Spec, reference: &Graph, d: &Digits, s: &Settings, progress:
 
 /// MACs of an architecture: the reference's stem and head (counted once, here), the library's
 /// blocks.
-pub fn macs<'a>(spec: &Spec, reference: &Graph, lib: &'a Library) -> Result<impl Fn(&[BlockChoice]) -> u64 + 'a> {
+pub fn macs<'a>(spec: &Spec, reference: &Graph, lib: &'a Library) -> Result<impl Fn(&[BlockChoice]) -> u64 + use<'a>> {
     let (_, cost) = crate::cost::analyze(reference, &[], &Limits::default())?;
     let blocks = move |c: &[BlockChoice]| -> u64 { c.iter().enumerate().map(|(n, c)| lib.entry(n, c).map_or(0, |e| e.macs)).sum() };
     let fixed = cost.macs - blocks(&vec![BlockChoice::largest(); spec.slots.len()]);
