@@ -78,6 +78,17 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &MixedSetting
         "latency" => Target::LatencyMs(settings.budget),
         other => return Err(format!("unknown objective '{other}' (bops, drop, size or latency)")),
     };
+    // The part of a budget the curve's points leave unused, spent group by group.
+    if let Some(within) = target.within(&space, Some(&table)) {
+        amp::fill(&space, &eval, &mut result, &*within, settings.lookahead.clamp(1, 64) as usize, &|n| {
+            post(&Response::Progress { job, stage: "Spending the rest of the budget".into(), done: n, total: n + 1 });
+            true
+        })
+        .map_err(|e| e.to_string())?;
+        for points in [&mut result.pareto, &mut result.visited] {
+            table.annotate(points);
+        }
+    }
     // Out of reach: the nearest end of the curve, with the reason shown.
     let (chosen, budget_note) = match amp::choose(&result.pareto, target) {
         Ok(p) => (result.pareto.iter().position(|q| std::ptr::eq(q, p)).unwrap_or(0), None),

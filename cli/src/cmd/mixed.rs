@@ -188,6 +188,21 @@ pub fn run(a: &Args, global: &Global) -> CliResult<()> {
         (_, _, Some(m)) => Target::Bytes((m * 1e6) as u64),
         _ => Target::LatencyMs(a.target_latency_ms.unwrap_or_default()),
     };
+    // The part of a budget the curve's points leave unused, spent group by group.
+    if let Some(within) = target.within(&space, latency.as_ref()) {
+        let stage = std::cell::RefCell::new(progress.stage("fill the budget", a.lookahead as usize, "evaluations"));
+        amp::fill(&space, &eval, &mut result, &*within, a.lookahead as usize, &|n| {
+            stage.borrow_mut().set(n);
+            true
+        })
+        .map_err(|e| failed_at(&a.model, e))?;
+        stage.into_inner().finish();
+        if let Some(t) = &latency {
+            for points in [&mut result.pareto, &mut result.visited] {
+                t.annotate(points);
+            }
+        }
+    }
     let chosen = amp::choose(&result.pareto, target).map_err(|e| CliError::Failed(e.to_string().trim_start_matches("target: ").to_string()))?;
     let sim = space.sim(&chosen.choice)?;
     // The chosen point timed whole, against the table's prediction.

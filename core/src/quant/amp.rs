@@ -586,6 +586,58 @@ pub fn run(space: &Space, eval: &Evaluator, sensitivity_eval: &Evaluator, lookah
     Ok(Amp { candidates: space.candidates.clone(), groups: space.groups.clone(), sensitivity, visited, pareto, uniform, evaluations })
 }
 
+/// Spends what a budget leaves. The curve's points are where the walks stopped, so the best of
+/// them within a budget may leave part of it unused. From that point, raises one group at a time
+/// while `within(choice)` still holds: scores the `lookahead` raises that phase 1 estimates
+/// remove the most noise per BOP, takes the best, and stops when none scores higher. The points
+/// taken join `amp.visited` and the curve. `progress(evaluations)` after each; returning false
+/// cancels. Returns the number of evaluations.
+pub fn fill(space: &Space, eval: &Evaluator, amp: &mut Amp, within: &dyn Fn(&[usize]) -> bool, lookahead: usize, progress: &dyn Fn(usize) -> bool) -> Result<usize> {
+    let Some(start) = amp.pareto.iter().filter(|p| within(&p.choice)).max_by(|a, b| a.score.total_cmp(&b.score)) else {
+        return Ok(0);
+    };
+    let (mut choice, mut current) = (start.choice.clone(), start.score);
+    let cost = |c: usize| space.candidates[c].cost() as f64;
+    let noise_of: Vec<Vec<f64>> = amp.sensitivity.iter().map(|row| row.iter().map(|&s| noise(s)).collect()).collect();
+    let mut evaluations = 0;
+    loop {
+        let mut moves: Vec<(f64, usize, usize)> = Vec::new();
+        for (gi, &now) in choice.iter().enumerate() {
+            for c in (0..space.candidates.len()).filter(|&c| cost(c) > cost(now)) {
+                let mut trial = choice.clone();
+                trial[gi] = c;
+                if within(&trial) {
+                    let bops = space.groups[gi].macs.max(1) as f64 * (cost(c) - cost(now));
+                    moves.push((-(noise_of[gi][now] - noise_of[gi][c]).max(0.0) / bops, gi, c));
+                }
+            }
+        }
+        moves.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut best: Option<(f64, Vec<usize>)> = None;
+        for &(_, gi, c) in moves.iter().take(lookahead.max(1)) {
+            let mut trial = choice.clone();
+            trial[gi] = c;
+            let s = eval.score_sim(&space.sim(&trial)?)?;
+            evaluations += 1;
+            if !progress(evaluations) {
+                return Err(Error::Quant("mixed precision was cancelled".into()));
+            }
+            if best.as_ref().is_none_or(|b| s > b.0) {
+                best = Some((s, trial));
+            }
+        }
+        match best {
+            Some((s, trial)) if s > current => {
+                (choice, current) = (trial, s);
+                amp.visited.push(space.point(&choice, current));
+            }
+            _ => break,
+        }
+    }
+    amp.pareto = pareto_front(amp.visited.iter().chain(&amp.uniform).cloned().collect());
+    Ok(evaluations)
+}
+
 /// `f(0..n)` in order, on up to `threads` threads (item i on thread i mod threads); the first
 /// error wins.
 fn in_parallel<T: Send>(threads: usize, n: usize, f: &(dyn Fn(usize) -> Result<T> + Sync)) -> Result<Vec<T>> {
@@ -698,6 +750,19 @@ pub enum Target {
     /// The best point predicted to run in at most this many milliseconds (points annotated by
     /// [`LatencyTable::annotate`]).
     LatencyMs(f64),
+}
+
+impl Target {
+    /// Whether a choice of candidates keeps within this target's budget (for [`fill`]): none for
+    /// an accuracy drop, nor for a latency budget without a table.
+    pub fn within<'a>(self, space: &'a Space, latency: Option<&'a LatencyTable>) -> Option<Box<dyn Fn(&[usize]) -> bool + 'a>> {
+        match self {
+            Target::Bops(b) => Some(Box::new(move |ch: &[usize]| space.relative_bops(ch) <= b + 1e-12)),
+            Target::Bytes(n) => Some(Box::new(move |ch: &[usize]| space.weight_bytes(ch) <= n)),
+            Target::LatencyMs(ms) => latency.map(|t| Box::new(move |ch: &[usize]| t.predict(ch) <= ms) as Box<dyn Fn(&[usize]) -> bool>),
+            Target::MaxDrop { .. } => None,
+        }
+    }
 }
 
 /// The point of `front` (cheapest first) that meets `target`.
