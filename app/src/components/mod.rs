@@ -113,13 +113,41 @@ fn BusyLine() -> impl IntoView {
         // Always in view (sticky), with the stage and a Cancel for jobs started far down the page.
         Busy::Working(what) => Some(view! {
             <div class="busy" data-testid="busy" aria-live="polite"><span class="spinner"></span>{what}
-                {move || state.progress.get().map(|(stage, done, total, _)| format!(" {stage} {done}/{total}"))}
+                {move || state.progress.get().map(|(stage, done, total, eta)| format!(" {stage} {done}/{total}{}", eta.map_or_else(String::new, |s| format!(" · about {} left", duration(s)))))}
                 <button class="cancel" data-testid="busy-cancel" on:click=move |_| bridge::cancel(state)>"Cancel"</button>
             </div>
         }),
     };
     let notice = move || state.notice.get().map(|n| view! { <div class="notice" data-testid="notice" role="status">{n}</div> });
     view! { {busy} {notice} }
+}
+
+/// The running job's stage as a bar, its count and the time left; `testid` names the block,
+/// `eta_testid` the time left.
+#[component]
+pub(crate) fn JobProgress(testid: &'static str, eta_testid: &'static str) -> impl IntoView {
+    let state = expect_context::<AppState>();
+    move || {
+        state.progress.get().map(|(stage, done, total, eta)| {
+            view! {
+                <div class="progress" data-testid=testid>
+                    <progress max=total.to_string() value=done.to_string()></progress>
+                    <span>{format!("{stage} {done}/{total}")}</span>
+                    {eta.map(|s| view! { <span class="eta" data-testid=eta_testid>{format!(" · about {} left", duration(s))}</span> })}
+                </div>
+            }
+        })
+    }
+}
+
+/// "40 s", "3 min 10 s".
+pub(crate) fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else {
+        format!("{} min {} s", s / 60, s % 60)
+    }
 }
 
 /// `fetch(url)` from the page's own origin and its body read by `read` (e.g.

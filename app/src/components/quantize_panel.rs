@@ -1,6 +1,7 @@
 //! Quantizing the loaded model: presets and custom bit-widths, progress with Cancel, a summary
 //! of what was done and the encodings download.
 
+use super::JobProgress;
 use crate::bridge;
 use crate::protocol::{InputKind, QuantConfig, Request, Scheme};
 use crate::state::{AppState, Busy, PHOTOS};
@@ -36,16 +37,6 @@ fn layers_csv(r: &crate::protocol::QuantReport) -> String {
         out.push_str(&format!("{},\"{}\",{},{},{},{},{}\n", i + 1, l.name.replace('"', "\"\""), l.op, l.bits, l.min, l.max, db));
     }
     out
-}
-
-/// "40 s", "3 min 10 s".
-pub(super) fn duration(secs: f64) -> String {
-    let s = secs.round() as u64;
-    if s < 60 {
-        format!("{s} s")
-    } else {
-        format!("{} min {} s", s / 60, s % 60)
-    }
 }
 
 /// (value, label) of the calibration set sizes offered for image or digits models; 0 is "all".
@@ -209,13 +200,7 @@ pub fn QuantizePanel() -> impl IntoView {
                 </div>
                 <div class="actions">
                     <button class="primary" data-testid="quantize" disabled=busy on:click=move |_| start_quantize(state, config())>"Quantize"</button>
-                    {move || state.progress.get().map(|(stage, done, total, eta)| view! {
-                        <div class="progress" data-testid="progress">
-                            <progress max=total.to_string() value=done.to_string()></progress>
-                            <span>{format!("{stage} {done}/{total}")}</span>
-                            {eta.map(|s| view! { <span class="eta" data-testid="eta">{format!(" · about {} left", duration(s))}</span> })}
-                        </div>
-                    })}
+                    <JobProgress testid="progress" eta_testid="eta"/>
                     {move || busy().then(|| view! {
                         <button class="cancel" data-testid="cancel" on:click=move |_| bridge::cancel(state)>"Cancel"</button>
                     })}

@@ -2,7 +2,8 @@
 //! compressed one by distillation; live loss and score curves per epoch, progress, ETA and
 //! Cancel, and the score before and after.
 
-use super::quantize_panel::{duration, json_data_url};
+use super::quantize_panel::json_data_url;
+use super::JobProgress;
 use crate::bridge;
 use crate::protocol::{InputKind, Request, TrainEpoch, TrainSettings};
 use crate::state::{AppState, Busy, PHOTOS};
@@ -170,13 +171,7 @@ pub fn TrainPanel() -> impl IntoView {
                 </div>
                 {move || training().then(|| view! {
                     <div class="actions">
-                        {move || state.progress.get().map(|(stage, done, total, eta)| view! {
-                            <div class="progress" data-testid="train-progress">
-                                <progress max=total.to_string() value=done.to_string()></progress>
-                                <span>{format!("{stage} {done}/{total}")}</span>
-                                {eta.map(|s| view! { <span class="eta" data-testid="train-eta">{format!(" · about {} left", duration(s))}</span> })}
-                            </div>
-                        })}
+                        <JobProgress testid="train-progress" eta_testid="train-eta"/>
                         <button class="cancel" data-testid="train-cancel" on:click=move |_| bridge::cancel(state)>"Cancel"</button>
                     </div>
                 })}
