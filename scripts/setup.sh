@@ -70,8 +70,8 @@ need_python() {
 }
 
 need_npm() {
-  if [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ] || [ ! -d "$ROOT/tests/e2e/node_modules/onnxruntime-web" ]; then
-    say "installing npm packages (playwright-core, onnxruntime-web)"
+  if [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ] || [ ! -d "$ROOT/tests/e2e/node_modules/onnxruntime-web" ] || [ ! -d "$ROOT/tests/e2e/node_modules/binaryen" ]; then
+    say "installing npm packages (playwright-core, onnxruntime-web, binaryen)"
     (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   fi
 }

@@ -37,8 +37,9 @@ done
 say "wasm32 tests (SIMD128, under Node)"
 run cargo test --release --target wasm32-unknown-unknown -p qplay-core
 
-say "building the playground"
+say "building the playground, and the deployable site (served from a sub-path in the browser tests)"
 trunk build --release
+bash scripts/build-site.sh target/site/qplay
 
 say "browser tests (Playwright + Chromium)"
 run node --test tests/e2e/
