@@ -1,7 +1,8 @@
 // The deployable site (scripts/build-site.sh, built by scripts/test.sh into target/site/qplay)
 // served from a sub-path by a plain static server (`python3 -m http.server` in target/site), in
 // Chromium: it runs a bundled model without a request outside the site, works offline after one
-// visit, and its Content-Security-Policy refuses a fetch to another origin. Prints the load figures.
+// visit, its Content-Security-Policy refuses a fetch to another origin, and axe-core finds nothing
+// serious on it. Prints the load figures.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -111,4 +112,25 @@ test("the Content-Security-Policy refuses a fetch to another origin", { timeout:
   const violations = await page.evaluate(() => window.__violations);
   assert.deepEqual(violations, ["connect-src http://198.51.100.7/upload"]);
   assert.deepEqual(outside, [], "the refused fetch never left the browser");
+});
+
+// axe-core's serious and critical findings on the page (every section is in the document).
+async function axeFindings() {
+  await page.evaluate(fs.readFileSync(path.join(root, "tests/e2e/node_modules/axe-core/axe.min.js"), "utf8"));
+  const r = await page.evaluate(() => axe.run(document, { resultTypes: ["violations"] }));
+  return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+test("axe-core finds nothing serious or critical: loaded, classified, quantized, in light and dark themes", { timeout: 600_000 }, async () => {
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.reload();
+    await ready();
+    assert.deepEqual(await axeFindings(), [], `${scheme}, loaded`);
+    await classifyCat();
+    await page.click('[data-testid="preset-int8-pc"]');
+    await page.click('[data-testid="quantize"]');
+    await page.locator('[data-testid="quant-summary"]').waitFor();
+    assert.deepEqual(await axeFindings(), [], `${scheme}, classified and quantized`);
+  }
 });
