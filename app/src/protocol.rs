@@ -526,6 +526,23 @@ pub struct ModelSummary {
     pub macs: Option<u64>,
     /// Per layer with MACs or parameters: (name, op, MACs, parameters).
     pub layer_costs: Vec<(String, String, u64, u64)>,
+    /// Every node of the file, for the graph view.
+    pub graph: Vec<GraphNode>,
+}
+
+/// A node of the model file as the graph view draws it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub name: String,
+    pub op: String,
+    /// Names of the values it reads and writes.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// Each output's shape as text ("?" when not known).
+    pub shapes: Vec<String>,
+    pub macs: Option<u64>,
+    /// Min and max of its weight.
+    pub weight_range: Option<(f32, f32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, SetEval, SetEvalInt8, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, GraphNode, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, SetEval, SetEvalInt8, QuantReport, Request, Response, SpeedResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::mapview::{self, MapKind, MapShape};
 use qplay_core::metrics::sqnr_db;
@@ -181,11 +181,13 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (graph, info) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
             // Shapes that contradict each other fail here, naming the node; a model with
             // dynamic dims (other than the batch) is checked when it runs.
-            let cost = match qplay_core::cost::input_shapes(&graph, &[]) {
-                Ok(shapes) => Some(qplay_core::cost::infer_shapes(&graph, &shapes, &limits).map(|v| qplay_core::cost::cost(&graph, &v)).map_err(|e| e.to_string())?),
+            let shapes = match qplay_core::cost::input_shapes(&graph, &[]) {
+                Ok(shapes) => Some(qplay_core::cost::infer_shapes(&graph, &shapes, &limits).map_err(|e| e.to_string())?),
                 Err(_) => None,
             };
+            let cost = shapes.as_ref().map(|v| qplay_core::cost::cost(&graph, v));
             let mut summary = summarize(&name, &graph, &info, cost);
+            summary.graph = graph_nodes(&graph, &info, shapes.as_deref(), summary.layer_costs.as_slice());
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
             *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None, mixed: None });
@@ -603,7 +605,38 @@ fn summarize(name: &str, g: &Graph, info: &ModelInfo, cost: Option<qplay_core::c
         load_ms: 0.0,
         macs: cost.as_ref().map(|c| c.macs),
         layer_costs: cost.map(|c| c.layers.into_iter().map(|l| (l.name, l.op, l.macs, l.params)).collect()).unwrap_or_default(),
+        graph: Vec::new(),
     }
+}
+
+/// The file's nodes for the graph view, each with what the loaded graph knows of it (matched by
+/// its first output, as constant folding and fusions rename nothing): its output shapes, MACs
+/// and the range of its weight (input 1, when constant).
+fn graph_nodes(g: &Graph, info: &ModelInfo, shapes: Option<&[Option<Vec<usize>>]>, costs: &[(String, String, u64, u64)]) -> Vec<GraphNode> {
+    use std::collections::HashMap;
+    let values: HashMap<&str, usize> = g.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let producer: HashMap<usize, usize> = g.nodes.iter().enumerate().flat_map(|(ni, n)| n.outputs.iter().map(move |&o| (o, ni))).collect();
+    let macs: HashMap<&str, u64> = costs.iter().map(|(name, _, m, _)| (name.as_str(), *m)).collect();
+    info.nodes
+        .iter()
+        .map(|f| {
+            let node = f.outputs.first().and_then(|o| values.get(o.as_str())).and_then(|v| producer.get(v)).map(|&ni| &g.nodes[ni]);
+            let shape = |o: &String| values.get(o.as_str()).and_then(|&v| shapes?.get(v)?.as_ref()).map_or_else(|| "?".to_string(), |s| format!("{s:?}"));
+            let weight_range = node.and_then(|n| n.inputs.get(1).copied().flatten()).and_then(|v| g.consts[v].as_ref()).map(|t| {
+                let w = t.to_f32_vec();
+                (w.iter().copied().fold(f32::INFINITY, f32::min), w.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            });
+            GraphNode {
+                name: f.name.clone(),
+                op: f.op_type.clone(),
+                inputs: f.inputs.clone(),
+                outputs: f.outputs.clone(),
+                shapes: f.outputs.iter().map(shape).collect(),
+                macs: node.and_then(|n| macs.get(n.name.as_str()).copied()),
+                weight_range: weight_range.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+            }
+        })
+        .collect()
 }
 
 /// The `k` best classes with their probabilities: the softmax of the outputs, unless the model

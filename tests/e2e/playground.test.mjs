@@ -1026,3 +1026,64 @@ test("architecture search (DONNA) in the page: the library and the predictor, ca
   await page.locator('[data-testid="search-finetune-front"]').waitFor();
   assert.deepEqual(consoleErrors, []);
 });
+
+// The node names of an ONNX file, read straight from its protobuf (ModelProto.graph = field 7,
+// GraphProto.node = field 1, NodeProto.name = field 3), independently of qplay's loader.
+function onnxNodeNames(buf) {
+  const fields = (b) => {
+    const out = [];
+    let i = 0;
+    const varint = () => { let v = 0, s = 0, c; do { c = b[i++]; v += (c & 0x7f) * 2 ** s; s += 7; } while (c & 0x80); return v; };
+    while (i < b.length) {
+      const key = varint(), field = Math.floor(key / 8), wire = key % 8;
+      if (wire === 0) varint();
+      else if (wire === 1) i += 8;
+      else if (wire === 5) i += 4;
+      else if (wire === 2) { const n = varint(); out.push([field, b.subarray(i, i + n)]); i += n; }
+      else throw new Error(`wire type ${wire}`);
+    }
+    return out;
+  };
+  const graph = fields(buf).find(([f]) => f === 7)[1];
+  return fields(graph).filter(([f]) => f === 1).map(([, node]) => new TextDecoder().decode((fields(node).find(([f]) => f === 3) ?? [0, new Uint8Array()])[1]));
+}
+
+test("graph view: a model never seen before draws one element per ONNX node, coloured after quantization; search and click show a node's details", async () => {
+  const file = path.join(root, "tests/heldout/digits_resnet.onnx");
+  const names = onnxNodeNames(fs.readFileSync(file));
+  assert.equal(names.length, 22);
+  await page.setInputFiles('[data-testid="model-file"]', file);
+  await page.locator('[data-testid="model-name"]:has-text("digits_resnet.onnx")').waitFor();
+  const view = page.locator('[data-testid="graph-view"]');
+  const drawn = async () => view.locator("[data-node]").evaluateAll((els) => els.map((e) => e.getAttribute("data-node")));
+  assert.deepEqual((await drawn()).sort(), [...names].sort());
+  assert.equal(await view.locator("[data-node][data-sqnr]").count(), 0, "nothing is coloured before quantizing");
+  await page.click('[data-testid="preset-int8-pc"]');
+  await page.click('[data-testid="quantize"]');
+  await page.locator('[data-testid="quant-summary"]').waitFor();
+  const sqnr = await view.locator("[data-node][data-sqnr]").evaluateAll((els) => els.map((e) => [e.getAttribute("data-node"), Number(e.getAttribute("data-sqnr"))]));
+  console.log(`graph view, digits_resnet W8A8 per-channel: ${sqnr.length} of ${names.length} nodes coloured: ${sqnr.map(([n, s]) => `${n} ${s.toFixed(1)}`).join(", ")}`);
+  assert.ok(sqnr.length >= 8 && sqnr.every(([, s]) => s > 5 && s < 80), JSON.stringify(sqnr));
+  // Every coloured node carries its band's class.
+  for (const [n] of sqnr) assert.match(await view.locator(`[data-node="${n}"]`).getAttribute("class"), /\bq[1-5]\b/);
+  // Find by name (Enter centres and selects it), then click a node.
+  await page.fill('[data-testid="graph-search"]', "s1_proj");
+  await page.press('[data-testid="graph-search"]', "Enter");
+  const details = page.locator('[data-testid="graph-details"]');
+  await details.waitFor();
+  assert.match(await details.textContent(), /Conv s1_proj/);
+  assert.ok(Number(await page.textContent('[data-testid="graph-macs"]')) > 0);
+  await page.fill('[data-testid="graph-search"]', "fc");
+  await page.press('[data-testid="graph-search"]', "Enter");
+  await view.locator('[data-node="fc"]').click();
+  assert.match(await details.textContent(), /Gemm fc/);
+  assert.match(await page.textContent('[data-testid="graph-encoding"]'), /8 bits/);
+  // EfficientNet-Lite0: every one of its nodes drawn.
+  const lite0 = onnxNodeNames(fs.readFileSync(path.join(root, "assets/models/efficientnet_lite0.onnx")));
+  const t0 = Date.now();
+  await page.click('[data-testid="model-sample-efficientnet_lite0"]');
+  await page.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+  await view.locator(`[data-node="${lite0[lite0.length - 1]}"]`).waitFor({ state: "attached" });
+  assert.deepEqual((await drawn()).sort(), [...lite0].sort());
+  console.log(`graph view, EfficientNet-Lite0: ${lite0.length} nodes drawn ${Date.now() - t0} ms after the click`);
+});

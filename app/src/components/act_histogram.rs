@@ -11,7 +11,7 @@ const W: f32 = 720.0;
 const H: f32 = 200.0;
 const PAD: f32 = 40.0;
 
-fn ask(state: AppState, tensor: String) {
+pub(super) fn ask(state: AppState, tensor: String) {
     state.start(format!("Histogram of {tensor}…"));
     if let Err(e) = bridge::send(&Request::Histogram { job: bridge::next_job(), tensor }, wasm_bindgen::JsValue::UNDEFINED) {
         state.fail(e);

@@ -4,6 +4,7 @@ mod act_histogram;
 mod adaround_chart;
 mod cle_chart;
 mod compress_panel;
+mod graph_view;
 mod input_panel;
 mod layer_table;
 mod map_view;
@@ -28,6 +29,7 @@ pub use act_histogram::ActivationChart;
 pub use adaround_chart::AdaroundChart;
 pub use cle_chart::{CleChart, CleChoices};
 pub use compress_panel::CompressPanel;
+pub use graph_view::GraphPanel;
 pub use mixed_panel::MixedPanel;
 pub use train_panel::TrainPanel;
 pub use input_panel::InputPanel;
@@ -70,6 +72,7 @@ pub fn App() -> impl IntoView {
             <BusyLine/>
             <ModelPicker/>
             <ModelCard/>
+            <GraphPanel/>
             <QuantizePanel/>
             <InputPanel/>
             <Results/>

@@ -49,6 +49,18 @@ pub struct ModelInfo {
     pub producer: String,
     /// Op types and counts as stored in the file (before constant folding).
     pub op_counts: Vec<(String, usize)>,
+    /// Every node as stored in the file, Constant nodes included, in file order.
+    pub nodes: Vec<FileNode>,
+}
+
+/// A node as the file states it: its name (`{op_type}_{index}` when it has none), op type, and
+/// the names of the values it reads and writes (an omitted optional input is skipped).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileNode {
+    pub name: String,
+    pub op_type: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
 }
 
 fn elem_type_name(t: i32) -> String {
@@ -337,6 +349,17 @@ pub fn load_model(bytes: &[u8], limits: &Limits) -> Result<(Graph, ModelInfo)> {
         opset,
         producer: format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string(),
         op_counts,
+        nodes: g
+            .node
+            .iter()
+            .enumerate()
+            .map(|(ni, n)| FileNode {
+                name: if n.name().is_empty() { format!("{}_{ni}", n.op_type()) } else { n.name().to_string() },
+                op_type: n.op_type().to_string(),
+                inputs: n.input.iter().filter(|i| !i.is_empty()).cloned().collect(),
+                outputs: n.output.iter().filter(|o| !o.is_empty()).cloned().collect(),
+            })
+            .collect(),
     };
     Ok((Graph { values, nodes, inputs, outputs, consts, opset }, info))
 }

@@ -8,5 +8,5 @@ pub mod export;
 mod load;
 mod tensor;
 
-pub use load::{load_model, Limits, ModelInfo};
+pub use load::{load_model, FileNode, Limits, ModelInfo};
 pub(crate) use tensor::tensor_from_proto;
