@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use std::collections::HashMap;
 
 const NODE_W: f64 = 150.0;
-const NODE_H: f64 = 26.0;
+const NODE_H: f64 = 34.0;
 const GAP_X: f64 = 18.0;
 const GAP_Y: f64 = 40.0;
 /// Height of the view over its width.
@@ -102,6 +102,10 @@ fn band(sqnr: Option<f64>) -> &'static str {
     }
 }
 
+/// Ops that a layer's measurement passes through: they are folded or fused into the layer before
+/// them when it is quantized.
+const FOLLOWERS: &[&str] = &["BatchNormalization", "Relu", "Clip", "HardSwish", "LeakyRelu", "HardSigmoid"];
+
 const LEGEND: &[(&str, &str)] = &[("q5", "≥ 40 dB"), ("q4", "30–40"), ("q3", "20–30"), ("q2", "10–20"), ("q1", "< 10 dB"), ("q0", "not quantized or folded")];
 
 fn short(name: &str, n: usize) -> String {
@@ -128,7 +132,8 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
     let nodes = StoredValue::new(nodes);
     let count = nodes.with_value(Vec::len);
     // The view: its top-left corner and width in graph units (the height follows ASPECT).
-    let fit_w = lay.width.max(NODE_W * 4.0);
+    // At first, the width of eight boxes at least (a chain-like model would show a few nodes).
+    let fit_w = lay.width.max(8.0 * (NODE_W + GAP_X));
     let view = RwSignal::new((0.0f64, 0.0f64, fit_w));
     let selected = RwSignal::new(None::<usize>);
     let query = RwSignal::new(String::new());
@@ -153,8 +158,39 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
         view.update(|(x, y, w)| (*x, *y) = (px + NODE_W / 2.0 - *w / 2.0, py + NODE_H / 2.0 - *w * ASPECT / 2.0));
         selected.set(Some(i));
     };
+    // Per node, the quantized tensor that measures it and the node writing that tensor: its own
+    // output, else (a Conv followed by BatchNorm and an activation, folded and fused into one
+    // layer) the output of the chain of single-consumer elementwise nodes after it.
+    let consumers: HashMap<String, Vec<usize>> = nodes.with_value(|ns| {
+        let mut m: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, n) in ns.iter().enumerate() {
+            for v in &n.inputs {
+                m.entry(v.clone()).or_default().push(i);
+            }
+        }
+        m
+    });
+    let measured_at = StoredValue::new(nodes.with_value(|ns| {
+        (0..ns.len())
+            .map(|i| {
+                let mut chain = vec![i];
+                for _ in 0..3 {
+                    let last = &ns[*chain.last().unwrap_or(&i)];
+                    match last.outputs.first().and_then(|o| consumers.get(o)).map(Vec::as_slice) {
+                        Some(&[c]) if FOLLOWERS.contains(&ns[c].op.as_str()) => chain.push(c),
+                        _ => break,
+                    }
+                }
+                chain
+            })
+            .collect::<Vec<Vec<usize>>>()
+    }));
     // SQNR per quantized tensor, from the last quantization.
     let sqnr = move || -> HashMap<String, LayerRow> { state.quant.with(|q| q.as_ref().map(|r| r.layers.iter().map(|l| (l.name.clone(), l.clone())).collect()).unwrap_or_default()) };
+    // The first quantized output along node i's chain, with the node that writes it.
+    let row_of = move |i: usize, rows: &HashMap<String, LayerRow>| -> Option<(usize, LayerRow)> {
+        measured_at.with_value(|m| m[i].iter().find_map(|&j| nodes.with_value(|ns| ns[j].outputs.iter().find_map(|o| rows.get(o).cloned())).map(|r| (j, r))))
+    };
     let edges_view = {
         let p = pos.get_value();
         lay.edges
@@ -176,7 +212,8 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
                 ns.iter()
                     .enumerate()
                     .map(|(i, n)| {
-                        let row = n.outputs.first().and_then(|o| rows.get(o));
+                        let found = row_of(i, &rows);
+                        let row = found.as_ref().map(|(_, r)| r);
                         let class = format!("gnode {}{}{}", band(row.and_then(|r| r.sqnr_db).or(row.map(|_| f64::INFINITY))), if hit.contains(&i) { " match" } else { "" }, if sel == Some(i) { " selected" } else { "" });
                         let tip = format!("{} ({}){}", n.name, n.op, row.map_or_else(String::new, |r| r.sqnr_db.map_or(" exact".into(), |s| format!(", {s:.1} dB"))));
                         view! {
@@ -184,7 +221,8 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
                                 on:click=move |_| selected.set(Some(i))>
                                 <title>{tip}</title>
                                 <rect width=NODE_W height=NODE_H rx="5"></rect>
-                                <text x=NODE_W / 2.0 y=NODE_H / 2.0 + 4.0 text-anchor="middle">{format!("{} {}", n.op, short(&n.name, 14))}</text>
+                                <text class="op" x=NODE_W / 2.0 y="14" text-anchor="middle">{short(&n.op, 22)}</text>
+                                <text class="name" x=NODE_W / 2.0 y="27" text-anchor="middle">{short(&n.name, 26)}</text>
                             </g>
                         }
                     })
@@ -196,7 +234,9 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
         let i = selected.get()?;
         let n = nodes.with_value(|ns| ns[i].clone());
         let rows = sqnr();
-        let quantized: Vec<LayerRow> = n.outputs.iter().filter_map(|o| rows.get(o).cloned()).collect();
+        let found = row_of(i, &rows);
+        let via = found.as_ref().filter(|(j, _)| *j != i).map(|(j, _)| nodes.with_value(|ns| ns[*j].name.clone()));
+        let quantized: Vec<LayerRow> = found.into_iter().map(|(_, r)| r).collect();
         let busy = move || state.busy.get() != Busy::Idle;
         Some(view! {
             <div class="graph-details" data-testid="graph-details">
@@ -210,7 +250,8 @@ fn GraphView(nodes: Vec<GraphNode>) -> impl IntoView {
                     <dd data-testid="graph-encoding">{if quantized.is_empty() {
                         "its output is not quantized (or the node was folded into another)".to_string()
                     } else {
-                        quantized.iter().map(|r| format!("{} bits, [{:.4}, {:.4}], SQNR {}", r.bits, r.min, r.max, r.sqnr_db.map_or("exact".into(), |s| format!("{s:.2} dB")))).collect::<Vec<_>>().join("; ")
+                        let at = via.as_ref().map_or_else(String::new, |v| format!(" (at the output of {v}, which this layer's quantization ends at)"));
+                        quantized.iter().map(|r| format!("{} bits, [{:.4}, {:.4}], SQNR {}{at}", r.bits, r.min, r.max, r.sqnr_db.map_or("exact".into(), |s| format!("{s:.2} dB")))).collect::<Vec<_>>().join("; ")
                     }}</dd>
                 </dl>
                 {quantized.first().map(|r| {
