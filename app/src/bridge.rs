@@ -373,6 +373,10 @@ fn apply(state: AppState, r: Response) {
             state.set_eval.set(Some((TEST_FILES.with(|t| t.borrow().len()), result)));
             state.idle();
         }
+        Response::Zoo { result, .. } => {
+            state.zoo.update(|z| z.push(result));
+            crate::zoo::next(state);
+        }
         Response::Histogram { result, .. } => {
             state.histogram.set(Some(result));
             state.idle();

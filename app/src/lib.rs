@@ -7,5 +7,6 @@ pub mod protocol;
 pub mod state;
 pub mod url;
 pub mod worker;
+pub mod zoo;
 
 pub use components::App;

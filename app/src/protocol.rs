@@ -65,6 +65,11 @@ pub enum Request {
     /// Model `index` of the last search's finetuned models: downloaded (answered with Exported),
     /// or sent back to be loaded as the current model (answered with SearchModel).
     SearchModel { job: u32, index: usize, load: bool },
+    /// One model of the zoo: its FP32 figure and each recipe's on the bundled data, the loaded
+    /// model left as it is. Payload: an array [the .onnx bytes, calibration Files, test Files]
+    /// (photos, prepared by `preprocess`, the settings JSON); without `preprocess` the model takes
+    /// digits (the first 256 training digits calibrate, the test digits score).
+    Zoo { job: u32, preprocess: Option<String>, recipes: Vec<QuantConfig> },
 }
 
 /// An architecture search as the page asks for it (see `qplay search`).
@@ -391,6 +396,7 @@ pub enum Response {
     Trained { job: u32, result: TrainResult },
     Mixed { job: u32, result: MixedResult },
     MixedApplied { job: u32, applied: MixedApplied },
+    Zoo { job: u32, result: ZooResult },
     Searched { job: u32, result: SearchResult },
     /// Steps A–B of the running search are done. Payload: them packed, for the page to keep
     /// (a cancel replaces the worker; the next search starts from them).
@@ -585,6 +591,26 @@ pub struct MapInt8 {
     pub max_difference: f32,
     pub metrics: qplay_core::mapview::MapMetrics,
     pub above: Option<f64>,
+}
+
+/// One zoo model's figures, scored as `qplay eval` scores them: accuracy where the test set has
+/// labels, else the pooled SQNR of the outputs and their top-1 agreement against FP32.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooResult {
+    pub samples: usize,
+    pub fp32: ZooFigure,
+    /// One per recipe asked for, in order.
+    pub recipes: Vec<ZooFigure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ZooFigure {
+    pub accuracy_pct: Option<f64>,
+    /// Against FP32 (none for FP32 itself).
+    pub sqnr_db: Option<f64>,
+    pub top1_agree_pct: Option<f64>,
+    /// The recipe's time here (quantization and scoring).
+    pub seconds: f64,
 }
 
 /// The user's test set through the model.

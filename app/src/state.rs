@@ -1,6 +1,6 @@
 //! Page state shared by the components (all signals are `Copy`).
 
-use crate::protocol::{Classification, CompressResult, DigitsEval, MixedApplied, MixedResult, ModelSummary, QuantReport, SearchResult, SetEval, SpeedResult, TrainEpoch, TrainResult};
+use crate::protocol::{Classification, CompressResult, DigitsEval, MixedApplied, MixedResult, ModelSummary, QuantReport, SearchResult, SetEval, SpeedResult, TrainEpoch, TrainResult, ZooResult};
 use leptos::prelude::*;
 
 /// A bundled sample model.
@@ -15,6 +15,7 @@ pub const SAMPLES: &[Sample] = &[
     Sample { id: "efficientnet_lite0", label: "EfficientNet-Lite0", file: "efficientnet_lite0.onnx", blurb: "ImageNet classifier, 4.7 M parameters, 18.8 MB" },
     Sample { id: "digits_mobilenet", label: "Digits MobileNet", file: "digits_mobilenet.onnx", blurb: "8x8 digits, depthwise-separable CNN, 9 k parameters" },
     Sample { id: "digits_mlp", label: "Digits MLP", file: "digits_mlp.onnx", blurb: "8x8 digits, 64-32-10 MLP, 2.4 k parameters" },
+    Sample { id: "digits_mbconv", label: "Digits MBConv", file: "donna_digits_reference.onnx", blurb: "8x8 digits, 3 MBConv blocks with squeeze-excite and h-swish (the search's reference), 516 k parameters" },
 ];
 
 /// A bundled photo: file name and a short description.
@@ -74,6 +75,8 @@ pub struct AppState {
     /// The last mixed-precision search, and the point applied from it.
     pub mixed: RwSignal<Option<MixedResult>>,
     pub mixed_applied: RwSignal<Option<MixedApplied>>,
+    /// The model zoo's figures, one per model in `zoo::MODELS` order, as they arrive.
+    pub zoo: RwSignal<Vec<ZooResult>>,
     /// The last architecture search.
     pub search: RwSignal<Option<SearchResult>>,
     /// Quantize the compressed model (step 7's result) rather than the loaded one.
@@ -108,6 +111,7 @@ impl AppState {
             compress: RwSignal::new(None),
             mixed: RwSignal::new(None),
             mixed_applied: RwSignal::new(None),
+            zoo: RwSignal::new(Vec::new()),
             search: RwSignal::new(None),
             quantize_compressed: RwSignal::new(false),
             train: RwSignal::new(None),

@@ -1,11 +1,11 @@
 //! The compute worker: owns the loaded model and runs every heavy job, so the page never
 //! computes. Started by `bin/worker.rs`.
 
-use crate::protocol::{AdaroundLayer, CleChoice, Classification, CleLayer, DigitsEval, GraphNode, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, SetEval, SetEvalInt8, QuantReport, Request, Response, SpeedResult};
+use crate::protocol::{Classification, DigitsEval, GraphNode, InputKind, IoDesc, LayerRow, MapInt8, MapResult, ModelSummary, Prediction, QuantOutput, SetEval, SetEvalInt8, QuantReport, Request, Response, SpeedResult, ZooFigure, ZooResult};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::mapview::{self, MapKind, MapShape};
 use qplay_core::metrics::sqnr_db;
-use qplay_core::quant::{QuantSim, QuantSimConfig};
+use qplay_core::quant::QuantSim;
 use qplay_core::timing::median_ms;
 use js_sys::{Array, Uint8Array};
 use qplay_core::graph::Dim;
@@ -20,6 +20,7 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 mod compress;
 mod mixed;
+mod quantize;
 mod data;
 mod search;
 mod train;
@@ -168,7 +169,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Mixed { job, .. }
         | Request::ApplyMixed { job, .. }
         | Request::Search { job, .. }
-        | Request::SearchModel { job, .. } => *job,
+        | Request::SearchModel { job, .. }
+        | Request::Zoo { job, .. } => *job,
     }
 }
 
@@ -400,6 +402,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
             Ok(if load { Response::SearchModel { job, name } } else { Response::Exported { job, file_name: name } })
         }
+        Request::Zoo { job, preprocess, recipes } => Ok(Response::Zoo { job, result: zoo(job, preprocess.as_deref(), &recipes, &payload).await? }),
         Request::ApplyMixed { job, index } => {
             let mut guard = state.borrow_mut();
             let loaded = guard.as_mut().ok_or("load a model first")?;
@@ -461,79 +464,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let t0 = now();
             // The chain compress -> quantize: the compressed model in place of the loaded one.
             let source = if config.compressed { loaded.compressed.clone().ok_or("compress the model first")? } else { loaded.graph.clone() };
-            let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
-            let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
-            let mut cle_choices = Vec::new();
-            let (g, bn_folded, cle, stats) = if config.dfq {
-                use qplay_core::passes::cle::{equalize_with, CleMode};
-                let (g, r) = if config.cle_measured && !config.aimet_compatible {
-                    // Calibrate and score each candidate on the first 8 photos (one batch of digits).
-                    let search = qplay_core::passes::cle_select::leading_samples(&samples, 8);
-                    let (g, r, sel) = qplay_core::passes::cle_select::select_equalization(&source, &cfg, search, search, &mut |done, total| {
-                        post(&Response::Progress { job, stage: "Measuring equalization per layer set".into(), done, total });
-                        true
-                    })
-                    .map_err(|e| e.to_string())?;
-                    cle_choices = sel.sets.into_iter().map(|s| CleChoice { layers: s.layers, equalized: s.equalized, with_db: s.with_db, without_db: s.without_db }).collect();
-                    (g, r)
-                } else {
-                    equalize_with(source, if config.aimet_compatible { CleMode::Aimet } else { CleMode::Preserving })
-                };
-                let scaled: std::collections::HashSet<&String> = r.sets.iter().flat_map(|(names, _)| names.iter()).collect();
-                let cle = r
-                    .before
-                    .iter()
-                    .zip(&r.after)
-                    .filter(|(b, _)| scaled.contains(&b.node))
-                    .map(|(b, a)| CleLayer { node: b.node.clone(), before_min: b.min.clone(), before_max: b.max.clone(), after_min: a.min.clone(), after_max: a.max.clone() })
-                    .collect();
-                (g, r.bn_folded, cle, r.output_stats)
-            } else {
-                let (g, fold) = qplay_core::passes::bn_fold::fold_batch_norms(source);
-                let stats = fold.output_stats();
-                (g, fold.folded.len(), Vec::new(), stats)
-            };
-            let mut sim = QuantSim::new(g, cfg).map_err(|e| e.to_string())?;
-            let adaround = if config.adaround_iterations > 0 {
-                use qplay_core::passes::adaround::{adaround, AdaroundConfig};
-                let ada = AdaroundConfig { iterations: config.adaround_iterations as usize, ..Default::default() };
-                let r = adaround(&mut sim, &samples, &ada, &mut |p| {
-                    let stage = format!("AdaRound {} ({} of {}), loss {:.4}:", p.node, p.layer + 1, p.layers, p.recon);
-                    post(&Response::Progress { job, stage, done: p.layer * p.iterations + p.iteration, total: p.layers * p.iterations });
-                    true
-                })
-                .map_err(|e| e.to_string())?;
-                r.layers
-                    .into_iter()
-                    .map(|l| AdaroundLayer {
-                        node: l.node,
-                        weights: l.weights,
-                        changed: l.changed,
-                        recon_nearest: l.recon_nearest,
-                        recon_adaround: l.recon_adaround,
-                        curve: l.curve.iter().map(|p| (p.iteration, p.recon, p.round)).collect(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let quantize::Quantized { sim, bn_folded, cle, cle_choices, adaround, bias_corrected } = quantize::run(job, source, &config, &samples)?;
             let total = samples.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
-            sim.calibrate_with_progress(&samples, &mut |done, total| {
-                post(&Response::Progress { job, stage: "Calibrating".into(), done, total });
-                true
-            })
-            .map_err(|e| e.to_string())?;
-            let bias_corrected = if config.bias_correction {
-                let r = qplay_core::quant::bias_correction::correct_biases_analytical(&mut sim, &stats).map_err(|e| e.to_string())?;
-                sim.calibrate_with_progress(&samples, &mut |done, total| {
-                    post(&Response::Progress { job, stage: "Recalibrating after bias correction".into(), done, total });
-                    true
-                })
-                .map_err(|e| e.to_string())?;
-                r.layers.len()
-            } else {
-                0
-            };
             let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
             post(&Response::Progress { job, stage: "Measuring per-layer error".into(), done: 0, total: 1 });
             let analysis = qplay_core::quant::analysis::analyze(&sim, &probe).map_err(|e| e.to_string())?;
@@ -570,6 +502,58 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             Ok(Response::Quantized { job, report })
         }
     }
+}
+
+/// One model of the zoo (see [`Request::Zoo`]).
+async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::QuantConfig], payload: &JsValue) -> Result<ZooResult, String> {
+    let parts = payload.dyn_ref::<Array>().ok_or("no model was sent")?;
+    let bytes = parts.get(0).dyn_into::<Uint8Array>().map_err(|_| "no model bytes were sent".to_string())?.to_vec();
+    let limits = Limits::default();
+    let (graph, _) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
+    let files = |i: u32| parts.get(i).dyn_into::<Array>().map_err(|_| "no data files were sent".to_string());
+    let (calib, test, labels) = match preprocess {
+        Some(json) => {
+            let pre = Preprocess::from_json(json).map_err(|e| format!("the zoo's preprocessing settings: {e}"))?;
+            (data::user_calibration(job, &files(1)?, 0, &pre).await?.0, data::user_calibration(job, &files(2)?, 0, &pre).await?.0, None)
+        }
+        None => {
+            let rank = graph.values[graph.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+            let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?;
+            let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
+            let shape = if rank == 2 { vec![y.len(), 64] } else { vec![y.len(), 1, 8, 8] };
+            (data::digits_batches(rank, 256)?, vec![x.reshaped(shape).map_err(|e| e.to_string())?], Some(y))
+        }
+    };
+    let samples: usize = test.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
+    // Each sample's output row, and the flat outputs (pooled SQNR, as `qplay eval --reference`).
+    let rows = |outs: Vec<Tensor>| -> (Vec<f32>, Vec<usize>) {
+        let flat: Vec<f32> = outs.iter().flat_map(Tensor::to_f32_vec).collect();
+        let k = flat.len() / samples.max(1);
+        let top1 = flat.chunks(k.max(1)).map(qplay_core::metrics::argmax).collect();
+        (flat, top1)
+    };
+    let pct = |count: usize| 100.0 * count as f64 / samples.max(1) as f64;
+    let accuracy = |top1: &[usize]| labels.as_ref().map(|l| pct(top1.iter().zip(l).filter(|(&p, &l)| p as i64 == l).count()));
+    let t0 = now();
+    let mut exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
+    let outs = test.iter().map(|x| exec.run(vec![x.clone()]).map(|mut y| y.remove(0))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let (reference, ref_top1) = rows(outs);
+    let fp32 = ZooFigure { accuracy_pct: accuracy(&ref_top1), sqnr_db: None, top1_agree_pct: None, seconds: (now() - t0) / 1e3 };
+    let mut figures = Vec::with_capacity(recipes.len());
+    for config in recipes {
+        let t0 = now();
+        let q = quantize::run(job, graph.clone(), config, &calib)?;
+        let mut int8 = Int8Executor::new(&q.sim).map_err(|e| e.to_string())?;
+        let outs = test.iter().map(|x| int8.run(vec![x.clone()]).map(|mut y| y.remove(0))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let (flat, top1) = rows(outs);
+        figures.push(ZooFigure {
+            accuracy_pct: accuracy(&top1),
+            sqnr_db: Some(sqnr_db(&reference, &flat)),
+            top1_agree_pct: Some(pct(ref_top1.iter().zip(&top1).filter(|(a, b)| a == b).count())),
+            seconds: (now() - t0) / 1e3,
+        });
+    }
+    Ok(ZooResult { samples, fp32, recipes: figures })
 }
 
 fn summarize(name: &str, g: &Graph, info: &ModelInfo, cost: Option<qplay_core::cost::CostReport>) -> ModelSummary {

@@ -18,6 +18,7 @@ mod search_panel;
 mod settings_form;
 mod speed_panel;
 mod train_panel;
+mod zoo_panel;
 
 use crate::bridge;
 use crate::state::{AppState, Busy};
@@ -41,6 +42,7 @@ pub use recipe_compare::RecipeCompare;
 pub use results::Results;
 pub use search_panel::SearchPanel;
 pub use speed_panel::SpeedPanel;
+pub use zoo_panel::ZooPanel;
 
 /// The page.
 #[component]
@@ -81,6 +83,7 @@ pub fn App() -> impl IntoView {
             <TrainPanel/>
             <MixedPanel/>
             <SearchPanel/>
+            <ZooPanel/>
         </main>
         <footer>
             <p>

@@ -33,25 +33,28 @@ pub(super) async fn samples_for(state: &Rc<RefCell<Option<Loaded>>>, job: u32, p
                 let g = &guard.as_ref().ok_or("load a model first")?.graph;
                 g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
             };
-            let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
-            let batches = |rows: usize| {
-                d[..rows * 64]
-                    .chunks(32 * 64)
-                    .map(|c| {
-                        let n = c.len() / 64;
-                        Tensor::f32(if graph_rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())
-            };
             let rows = match n {
                 0 => 256,
                 n => n.min(256),
             };
-            (batches(rows)?, batches(128)?)
+            (digits_batches(graph_rank, rows)?, digits_batches(graph_rank, 128)?)
         }
         InputKind::Other => return Err("this model's input is not an image or a digit: nothing to calibrate with".into()),
     })
+}
+
+/// The first `rows` training digits in batches of 32, shaped for a model whose input has rank
+/// `rank` ([N, 64] or [N, 1, 8, 8]).
+pub(super) fn digits_batches(rank: usize, rows: usize) -> Result<Vec<Tensor>, String> {
+    let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
+    d[..rows.min(d.len() / 64) * 64]
+        .chunks(32 * 64)
+        .map(|c| {
+            let n = c.len() / 64;
+            Tensor::f32(if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 /// Fetches, decodes and preprocesses `n` calibration samples (0: all): the bundled photos first,
