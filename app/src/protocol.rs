@@ -609,6 +609,8 @@ pub struct ZooFigure {
     /// Against FP32 (none for FP32 itself).
     pub sqnr_db: Option<f64>,
     pub top1_agree_pct: Option<f64>,
+    /// Maps: the IoU of the output and FP32 maps above the settings' threshold, pooled.
+    pub iou: Option<f64>,
     /// The recipe's time here (quantization and scoring).
     pub seconds: f64,
 }

@@ -9,13 +9,17 @@ pub struct Sample {
     pub label: &'static str,
     pub file: &'static str,
     pub blurb: &'static str,
+    /// Its input settings (a preprocessing JSON in MODELS_DIR), sent after it loads; none: the
+    /// ImageNet settings (or digits).
+    pub preprocess: Option<&'static str>,
 }
 
 pub const SAMPLES: &[Sample] = &[
-    Sample { id: "efficientnet_lite0", label: "EfficientNet-Lite0", file: "efficientnet_lite0.onnx", blurb: "ImageNet classifier, 4.7 M parameters, 18.8 MB" },
-    Sample { id: "digits_mobilenet", label: "Digits MobileNet", file: "digits_mobilenet.onnx", blurb: "8x8 digits, depthwise-separable CNN, 9 k parameters" },
-    Sample { id: "digits_mlp", label: "Digits MLP", file: "digits_mlp.onnx", blurb: "8x8 digits, 64-32-10 MLP, 2.4 k parameters" },
-    Sample { id: "digits_mbconv", label: "Digits MBConv", file: "donna_digits_reference.onnx", blurb: "8x8 digits, 3 MBConv blocks with squeeze-excite and h-swish (the search's reference), 516 k parameters" },
+    Sample { id: "efficientnet_lite0", label: "EfficientNet-Lite0", file: "efficientnet_lite0.onnx", blurb: "ImageNet classifier, 4.7 M parameters, 18.8 MB", preprocess: None },
+    Sample { id: "digits_mobilenet", label: "Digits MobileNet", file: "digits_mobilenet.onnx", blurb: "8x8 digits, depthwise-separable CNN, 9 k parameters", preprocess: None },
+    Sample { id: "digits_mlp", label: "Digits MLP", file: "digits_mlp.onnx", blurb: "8x8 digits, 64-32-10 MLP, 2.4 k parameters", preprocess: None },
+    Sample { id: "digits_mbconv", label: "Digits MBConv", file: "donna_digits_reference.onnx", blurb: "8x8 digits, 3 MBConv blocks with squeeze-excite and h-swish (the search's reference), 516 k parameters", preprocess: None },
+    Sample { id: "text_detector", label: "Text detector", file: "text_detector.onnx", blurb: "PaddleOCR's DBNet (PP-OCRv4), a text probability map, 256x256 BGR, 4.7 MB", preprocess: Some("text_detector.json") },
 ];
 
 /// A bundled photo: file name and a short description.

@@ -511,10 +511,16 @@ async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::Qua
     let limits = Limits::default();
     let (graph, _) = load_model(&bytes, &limits).map_err(|e| e.to_string())?;
     let files = |i: u32| parts.get(i).dyn_into::<Array>().map_err(|_| "no data files were sent".to_string());
+    let mut threshold = None;
     let (calib, test, labels) = match preprocess {
         Some(json) => {
             let pre = Preprocess::from_json(json).map_err(|e| format!("the zoo's preprocessing settings: {e}"))?;
-            (data::user_calibration(job, &files(1)?, 0, &pre).await?.0, data::user_calibration(job, &files(2)?, 0, &pre).await?.0, None)
+            threshold = pre.threshold.map(|t| t as f32);
+            let calib = data::user_calibration(job, &files(1)?, 0, &pre).await?.0;
+            // Batched as the CLI batches a folder (AdaRound's sampling sees the batches).
+            let fixed = matches!(graph.values[graph.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).and_then(|d| d.first()), Some(Dim::Fixed(_)));
+            let calib = if fixed { calib } else { Tensor::stack(&calib, 32).map_err(|e| e.to_string())? };
+            (calib, data::user_calibration(job, &files(2)?, 0, &pre).await?.0, None)
         }
         None => {
             let rank = graph.values[graph.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
@@ -538,7 +544,7 @@ async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::Qua
     let mut exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
     let outs = test.iter().map(|x| exec.run(vec![x.clone()]).map(|mut y| y.remove(0))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
     let (reference, ref_top1) = rows(outs);
-    let fp32 = ZooFigure { accuracy_pct: accuracy(&ref_top1), sqnr_db: None, top1_agree_pct: None, seconds: (now() - t0) / 1e3 };
+    let fp32 = ZooFigure { accuracy_pct: accuracy(&ref_top1), sqnr_db: None, top1_agree_pct: None, iou: None, seconds: (now() - t0) / 1e3 };
     let mut figures = Vec::with_capacity(recipes.len());
     for config in recipes {
         let t0 = now();
@@ -550,6 +556,7 @@ async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::Qua
             accuracy_pct: accuracy(&top1),
             sqnr_db: Some(sqnr_db(&reference, &flat)),
             top1_agree_pct: Some(pct(ref_top1.iter().zip(&top1).filter(|(a, b)| a == b).count())),
+            iou: threshold.map(|t| qplay_core::metrics::iou_at(&reference, &flat, t)),
             seconds: (now() - t0) / 1e3,
         });
     }

@@ -5,7 +5,7 @@
 use crate::bridge::{next_job, send};
 use crate::components::fetch_body;
 use crate::protocol::{QuantConfig, Request, Scheme};
-use crate::state::{AppState, MODELS_DIR, PHOTOS, SAMPLES};
+use crate::state::{AppState, MODELS_DIR, SAMPLES};
 use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 
@@ -16,34 +16,63 @@ pub struct ZooModel {
     /// The bundled sample's id (see [`SAMPLES`]).
     pub sample: &'static str,
     pub task: &'static str,
-    /// Photos (calibrated on `photos/`, scored on `mirrored/` against FP32), else digits.
-    pub photos: bool,
+    pub data: Data,
 }
 
+/// What a zoo model is calibrated and scored on.
+pub enum Data {
+    /// The first 256 training digits; the 450 test digits' accuracy.
+    Digits,
+    /// Photos in `ZOO_DIR`: `calib` and `test` folders with their files (in name order, as the
+    /// CLI reads a folder), prepared by the sample's settings; scored against FP32.
+    Photos { calib: &'static str, test: &'static str, calib_files: &'static [&'static str], test_files: &'static [&'static str], what: &'static str },
+}
+
+const PHOTO_FILES: &[&str] = &["astronaut.png", "camera.png", "chelsea.png", "china.png", "coffee.png", "flower.png", "hubble_deep_field.png", "ihc.png", "retina.png", "rocket.png"];
+const PAGES: &[&str] = &["000.png", "001.png", "002.png", "003.png", "004.png", "005.png", "006.png", "007.png", "008.png", "009.png", "010.png", "011.png", "012.png", "013.png", "014.png", "015.png"];
+
 pub const MODELS: &[ZooModel] = &[
-    ZooModel { sample: "efficientnet_lite0", task: "ImageNet classifier", photos: true },
-    ZooModel { sample: "digits_mobilenet", task: "digits, depthwise-separable CNN", photos: false },
-    ZooModel { sample: "digits_mbconv", task: "digits, MBConv with squeeze-excite", photos: false },
-    ZooModel { sample: "digits_mlp", task: "digits, MLP", photos: false },
+    ZooModel {
+        sample: "efficientnet_lite0",
+        task: "ImageNet classifier",
+        data: Data::Photos { calib: "photos", test: "mirrored", calib_files: PHOTO_FILES, test_files: PHOTO_FILES, what: "calibrated on the 10 bundled photos, scored on their mirror images: output SQNR and top-1 agreement against FP32" },
+    },
+    ZooModel {
+        sample: "text_detector",
+        task: "text detection (dense)",
+        data: Data::Photos { calib: "pages_calib", test: "pages_test", calib_files: PAGES.split_at(4).0, test_files: PAGES, what: "calibrated on 4 text pages, scored on 16 others: the map's SQNR and the IoU of the text regions (above 0.3) against FP32" },
+    },
+    ZooModel { sample: "digits_mobilenet", task: "digits, depthwise-separable CNN", data: Data::Digits },
+    ZooModel { sample: "digits_mbconv", task: "digits, MBConv with squeeze-excite", data: Data::Digits },
+    ZooModel { sample: "digits_mlp", task: "digits, MLP", data: Data::Digits },
 ];
 
 impl ZooModel {
+    fn sample(&self) -> Option<&'static crate::state::Sample> {
+        SAMPLES.iter().find(|s| s.id == self.sample)
+    }
     pub fn label(&self) -> &'static str {
-        SAMPLES.iter().find(|s| s.id == self.sample).map_or(self.sample, |s| s.label)
+        self.sample().map_or(self.sample, |s| s.label)
     }
     pub fn file(&self) -> &'static str {
-        SAMPLES.iter().find(|s| s.id == self.sample).map_or("", |s| s.file)
+        self.sample().map_or("", |s| s.file)
     }
-    pub fn data(&self) -> &'static str {
-        if self.photos {
-            "calibrated on the 10 bundled photos, scored on their mirror images: output SQNR and top-1 agreement against FP32"
-        } else {
-            "calibrated on the first 256 training digits, scored on the 450 test digits: accuracy"
+    /// The sample's preprocessing JSON (ImageNet's settings for EfficientNet-Lite0).
+    fn settings(&self) -> String {
+        self.sample().and_then(|s| s.preprocess).map_or_else(|| format!("{}.json", self.sample), str::to_string)
+    }
+    pub fn photos(&self) -> bool {
+        matches!(self.data, Data::Photos { .. })
+    }
+    pub fn describe(&self) -> &'static str {
+        match self.data {
+            Data::Photos { what, .. } => what,
+            Data::Digits => "calibrated on the first 256 training digits, scored on the 450 test digits: accuracy",
         }
     }
     /// The metric's name for the table and the CSV.
     pub fn metric(&self) -> &'static str {
-        if self.photos {
+        if self.photos() {
             "SQNR vs FP32 (dB)"
         } else {
             "top-1 accuracy (%)"
@@ -122,20 +151,23 @@ impl Recipe {
 pub fn commands(m: &ZooModel, r: &Recipe) -> String {
     let model = format!("{MODELS_DIR}/{}", m.file());
     let flags = r.flags();
-    if m.photos {
-        let pre = format!("--preprocess {MODELS_DIR}/{}.json", m.sample);
-        format!(
-            "qplay eval {model} --data {ZOO_DIR}/mirrored {pre} --output fp32.npy\n\
-             qplay quantize {model} --calib {ZOO_DIR}/photos {pre} {flags} --encodings e.json --fp32-out t.onnx\n\
-             qplay eval t.onnx --data {ZOO_DIR}/mirrored {pre} --encodings e.json --int8 --reference fp32.npy"
-        )
-    } else {
-        let flat = if m.sample == "digits_mlp" { "_flat" } else { "" };
-        let test = if flat.is_empty() { "assets/data/digits_test_x.npy".to_string() } else { format!("{ZOO_DIR}/digits_test_flat.npy") };
-        format!(
-            "qplay quantize {model} --calib {ZOO_DIR}/digits_calib{flat}.npy {flags} --encodings e.json --fp32-out t.onnx\n\
-             qplay eval t.onnx --data {test} --labels assets/data/digits_test_y.npy --encodings e.json --int8"
-        )
+    match m.data {
+        Data::Photos { calib, test, .. } => {
+            let pre = format!("--preprocess {MODELS_DIR}/{}", m.settings());
+            format!(
+                "qplay eval {model} --data {ZOO_DIR}/{test} {pre} --output fp32.npy\n\
+                 qplay quantize {model} --calib {ZOO_DIR}/{calib} {pre} {flags} --encodings e.json --fp32-out t.onnx\n\
+                 qplay eval t.onnx --data {ZOO_DIR}/{test} {pre} --encodings e.json --int8 --reference fp32.npy"
+            )
+        }
+        Data::Digits => {
+            let flat = if m.sample == "digits_mlp" { "_flat" } else { "" };
+            let test = if flat.is_empty() { "assets/data/digits_test_x.npy".to_string() } else { format!("{ZOO_DIR}/digits_test_flat.npy") };
+            format!(
+                "qplay quantize {model} --calib {ZOO_DIR}/digits_calib{flat}.npy {flags} --encodings e.json --fp32-out t.onnx\n\
+                 qplay eval t.onnx --data {test} --labels assets/data/digits_test_y.npy --encodings e.json --int8"
+            )
+        }
     }
 }
 
@@ -162,31 +194,29 @@ pub fn next(state: AppState) {
 
 async fn send_model(m: &ZooModel) -> Result<(), String> {
     let bytes = Uint8Array::new(&fetch_body(&format!("{MODELS_DIR}/{}", m.file()), web_sys::Response::array_buffer).await?);
-    let (calib, test) = (Array::new(), Array::new());
+    let (calib_set, test_set) = (Array::new(), Array::new());
     let mut preprocess = None;
-    if m.photos {
-        // In file-name order, as the CLI reads a folder (AdaRound's sampling follows the order).
-        let mut stems: Vec<&str> = PHOTOS.iter().map(|(name, _)| name.rsplit_once('.').map_or(*name, |(s, _)| s)).collect();
-        stems.sort_unstable();
-        for (dir, files) in [("photos", &calib), ("mirrored", &test)] {
-            for stem in &stems {
-                files.push(&fetch_body(&format!("{ZOO_DIR}/{dir}/{stem}.png"), web_sys::Response::blob).await?);
+    if let Data::Photos { calib, test, calib_files, test_files, .. } = m.data {
+        for (dir, names, set) in [(calib, calib_files, &calib_set), (test, test_files, &test_set)] {
+            for name in names {
+                set.push(&fetch_body(&format!("{ZOO_DIR}/{dir}/{name}"), web_sys::Response::blob).await?);
             }
         }
-        preprocess = Some(fetch_body(&format!("{MODELS_DIR}/{}.json", m.sample), web_sys::Response::text).await?.as_string().unwrap_or_default());
+        preprocess = Some(fetch_body(&format!("{MODELS_DIR}/{}", m.settings()), web_sys::Response::text).await?.as_string().unwrap_or_default());
     }
     let recipes = RECIPES.iter().map(Recipe::config).collect();
-    send(&Request::Zoo { job: next_job(), preprocess, recipes }, Array::of3(&bytes, &calib, &test).into())
+    send(&Request::Zoo { job: next_job(), preprocess, recipes }, Array::of3(&bytes, &calib_set, &test_set).into())
 }
 
 /// The table as CSV: one line per model and recipe.
 pub fn csv(results: &[crate::protocol::ZooResult]) -> String {
-    let mut out = String::from("model,task,recipe,metric,fp32,quantized,top1_agreement_pct,seconds,link\n");
+    let mut out = String::from("model,task,recipe,metric,fp32,quantized,top1_agreement_pct,iou,seconds,link\n");
     for (m, r) in MODELS.iter().zip(results) {
         for (recipe, q) in RECIPES.iter().zip(&r.recipes) {
             let (fp32, value) = figures(m, r.fp32, *q);
             let agree = q.top1_agree_pct.map_or(String::new(), |v| format!("{v:.2}"));
-            let fields = [m.label().to_string(), m.task.into(), recipe.label.into(), m.metric().into(), fp32, value, agree, format!("{:.1}", q.seconds), recipe.link(m)];
+            let iou = q.iou.map_or(String::new(), |v| format!("{v:.4}"));
+            let fields = [m.label().to_string(), m.task.into(), recipe.label.into(), m.metric().into(), fp32, value, agree, iou, format!("{:.1}", q.seconds), recipe.link(m)];
             out += &fields.iter().map(|f| if f.contains([',', '"']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() }).collect::<Vec<_>>().join(",");
             out.push('\n');
         }
@@ -198,7 +228,7 @@ pub fn csv(results: &[crate::protocol::ZooResult]) -> String {
 /// decimals).
 pub fn figures(m: &ZooModel, fp32: crate::protocol::ZooFigure, q: crate::protocol::ZooFigure) -> (String, String) {
     let f = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"));
-    if m.photos {
+    if m.photos() {
         ("reference".into(), f(q.sqnr_db))
     } else {
         (f(fp32.accuracy_pct), f(q.accuracy_pct))

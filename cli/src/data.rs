@@ -80,14 +80,7 @@ fn fixed_batch(g: &Graph) -> Option<usize> {
 
 /// Stacks single samples [1, ...] into batches of `step`.
 fn batch(samples: Vec<Tensor>, step: usize) -> CliResult<Vec<Tensor>> {
-    let mut out = Vec::new();
-    for chunk in samples.chunks(step.max(1)) {
-        let mut shape = chunk[0].shape().to_vec();
-        shape[0] = chunk.len();
-        let data: Vec<f32> = chunk.iter().flat_map(|t| t.to_f32_vec()).collect();
-        out.push(Tensor::f32(shape, data)?);
-    }
-    Ok(out)
+    Ok(Tensor::stack(&samples, step)?)
 }
 
 /// Reads a data set (see the module doc). `settings` is required for photos; `batch` is the

@@ -121,6 +121,23 @@ impl Tensor {
         let d = self.to_f32_vec();
         Self::f32(shape, d[..d.len() / n].to_vec())
     }
+    /// Stacks `samples` (f32, the same shape after axis 0) along axis 0, `step` tensors to a
+    /// batch: how the CLI batches a folder of photos for a model without a fixed batch size.
+    pub fn stack(samples: &[Tensor], step: usize) -> Result<Vec<Tensor>> {
+        samples
+            .chunks(step.max(1))
+            .map(|chunk| {
+                let mut shape = chunk[0].shape.clone();
+                if let Some(t) = chunk.iter().find(|t| t.shape.get(1..) != shape.get(1..)) {
+                    return Err(Error::Tensor { tensor: "samples".into(), msg: format!("cannot stack a {:?} sample with a {:?} one", t.shape, shape) });
+                }
+                if let Some(d) = shape.first_mut() {
+                    *d = chunk.iter().map(|t| t.shape.first().copied().unwrap_or(1)).sum();
+                }
+                Self::f32(shape, chunk.iter().flat_map(Tensor::to_f32_vec).collect())
+            })
+            .collect()
+    }
     /// An ndarray view of f32 data.
     pub fn view_f32(&self) -> Option<ArrayViewD<'_, f32>> {
         let d = self.as_f32()?;
@@ -129,5 +146,21 @@ impl Tensor {
     pub fn view_i64(&self) -> Option<ArrayViewD<'_, i64>> {
         let d = self.as_i64()?;
         ArrayViewD::from_shape(IxDyn(&self.shape), d).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tensor;
+
+    #[test]
+    fn stack_joins_samples_along_axis_0_in_steps() {
+        let t = |v: f32| Tensor::f32(vec![1, 2], vec![v, v + 0.5]).unwrap();
+        let b = Tensor::stack(&[t(1.0), t(2.0), t(3.0)], 2).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].shape(), b[0].as_f32().unwrap()), (&[2, 2][..], &[1.0, 1.5, 2.0, 2.5][..]));
+        assert_eq!((b[1].shape(), b[1].as_f32().unwrap()), (&[1, 2][..], &[3.0, 3.5][..]));
+        let odd = Tensor::f32(vec![1, 3], vec![0.0; 3]).unwrap();
+        assert!(Tensor::stack(&[t(1.0), odd], 2).unwrap_err().to_string().contains("cannot stack"));
     }
 }

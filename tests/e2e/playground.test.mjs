@@ -1101,7 +1101,8 @@ const ZOO_FLAGS = {
   "w4a8-adaround": ["--weight-bits", "4", "--act-bits", "8", "--per-channel", "--recipe", "adaround", "--adaround-iters", "200"],
 };
 const ZOO_MODELS = {
-  efficientnet_lite0: { file: "assets/models/efficientnet_lite0.onnx", pre: "assets/models/efficientnet_lite0.json" },
+  efficientnet_lite0: { file: "assets/models/efficientnet_lite0.onnx", pre: "assets/models/efficientnet_lite0.json", calib: "assets/zoo/photos", test: "assets/zoo/mirrored" },
+  text_detector: { file: "assets/models/text_detector.onnx", pre: "assets/models/text_detector.json", calib: "assets/zoo/pages_calib", test: "assets/zoo/pages_test" },
   digits_mobilenet: { file: "assets/models/digits_mobilenet.onnx", calib: "assets/zoo/digits_calib.npy", test: "assets/data/digits_test_x.npy" },
   digits_mbconv: { file: "assets/models/donna_digits_reference.onnx", calib: "assets/zoo/digits_calib.npy", test: "assets/data/digits_test_x.npy" },
   digits_mlp: { file: "assets/models/digits_mlp.onnx", calib: "assets/zoo/digits_calib_flat.npy", test: "assets/zoo/digits_test_flat.npy" },
@@ -1113,20 +1114,21 @@ async function cliZoo(dir) {
   const out = {};
   for (const [id, m] of Object.entries(ZOO_MODELS)) {
     const ref = path.join(dir, `${id}.fp32.npy`);
-    const data = m.pre ? ["--data", "assets/zoo/mirrored", "--preprocess", m.pre] : ["--data", m.test, "--labels", "assets/data/digits_test_y.npy"];
+    const data = m.pre ? ["--data", m.test, "--preprocess", m.pre] : ["--data", m.test, "--labels", "assets/data/digits_test_y.npy"];
     const fp32 = await run("eval", m.file, ...data, ...(m.pre ? ["--output", ref] : []));
     out[`${id}/fp32`] = m.pre ? "reference" : figure(fp32, /accuracy ([\d.]+) %/);
     for (const [recipe, flags] of Object.entries(ZOO_FLAGS)) {
       const [e, t] = [path.join(dir, `${id}.${recipe}.json`), path.join(dir, `${id}.${recipe}.onnx`)];
-      await run("quantize", m.file, "--calib", m.pre ? "assets/zoo/photos" : m.calib, ...(m.pre ? ["--preprocess", m.pre] : []), ...flags, "--encodings", e, "--fp32-out", t, "-q");
+      await run("quantize", m.file, "--calib", m.calib, ...(m.pre ? ["--preprocess", m.pre] : []), ...flags, "--encodings", e, "--fp32-out", t, "-q");
       const q = await run("eval", t, ...data, "--encodings", e, "--int8", ...(m.pre ? ["--reference", ref] : []));
       out[`${id}/${recipe}`] = figure(q, m.pre ? /SQNR ([-\d.]+) dB/ : /accuracy ([\d.]+) %/);
+      if (id === "text_detector") out[`${id}/${recipe}/iou`] = figure(q, /IoU of the maps above 0.3: ([\d.]+)/);
     }
   }
   return out;
 }
 
-test("model zoo: four bundled models under four recipes computed in the page, each figure equal to the CLI's, with links, commands and a CSV", { timeout: 900_000 }, async () => {
+test("model zoo: five bundled models (a dense one among them) under four recipes computed in the page, each figure equal to the CLI's, with links, commands and a CSV", { timeout: 900_000 }, async () => {
   await page.goto(srv.url);
   await waitReady();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qplay-zoo-"));
@@ -1135,32 +1137,38 @@ test("model zoo: four bundled models under four recipes computed in the page, ea
   const t0 = Date.now();
   await page.click('[data-testid="zoo-run"]');
   await page.locator('[data-testid="zoo-progress"]').waitFor();
-  await page.locator('[data-testid="zoo-table"] caption:has-text("4 of 4")').waitFor({ timeout: 900_000 });
+  await page.locator('[data-testid="zoo-table"] caption:has-text("5 of 5")').waitFor({ timeout: 900_000 });
   await page.locator('[data-testid="busy"]').waitFor({ state: "detached", timeout: 60_000 });
   const seconds = (Date.now() - t0) / 1e3;
-  const cells = await page.locator('[data-testid="zoo-figure"]').evaluateAll((els) => els.map((e) => [`${e.dataset.model}/${e.dataset.recipe}`, e.dataset.value]));
+  await page.locator('section[aria-labelledby="zoo-h"]').screenshot({ path: path.join(root, "tests/output/zoo.png") });
+  const cells = await page.locator('[data-testid="zoo-figure"]').evaluateAll((els) => els.flatMap((e) => [[`${e.dataset.model}/${e.dataset.recipe}`, e.dataset.value], ...(e.dataset.iou ? [[`${e.dataset.model}/${e.dataset.recipe}/iou`, e.dataset.iou]] : [])]));
   const fp32 = await page.locator('[data-testid="zoo-fp32"]').evaluateAll((els) => els.map((e) => [`${e.dataset.model}/fp32`, e.textContent]));
   const page_ = Object.fromEntries([...fp32, ...cells]);
   const want = await cli;
   console.log(`model zoo: computed in the page in ${seconds.toFixed(0)} s: ${JSON.stringify(page_)}`);
-  assert.equal(cells.length, 16);
+  assert.equal(cells.length, 24);
   assert.deepEqual(page_, want);
   // Sanity of the figures themselves: W8A8 per-channel on the digits models within 1.5 points of FP32.
   for (const id of ["digits_mobilenet", "digits_mbconv", "digits_mlp"]) assert.ok(Math.abs(Number(want[`${id}/pc`]) - Number(want[`${id}/fp32`])) <= 1.5, id);
   // Each row's commands are the ones run above; its link sets the model and recipe up.
   const cmds = await page.locator(".zoo-cmd").allTextContents();
-  assert.equal(cmds.length, 16);
+  assert.equal(cmds.length, 20);
   assert.ok(cmds.some((c) => c.includes("qplay quantize assets/models/efficientnet_lite0.onnx --calib assets/zoo/photos --preprocess assets/models/efficientnet_lite0.json --weight-bits 4 --act-bits 8 --per-channel --recipe adaround --adaround-iters 200")), cmds[3]);
   const link = await page.locator('[data-testid="zoo-table"] a[href*="model=digits_mobilenet"][href*="dfq=1"]').getAttribute("href");
   const linked = await browser.newPage();
   await linked.goto(new URL(link, srv.url).href);
   await linked.locator('[data-testid="model-name"]:has-text("Digits MobileNet")').waitFor();
   assert.equal(await linked.locator('[data-testid="dfq"]').isChecked(), true);
+  // The detector's link: the sample comes with its own input settings (256x256, BGR).
+  await linked.goto(new URL(await page.locator('[data-testid="zoo-table"] a[href*="model=text_detector"]').first().getAttribute("href"), srv.url).href);
+  await linked.reload();
+  await linked.locator('[data-testid="model-name"]:has-text("Text detector")').waitFor();
+  await linked.locator('[data-testid="input-settings"]:has-text("text_detector.json says (256x256)")').waitFor({ state: "attached" });
   await linked.close();
   // The CSV: a header and one line per model and recipe.
   const csv = decodeURIComponent((await page.getAttribute('[data-testid="zoo-csv"]', "href")).replace(/^data:text\/csv;charset=utf-8,/, ""));
   const lines = csv.trim().split("\n");
-  assert.equal(lines.length, 17);
+  assert.equal(lines.length, 21);
   assert.match(lines[0], /^model,task,recipe,metric,fp32,quantized/);
   assert.ok(lines.some((l) => l.startsWith("Digits MLP,") && l.includes(`,${want["digits_mlp/pc"]},`)), csv);
   fs.rmSync(dir, { recursive: true, force: true });

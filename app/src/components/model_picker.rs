@@ -2,7 +2,7 @@
 
 use super::fetch_body;
 use crate::bridge;
-use crate::state::{AppState, MODELS_DIR, SAMPLES};
+use crate::state::{AppState, Sample, MODELS_DIR, SAMPLES};
 use leptos::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -35,19 +35,32 @@ pub(crate) fn load_file(state: AppState, file: web_sys::File) {
 pub(crate) fn load_sample_by_id(state: AppState, id: &str) -> bool {
     match crate::state::SAMPLES.iter().find(|s| s.id == id) {
         Some(s) => {
-            load_sample(state, s.label, s.file);
+            load_sample(state, s);
             true
         }
         None => false,
     }
 }
 
-fn load_sample(state: AppState, label: &'static str, file: &'static str) {
-    state.start(format!("Downloading {label}…"));
+fn load_sample(state: AppState, s: &'static Sample) {
+    state.start(format!("Downloading {}…", s.label));
     wasm_bindgen_futures::spawn_local(async move {
-        match fetch_body(&format!("{MODELS_DIR}/{file}"), web_sys::Response::array_buffer).await {
-            Ok(buf) => load_bytes(state, label.to_string(), js_sys::Uint8Array::new(&buf)),
-            Err(e) => state.fail(e),
+        let settings = match s.preprocess {
+            Some(file) => match fetch_body(&format!("{MODELS_DIR}/{file}"), web_sys::Response::text).await {
+                Ok(json) => Some((file, json.as_string().unwrap_or_default())),
+                Err(e) => return state.fail(e),
+            },
+            None => None,
+        };
+        match fetch_body(&format!("{MODELS_DIR}/{}", s.file), web_sys::Response::array_buffer).await {
+            Ok(buf) => load_bytes(state, s.label.to_string(), js_sys::Uint8Array::new(&buf)),
+            Err(e) => return state.fail(e),
+        }
+        // Queued behind the model: its input settings, as if the user had given them.
+        if let Some((file, json)) = settings {
+            if let Err(e) = bridge::send(&crate::protocol::Request::SetPreprocess { job: bridge::next_job(), file: file.to_string(), json }, wasm_bindgen::JsValue::UNDEFINED) {
+                state.fail(e);
+            }
         }
     });
 }
@@ -78,13 +91,12 @@ pub fn ModelPicker() -> impl IntoView {
                 {SAMPLES
                     .iter()
                     .map(|s| {
-                        let (label, file) = (s.label, s.file);
                         view! {
                             <button
                                 class="sample"
                                 data-testid=format!("model-sample-{}", s.id)
                                 disabled=busy
-                                on:click=move |_| load_sample(state, label, file)
+                                on:click=move |_| load_sample(state, s)
                             >
                                 <strong>{s.label}</strong>
                                 <small>{s.blurb}</small>

@@ -16,19 +16,22 @@ pub fn ZooPanel() -> impl IntoView {
                 let (fp32, value) = zoo::figures(m, r.fp32, q);
                 let change = match (r.fp32.accuracy_pct, q.accuracy_pct) {
                     (Some(a), Some(b)) => format!("{:+.2} points", b - a),
-                    _ => q.top1_agree_pct.map_or_else(String::new, |t| format!("top-1 agrees on {t:.0} %")),
+                    _ => match q.iou {
+                        Some(iou) => format!("IoU {iou:.4}"),
+                        None => q.top1_agree_pct.map_or_else(String::new, |t| format!("top-1 agrees on {t:.0} %")),
+                    },
                 };
                 // The bar: accuracy out of 100, or SQNR out of 40 dB.
-                let bar = if m.photos { q.sqnr_db.unwrap_or(0.0) / 40.0 } else { q.accuracy_pct.unwrap_or(0.0) / 100.0 };
+                let bar = if m.photos() { q.sqnr_db.unwrap_or(0.0) / 40.0 } else { q.accuracy_pct.unwrap_or(0.0) / 100.0 };
                 let head = (i == 0).then(|| view! {
-                    <td rowspan="4" class="zoo-model"><strong>{m.label()}</strong><br/><small>{m.task}</small><br/><small class="hint">{m.data()}</small></td>
+                    <td rowspan="4" class="zoo-model"><strong>{m.label()}</strong><br/><small>{m.task}</small><br/><small class="hint">{m.describe()}</small></td>
                     <td rowspan="4">{m.metric()}<br/><strong data-testid="zoo-fp32" data-model=m.sample>{fp32}</strong></td>
                 });
                 view! {
                     <tr>
                         {head}
                         <td>{recipe.label}</td>
-                        <td data-testid="zoo-figure" data-model=m.sample data-recipe=recipe.key data-value=value>
+                        <td data-testid="zoo-figure" data-model=m.sample data-recipe=recipe.key data-value=value data-iou=q.iou.map(|v| format!("{v:.4}"))>
                             <span class="zoo-value">{value.clone()}</span>
                             <span class="zoo-bar" aria-hidden="true"><span style=format!("width: {:.1}%", (bar * 100.0).clamp(0.0, 100.0))></span></span>
                         </td>
