@@ -1048,7 +1048,9 @@ function onnxNodeNames(buf) {
     return out;
   };
   const graph = fields(buf).find(([f]) => f === 7)[1];
-  return fields(graph).filter(([f]) => f === 1).map(([, node]) => new TextDecoder().decode((fields(node).find(([f]) => f === 3) ?? [0, new Uint8Array()])[1]));
+  // NodeProto.op_type = field 4; an unnamed node is called "<op>_<its index in the file>" (qplay's rule).
+  const text = (node, f) => new TextDecoder().decode((fields(node).find(([g]) => g === f) ?? [0, new Uint8Array()])[1]);
+  return fields(graph).filter(([f]) => f === 1).map(([, node], i) => text(node, 3) || `${text(node, 4)}_${i}`);
 }
 
 test("graph view: a model never seen before draws one element per ONNX node, coloured after quantization; search and click show a node's details", async () => {
@@ -1089,6 +1091,22 @@ test("graph view: a model never seen before draws one element per ONNX node, col
   await view.locator(`[data-node="${lite0[lite0.length - 1]}"]`).waitFor({ state: "attached" });
   assert.deepEqual((await drawn()).sort(), [...lite0].sort());
   console.log(`graph view, EfficientNet-Lite0: ${lite0.length} nodes drawn ${Date.now() - t0} ms after the click`);
+  // Past 300 nodes: the bundled text detector.
+  const det = onnxNodeNames(fs.readFileSync(path.join(root, "assets/models/text_detector.onnx")));
+  assert.ok(det.length > 300, `${det.length} nodes`);
+  const t1 = Date.now();
+  await page.click('[data-testid="model-sample-text_detector"]');
+  await page.locator('[data-testid="model-name"]:has-text("Text detector")').waitFor();
+  await view.locator(`[data-node="${det[det.length - 1]}"]`).waitFor({ state: "attached" });
+  assert.deepEqual((await drawn()).sort(), [...det].sort());
+  const drawnMs = Date.now() - t1;
+  // Panning and zooming redraw only the view box: time 20 wheel steps.
+  const box = await view.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  const t2 = Date.now();
+  for (let i = 0; i < 20; i++) await page.mouse.wheel(0, i < 10 ? -120 : 120);
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+  console.log(`graph view, text detector: ${det.length} nodes drawn ${drawnMs} ms after the click; 20 zoom steps in ${Date.now() - t2} ms`);
 });
 
 // The CLI's printed figures for one zoo model and recipe, run with the test's own commands (the
@@ -1141,6 +1159,14 @@ test("model zoo: five bundled models (a dense one among them) under four recipes
   await page.locator('[data-testid="busy"]').waitFor({ state: "detached", timeout: 60_000 });
   const seconds = (Date.now() - t0) / 1e3;
   await page.locator('section[aria-labelledby="zoo-h"]').screenshot({ path: path.join(root, "tests/output/zoo.png") });
+  // axe-core on the table, in both themes: nothing serious or critical.
+  await page.evaluate(fs.readFileSync(path.join(here, "node_modules/axe-core/axe.min.js"), "utf8"));
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const r = await page.evaluate(() => axe.run(document.querySelector('section[aria-labelledby="zoo-h"]'), { resultTypes: ["violations"] }));
+    assert.deepEqual(r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`), [], scheme);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
   const cells = await page.locator('[data-testid="zoo-figure"]').evaluateAll((els) => els.flatMap((e) => [[`${e.dataset.model}/${e.dataset.recipe}`, e.dataset.value], ...(e.dataset.iou ? [[`${e.dataset.model}/${e.dataset.recipe}/iou`, e.dataset.iou]] : [])]));
   const fp32 = await page.locator('[data-testid="zoo-fp32"]').evaluateAll((els) => els.map((e) => [`${e.dataset.model}/fp32`, e.textContent]));
   const page_ = Object.fromEntries([...fp32, ...cells]);

@@ -90,6 +90,7 @@ pub fn App() -> impl IntoView {
                 "Photos: scikit-image and scikit-learn sample images. china.jpg and flower.jpg: CC BY 2.0, "
                 "\"Some rights reserved by danielbuechele\" (flower.jpg linked to Flickr user vultilion). "
                 "EfficientNet-Lite0 weights: Apache-2.0 (converted from Google's TF checkpoints). "
+                "Text detector: PaddleOCR's PP-OCRv4 DBNet, Apache-2.0. "
                 <a href="assets/PROVENANCE.md">"Provenance and licences"</a>
             </p>
         </footer>
