@@ -186,13 +186,18 @@ pub fn next(state: AppState) {
     };
     state.start(format!("Model zoo: {} ({} of {})…", m.label(), i + 1, MODELS.len()));
     wasm_bindgen_futures::spawn_local(async move {
-        if let Err(e) = send_model(m).await {
+        if let Err(e) = send_model(state, m).await {
             state.fail(e);
         }
     });
 }
 
-async fn send_model(m: &ZooModel) -> Result<(), String> {
+/// True while the zoo is the running job (a Cancel during the downloads ends it).
+pub fn running(state: AppState) -> bool {
+    matches!(state.busy.get_untracked(), crate::state::Busy::Working(w) if w.starts_with("Model zoo"))
+}
+
+async fn send_model(state: AppState, m: &ZooModel) -> Result<(), String> {
     let bytes = Uint8Array::new(&fetch_body(&format!("{MODELS_DIR}/{}", m.file()), web_sys::Response::array_buffer).await?);
     let (calib_set, test_set) = (Array::new(), Array::new());
     let mut preprocess = None;
@@ -203,6 +208,9 @@ async fn send_model(m: &ZooModel) -> Result<(), String> {
             }
         }
         preprocess = Some(fetch_body(&format!("{MODELS_DIR}/{}", m.settings()), web_sys::Response::text).await?.as_string().unwrap_or_default());
+    }
+    if !running(state) {
+        return Ok(());
     }
     let recipes = RECIPES.iter().map(Recipe::config).collect();
     send(&Request::Zoo { job: next_job(), preprocess, recipes }, Array::of3(&bytes, &calib_set, &test_set).into())

@@ -1152,6 +1152,14 @@ test("model zoo: five bundled models (a dense one among them) under four recipes
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qplay-zoo-"));
   // The CLI runs beside the page (the page's worker takes one core).
   const cli = cliZoo(dir);
+  // Cancel while the first model's recipes run: the job ends and nothing more is sent.
+  await page.click('[data-testid="zoo-run"]');
+  await page.locator('[data-testid="zoo-progress"]').waitFor();
+  await page.click('[data-testid="busy-cancel"]');
+  await page.locator('[data-testid="notice"]:has-text("Cancelled")').waitFor();
+  await page.waitForTimeout(1500);
+  assert.equal(await page.locator('[data-testid="busy"]').count(), 0);
+  assert.equal(await page.locator('[data-testid="zoo-figure"]').count(), 0);
   const t0 = Date.now();
   await page.click('[data-testid="zoo-run"]');
   await page.locator('[data-testid="zoo-progress"]').waitFor();

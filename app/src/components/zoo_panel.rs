@@ -9,7 +9,10 @@ use leptos::prelude::*;
 pub fn ZooPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
     let busy = move || state.busy.get() != Busy::Idle;
-    let running = move || matches!(state.busy.get(), Busy::Working(w) if w.starts_with("Model zoo"));
+    let running = move || {
+        state.busy.track();
+        zoo::running(state)
+    };
     let rows = move || {
         state.zoo.get().into_iter().zip(MODELS).map(|(r, m)| {
             RECIPES.iter().zip(r.recipes).enumerate().map(|(i, (recipe, q))| {
@@ -57,7 +60,7 @@ pub fn ZooPanel() -> impl IntoView {
             <button class="primary" data-testid="zoo-run" disabled=busy on:click=move |_| zoo::run(state)>"Compute the zoo"</button>
             {move || running().then(|| view! { <JobProgress testid="zoo-progress" eta_testid="zoo-eta"/> })}
             {move || (!state.zoo.with(Vec::is_empty)).then(|| view! {
-                <div class="table-wrap">
+                <div class="table-wrap zoo-wrap">
                     <table class="zoo" data-testid="zoo-table">
                         <caption class="hint">{move || format!("{} of {} models computed", state.zoo.with(Vec::len), MODELS.len())}</caption>
                         <thead><tr><th scope="col">"Model"</th><th scope="col">"FP32"</th><th scope="col">"Recipe"</th><th scope="col">"Quantized"</th><th scope="col">"Change"</th><th scope="col">"Time here"</th><th scope="col">"Reproduce"</th></tr></thead>
