@@ -1,6 +1,7 @@
 //! Fast kernels against their naive references: proptest natively, and a seeded sweep that runs
 //! both natively and in wasm32 (where the SIMD128 micro-kernel is the one under test).
 
+use qplay_core::kernels::gemm::{gemm_add, gemm_nt};
 use qplay_core::kernels::{conv2d, conv2d_naive, gemm, gemm_naive, ConvGeom};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -26,6 +27,17 @@ fn check_gemm(m: usize, n: usize, k: usize, seed: u64) {
     gemm(m, n, k, &a, &b, &mut c1);
     gemm_naive(m, n, k, &a, &b, &mut c2);
     check_close(&format!("gemm {m}x{n}x{k}"), &c1, &c2, k);
+    // a * (b^T)^T with gemm_nt: b transposed to n x k first.
+    let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+    let mut c3 = vec![0.0; m * n];
+    gemm_nt(m, n, k, &a, &bt, &mut c3);
+    check_close(&format!("gemm_nt {m}x{n}x{k}"), &c3, &c2, k);
+    // Both accumulate: a second call doubles the product.
+    gemm_nt(m, n, k, &a, &bt, &mut c3);
+    gemm_add(m, n, k, &a, &b, &mut c1);
+    let twice: Vec<f32> = c2.iter().map(|v| 2.0 * v).collect();
+    check_close(&format!("gemm_nt twice {m}x{n}x{k}"), &c3, &twice, 2 * k);
+    check_close(&format!("gemm_add {m}x{n}x{k}"), &c1, &twice, 2 * k);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -151,9 +151,12 @@ impl Session {
 
 /// Times the passes the same way natively (bench/wasm/examples/passes.rs) and in wasm
 /// ([`passes`]): DFQ on `lite0` (BN fold + equalization, both modes; median of 5, the model
-/// already loaded) and AdaRound on `digits` (W4A8 per channel, `iterations` per layer, the first
-/// 256 digits in 8 batches of 32). `clock` returns milliseconds. Returns one JSON object.
-pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
+/// already loaded), AdaRound on `digits` (W4A8 per channel, `iterations` per layer, the first
+/// 256 digits in 8 batches of 32), and AdaRound on `lite0` (W4A8 per channel, BN folded,
+/// `iterations` per layer, `lite0_calib` stacked [N, 3, 224, 224], one sample per batch as the
+/// CLI batches a fixed-batch model) with its cost in FP32 Lite0 inferences timed in the same run
+/// (median of 10). `clock` returns milliseconds. Returns one JSON object.
+pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], lite0_calib: &[f32], iterations: usize, clock: &dyn Fn() -> f64) -> Result<String, String> {
     use qplay_core::passes::adaround::{adaround, AdaroundConfig};
     use qplay_core::passes::cle::{equalize_with, CleMode};
     let e = |e: qplay_core::Error| e.to_string();
@@ -185,7 +188,34 @@ pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usiz
     .map_err(e)?;
     let total = clock() - t0;
     let per_layer = total / report.layers.len().max(1) as f64;
+
+    let (g, _) = load_model(lite0, &Limits::default()).map_err(e)?;
+    let samples = lite0_samples(lite0_calib).map_err(e)?;
+    let first = samples.first().ok_or("no Lite0 calibration samples")?.clone();
+    let mut fp = Executor::new(g.clone(), Limits::default()).map_err(e)?;
+    let mut ms: Vec<f64> = (0..11)
+        .map(|_| {
+            let t0 = clock();
+            fp.run(vec![first.clone()]).map(|y| std::hint::black_box(y)).map_err(e)?;
+            Ok(clock() - t0)
+        })
+        .collect::<Result<_, String>>()?;
+    ms.remove(0);
+    ms.sort_by(f64::total_cmp);
+    let inference_ms = ms[ms.len() / 2];
+    let mut sim = QuantSim::new(fold_batch_norms(g).0, QuantSimConfig { weight_bits: 4, act_bits: 8, per_channel: true, ..Default::default() }).map_err(e)?;
+    let t0 = clock();
+    adaround(&mut sim, &samples, &AdaroundConfig { iterations, ..Default::default() }, &mut |_| true).map_err(e)?;
+    let lite0_ms = clock() - t0;
     Ok(serde_json::json!({
+        "adaround_lite0": {
+            "pass": "adaround_lite0_w4a8_pc",
+            "iterations": iterations,
+            "samples": samples.len(),
+            "seconds": lite0_ms / 1e3,
+            "fp32_inference_ms": inference_ms,
+            "cost_in_inferences": lite0_ms / inference_ms,
+        },
         "dfq_lite0_ms": dfq,
         "adaround_digits": {
             "iterations": iterations,
@@ -199,8 +229,8 @@ pub fn passes_bench(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usiz
 
 /// [`passes_bench`] in wasm, timed with `performance.now()`.
 #[wasm_bindgen]
-pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], iterations: usize) -> Result<String, JsError> {
-    passes_bench(lite0, digits, calib, iterations, &now).map_err(|e| JsError::new(&e))
+pub fn passes(lite0: &[u8], digits: &[u8], calib: &[f32], lite0_calib: &[f32], iterations: usize) -> Result<String, JsError> {
+    passes_bench(lite0, digits, calib, lite0_calib, iterations, &now).map_err(|e| JsError::new(&e))
 }
 
 /// Lite0 samples stacked as [N, 3, 224, 224], one tensor of batch 1 each.

@@ -45,8 +45,14 @@ pub fn gemm_naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f
 /// Each `KC x NC` block of `b` is first packed into `NR`-wide column panels stored k-major, so
 /// the micro-kernel streams `b` contiguously whatever `n` is; `a` is read in place.
 pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
+    assert!(c.len() >= m * n, "gemm: slice too short");
     c[..m * n].fill(0.0);
+    gemm_add(m, n, k, a, b, c);
+}
+
+/// `c += a * b`, as [`gemm`].
+pub fn gemm_add(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
     if k == 0 || m == 0 || n == 0 {
         return;
     }
@@ -81,6 +87,73 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
             j0 += nc;
         }
     });
+}
+
+/// `c += a * b^T` with `a` m x k and `b` n x k, both row-major: every element is a dot product of
+/// two contiguous rows, so neither operand is transposed or packed (weight gradients, where k is
+/// the long pixel axis, and matrix products by a weight stored [n, k]). 4 x 2 blocks of rows
+/// share their loads; the rest are single [`dot`]s.
+pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "gemm_nt: slice too short");
+    let row = |s: &[f32], r: usize| -> *const f32 { s[r * k..(r + 1) * k].as_ptr() };
+    let mut i = 0;
+    while i + 4 <= m {
+        let mut j = 0;
+        while j + 2 <= n {
+            // SAFETY: rows i..i+4 of a and j..j+2 of b hold k values each (length checks above).
+            let v = unsafe { dot_4x2(k, [row(a, i), row(a, i + 1), row(a, i + 2), row(a, i + 3)], [row(b, j), row(b, j + 1)]) };
+            for (r, pair) in v.iter().enumerate() {
+                c[(i + r) * n + j] += pair[0];
+                c[(i + r) * n + j + 1] += pair[1];
+            }
+            j += 2;
+        }
+        if j < n {
+            for r in i..i + 4 {
+                c[r * n + j] += dot(&a[r * k..(r + 1) * k], &b[j * k..(j + 1) * k]);
+            }
+        }
+        i += 4;
+    }
+    for r in i..m {
+        for j in 0..n {
+            c[r * n + j] += dot(&a[r * k..(r + 1) * k], &b[j * k..(j + 1) * k]);
+        }
+    }
+}
+
+/// The 8 dot products of 4 rows `a` with 2 rows `b`, `k` values each, in 4 lanes.
+///
+/// # Safety
+/// Every pointer must be valid for reading `k` floats.
+#[inline(always)]
+unsafe fn dot_4x2(k: usize, a: [*const f32; 4], b: [*const f32; 2]) -> [[f32; 2]; 4] {
+    let mut acc = [[[0.0f32; 4]; 2]; 4];
+    let full = k / 4 * 4;
+    let mut p = 0;
+    while p < full {
+        let bv: [[f32; 4]; 2] = unsafe { [*(b[0].add(p) as *const [f32; 4]), *(b[1].add(p) as *const [f32; 4])] };
+        for (r, ar) in a.iter().enumerate() {
+            let av = unsafe { *(ar.add(p) as *const [f32; 4]) };
+            for (jj, bj) in bv.iter().enumerate() {
+                for l in 0..4 {
+                    acc[r][jj][l] += av[l] * bj[l];
+                }
+            }
+        }
+        p += 4;
+    }
+    let mut out = [[0.0f32; 2]; 4];
+    for r in 0..4 {
+        for jj in 0..2 {
+            let mut s = (acc[r][jj][0] + acc[r][jj][2]) + (acc[r][jj][1] + acc[r][jj][3]);
+            for q in full..k {
+                s += unsafe { *a[r].add(q) * *b[jj].add(q) };
+            }
+            out[r][jj] = s;
+        }
+    }
+    out
 }
 
 thread_local! {

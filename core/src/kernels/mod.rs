@@ -7,6 +7,7 @@ pub mod int8;
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 pub mod lanes;
 pub mod pool;
+pub mod vmath;
 
 pub use conv::{conv2d, conv2d_naive, ConvGeom};
 pub use gemm::{dot, gemm, gemm_naive};

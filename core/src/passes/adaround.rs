@@ -34,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::exec::{activation_bounds, Executor, Run};
 use crate::graph::{Graph, Op, ValueId, Window};
 use crate::kernels::conv::{im2col, ConvGeom};
-use crate::kernels::{dot, gemm};
+use crate::kernels::gemm::{gemm_add, gemm_nt};
+use crate::kernels::{dot, gemm, vmath};
 use crate::quant::encoding::Encoding;
 use crate::quant::sim::QuantSim;
 use crate::rng::SplitMix;
@@ -281,7 +282,8 @@ struct Problem<'a> {
     cols: Vec<Option<Vec<f32>>>,
     m: usize,
     k: usize,
-    bias: Option<&'a [f32]>,
+    /// The layer's bias (zeros without one).
+    bias: Vec<f32>,
     lo: Vec<f32>,
     hi: Vec<f32>,
 }
@@ -299,7 +301,7 @@ impl<'a> Problem<'a> {
             cols: Vec::new(),
             m: l.m,
             k: l.k,
-            bias: l.bias.as_deref(),
+            bias: l.bias.clone().unwrap_or_else(|| vec![0.0; l.m]),
             lo: vec![f32::NEG_INFINITY; l.m],
             hi: vec![f32::INFINITY; l.m],
         };
@@ -355,7 +357,7 @@ impl<'a> Problem<'a> {
         }
         // Convolutions other than 1x1 rebuild the same column matrices at every iteration:
         // build them once when they fit.
-        let size = |r: usize| p.geoms[r].filter(|g| !pointwise(g)).map_or(0, |g| p.items[r] * g.c_in * g.kh * g.kw * p.per_item[r]);
+        let size = |r: usize| p.geoms[r].filter(|g| !pointwise(g) && !is_depthwise(g)).map_or(0, |g| p.items[r] * g.c_in * g.kh * g.kw * p.per_item[r]);
         let total: usize = (0..p.xs.len()).map(size).sum();
         for r in 0..p.xs.len() {
             let cache = match p.geoms[r] {
@@ -382,13 +384,27 @@ impl<'a> Problem<'a> {
         let mut total = 0.0f64;
         match self.geoms[r] {
             Some(g) => {
-                let depthwise = g.group == g.c_in && g.group == g.c_out && g.group > 1;
+                let depthwise = is_depthwise(&g);
                 let (cg, mg) = (g.c_in / g.group, m / g.group);
                 let kk = cg * g.kh * g.kw;
                 let ipi = self.in_per_item[r];
                 for &j in items {
                     let x = &self.xs[r][j * ipi..][..ipi];
                     let t = &self.ts[r][j * m * per..][..m * per];
+                    ws.y.resize(m * per, 0.0);
+                    if depthwise {
+                        let hw = g.h * g.w;
+                        for c in 0..m {
+                            depthwise_forward(&g, &x[c * hw..(c + 1) * hw], &wq[c * kk..(c + 1) * kk], &mut ws.y[c * per..(c + 1) * per]);
+                        }
+                        total += self.finish(&mut ws.y, t, per, true, scale);
+                        if let Some(gr) = grad.as_deref_mut() {
+                            for c in 0..m {
+                                depthwise_weight_grad(&g, &x[c * hw..(c + 1) * hw], &ws.y[c * per..(c + 1) * per], &mut gr[c * kk..(c + 1) * kk]);
+                            }
+                        }
+                        continue;
+                    }
                     // Column matrices [group][kk][per] of this sample: cached, the input itself
                     // (1x1 kernels), or built now.
                     let cols: &[f32] = match (&self.cols[r], pointwise(&g)) {
@@ -400,40 +416,16 @@ impl<'a> Problem<'a> {
                             &ws.cols
                         }
                     };
-                    ws.y.resize(m * per, 0.0);
                     for grp in 0..g.group {
                         let cg_cols = &cols[grp * kk * per..(grp + 1) * kk * per];
                         let y = &mut ws.y[grp * mg * per..(grp + 1) * mg * per];
-                        if depthwise {
-                            y.fill(0.0);
-                            for (tap, &wv) in wq[grp * kk..(grp + 1) * kk].iter().enumerate() {
-                                for (yv, &xv) in y.iter_mut().zip(&cg_cols[tap * per..(tap + 1) * per]) {
-                                    *yv += wv * xv;
-                                }
-                            }
-                        } else {
-                            gemm(mg, per, kk, &wq[grp * mg * kk..(grp + 1) * mg * kk], cg_cols, y);
-                        }
+                        gemm(mg, per, kk, &wq[grp * mg * kk..(grp + 1) * mg * kk], cg_cols, y);
                     }
                     total += self.finish(&mut ws.y, t, per, true, scale);
                     let Some(gr) = grad.as_deref_mut() else { continue };
                     for grp in 0..g.group {
                         let cg_cols = &cols[grp * kk * per..(grp + 1) * kk * per];
-                        if depthwise {
-                            let dy = &ws.y[grp * per..(grp + 1) * per];
-                            for tap in 0..kk {
-                                gr[grp * kk + tap] += dot(dy, &cg_cols[tap * per..(tap + 1) * per]);
-                            }
-                            continue;
-                        }
-                        transpose(&ws.y[grp * mg * per..(grp + 1) * mg * per], mg, per, &mut ws.t);
-                        ws.g.resize(kk * mg, 0.0);
-                        gemm(kk, mg, per, cg_cols, &ws.t, &mut ws.g);
-                        for o in 0..mg {
-                            for (c, gv) in gr[(grp * mg + o) * kk..(grp * mg + o + 1) * kk].iter_mut().enumerate() {
-                                *gv += ws.g[c * mg + o];
-                            }
-                        }
+                        gemm_nt(mg, kk, per, &ws.y[grp * mg * per..(grp + 1) * mg * per], cg_cols, &mut gr[grp * mg * kk..(grp + 1) * mg * kk]);
                     }
                 }
             }
@@ -448,19 +440,15 @@ impl<'a> Problem<'a> {
                 for &j in items {
                     ws.tgt.extend_from_slice(&self.ts[r][j * per * m..(j + 1) * per * m]);
                 }
-                transpose(wq, m, k, &mut ws.t);
+                ws.y.clear();
                 ws.y.resize(rows * m, 0.0);
-                gemm(rows, m, k, &ws.rows, &ws.t, &mut ws.y);
+                gemm_nt(rows, m, k, &ws.rows, wq, &mut ws.y);
                 let tgt = std::mem::take(&mut ws.tgt);
                 total += self.finish(&mut ws.y, &tgt, m, false, scale);
                 ws.tgt = tgt;
                 if let Some(gr) = grad {
                     transpose(&ws.y, rows, m, &mut ws.t);
-                    ws.g.resize(m * k, 0.0);
-                    gemm(m, k, rows, &ws.t, &ws.rows, &mut ws.g);
-                    for (a, b) in gr.iter_mut().zip(&ws.g) {
-                        *a += b;
-                    }
+                    gemm_add(m, k, rows, &ws.t, &ws.rows, gr);
                 }
             }
         }
@@ -472,21 +460,45 @@ impl<'a> Problem<'a> {
     /// `y` is [channel][run] (`channel_major`, convolutions) or [run][channel] (matrix products)
     /// with runs of `run` elements. Returns the loss `Σ (act(y) - act(t))^2 scale`.
     fn finish(&self, y: &mut [f32], t: &[f32], run: usize, channel_major: bool, scale: f32) -> f64 {
-        let mut loss = 0.0f64;
-        for (blk, (ys, ts)) in y.chunks_mut(run).zip(t.chunks(run)).enumerate() {
-            let mut part = 0.0f32;
-            for (i, (yv, &tv)) in ys.iter_mut().zip(ts).enumerate() {
-                let c = if channel_major { blk } else { i };
-                let v = *yv + self.bias.map_or(0.0, |b| b[c]);
-                let (lo, hi) = (self.lo[c], self.hi[c]);
-                let d = v.clamp(lo, hi) - tv.clamp(lo, hi);
-                part += d * d;
-                *yv = if v > lo && v < hi { 2.0 * d * scale } else { 0.0 };
-            }
-            loss += part as f64;
-        }
+        let two = 2.0 * scale;
+        let loss: f64 = if channel_major {
+            y.chunks_mut(run).zip(t.chunks(run)).enumerate().map(|(c, (ys, ts))| finish_run(ys, ts, (self.bias[c], self.lo[c], self.hi[c]), two) as f64).sum()
+        } else {
+            y.chunks_mut(run).zip(t.chunks(run)).map(|(ys, ts)| finish_row(ys, ts, (&self.bias, &self.lo, &self.hi), two) as f64).sum()
+        };
         loss * scale as f64
     }
+}
+
+/// One output element of [`Problem::finish`]: `(act(y + b) - act(t))^2` and the gradient that
+/// replaces `y` (`two` = 2 scale).
+#[inline(always)]
+fn finish_one(y: &mut f32, t: f32, (b, lo, hi): (f32, f32, f32), two: f32) -> f32 {
+    let v = *y + b;
+    let d = v.clamp(lo, hi) - t.clamp(lo, hi);
+    *y = if v > lo && v < hi { two * d } else { 0.0 };
+    d * d
+}
+
+/// [`finish_one`] over a run of one channel, summed in 8 lanes so that it vectorises.
+#[inline(never)]
+fn finish_run(y: &mut [f32], t: &[f32], c: (f32, f32, f32), two: f32) -> f32 {
+    let split = y.len().min(t.len()) / 8 * 8;
+    let ((yh, yt), (th, tt)) = (y.split_at_mut(split), t.split_at(split));
+    let rest: f32 = yt.iter_mut().zip(tt).map(|(yv, &tv)| finish_one(yv, tv, c, two)).sum();
+    let mut acc = [0.0f32; 8];
+    for (yb, tb) in yh.chunks_exact_mut(8).zip(th.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += finish_one(&mut yb[l], tb[l], c, two);
+        }
+    }
+    vmath::sum(&acc) + rest
+}
+
+/// [`finish_one`] over a row holding every channel once.
+#[inline(never)]
+fn finish_row(y: &mut [f32], t: &[f32], (b, lo, hi): (&[f32], &[f32], &[f32]), two: f32) -> f32 {
+    y.iter_mut().zip(t).zip(b.iter().zip(lo).zip(hi)).map(|((yv, &tv), ((&bv, &l), &h))| finish_one(yv, tv, (bv, l, h), two)).sum()
 }
 
 /// Scratch buffers reused across iterations.
@@ -496,12 +508,77 @@ struct Work {
     cols: Vec<f32>,
     rows: Vec<f32>,
     t: Vec<f32>,
-    g: Vec<f32>,
     tgt: Vec<f32>,
 }
 
 fn pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pads == [0; 4]
+}
+
+/// One input channel per group and one output channel per group: computed directly, tap by tap,
+/// without column matrices.
+fn is_depthwise(g: &ConvGeom) -> bool {
+    g.group == g.c_in && g.group == g.c_out && g.group > 1
+}
+
+/// For kernel tap (`ky`, `kx`), calls `f(y_start, x_start, len)` once per output row with the
+/// run of `len` output positions whose input pixel lies inside the image: output `y_start + i`
+/// reads input `x_start + i * stride` (one channel, row-major).
+fn tap_runs(g: &ConvGeom, ky: usize, kx: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let sx = g.stride[1];
+    let offx = (kx * g.dilation[1]) as isize - g.pads[1] as isize;
+    let ox0 = if offx < 0 { offx.unsigned_abs().div_ceil(sx) } else { 0 };
+    let last = g.w as isize - 1 - offx;
+    if last < 0 {
+        return;
+    }
+    let ox1 = (last as usize / sx + 1).min(ow);
+    if ox0 >= ox1 {
+        return;
+    }
+    for oy in 0..oh {
+        let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
+        if (0..g.h as isize).contains(&iy) {
+            f(oy * ow + ox0, (iy as usize * g.w) + (ox0 * sx).wrapping_add_signed(offx), ox1 - ox0);
+        }
+    }
+}
+
+/// One channel of a depthwise convolution: `y = x * w` (no bias), `w` the kh x kw taps.
+fn depthwise_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    y.fill(0.0);
+    let sx = g.stride[1];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let wv = w[ky * g.kw + kx];
+            tap_runs(g, ky, kx, |ys, xs, len| {
+                if sx == 1 {
+                    for (yv, &xv) in y[ys..ys + len].iter_mut().zip(&x[xs..xs + len]) {
+                        *yv += wv * xv;
+                    }
+                } else {
+                    for (i, yv) in y[ys..ys + len].iter_mut().enumerate() {
+                        *yv += wv * x[xs + i * sx];
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Adds `∂loss/∂w` of one depthwise channel to `gw` from the output gradient `dy`.
+fn depthwise_weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], gw: &mut [f32]) {
+    let sx = g.stride[1];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let mut s = 0.0f32;
+            tap_runs(g, ky, kx, |ys, xs, len| {
+                s += if sx == 1 { dot(&dy[ys..ys + len], &x[xs..xs + len]) } else { dy[ys..ys + len].iter().enumerate().map(|(i, &d)| d * x[xs + i * sx]).sum() };
+            });
+            gw[ky * g.kw + kx] += s;
+        }
+    }
 }
 
 /// Column matrices [group][cg*kh*kw][out pixels] of one sample (`cols` sized by the caller).
@@ -587,8 +664,14 @@ fn optimize(
 
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let (mut m1, mut m2) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let (mut wq, mut dmask, mut grad) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    let (mut hs, mut hmask) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut wq, mut grad, mut terms) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    // Row by row, so that the per-channel encoding is a scalar.
+    for r in 0..m {
+        let (row, e) = (r * k..(r + 1) * k, (delta[r], off[r], qmax[r]));
+        for ((wqi, &vi), &fl) in wq[row.clone()].iter_mut().zip(&v[row.clone()]).zip(&floor[row]) {
+            *wqi = soft(vi, fl, e).0;
+        }
+    }
     let t_total = cfg.iterations;
     let warm = (cfg.warm_start * t_total as f32) as usize;
     let every = (t_total / 100).max(1);
@@ -596,22 +679,10 @@ fn optimize(
     let (mut acc_rec, mut acc_round, mut acc_n) = (0.0f64, 0.0f64, 0usize);
     let (mut b1t, mut b2t) = (1.0f32, 1.0f32);
     for t in 0..t_total {
-        for i in 0..n {
-            let s = 1.0 / (1.0 + (-v[i]).exp());
-            let hr = s * (ZETA - GAMMA) + GAMMA;
-            let h = hr.clamp(0.0, 1.0);
-            let r = i / k;
-            let q = floor[i] + h - off[r];
-            wq[i] = (q.clamp(0.0, qmax[r]) + off[r]) * delta[r];
-            hmask[i] = if (0.0..=1.0).contains(&hr) { (ZETA - GAMMA) * s * (1.0 - s) } else { 0.0 };
-            dmask[i] = if (0.0..=qmax[r]).contains(&q) { delta[r] * hmask[i] } else { 0.0 };
-            hs[i] = h;
-        }
         let r = t % p.xs.len();
         let items = pick(p.items[r], cfg.batch, rng);
         grad.fill(0.0);
         let recon = p.loss(r, &items, &wq, Some(&mut grad), &mut ws);
-        let mut round = 0.0f64;
         let reg = t >= warm;
         let beta = if reg {
             let (bs, be) = cfg.beta;
@@ -622,22 +693,15 @@ fn optimize(
         };
         b1t *= b1;
         b2t *= b2;
-        let lr = cfg.learning_rate;
-        for i in 0..n {
-            let mut g = grad[i] * dmask[i];
-            if reg {
-                let u = 2.0 * hs[i] - 1.0;
-                let a = u.abs();
-                round += (1.0 - a.powf(beta)) as f64;
-                g += -cfg.reg_weight * beta * a.powf(beta - 1.0) * u.signum() * 2.0 * hmask[i];
-            }
-            m1[i] = b1 * m1[i] + (1.0 - b1) * g;
-            m2[i] = b2 * m2[i] + (1.0 - b2) * g * g;
-            let mh = m1[i] / (1.0 - b1t);
-            let vh = m2[i] / (1.0 - b2t);
-            v[i] -= lr * mh / (vh.sqrt() + eps);
+        // Adam with its bias corrections folded into two factors.
+        let adam = Adam { b1, b2, eps, step: cfg.learning_rate / (1.0 - b1t), c2: 1.0 / (1.0 - b2t) };
+        let reg = reg.then_some((cfg.reg_weight, beta));
+        for r in 0..m {
+            let row = r * k..(r + 1) * k;
+            let e = (delta[r], off[r], qmax[r]);
+            step_row(&mut v[row.clone()], &floor[row.clone()], &mut m1[row.clone()], &mut m2[row.clone()], &grad[row.clone()], &mut wq[row.clone()], &mut terms[row], e, reg, &adam);
         }
-        let round = (round * cfg.reg_weight as f64) as f32;
+        let round = if reg.is_some() { vmath::sum(&terms) * cfg.reg_weight } else { 0.0 };
         acc_rec += recon;
         acc_round += round as f64;
         acc_n += 1;
@@ -655,6 +719,68 @@ fn optimize(
     let changed = hard.iter().zip(&nearest).filter(|(a, b)| a != b).count();
     let t = Tensor::from_parts_f32(w.shape().to_vec(), rows_layout(l, &hard, false));
     Ok((t, LayerReport { node: l.name.clone(), weight: String::new(), weights: n, changed, recon_nearest, recon_adaround, curve }))
+}
+
+/// The soft-rounded weight `W̃` of a rounding variable `v` over `floor = ⌊W/Δ⌋` with encoding
+/// `(Δ, offset, steps)`, and its derivatives: `∂W̃/∂v`, `∂h/∂v`, and `h`.
+#[inline(always)]
+fn soft(v: f32, floor: f32, (d, o, qm): (f32, f32, f32)) -> (f32, f32, f32, f32) {
+    let s = 1.0 / (1.0 + vmath::exp(-v));
+    let hr = s * (ZETA - GAMMA) + GAMMA;
+    let h = hr.clamp(0.0, 1.0);
+    let q = floor + h - o;
+    let wq = (q.max(0.0).min(qm) + o) * d;
+    let hm = if (0.0..=1.0).contains(&hr) { (ZETA - GAMMA) * s * (1.0 - s) } else { 0.0 };
+    let dm = if (0.0..=qm).contains(&q) { d * hm } else { 0.0 };
+    (wq, dm, hm, h)
+}
+
+/// Adam's constants for one step, its bias corrections folded into `step` (lr / (1 - β1^t))
+/// and `c2` (1 / (1 - β2^t)).
+struct Adam {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step: f32,
+    c2: f32,
+}
+
+/// One Adam step on a rounding variable from the reconstruction gradient `grad` (with respect to
+/// its weight) and, with `reg = Some((λ, β))`, the regulariser's; then the weight at the new
+/// value. Returns the regulariser's term `1 - |2h - 1|^β` before the step (0 without it).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_one(v: &mut f32, floor: f32, m1: &mut f32, m2: &mut f32, grad: f32, wq: &mut f32, e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    let (_, dm, hm, h) = soft(*v, floor, e);
+    let mut g = grad * dm;
+    let mut term = 0.0;
+    let (on, (lam, beta)) = (reg.is_some(), reg.unwrap_or((0.0, 0.0)));
+    if on {
+        // d/dh of λ (1 - |2h - 1|^β), with |u|^(β-1) as exp((β-1) ln|u|).
+        let u = 2.0 * h - 1.0;
+        let au = u.abs();
+        let pw = if au > 0.0 { vmath::exp((beta - 1.0) * vmath::ln(au)) } else { 0.0 };
+        term = 1.0 - pw * au;
+        g -= lam * beta * pw * 2.0 * hm * if u < 0.0 { -1.0 } else { 1.0 };
+    }
+    *m1 = a.b1 * *m1 + (1.0 - a.b1) * g;
+    *m2 = a.b2 * *m2 + (1.0 - a.b2) * g * g;
+    *v -= a.step * *m1 / ((*m2 * a.c2).sqrt() + a.eps);
+    *wq = soft(*v, floor, e).0;
+    term
+}
+
+/// [`step_one`] over a row of weights sharing encoding `e`, in one pass over memory (the masks
+/// are recomputed rather than stored); each weight's regulariser term goes to `terms`. Out of
+/// line, so that the slices are known not to overlap and the loop vectorises.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn step_row(v: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], terms: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) {
+    let n = v.len();
+    let (floor, m1, m2, grad, wq, terms) = (&floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n], &mut terms[..n]);
+    for i in 0..n {
+        terms[i] = step_one(&mut v[i], floor[i], &mut m1[i], &mut m2[i], grad[i], &mut wq[i], e, reg, a);
+    }
 }
 
 /// All of `0..len` when it holds at most `batch` samples, else `batch` of them drawn at random.
@@ -721,6 +847,8 @@ mod tests {
             (layer(Kind::Conv { window: window(1, 0), group: 1, kernel: [1, 1] }, 5, 3, vec![0.0; 5], Some((vec![0.0], vec![f32::INFINITY]))), vec![2, 3, 4, 4]),
             (layer(Kind::Conv { window: window(1, 1), group: 2, kernel: [3, 3] }, 4, 2 * 9, vec![0.05; 4], None), vec![2, 4, 5, 5]),
             (layer(Kind::Conv { window: window(2, 1), group: 6, kernel: [3, 3] }, 6, 9, vec![0.2; 6], relu6(6)), vec![3, 6, 6, 6]),
+            (layer(Kind::Conv { window: window(1, 2), group: 4, kernel: [5, 5] }, 4, 25, vec![-0.1; 4], relu6(4)), vec![2, 4, 7, 9]),
+            (layer(Kind::Conv { window: window(2, 2), group: 3, kernel: [5, 5] }, 3, 25, vec![0.0; 3], None), vec![2, 3, 9, 8]),
             (layer(Kind::Dense { transposed: false }, 7, 5, vec![0.1; 7], Some((vec![0.0], vec![f32::INFINITY]))), vec![6, 5]),
         ]
     }
