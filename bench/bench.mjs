@@ -19,16 +19,22 @@ const json = args.includes("--json");
 const runs = Number(opt("--runs", 20));
 const only = opt("--model", null);
 
-// --passes: DFQ on EfficientNet-Lite0 and AdaRound on digits_mobilenet, timed by the same Rust
+// --passes: DFQ on EfficientNet-Lite0, AdaRound on digits_mobilenet and on EfficientNet-Lite0 (W4A8
+// per channel, with its cost in FP32 Lite0 inferences timed in the same process), by the same Rust
 // function natively and in wasm, with the ratio.
 if (args.includes("--passes")) {
   const iters = opt("--iterations", "1000");
   const files = ["assets/models/efficientnet_lite0.onnx", "assets/models/digits_mobilenet.onnx"];
-  const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/passes"), [...files, "assets/data/digits_train_x.npy", iters], { cwd: root }).toString());
+  const lite0Calib = "tests/aimet/efficientnet_lite0/calib40.npy";
+  const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/passes"), [...files, "assets/data/digits_train_x.npy", lite0Calib, iters], { cwd: root }).toString());
   const calib = readNpy("assets/data/digits_train_x.npy").data.slice(0, 256 * 64);
-  const wasm = JSON.parse(passes(fs.readFileSync(path.join(root, files[0])), fs.readFileSync(path.join(root, files[1])), calib, Number(iters)));
+  const wasm = JSON.parse(passes(fs.readFileSync(path.join(root, files[0])), fs.readFileSync(path.join(root, files[1])), calib, readNpy(lite0Calib).data, Number(iters)));
   if (json) {
     console.log(JSON.stringify({ bench: "passes", native, wasm }));
+    for (const [side, r] of [["native", native], ["wasm", wasm]]) {
+      const a = r.adaround_lite0;
+      console.log(JSON.stringify({ pass: a.pass, side, iterations: a.iterations, seconds: a.seconds, fp32_inference_ms: a.fp32_inference_ms, cost_in_inferences: a.cost_in_inferences }));
+    }
   } else {
     console.log("pass                                          native        wasm   wasm/native");
     for (const mode of ["qplay", "aimet"]) {
@@ -37,7 +43,11 @@ if (args.includes("--passes")) {
     }
     const [n, w] = [native.adaround_digits, wasm.adaround_digits];
     console.log(`AdaRound digits W4A8, s per 1000 it per layer`.padEnd(40) + `${n.s_per_1000_iterations_per_layer.toFixed(3).padStart(9)} s  ${w.s_per_1000_iterations_per_layer.toFixed(3).padStart(8)} s  ${(w.total_s / n.total_s).toFixed(2).padStart(8)}x`);
-    console.log(`(AdaRound: ${n.layers} layers x ${iters} iterations, batches of 32 digits; DFQ: median of 5, model already loaded)`);
+    const [a, b] = [native.adaround_lite0, wasm.adaround_lite0];
+    console.log(`AdaRound Lite0 W4A8 pc, s in all`.padEnd(40) + `${a.seconds.toFixed(1).padStart(9)} s  ${b.seconds.toFixed(1).padStart(8)} s  ${(b.seconds / a.seconds).toFixed(2).padStart(8)}x`);
+    console.log(`  one FP32 Lite0 inference`.padEnd(40) + `${a.fp32_inference_ms.toFixed(1).padStart(9)} ms ${b.fp32_inference_ms.toFixed(1).padStart(8)} ms`);
+    console.log(`  cost in FP32 inferences (bar: 3,000)`.padEnd(40) + `${a.cost_in_inferences.toFixed(0).padStart(9)}    ${b.cost_in_inferences.toFixed(0).padStart(8)}`);
+    console.log(`(AdaRound: digits ${n.layers} layers x ${iters} iterations, batches of 32 digits; Lite0 ${a.samples} samples, one per iteration; DFQ: median of 5, model already loaded)`);
   }
   process.exit(0);
 }

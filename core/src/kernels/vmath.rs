@@ -7,10 +7,23 @@
 /// low mantissa bits.
 const ROUNDER: f32 = 12_582_912.0;
 
+/// `x` limited to `[lo, hi]` by two selects. Unlike `f32::clamp` it has no check that `lo <= hi`
+/// (an early exit that stops vectorisation) and it maps to `f32x4.pmin/pmax` in wasm, where
+/// `f32::min/max` have no single-instruction form.
+#[inline(always)]
+pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x < lo { lo } else { x };
+    if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
 /// `e^x`, for any finite `x` (clamped to [-87, 88]: results stay finite and normal).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    let x = clamp(x, -87.0, 88.0);
     // x = n ln2 + r, |r| <= ln2 / 2, with ln2 split in two for an exact n ln2.
     let t = x * std::f32::consts::LOG2_E + ROUNDER;
     let n = t - ROUNDER;
@@ -30,7 +43,7 @@ pub fn exp(x: f32) -> f32 {
 /// Natural logarithm of a positive normal `x` (0 and subnormals give about -88, never NaN).
 #[inline(always)]
 pub fn ln(x: f32) -> f32 {
-    let bits = x.max(f32::MIN_POSITIVE).to_bits() as i32;
+    let bits = clamp(x, f32::MIN_POSITIVE, f32::MAX).to_bits() as i32;
     // x = m 2^e with m in [sqrt(1/2), sqrt(2)).
     let e0 = (bits >> 23) - 126;
     let m0 = f32::from_bits(((bits & 0x007f_ffff) | 0x3f00_0000) as u32); // in [0.5, 1)

@@ -475,7 +475,7 @@ impl<'a> Problem<'a> {
 #[inline(always)]
 fn finish_one(y: &mut f32, t: f32, (b, lo, hi): (f32, f32, f32), two: f32) -> f32 {
     let v = *y + b;
-    let d = v.clamp(lo, hi) - t.clamp(lo, hi);
+    let d = vmath::clamp(v, lo, hi) - vmath::clamp(t, lo, hi);
     *y = if v > lo && v < hi { two * d } else { 0.0 };
     d * d
 }
@@ -664,12 +664,14 @@ fn optimize(
 
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let (mut m1, mut m2) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let (mut wq, mut grad, mut terms) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut wq, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
+    // σ(v), kept from one step to the next.
+    let mut sg: Vec<f32> = v.iter().map(|&vi| sigmoid(vi)).collect();
     // Row by row, so that the per-channel encoding is a scalar.
     for r in 0..m {
         let (row, e) = (r * k..(r + 1) * k, (delta[r], off[r], qmax[r]));
-        for ((wqi, &vi), &fl) in wq[row.clone()].iter_mut().zip(&v[row.clone()]).zip(&floor[row]) {
-            *wqi = soft(vi, fl, e).0;
+        for ((wqi, &s), &fl) in wq[row.clone()].iter_mut().zip(&sg[row.clone()]).zip(&floor[row]) {
+            *wqi = soft(s, fl, e).0;
         }
     }
     let t_total = cfg.iterations;
@@ -696,12 +698,13 @@ fn optimize(
         // Adam with its bias corrections folded into two factors.
         let adam = Adam { b1, b2, eps, step: cfg.learning_rate / (1.0 - b1t), c2: 1.0 / (1.0 - b2t) };
         let reg = reg.then_some((cfg.reg_weight, beta));
+        let mut round = 0.0f64;
         for r in 0..m {
             let row = r * k..(r + 1) * k;
             let e = (delta[r], off[r], qmax[r]);
-            step_row(&mut v[row.clone()], &floor[row.clone()], &mut m1[row.clone()], &mut m2[row.clone()], &grad[row.clone()], &mut wq[row.clone()], &mut terms[row], e, reg, &adam);
+            round += step_row(&mut v[row.clone()], &mut sg[row.clone()], &floor[row.clone()], &mut m1[row.clone()], &mut m2[row.clone()], &grad[row.clone()], &mut wq[row], e, reg, &adam) as f64;
         }
-        let round = if reg.is_some() { vmath::sum(&terms) * cfg.reg_weight } else { 0.0 };
+        let round = if reg.is_some() { (round * cfg.reg_weight as f64) as f32 } else { 0.0 };
         acc_rec += recon;
         acc_round += round as f64;
         acc_n += 1;
@@ -721,15 +724,21 @@ fn optimize(
     Ok((t, LayerReport { node: l.name.clone(), weight: String::new(), weights: n, changed, recon_nearest, recon_adaround, curve }))
 }
 
-/// The soft-rounded weight `W̃` of a rounding variable `v` over `floor = ⌊W/Δ⌋` with encoding
-/// `(Δ, offset, steps)`, and its derivatives: `∂W̃/∂v`, `∂h/∂v`, and `h`.
+/// `σ(v)`.
 #[inline(always)]
-fn soft(v: f32, floor: f32, (d, o, qm): (f32, f32, f32)) -> (f32, f32, f32, f32) {
-    let s = 1.0 / (1.0 + vmath::exp(-v));
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + vmath::exp(-v))
+}
+
+/// The soft-rounded weight `W̃` of a rounding variable `v` with `s = σ(v)` over
+/// `floor = ⌊W/Δ⌋` with encoding `(Δ, offset, steps)`, and its derivatives: `∂W̃/∂v`, `∂h/∂v`,
+/// and `h`.
+#[inline(always)]
+fn soft(s: f32, floor: f32, (d, o, qm): (f32, f32, f32)) -> (f32, f32, f32, f32) {
     let hr = s * (ZETA - GAMMA) + GAMMA;
-    let h = hr.clamp(0.0, 1.0);
+    let h = vmath::clamp(hr, 0.0, 1.0);
     let q = floor + h - o;
-    let wq = (q.max(0.0).min(qm) + o) * d;
+    let wq = (vmath::clamp(q, 0.0, qm) + o) * d;
     let hm = if (0.0..=1.0).contains(&hr) { (ZETA - GAMMA) * s * (1.0 - s) } else { 0.0 };
     let dm = if (0.0..=qm).contains(&q) { d * hm } else { 0.0 };
     (wq, dm, hm, h)
@@ -750,8 +759,8 @@ struct Adam {
 /// value. Returns the regulariser's term `1 - |2h - 1|^β` before the step (0 without it).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn step_one(v: &mut f32, floor: f32, m1: &mut f32, m2: &mut f32, grad: f32, wq: &mut f32, e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
-    let (_, dm, hm, h) = soft(*v, floor, e);
+fn step_one(v: &mut f32, sg: &mut f32, floor: f32, m1: &mut f32, m2: &mut f32, grad: f32, wq: &mut f32, e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    let (_, dm, hm, h) = soft(*sg, floor, e);
     let mut g = grad * dm;
     let mut term = 0.0;
     let (on, (lam, beta)) = (reg.is_some(), reg.unwrap_or((0.0, 0.0)));
@@ -766,22 +775,34 @@ fn step_one(v: &mut f32, floor: f32, m1: &mut f32, m2: &mut f32, grad: f32, wq: 
     *m1 = a.b1 * *m1 + (1.0 - a.b1) * g;
     *m2 = a.b2 * *m2 + (1.0 - a.b2) * g * g;
     *v -= a.step * *m1 / ((*m2 * a.c2).sqrt() + a.eps);
-    *wq = soft(*v, floor, e).0;
+    *sg = sigmoid(*v);
+    *wq = soft(*sg, floor, e).0;
     term
 }
 
 /// [`step_one`] over a row of weights sharing encoding `e`, in one pass over memory (the masks
-/// are recomputed rather than stored); each weight's regulariser term goes to `terms`. Out of
-/// line, so that the slices are known not to overlap and the loop vectorises.
+/// are recomputed rather than stored). Returns the sum of the regulariser's terms, gathered per
+/// block of [`BLOCK`] weights on the stack. Out of line, so that the slices are known not to
+/// overlap and the loop vectorises.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn step_row(v: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], terms: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) {
-    let n = v.len();
-    let (floor, m1, m2, grad, wq, terms) = (&floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n], &mut terms[..n]);
-    for i in 0..n {
-        terms[i] = step_one(&mut v[i], floor[i], &mut m1[i], &mut m2[i], grad[i], &mut wq[i], e, reg, a);
+fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    let mut terms = [0.0f32; BLOCK];
+    let mut total = 0.0;
+    let blocks = v.chunks_mut(BLOCK).zip(sg.chunks_mut(BLOCK)).zip(floor.chunks(BLOCK)).zip(m1.chunks_mut(BLOCK)).zip(m2.chunks_mut(BLOCK)).zip(grad.chunks(BLOCK)).zip(wq.chunks_mut(BLOCK));
+    for ((((((v, sg), floor), m1), m2), grad), wq) in blocks {
+        let n = v.len();
+        let (sg, floor, m1, m2, grad, wq, terms) = (&mut sg[..n], &floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n], &mut terms[..n]);
+        for i in 0..n {
+            terms[i] = step_one(&mut v[i], &mut sg[i], floor[i], &mut m1[i], &mut m2[i], grad[i], &mut wq[i], e, reg, a);
+        }
+        total += vmath::sum(terms);
     }
+    total
 }
+
+/// Weights per block of [`step_row`].
+const BLOCK: usize = 256;
 
 /// All of `0..len` when it holds at most `batch` samples, else `batch` of them drawn at random.
 fn pick(len: usize, batch: usize, rng: &mut SplitMix) -> Vec<usize> {
