@@ -754,49 +754,51 @@ struct Adam {
     c2: f32,
 }
 
-/// One Adam step on a rounding variable from the reconstruction gradient `grad` (with respect to
-/// its weight) and, with `reg = Some((λ, β))`, the regulariser's; then the weight at the new
-/// value. Returns the regulariser's term `1 - |2h - 1|^β` before the step (0 without it).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn step_one(v: &mut f32, sg: &mut f32, floor: f32, m1: &mut f32, m2: &mut f32, grad: f32, wq: &mut f32, e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
-    let (_, dm, hm, h) = soft(*sg, floor, e);
-    let mut g = grad * dm;
-    let mut term = 0.0;
-    let (on, (lam, beta)) = (reg.is_some(), reg.unwrap_or((0.0, 0.0)));
-    if on {
-        // d/dh of λ (1 - |2h - 1|^β), with |u|^(β-1) as exp((β-1) ln|u|).
-        let u = 2.0 * h - 1.0;
-        let au = u.abs();
-        let pw = if au > 0.0 { vmath::exp((beta - 1.0) * vmath::ln(au)) } else { 0.0 };
-        term = 1.0 - pw * au;
-        g -= lam * beta * pw * 2.0 * hm * if u < 0.0 { -1.0 } else { 1.0 };
-    }
-    *m1 = a.b1 * *m1 + (1.0 - a.b1) * g;
-    *m2 = a.b2 * *m2 + (1.0 - a.b2) * g * g;
-    *v -= a.step * *m1 / ((*m2 * a.c2).sqrt() + a.eps);
-    *sg = sigmoid(*v);
-    *wq = soft(*sg, floor, e).0;
-    term
-}
-
-/// [`step_one`] over a row of weights sharing encoding `e`, in one pass over memory (the masks
-/// are recomputed rather than stored). Returns the sum of the regulariser's terms, gathered per
-/// block of [`BLOCK`] weights on the stack. Out of line, so that the slices are known not to
-/// overlap and the loop vectorises.
+/// One Adam step on a row of rounding variables sharing encoding `e`, from the reconstruction
+/// gradient `grad` (with respect to the weights) and, with `reg = Some((λ, β))`, the
+/// regulariser's; then `σ(v)` and the weights at the new values. Returns the sum of the
+/// regulariser's terms `1 - |2h - 1|^β` before the step (0 without it).
+///
+/// The work goes block by block of [`BLOCK`] weights in three short passes (gradient, Adam, new
+/// weights) through buffers on the stack: one long loop body chains exp, ln, sqrt and divisions
+/// into a latency the processor cannot hide, while short ones overlap their iterations. Out of
+/// line, so that the slices are known not to overlap and the loops vectorise.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
-    let mut terms = [0.0f32; BLOCK];
+    let (mut gb, mut tb) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
     let mut total = 0.0;
     let blocks = v.chunks_mut(BLOCK).zip(sg.chunks_mut(BLOCK)).zip(floor.chunks(BLOCK)).zip(m1.chunks_mut(BLOCK)).zip(m2.chunks_mut(BLOCK)).zip(grad.chunks(BLOCK)).zip(wq.chunks_mut(BLOCK));
     for ((((((v, sg), floor), m1), m2), grad), wq) in blocks {
         let n = v.len();
-        let (sg, floor, m1, m2, grad, wq, terms) = (&mut sg[..n], &floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n], &mut terms[..n]);
-        for i in 0..n {
-            terms[i] = step_one(&mut v[i], &mut sg[i], floor[i], &mut m1[i], &mut m2[i], grad[i], &mut wq[i], e, reg, a);
+        let (sg, floor, m1, m2, grad, wq) = (&mut sg[..n], &floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n]);
+        let (gb, tb) = (&mut gb[..n], &mut tb[..n]);
+        if let Some((lam, beta)) = reg {
+            for i in 0..n {
+                let (_, dm, hm, h) = soft(sg[i], floor[i], e);
+                // d/dh of λ (1 - |2h - 1|^β), with |u|^(β-1) as exp((β-1) ln|u|).
+                let u = 2.0 * h - 1.0;
+                let au = u.abs();
+                let pw = if au > 0.0 { vmath::exp((beta - 1.0) * vmath::ln(au)) } else { 0.0 };
+                tb[i] = 1.0 - pw * au;
+                gb[i] = grad[i] * dm - lam * beta * pw * 2.0 * hm * if u < 0.0 { -1.0 } else { 1.0 };
+            }
+            total += vmath::sum(tb);
+        } else {
+            for i in 0..n {
+                gb[i] = grad[i] * soft(sg[i], floor[i], e).1;
+            }
         }
-        total += vmath::sum(terms);
+        for i in 0..n {
+            let g = gb[i];
+            m1[i] = a.b1 * m1[i] + (1.0 - a.b1) * g;
+            m2[i] = a.b2 * m2[i] + (1.0 - a.b2) * g * g;
+            v[i] -= a.step * m1[i] / ((m2[i] * a.c2).sqrt() + a.eps);
+        }
+        for i in 0..n {
+            sg[i] = sigmoid(v[i]);
+            wq[i] = soft(sg[i], floor[i], e).0;
+        }
     }
     total
 }
