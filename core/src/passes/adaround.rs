@@ -35,7 +35,7 @@ use crate::exec::{activation_bounds, Executor, Run};
 use crate::graph::{Graph, Op, ValueId, Window};
 use crate::kernels::conv::{im2col, ConvGeom};
 use crate::kernels::gemm::{gemm_add, gemm_nt};
-use crate::kernels::{dot, gemm, vmath};
+use crate::kernels::{for_each_tap, gemm, vmath};
 use crate::quant::encoding::Encoding;
 use crate::quant::sim::QuantSim;
 use crate::rng::SplitMix;
@@ -393,14 +393,21 @@ impl<'a> Problem<'a> {
                     let t = &self.ts[r][j * m * per..][..m * per];
                     ws.y.resize(m * per, 0.0);
                     if depthwise {
-                        let hw = g.h * g.w;
-                        for c in 0..m {
-                            depthwise_forward(&g, &x[c * hw..(c + 1) * hw], &wq[c * kk..(c + 1) * kk], &mut ws.y[c * per..(c + 1) * per]);
-                        }
-                        total += self.finish(&mut ws.y, t, per, true, scale);
+                        // Channels last: every tap is then a run of m channels, whatever the
+                        // image size (Lite0 ends at 7 x 7 with 1,152 channels).
+                        transpose(x, m, g.h * g.w, &mut ws.cols);
+                        transpose(&wq[..m * kk], m, kk, &mut ws.t);
+                        depthwise_nhwc(&g, &ws.cols, &ws.t, &mut ws.y);
+                        transpose(t, m, per, &mut ws.tgt);
+                        total += self.finish(&mut ws.y, &ws.tgt, m, false, scale);
                         if let Some(gr) = grad.as_deref_mut() {
+                            ws.rows.clear();
+                            ws.rows.resize(kk * m, 0.0);
+                            depthwise_nhwc_weight_grad(&g, &ws.cols, &ws.y, &mut ws.rows);
                             for c in 0..m {
-                                depthwise_weight_grad(&g, &x[c * hw..(c + 1) * hw], &ws.y[c * per..(c + 1) * per], &mut gr[c * kk..(c + 1) * kk]);
+                                for tap in 0..kk {
+                                    gr[c * kk + tap] += ws.rows[tap * m + c];
+                                }
                             }
                         }
                         continue;
@@ -425,7 +432,10 @@ impl<'a> Problem<'a> {
                     let Some(gr) = grad.as_deref_mut() else { continue };
                     for grp in 0..g.group {
                         let cg_cols = &cols[grp * kk * per..(grp + 1) * kk * per];
-                        gemm_nt(mg, kk, per, &ws.y[grp * mg * per..(grp + 1) * mg * per], cg_cols, &mut gr[grp * mg * kk..(grp + 1) * mg * kk]);
+                        // dy · colsᵀ by the packed GEMM: the columns transposed once cost a
+                        // fraction (1 / mg) of the product.
+                        transpose(cg_cols, kk, per, &mut ws.t);
+                        gemm_add(mg, kk, per, &ws.y[grp * mg * per..(grp + 1) * mg * per], &ws.t, &mut gr[grp * mg * kk..(grp + 1) * mg * kk]);
                     }
                 }
             }
@@ -498,7 +508,17 @@ fn finish_run(y: &mut [f32], t: &[f32], c: (f32, f32, f32), two: f32) -> f32 {
 /// [`finish_one`] over a row holding every channel once.
 #[inline(never)]
 fn finish_row(y: &mut [f32], t: &[f32], (b, lo, hi): (&[f32], &[f32], &[f32]), two: f32) -> f32 {
-    y.iter_mut().zip(t).zip(b.iter().zip(lo).zip(hi)).map(|((yv, &tv), ((&bv, &l), &h))| finish_one(yv, tv, (bv, l, h), two)).sum()
+    let mut d2 = [0.0f32; BLOCK];
+    let mut total = 0.0;
+    for ((((y, t), b), lo), hi) in y.chunks_mut(BLOCK).zip(t.chunks(BLOCK)).zip(b.chunks(BLOCK)).zip(lo.chunks(BLOCK)).zip(hi.chunks(BLOCK)) {
+        let n = y.len();
+        let (t, b, lo, hi, d2) = (&t[..n], &b[..n], &lo[..n], &hi[..n], &mut d2[..n]);
+        for i in 0..n {
+            d2[i] = finish_one(&mut y[i], t[i], (b[i], lo[i], hi[i]), two);
+        }
+        total += vmath::sum(d2);
+    }
+    total
 }
 
 /// Scratch buffers reused across iterations.
@@ -521,62 +541,38 @@ fn is_depthwise(g: &ConvGeom) -> bool {
     g.group == g.c_in && g.group == g.c_out && g.group > 1
 }
 
-/// For kernel tap (`ky`, `kx`), calls `f(y_start, x_start, len)` once per output row with the
-/// run of `len` output positions whose input pixel lies inside the image: output `y_start + i`
-/// reads input `x_start + i * stride` (one channel, row-major).
-fn tap_runs(g: &ConvGeom, ky: usize, kx: usize, mut f: impl FnMut(usize, usize, usize)) {
+/// A depthwise convolution channels last: `x` [h*w][c], taps `w` [kh*kw][c], `y` [oh*ow][c]
+/// (resized; no bias).
+fn depthwise_nhwc(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut Vec<f32>) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
-    let sx = g.stride[1];
-    let offx = (kx * g.dilation[1]) as isize - g.pads[1] as isize;
-    let ox0 = if offx < 0 { offx.unsigned_abs().div_ceil(sx) } else { 0 };
-    let last = g.w as isize - 1 - offx;
-    if last < 0 {
-        return;
-    }
-    let ox1 = (last as usize / sx + 1).min(ow);
-    if ox0 >= ox1 {
-        return;
-    }
+    let c = g.c_out;
+    y.clear();
+    y.resize(oh * ow * c, 0.0);
     for oy in 0..oh {
-        let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pads[0] as isize;
-        if (0..g.h as isize).contains(&iy) {
-            f(oy * ow + ox0, (iy as usize * g.w) + (ox0 * sx).wrapping_add_signed(offx), ox1 - ox0);
-        }
-    }
-}
-
-/// One channel of a depthwise convolution: `y = x * w` (no bias), `w` the kh x kw taps.
-fn depthwise_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    y.fill(0.0);
-    let sx = g.stride[1];
-    for ky in 0..g.kh {
-        for kx in 0..g.kw {
-            let wv = w[ky * g.kw + kx];
-            tap_runs(g, ky, kx, |ys, xs, len| {
-                if sx == 1 {
-                    for (yv, &xv) in y[ys..ys + len].iter_mut().zip(&x[xs..xs + len]) {
-                        *yv += wv * xv;
-                    }
-                } else {
-                    for (i, yv) in y[ys..ys + len].iter_mut().enumerate() {
-                        *yv += wv * x[xs + i * sx];
-                    }
+        for ox in 0..ow {
+            let out = &mut y[(oy * ow + ox) * c..][..c];
+            for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |tap, pixel| {
+                for ((o, &xv), &wv) in out.iter_mut().zip(&x[pixel * c..(pixel + 1) * c]).zip(&w[tap * c..(tap + 1) * c]) {
+                    *o += wv * xv;
                 }
             });
         }
     }
 }
 
-/// Adds `∂loss/∂w` of one depthwise channel to `gw` from the output gradient `dy`.
-fn depthwise_weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], gw: &mut [f32]) {
-    let sx = g.stride[1];
-    for ky in 0..g.kh {
-        for kx in 0..g.kw {
-            let mut s = 0.0f32;
-            tap_runs(g, ky, kx, |ys, xs, len| {
-                s += if sx == 1 { dot(&dy[ys..ys + len], &x[xs..xs + len]) } else { dy[ys..ys + len].iter().enumerate().map(|(i, &d)| d * x[xs + i * sx]).sum() };
+/// Adds `∂loss/∂w` of [`depthwise_nhwc`] to `gw` [kh*kw][c] from the output gradient `dy`
+/// [oh*ow][c].
+fn depthwise_nhwc_weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], gw: &mut [f32]) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let c = g.c_out;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let d = &dy[(oy * ow + ox) * c..][..c];
+            for_each_tap((g.h, g.w), (g.kh, g.kw), g.stride, g.dilation, g.pads, (oy, ox), |tap, pixel| {
+                for ((gv, &xv), &dv) in gw[tap * c..(tap + 1) * c].iter_mut().zip(&x[pixel * c..(pixel + 1) * c]).zip(d) {
+                    *gv += dv * xv;
+                }
             });
-            gw[ky * g.kw + kx] += s;
         }
     }
 }
