@@ -757,11 +757,31 @@ struct Adam {
 ///
 /// The work goes block by block of [`BLOCK`] weights in three short passes (gradient, Adam, new
 /// weights) through buffers on the stack: one long loop body chains exp, ln, sqrt and divisions
-/// into a latency the processor cannot hide, while short ones overlap their iterations. Out of
-/// line, so that the slices are known not to overlap and the loops vectorise.
-#[inline(never)]
+/// into a latency the processor cannot hide, while short ones overlap their iterations.
 #[allow(clippy::too_many_arguments)]
 fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2.
+        return unsafe { step_row_avx2(v, sg, floor, m1, m2, grad, wq, e, reg, a) };
+    }
+    step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
+}
+
+/// [`step_row_lanes`] in 8 lanes natively where the processor has AVX2. Without FMA (and Rust
+/// does not fuse a multiply and an add by itself) every operation rounds as in 4 lanes: the
+/// results are identical, which the tests check.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn step_row_avx2(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
+}
+
+/// The body of [`step_row`], inlined into each target's version.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_row_lanes(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
     let (mut gb, mut tb) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
     let mut total = 0.0;
     let blocks = v.chunks_mut(BLOCK).zip(sg.chunks_mut(BLOCK)).zip(floor.chunks(BLOCK)).zip(m1.chunks_mut(BLOCK)).zip(m2.chunks_mut(BLOCK)).zip(grad.chunks(BLOCK)).zip(wq.chunks_mut(BLOCK));
@@ -902,6 +922,35 @@ mod tests {
                 let fd = ((p.loss(0, &items, &a, None, &mut ws) - p.loss(0, &items, &b, None, &mut ws)) / (2.0 * h as f64)) as f32;
                 assert!((fd - grad[i]).abs() <= 2e-3 + 2e-2 * fd.abs(), "{:?} weight {i}: gradient {} vs finite difference {fd}", l.kind, grad[i]);
             }
+        }
+    }
+
+    /// The AVX2 build of the step gives the same bits as the 4-lane one (on a processor with AVX2).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn step_row_is_identical_in_8_lanes() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut rng = SplitMix(11);
+        let n = 1000;
+        let v0: Vec<f32> = rng.f32s(n).iter().map(|x| 4.0 * x).collect();
+        let floor: Vec<f32> = (0..n).map(|i| (i % 17) as f32 - 8.0).collect();
+        let grad: Vec<f32> = rng.f32s(n).iter().map(|x| 0.1 * x).collect();
+        let a = Adam { b1: 0.9, b2: 0.999, eps: 1e-8, step: 1e-3 / 0.1, c2: 1.0 / 0.001 };
+        for reg in [None, Some((0.01, 7.5))] {
+            let run = |avx: bool| {
+                let (mut v, mut sg) = (v0.clone(), v0.iter().map(|&x| sigmoid(x)).collect::<Vec<_>>());
+                let (mut m1, mut m2, mut wq) = (vec![0.01; n], vec![1e-4; n], vec![0.0; n]);
+                let args = (&mut v, &mut sg, &floor, &mut m1, &mut m2, &grad, &mut wq);
+                let round = if avx {
+                    unsafe { step_row_avx2(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a) }
+                } else {
+                    step_row_lanes(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a)
+                };
+                (round.to_bits(), [v, sg, m1, m2, wq].map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
+            };
+            assert_eq!(run(true), run(false), "{reg:?}");
         }
     }
 
