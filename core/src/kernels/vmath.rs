@@ -33,7 +33,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n from n's bits in t (two's complement in the low mantissa bits).
     let n_bits = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
@@ -58,7 +58,7 @@ pub fn ln(x: f32) -> f32 {
     p = p * z - 1.666_805_8e-1;
     p = p * z + 2.000_071_5e-1;
     p = p * z - 2.499_999_4e-1;
-    p = p * z + 3.333_333_1e-1;
+    p = p * z + 3.333_333e-1;
     let zz = z * z;
     // ln2 split in two, as in exp.
     let y = z * zz * p - e * 2.121_944_4e-4 - 0.5 * zz;
