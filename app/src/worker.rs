@@ -243,12 +243,9 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             if loaded.kind != InputKind::Digits {
                 return Err("this model does not take 8x8 digits".into());
             }
-            let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?;
             let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
             let n = y.len();
-            let rank = loaded.exec.graph().values[loaded.exec.graph().inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
-            let shape = if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] };
-            let x = x.reshaped(shape).map_err(|e| e.to_string())?;
+            let x = data::digits_tensor(data::input_rank(loaded.exec.graph()), &read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec())?;
             loaded.last_input = Some(x.clone());
             let t0 = now();
             let out = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
@@ -523,11 +520,10 @@ async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::Qua
             (calib, data::user_calibration(job, &files(2)?, 0, &pre).await?.0, None)
         }
         None => {
-            let rank = graph.values[graph.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
-            let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?;
+            let rank = data::input_rank(&graph);
             let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
-            let shape = if rank == 2 { vec![y.len(), 64] } else { vec![y.len(), 1, 8, 8] };
-            (data::digits_batches(rank, 256)?, vec![x.reshaped(shape).map_err(|e| e.to_string())?], Some(y))
+            let x = data::digits_tensor(rank, &read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec())?;
+            (data::digits_batches(rank, 256)?, vec![x], Some(y))
         }
     };
     let samples: usize = test.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();

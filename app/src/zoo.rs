@@ -21,8 +21,9 @@ pub struct ZooModel {
 
 /// What a zoo model is calibrated and scored on.
 pub enum Data {
-    /// The first 256 training digits; the 450 test digits' accuracy.
-    Digits,
+    /// The first 256 training digits; the 450 test digits' accuracy. `flat`: the model reads
+    /// them as rows of 64 ([N, 64]) rather than images ([N, 1, 8, 8]).
+    Digits { flat: bool },
     /// Photos in `ZOO_DIR`: `calib` and `test` folders with their files (in name order, as the
     /// CLI reads a folder), prepared by the sample's settings; scored against FP32.
     Photos { calib: &'static str, test: &'static str, calib_files: &'static [&'static str], test_files: &'static [&'static str], what: &'static str },
@@ -42,9 +43,9 @@ pub const MODELS: &[ZooModel] = &[
         task: "text detection (dense)",
         data: Data::Photos { calib: "pages_calib", test: "pages_test", calib_files: PAGES.split_at(4).0, test_files: PAGES, what: "calibrated on 4 text pages, scored on 16 others: the map's SQNR and the IoU of the text regions (above 0.3) against FP32" },
     },
-    ZooModel { sample: "digits_mobilenet", task: "digits, depthwise-separable CNN", data: Data::Digits },
-    ZooModel { sample: "digits_mbconv", task: "digits, MBConv with squeeze-excite", data: Data::Digits },
-    ZooModel { sample: "digits_mlp", task: "digits, MLP", data: Data::Digits },
+    ZooModel { sample: "digits_mobilenet", task: "digits, depthwise-separable CNN", data: Data::Digits { flat: false } },
+    ZooModel { sample: "digits_mbconv", task: "digits, MBConv with squeeze-excite", data: Data::Digits { flat: false } },
+    ZooModel { sample: "digits_mlp", task: "digits, MLP", data: Data::Digits { flat: true } },
 ];
 
 impl ZooModel {
@@ -67,7 +68,7 @@ impl ZooModel {
     pub fn describe(&self) -> &'static str {
         match self.data {
             Data::Photos { what, .. } => what,
-            Data::Digits => "calibrated on the first 256 training digits, scored on the 450 test digits: accuracy",
+            Data::Digits { .. } => "calibrated on the first 256 training digits, scored on the 450 test digits: accuracy",
         }
     }
     /// The metric's name for the table and the CSV.
@@ -160,9 +161,8 @@ pub fn commands(m: &ZooModel, r: &Recipe) -> String {
                  qplay eval t.onnx --data {ZOO_DIR}/{test} {pre} --encodings e.json --int8 --reference fp32.npy"
             )
         }
-        Data::Digits => {
-            let flat = if m.sample == "digits_mlp" { "_flat" } else { "" };
-            let test = if flat.is_empty() { "assets/data/digits_test_x.npy".to_string() } else { format!("{ZOO_DIR}/digits_test_flat.npy") };
+        Data::Digits { flat } => {
+            let (flat, test) = if flat { ("_flat", format!("{ZOO_DIR}/digits_test_flat.npy")) } else { ("", "assets/data/digits_test_x.npy".to_string()) };
             format!(
                 "qplay quantize {model} --calib {ZOO_DIR}/digits_calib{flat}.npy {flags} --encodings e.json --fp32-out t.onnx\n\
                  qplay eval t.onnx --data {test} --labels assets/data/digits_test_y.npy --encodings e.json --int8"

@@ -1,11 +1,11 @@
 //! The worker's compression job: the greedy search of `qplay compress` on the loaded model, then
 //! both models timed here, FP32 and INT8.
 
-use super::{now, post, DIGITS_X, DIGITS_Y};
+use super::data::{digits_test, input_rank};
+use super::{now, post};
 use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Prediction, Response};
 use qplay_core::eval::{Evaluator, ScoreKind, Target};
 use qplay_core::exec::int8::Int8Executor;
-use qplay_core::npy::read_npy;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
 use qplay_core::search::compress::{compress, CompressConfig, Method};
 use qplay_core::timing::median_ms;
@@ -22,27 +22,12 @@ fn latency(g: &Graph, x: &Tensor, calib: &[Tensor], limits: &Limits) -> Result<(
     Ok((fp32, int8_ms))
 }
 
-/// The digits test split in batches the model takes ([N, 64] or [N, 1, 8, 8]), with labels.
-pub(super) fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String> {
-    let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
-    let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
-    let batches = x
-        .chunks(64 * 64)
-        .map(|c| {
-            let n = c.len() / 64;
-            Tensor::f32(if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec()).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((batches, y))
-}
-
 /// How the page scores a model: digits by accuracy on the test split, others by the SQNR of
 /// their outputs on `probe` against `g`'s.
 pub(super) fn evaluator(g: &Graph, kind: &InputKind, probe: &[Tensor], limits: &Limits) -> Result<Evaluator, String> {
     Ok(match kind {
         InputKind::Digits => {
-            let rank = g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
-            let (batches, labels) = digits_test(rank)?;
+            let (batches, labels) = digits_test(input_rank(g))?;
             Evaluator { batches, target: Target::Labels(labels), limits: limits.clone() }
         }
         _ => Evaluator::against_model(g, probe.to_vec(), limits.clone()).map_err(|e| e.to_string())?,

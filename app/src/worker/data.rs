@@ -2,12 +2,12 @@
 //! training digits), labelled test and training sets, the user's `.npy` files, and photos decoded
 //! by the browser.
 
-use super::{post, scope, Loaded, DIGITS_TRAIN_X};
+use super::{post, scope, Loaded, DIGITS_TRAIN_X, DIGITS_X, DIGITS_Y};
 use crate::protocol::{InputKind, Response};
 use js_sys::{Array, Uint8Array};
 use qplay_core::npy::read_npy;
 use qplay_core::preprocess::Preprocess;
-use qplay_core::Tensor;
+use qplay_core::{Graph, Tensor};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -28,11 +28,7 @@ pub(super) async fn samples_for(state: &Rc<RefCell<Option<Loaded>>>, job: u32, p
             }
         }
         InputKind::Digits => {
-            let graph_rank = {
-                let guard = state.borrow();
-                let g = &guard.as_ref().ok_or("load a model first")?.graph;
-                g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
-            };
+            let graph_rank = input_rank(&state.borrow().as_ref().ok_or("load a model first")?.graph);
             let rows = match n {
                 0 => 256,
                 n => n.min(256),
@@ -43,18 +39,29 @@ pub(super) async fn samples_for(state: &Rc<RefCell<Option<Loaded>>>, job: u32, p
     })
 }
 
-/// The first `rows` training digits in batches of 32, shaped for a model whose input has rank
-/// `rank` ([N, 64] or [N, 1, 8, 8]).
+/// The rank of the model's first input (4 when the file does not say).
+pub(super) fn input_rank(g: &Graph) -> usize {
+    g.values[g.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len)
+}
+
+/// Digits (64 values each) as one tensor for a model whose input has rank `rank`: [N, 64] or
+/// [N, 1, 8, 8].
+pub(super) fn digits_tensor(rank: usize, d: &[f32]) -> Result<Tensor, String> {
+    let n = d.len() / 64;
+    Tensor::f32(if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, d[..n * 64].to_vec()).map_err(|e| e.to_string())
+}
+
+/// The first `rows` training digits in batches of 32, shaped by [`digits_tensor`].
 pub(super) fn digits_batches(rank: usize, rows: usize) -> Result<Vec<Tensor>, String> {
     let d = read_npy(DIGITS_TRAIN_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
-    d[..rows.min(d.len() / 64) * 64]
-        .chunks(32 * 64)
-        .map(|c| {
-            let n = c.len() / 64;
-            Tensor::f32(if rank == 2 { vec![n, 64] } else { vec![n, 1, 8, 8] }, c.to_vec())
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+    d[..rows.min(d.len() / 64) * 64].chunks(32 * 64).map(|c| digits_tensor(rank, c)).collect()
+}
+
+/// The digits test split in batches of 64 shaped by [`digits_tensor`], with labels.
+pub(super) fn digits_test(rank: usize) -> Result<(Vec<Tensor>, Vec<i64>), String> {
+    let x = read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec();
+    let y = read_npy(DIGITS_Y, 1 << 20).map_err(|e| e.to_string())?.to_i64_vec();
+    Ok((x.chunks(64 * 64).map(|c| digits_tensor(rank, c)).collect::<Result<_, _>>()?, y))
 }
 
 /// Fetches, decodes and preprocesses `n` calibration samples (0: all): the bundled photos first,

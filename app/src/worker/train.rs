@@ -2,7 +2,7 @@
 //! the compressed model by distillation from the loaded one. Data: the user's files (labelled or
 //! not), else the bundled training digits (with labels) or the calibration photos (distilled).
 
-use super::compress::digits_test;
+use super::data::{digits_test, input_rank};
 use super::{now, post, DIGITS_TRAIN_X, DIGITS_TRAIN_Y};
 use crate::protocol::{InputKind, Response, TrainEpoch, TrainResult, TrainSettings};
 use qplay_core::eval::{Evaluator, Target};
@@ -75,7 +75,7 @@ struct Prepared {
 }
 
 fn prepare(original: &Graph, kind: &InputKind, source: Source, limits: &Limits, n_digits: u32) -> Result<Prepared, String> {
-    let rank = original.values[original.inputs[0]].ty.as_ref().and_then(|t| t.dims.as_ref()).map_or(4, Vec::len);
+    let rank = input_rank(original);
     let samples_of = |n: usize| if n == 1 { "1 sample".to_string() } else { format!("{n} samples") };
     Ok(match source {
         Source::Bundled { .. } if *kind == InputKind::Digits => {
