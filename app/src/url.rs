@@ -1,6 +1,8 @@
 //! The chosen model and recipe in the page's URL fragment (`#model=...&w=4&...`), so that a
 //! link reproduces the setup. Read once at start; rewritten in place (no history entries).
 
+use crate::protocol::QuantConfig;
+
 /// The fragment's `key=value` pairs.
 pub fn read() -> Vec<(String, String)> {
     let hash = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
@@ -27,6 +29,23 @@ pub fn set(key: &str, value: Option<&str>) {
     if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("#{}", frag.join("&"))));
     }
+}
+
+/// The recipe of `c` as the fragment's keys, in their order (`compressed` is not part of a link).
+pub fn recipe(c: &QuantConfig) -> Vec<(&'static str, String)> {
+    let b = |v: bool| if v { "1" } else { "0" }.to_string();
+    vec![
+        ("w", c.weight_bits.to_string()),
+        ("a", c.act_bits.to_string()),
+        ("pc", b(c.per_channel)),
+        ("dfq", b(c.dfq)),
+        ("bc", b(c.bias_correction)),
+        ("ada", c.adaround_iterations.to_string()),
+        ("aimet", b(c.aimet_compatible)),
+        ("cm", b(c.cle_measured)),
+        ("cs", c.scheme.key().to_string()),
+        ("n", c.calib_samples.to_string()),
+    ]
 }
 
 /// The model first, then the recipe keys in a fixed order.

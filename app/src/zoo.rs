@@ -120,16 +120,8 @@ impl Recipe {
 
     /// The page's link with this model and recipe (the fragment the quantize panel starts from).
     pub fn link(&self, m: &ZooModel) -> String {
-        let b = |v: bool| u8::from(v);
-        format!(
-            "#model={}&w={}&a=8&pc={}&dfq={}&bc=0&ada={}&aimet=0&cm=0&cs={}&n=0",
-            m.sample,
-            self.weight_bits,
-            b(self.per_channel),
-            b(self.dfq),
-            self.adaround,
-            Scheme::MinMax.key()
-        )
+        let keys: Vec<String> = crate::url::recipe(&self.config()).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("#model={}&{}", m.sample, keys.join("&"))
     }
 
     /// `qplay quantize`'s options for this recipe.

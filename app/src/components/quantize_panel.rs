@@ -76,18 +76,12 @@ pub fn QuantizePanel() -> impl IntoView {
     let measured = RwSignal::new(flag("cm"));
     let scheme = RwSignal::new(crate::url::get("cs").and_then(|k| Scheme::from_key(&k)).unwrap_or_default());
     let calib_n = RwSignal::new(num("n", 0, 256));
+    let compressed = move || state.quantize_compressed.get() && state.compress.get().is_some();
+    let config = move || QuantConfig { compressed: compressed(), aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     Effect::new(move |_| {
-        let b = |v: bool| Some(if v { "1" } else { "0" });
-        crate::url::set("w", Some(&wbits.get().to_string()));
-        crate::url::set("a", Some(&abits.get().to_string()));
-        crate::url::set("pc", b(per_channel.get()));
-        crate::url::set("dfq", b(dfq.get()));
-        crate::url::set("bc", b(bc.get()));
-        crate::url::set("ada", Some(&ada.get().to_string()));
-        crate::url::set("aimet", b(aimet.get()));
-        crate::url::set("cm", b(measured.get()));
-        crate::url::set("cs", Some(scheme.get().key()));
-        crate::url::set("n", Some(&calib_n.get().to_string()));
+        for (k, v) in crate::url::recipe(&config()) {
+            crate::url::set(k, Some(&v));
+        }
     });
     // A size from a link that this kind of model does not offer falls back to "all".
     Effect::new(move |_| {
@@ -98,8 +92,6 @@ pub fn QuantizePanel() -> impl IntoView {
         }
     });
     let busy = move || state.busy.get() != Busy::Idle;
-    let compressed = move || state.quantize_compressed.get() && state.compress.get().is_some();
-    let config = move || QuantConfig { compressed: compressed(), aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     let bits_select = move |sig: RwSignal<u32>, range: std::ops::RangeInclusive<u32>, id: &'static str| {
         view! {
             <select id=id data-testid=id on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(8)) prop:value=move || sig.get().to_string()>
