@@ -1,7 +1,7 @@
 //! Fast kernels against their naive references: proptest natively, and a seeded sweep that runs
 //! both natively and in wasm32 (where the SIMD128 micro-kernel is the one under test).
 
-use qplay_core::kernels::gemm::{gemm_add, gemm_nt};
+use qplay_core::kernels::gemm::{gemm_add, gemm_add_bt, gemm_nt};
 use qplay_core::kernels::{conv2d, conv2d_naive, gemm, gemm_naive, ConvGeom};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -32,6 +32,10 @@ fn check_gemm(m: usize, n: usize, k: usize, seed: u64) {
     let mut c3 = vec![0.0; m * n];
     gemm_nt(m, n, k, &a, &bt, &mut c3);
     check_close(&format!("gemm_nt {m}x{n}x{k}"), &c3, &c2, k);
+    // gemm_add_bt packs b from its transpose: the same products in the same order as gemm.
+    let mut c4 = vec![0.0; m * n];
+    gemm_add_bt(m, n, k, &a, &bt, &mut c4);
+    assert!(c4.iter().zip(&c1).all(|(x, y)| x.to_bits() == y.to_bits()), "gemm_add_bt {m}x{n}x{k} differs from gemm");
     // Both accumulate: a second call doubles the product.
     gemm_nt(m, n, k, &a, &bt, &mut c3);
     gemm_add(m, n, k, &a, &b, &mut c1);
@@ -149,6 +153,21 @@ fn dot_matches_sequential_sum() {
         let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         let got = qplay_core::kernels::dot(&a, &b);
         assert!((got - want).abs() <= 1e-5 * n.max(1) as f32, "n={n}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn transpose_matches_its_definition() {
+    let mut r = Rng(5);
+    for (rows, cols) in [(0, 5), (1, 1), (1, 40), (40, 1), (15, 17), (16, 16), (33, 70), (96, 49)] {
+        let a = r.f32s(rows * cols);
+        let mut out = vec![f32::NAN; rows * cols];
+        qplay_core::kernels::transpose(&a, rows, cols, &mut out);
+        for i in 0..rows {
+            for j in 0..cols {
+                assert_eq!(out[j * rows + i].to_bits(), a[i * cols + j].to_bits(), "{rows}x{cols} at ({i}, {j})");
+            }
+        }
     }
 }
 

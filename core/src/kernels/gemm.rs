@@ -53,6 +53,29 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// `c += a * b`, as [`gemm`].
 pub fn gemm_add(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
+    blocked(m, n, k, a, B::Rows(b), c);
+}
+
+/// `c += a * b` with `b` (k x n) given as its transpose `bt` (n x k, row-major): the panels are
+/// packed from `bt` directly (weight gradients `dy * colsᵀ`, with no transposed copy).
+pub fn gemm_add_bt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && bt.len() >= k * n && c.len() >= m * n, "gemm: slice too short");
+    blocked(m, n, k, a, B::Transposed(bt), c);
+}
+
+/// The right operand of [`blocked`]: `b` (k x n) row-major, or its transpose (n x k) row-major.
+#[derive(Clone, Copy)]
+enum B<'a> {
+    Rows(&'a [f32]),
+    Transposed(&'a [f32]),
+}
+
+/// `c += a * b` in `KC x NC` blocks: every block of `b` packed into `NR`-wide panels (the last
+/// one padded with zeros), every `MR x NR` block of `c` from [`micro_4x8`]. Blocks cut by the
+/// edges of `c` run the same micro-kernel into a scratch block (missing rows of `a` repeat its
+/// first row) and add only their part, so every element sums the same products in the same
+/// order wherever it lies.
+fn blocked(m: usize, n: usize, k: usize, a: &[f32], b: B, c: &mut [f32]) {
     if k == 0 || m == 0 || n == 0 {
         return;
     }
@@ -61,32 +84,43 @@ pub fn gemm_add(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32
         let mut j0 = 0;
         while j0 < n {
             let nc = NC.min(n - j0);
-            let full = nc / NR * NR;
             let mut k0 = 0;
             while k0 < k {
                 let kc = KC.min(k - k0);
-                pack_b(&b[k0 * n + j0..], n, kc, full, &mut pack);
-                let mut i = 0;
-                while i + MR <= m {
-                    for (p, j) in (j0..j0 + full).step_by(NR).enumerate() {
+                pack_b(b, n, k, (k0, kc), (j0, nc), &mut pack);
+                for i in (0..m).step_by(MR) {
+                    let rows = MR.min(m - i);
+                    let a_rows: [&[f32]; MR] = core::array::from_fn(|r| &a[(i + if r < rows { r } else { 0 }) * k + k0..][..kc]);
+                    for (p, j) in (j0..j0 + nc).step_by(NR).enumerate() {
                         let panel = &pack[p * kc * NR..(p + 1) * kc * NR];
-                        // SAFETY: i+MR <= m, j+NR <= n, k0+kc <= k, the panel holds kc*NR values and
-                        // the length checks above keep every access of the micro-kernel in bounds.
-                        unsafe { micro_4x8(kc, a.as_ptr().add(i * k + k0), k, panel.as_ptr(), c.as_mut_ptr().add(i * n + j), n) };
+                        let cols = NR.min(j0 + nc - j);
+                        if rows == MR && cols == NR {
+                            let c_rows: [&mut [f32]; MR] = split_rows(&mut c[i * n + j..], n);
+                            micro_4x8(kc, a_rows, panel, c_rows);
+                        } else {
+                            let mut tmp = [[0.0f32; NR]; MR];
+                            micro_4x8(kc, a_rows, panel, tmp.each_mut().map(|r| &mut r[..]));
+                            for (r, t) in tmp.iter().enumerate().take(rows) {
+                                for (cv, tv) in c[(i + r) * n + j..][..cols].iter_mut().zip(t) {
+                                    *cv += tv;
+                                }
+                            }
+                        }
                     }
-                    if full < nc {
-                        edge(MR, nc - full, kc, &a[i * k + k0..], k, &b[k0 * n + j0 + full..], n, &mut c[i * n + j0 + full..], n);
-                    }
-                    i += MR;
-                }
-                if i < m {
-                    edge(m - i, nc, kc, &a[i * k + k0..], k, &b[k0 * n + j0..], n, &mut c[i * n + j0..], n);
                 }
                 k0 += kc;
             }
             j0 += nc;
         }
     });
+}
+
+/// The first `NR` values of `MR` rows `ld` apart, starting at `c[0]`.
+fn split_rows(c: &mut [f32], ld: usize) -> [&mut [f32]; MR] {
+    let (r0, rest) = c.split_at_mut(ld);
+    let (r1, rest) = rest.split_at_mut(ld);
+    let (r2, r3) = rest.split_at_mut(ld);
+    [&mut r0[..NR], &mut r1[..NR], &mut r2[..NR], &mut r3[..NR]]
 }
 
 /// `c += a * b^T` with `a` m x k and `b` n x k, both row-major: every element is a dot product of
@@ -160,47 +194,61 @@ thread_local! {
     static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Packs `kc` rows x `cols` (a multiple of NR) columns of `b` (row stride `ldb`) into panels of
-/// NR columns, each stored as kc consecutive rows of NR values.
-fn pack_b(b: &[f32], ldb: usize, kc: usize, cols: usize, out: &mut Vec<f32>) {
+/// Packs rows `k0..k0 + kc` x columns `j0..j0 + nc` of `b` (k x n) into panels of NR columns,
+/// each stored as kc consecutive rows of NR values; the last panel is padded with zeros.
+fn pack_b(b: B, n: usize, k: usize, (k0, kc): (usize, usize), (j0, nc): (usize, usize), out: &mut Vec<f32>) {
     out.clear();
-    out.reserve(kc * cols);
-    for j in (0..cols).step_by(NR) {
-        for p in 0..kc {
-            out.extend_from_slice(&b[p * ldb + j..p * ldb + j + NR]);
-        }
-    }
-}
-
-/// Scalar block for the ragged edges: `c[mr x nr] += a[mr x kc] * b[kc x nr]`.
-#[allow(clippy::too_many_arguments)]
-fn edge(mr: usize, nr: usize, kc: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize) {
-    for r in 0..mr {
-        for j in 0..nr {
-            let mut s = 0.0f32;
-            for p in 0..kc {
-                s += a[r * lda + p] * b[p * ldb + j];
+    out.resize(nc.div_ceil(NR) * NR * kc, 0.0);
+    for (panel, j) in out.chunks_exact_mut(kc * NR).zip((j0..j0 + nc).step_by(NR)) {
+        let cols = NR.min(j0 + nc - j);
+        let rows = panel.chunks_exact_mut(NR);
+        match b {
+            // Whole panels by fixed-size copies (two vector moves, where a slice copy of a
+            // run-time length is a call).
+            B::Rows(b) if cols == NR => {
+                for (row, src) in rows.zip(b[k0 * n + j..].chunks(n)) {
+                    let src: &[f32; NR] = src[..NR].try_into().expect("NR values");
+                    row.copy_from_slice(src);
+                }
             }
-            c[r * ldc + j] += s;
+            B::Rows(b) => {
+                for (row, src) in rows.zip(b[k0 * n + j..].chunks(n)) {
+                    row[..cols].copy_from_slice(&src[..cols]);
+                }
+            }
+            B::Transposed(bt) if cols == NR => {
+                let src: [&[f32]; NR] = core::array::from_fn(|jj| &bt[(j + jj) * k + k0..][..kc]);
+                for (p, row) in rows.enumerate() {
+                    let row: &mut [f32; NR] = row.try_into().expect("NR values");
+                    *row = core::array::from_fn(|jj| src[jj][p]);
+                }
+            }
+            B::Transposed(bt) => {
+                for jj in 0..cols {
+                    for (p, &v) in bt[(j + jj) * k + k0..][..kc].iter().enumerate() {
+                        panel[p * NR + jj] = v;
+                    }
+                }
+            }
         }
     }
 }
 
+/// `c[r][j] += Σ_p a[r][p] * panel[p][j]` for r < MR, j < NR, p < kc (each sum formed from zero
+/// in p order, then added).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
-unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize) {
+fn micro_4x8(kc: usize, a: [&[f32]; MR], panel: &[f32], c: [&mut [f32]; MR]) {
+    let [a0, a1, a2, a3] = a.map(|r| &r[..kc]);
     let mut acc = [[0.0f32; NR]; MR];
-    for p in 0..kc {
-        let brow = &*(b.add(p * NR) as *const [f32; NR]);
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = *a.add(r * lda + p);
+    for (brow, (((&x0, &x1), &x2), &x3)) in panel[..kc * NR].chunks_exact(NR).zip(a0.iter().zip(a1).zip(a2).zip(a3)) {
+        for (row, av) in acc.iter_mut().zip([x0, x1, x2, x3]) {
             for j in 0..NR {
                 row[j] += av * brow[j];
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        let crow = &mut *(c.add(r * ldc) as *mut [f32; NR]);
+    for (row, crow) in acc.iter().zip(c) {
         for j in 0..NR {
             crow[j] += row[j];
         }
@@ -209,32 +257,37 @@ unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-unsafe fn micro_4x8(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize) {
+fn micro_4x8(kc: usize, a: [&[f32]; MR], panel: &[f32], c: [&mut [f32]; MR]) {
     use core::arch::wasm32::*;
+    assert!(a.iter().all(|r| r.len() >= kc) && panel.len() >= kc * NR && c.iter().all(|r| r.len() >= NR));
     let z = f32x4_splat(0.0);
     let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
     let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
-    let (a0, a1, a2, a3) = (a, a.add(lda), a.add(2 * lda), a.add(3 * lda));
-    for p in 0..kc {
-        let bp = b.add(p * NR);
-        let b0 = v128_load(bp as *const v128);
-        let b1 = v128_load(bp.add(4) as *const v128);
-        let x = f32x4_splat(*a0.add(p));
-        c00 = f32x4_add(c00, f32x4_mul(x, b0));
-        c01 = f32x4_add(c01, f32x4_mul(x, b1));
-        let x = f32x4_splat(*a1.add(p));
-        c10 = f32x4_add(c10, f32x4_mul(x, b0));
-        c11 = f32x4_add(c11, f32x4_mul(x, b1));
-        let x = f32x4_splat(*a2.add(p));
-        c20 = f32x4_add(c20, f32x4_mul(x, b0));
-        c21 = f32x4_add(c21, f32x4_mul(x, b1));
-        let x = f32x4_splat(*a3.add(p));
-        c30 = f32x4_add(c30, f32x4_mul(x, b0));
-        c31 = f32x4_add(c31, f32x4_mul(x, b1));
-    }
-    for (r, (v0, v1)) in [(c00, c01), (c10, c11), (c20, c21), (c30, c31)].into_iter().enumerate() {
-        let cp = c.add(r * ldc);
-        v128_store(cp as *mut v128, f32x4_add(v128_load(cp as *const v128), v0));
-        v128_store(cp.add(4) as *mut v128, f32x4_add(v128_load(cp.add(4) as *const v128), v1));
+    let (a0, a1, a2, a3) = (a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr());
+    let b = panel.as_ptr();
+    // SAFETY: p < kc, within every length asserted above.
+    unsafe {
+        for p in 0..kc {
+            let bp = b.add(p * NR);
+            let b0 = v128_load(bp as *const v128);
+            let b1 = v128_load(bp.add(4) as *const v128);
+            let x = f32x4_splat(*a0.add(p));
+            c00 = f32x4_add(c00, f32x4_mul(x, b0));
+            c01 = f32x4_add(c01, f32x4_mul(x, b1));
+            let x = f32x4_splat(*a1.add(p));
+            c10 = f32x4_add(c10, f32x4_mul(x, b0));
+            c11 = f32x4_add(c11, f32x4_mul(x, b1));
+            let x = f32x4_splat(*a2.add(p));
+            c20 = f32x4_add(c20, f32x4_mul(x, b0));
+            c21 = f32x4_add(c21, f32x4_mul(x, b1));
+            let x = f32x4_splat(*a3.add(p));
+            c30 = f32x4_add(c30, f32x4_mul(x, b0));
+            c31 = f32x4_add(c31, f32x4_mul(x, b1));
+        }
+        for (cp, (v0, v1)) in c.into_iter().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31)]) {
+            let cp = cp.as_mut_ptr();
+            v128_store(cp as *mut v128, f32x4_add(v128_load(cp as *const v128), v0));
+            v128_store(cp.add(4) as *mut v128, f32x4_add(v128_load(cp.add(4) as *const v128), v1));
+        }
     }
 }

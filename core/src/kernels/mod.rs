@@ -40,6 +40,26 @@ pub fn for_each_tap(
     }
 }
 
+/// `out[c * rows + r] = a[r * cols + c]`: `a` ([rows, cols]) transposed into `out` ([cols, rows]),
+/// in tiles of 16 x 16 so that the strided writes stay within a few cache lines (a plain double
+/// loop writes each value to another line).
+pub fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    const T: usize = 16;
+    assert!(a.len() >= rows * cols && out.len() >= rows * cols, "transpose: bad sizes");
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                for (c, &v) in (c0..c1).zip(&a[r * cols + c0..r * cols + c1]) {
+                    // SAFETY: c < cols and r < rows, so c * rows + r < rows * cols <= out.len().
+                    unsafe { *out.get_unchecked_mut(c * rows + r) = v };
+                }
+            }
+        }
+    }
+}
+
 /// Error function from the Chebyshev fit of erfc (Numerical Recipes' `erfcc`),
 /// fractional error below 1.2e-7 everywhere, evaluated in f64.
 pub fn erf(x: f32) -> f32 {

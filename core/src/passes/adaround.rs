@@ -409,10 +409,29 @@ fn pick(len: usize, batch: usize, rng: &mut SplitMix) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::graph::AutoPad;
+    // In wasm too: the finish has its own SIMD128 path there.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
     use crate::kernels::{conv2d_naive, ConvGeom};
 
     fn window(stride: usize, pad: usize) -> Window {
         Window { kernel: None, strides: [stride; 2], dilations: [1; 2], pads: [pad; 4], auto_pad: AutoPad::NotSet, ceil_mode: false }
+    }
+
+    /// The run-wise finish (vectors in wasm) gives the bits of the element-wise one.
+    #[test]
+    fn finish_run_matches_finish_one() {
+        let mut rng = SplitMix(3);
+        for (n, c) in [(1, (0.1, 0.0, 6.0)), (7, (0.0, f32::NEG_INFINITY, f32::INFINITY)), (300, (-0.2, 0.0, 0.5)), (513, (0.3, -1.0, 1.0))] {
+            let y0: Vec<f32> = rng.f32s(n).iter().map(|v| 3.0 * v).collect();
+            let t: Vec<f32> = rng.f32s(n).iter().map(|v| 3.0 * v).collect();
+            let (mut y, mut y1) = (y0.clone(), y0.clone());
+            let total = problem::finish_run(&mut y, &t, c, 0.25);
+            let d2: Vec<f32> = y1.iter_mut().zip(&t).map(|(yv, &tv)| problem::finish_one(yv, tv, c, 0.25)).collect();
+            assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "n = {n}");
+            let want: f64 = d2.iter().map(|&v| v as f64).sum();
+            assert!((total as f64 - want).abs() <= 1e-5 * want.max(1.0), "n = {n}: {total} vs {want}");
+        }
     }
 
     fn layer(kind: Kind, m: usize, k: usize, bias: Vec<f32>, act: Option<(Vec<f32>, Vec<f32>)>) -> Layer {

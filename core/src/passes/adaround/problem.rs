@@ -5,8 +5,8 @@ use super::step::BLOCK;
 use super::{Kind, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{im2col, ConvGeom};
-use crate::kernels::gemm::{gemm_add, gemm_nt};
-use crate::kernels::{for_each_tap, gemm, vmath};
+use crate::kernels::gemm::{gemm_add, gemm_add_bt, gemm_nt};
+use crate::kernels::{self, for_each_tap, gemm, vmath};
 use crate::tensor::Tensor;
 
 /// Column matrices of a layer's whole calibration set are kept when they fit in this many floats.
@@ -24,7 +24,9 @@ pub(super) struct Problem<'a> {
     pub(super) per_item: Vec<usize>,
     /// Input elements per sample.
     pub(super) in_per_item: Vec<usize>,
-    /// Per batch: the column matrices of every sample, when they fit in [`COLUMN_CACHE`].
+    /// Per batch: the column matrices of every sample (convolutions other than 1x1 and
+    /// depthwise), or for depthwise layers the inputs and targets channels last, when they fit
+    /// in [`COLUMN_CACHE`].
     pub(super) cols: Vec<Option<Vec<f32>>>,
     pub(super) m: usize,
     pub(super) k: usize,
@@ -101,17 +103,29 @@ impl<'a> Problem<'a> {
             p.per_item.push(per_item);
             p.in_per_item.push(xd.len() / b);
         }
-        // Convolutions other than 1x1 rebuild the same column matrices at every iteration:
-        // build them once when they fit.
-        let size = |r: usize| p.geoms[r].filter(|g| !pointwise(g) && !is_depthwise(g)).map_or(0, |g| p.items[r] * g.c_in * g.kh * g.kw * p.per_item[r]);
+        // Convolutions other than 1x1 rebuild the same column matrices at every iteration, and
+        // depthwise ones transpose the same inputs and targets: do it once when they fit.
+        let size = |r: usize| match p.geoms[r] {
+            Some(g) if is_depthwise(&g) => p.items[r] * (p.in_per_item[r] + l.m * p.per_item[r]),
+            Some(g) if !pointwise(&g) => p.items[r] * g.c_in * g.kh * g.kw * p.per_item[r],
+            _ => 0,
+        };
         let total: usize = (0..p.xs.len()).map(size).sum();
         for r in 0..p.xs.len() {
             let cache = match p.geoms[r] {
                 Some(g) if total <= COLUMN_CACHE && size(r) > 0 => {
                     let per = size(r) / p.items[r];
                     let mut c = vec![0.0f32; size(r)];
-                    for j in 0..p.items[r] {
-                        columns(&g, &p.xs[r][j * p.in_per_item[r]..(j + 1) * p.in_per_item[r]], &mut c[j * per..(j + 1) * per]);
+                    let ipi = p.in_per_item[r];
+                    for (j, c) in c.chunks_exact_mut(per).enumerate() {
+                        let x = &p.xs[r][j * ipi..(j + 1) * ipi];
+                        if is_depthwise(&g) {
+                            let (cx, ct) = c.split_at_mut(ipi);
+                            kernels::transpose(x, l.m, g.h * g.w, cx);
+                            kernels::transpose(&p.ts[r][j * ct.len()..(j + 1) * ct.len()], l.m, p.per_item[r], ct);
+                        } else {
+                            columns(&g, x, c);
+                        }
                     }
                     Some(c)
                 }
@@ -134,22 +148,29 @@ impl<'a> Problem<'a> {
                 let (cg, mg) = (g.c_in / g.group, m / g.group);
                 let kk = cg * g.kh * g.kw;
                 let ipi = self.in_per_item[r];
+                if depthwise {
+                    transpose(&wq[..m * kk], m, kk, &mut ws.t);
+                }
                 for &j in items {
                     let x = &self.xs[r][j * ipi..][..ipi];
                     let t = &self.ts[r][j * m * per..][..m * per];
-                    ws.y.resize(m * per, 0.0);
                     if depthwise {
                         // Channels last: every tap is then a run of m channels, whatever the
                         // image size (Lite0 ends at 7 x 7 with 1,152 channels).
-                        transpose(x, m, g.h * g.w, &mut ws.cols);
-                        transpose(&wq[..m * kk], m, kk, &mut ws.t);
-                        depthwise_nhwc(&g, &ws.cols, &ws.t, &mut ws.y);
-                        transpose(t, m, per, &mut ws.tgt);
-                        total += self.finish(&mut ws.y, &ws.tgt, m, false, scale);
+                        let (x, t): (&[f32], &[f32]) = match &self.cols[r] {
+                            Some(c) => c[j * (ipi + m * per)..][..ipi + m * per].split_at(ipi),
+                            None => {
+                                transpose(x, m, g.h * g.w, &mut ws.cols);
+                                transpose(t, m, per, &mut ws.tgt);
+                                (&ws.cols, &ws.tgt)
+                            }
+                        };
+                        depthwise_nhwc(&g, x, &ws.t, &mut ws.y);
+                        total += self.finish(&mut ws.y, t, m, false, scale);
                         if let Some(gr) = grad.as_deref_mut() {
                             ws.rows.clear();
                             ws.rows.resize(kk * m, 0.0);
-                            depthwise_nhwc_weight_grad(&g, &ws.cols, &ws.y, &mut ws.rows);
+                            depthwise_nhwc_weight_grad(&g, x, &ws.y, &mut ws.rows);
                             for c in 0..m {
                                 for tap in 0..kk {
                                     gr[c * kk + tap] += ws.rows[tap * m + c];
@@ -158,6 +179,7 @@ impl<'a> Problem<'a> {
                         }
                         continue;
                     }
+                    ws.y.resize(m * per, 0.0);
                     // Column matrices [group][kk][per] of this sample: cached, the input itself
                     // (1x1 kernels), or built now.
                     let cols: &[f32] = match (&self.cols[r], pointwise(&g)) {
@@ -177,11 +199,9 @@ impl<'a> Problem<'a> {
                     total += self.finish(&mut ws.y, t, per, true, scale);
                     let Some(gr) = grad.as_deref_mut() else { continue };
                     for grp in 0..g.group {
+                        // dy · colsᵀ by the packed GEMM, packing straight from the columns.
                         let cg_cols = &cols[grp * kk * per..(grp + 1) * kk * per];
-                        // dy · colsᵀ by the packed GEMM: the columns transposed once cost a
-                        // fraction (1 / mg) of the product.
-                        transpose(cg_cols, kk, per, &mut ws.t);
-                        gemm_add(mg, kk, per, &ws.y[grp * mg * per..(grp + 1) * mg * per], &ws.t, &mut gr[grp * mg * kk..(grp + 1) * mg * kk]);
+                        gemm_add_bt(mg, kk, per, &ws.y[grp * mg * per..(grp + 1) * mg * per], cg_cols, &mut gr[grp * mg * kk..(grp + 1) * mg * kk]);
                     }
                 }
             }
@@ -232,23 +252,58 @@ impl<'a> Problem<'a> {
 pub(super) fn finish_one(y: &mut f32, t: f32, (b, lo, hi): (f32, f32, f32), two: f32) -> f32 {
     let v = *y + b;
     let d = vmath::clamp(v, lo, hi) - vmath::clamp(t, lo, hi);
-    *y = if v > lo && v < hi { two * d } else { 0.0 };
+    *y = if (v > lo) & (v < hi) { two * d } else { 0.0 };
     d * d
 }
 
-/// [`finish_one`] over a run of one channel, summed in 8 lanes so that it vectorises.
+/// [`finish_one`] over a run of one channel, a block at a time (a loop the compiler
+/// vectorises, as in wasm it did not with eight running sums).
 #[inline(never)]
 pub(super) fn finish_run(y: &mut [f32], t: &[f32], c: (f32, f32, f32), two: f32) -> f32 {
-    let split = y.len().min(t.len()) / 8 * 8;
-    let ((yh, yt), (th, tt)) = (y.split_at_mut(split), t.split_at(split));
-    let rest: f32 = yt.iter_mut().zip(tt).map(|(yv, &tv)| finish_one(yv, tv, c, two)).sum();
-    let mut acc = [0.0f32; 8];
-    for (yb, tb) in yh.chunks_exact_mut(8).zip(th.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += finish_one(&mut yb[l], tb[l], c, two);
+    let mut d2 = [0.0f32; BLOCK];
+    let mut total = 0.0;
+    for (y, t) in y.chunks_mut(BLOCK).zip(t.chunks(BLOCK)) {
+        let n = y.len().min(t.len());
+        let (y, t, d2) = (&mut y[..n], &t[..n], &mut d2[..n]);
+        let done = finish_lanes(y, t, c, two, d2);
+        for i in done..n {
+            d2[i] = finish_one(&mut y[i], t[i], c, two);
+        }
+        total += vmath::sum(d2);
+    }
+    total
+}
+
+/// [`finish_one`] on whole vectors of a run in wasm, where the compiler leaves the loop scalar;
+/// returns how many elements it did. The same operations in the same order, so the same bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn finish_lanes(y: &mut [f32], t: &[f32], (b, lo, hi): (f32, f32, f32), two: f32, d2: &mut [f32]) -> usize {
+    use core::arch::wasm32::*;
+    let (bv, lov, hiv, twov, zero) = (f32x4_splat(b), f32x4_splat(lo), f32x4_splat(hi), f32x4_splat(two), f32x4_splat(0.0));
+    // vmath::clamp's selects: below lo gives lo, then above hi gives hi.
+    let clamp = |x: v128| {
+        let x = v128_bitselect(lov, x, f32x4_lt(x, lov));
+        v128_bitselect(hiv, x, f32x4_gt(x, hiv))
+    };
+    let n = y.len().min(t.len()).min(d2.len()) / 4 * 4;
+    for ((yc, tc), dc) in y[..n].chunks_exact_mut(4).zip(t[..n].chunks_exact(4)).zip(d2[..n].chunks_exact_mut(4)) {
+        // SAFETY: each chunk holds 4 floats, one unaligned vector.
+        unsafe {
+            let v = f32x4_add(v128_load(yc.as_ptr() as *const v128), bv);
+            let d = f32x4_sub(clamp(v), clamp(v128_load(tc.as_ptr() as *const v128)));
+            let pass = v128_and(f32x4_gt(v, lov), f32x4_lt(v, hiv));
+            v128_store(yc.as_mut_ptr() as *mut v128, v128_bitselect(f32x4_mul(twov, d), zero, pass));
+            v128_store(dc.as_mut_ptr() as *mut v128, f32x4_mul(d, d));
         }
     }
-    vmath::sum(&acc) + rest
+    n
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn finish_lanes(_: &mut [f32], _: &[f32], _: (f32, f32, f32), _: f32, _: &mut [f32]) -> usize {
+    0
 }
 
 /// [`finish_one`] over a row holding every channel once.
@@ -333,11 +388,8 @@ pub(super) fn columns(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
     }
 }
 
+/// [`kernels::transpose`] into `out`, resized.
 pub(super) fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut Vec<f32>) {
     out.resize(rows * cols, 0.0);
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = a[r * cols + c];
-        }
-    }
+    kernels::transpose(a, rows, cols, out);
 }

@@ -105,7 +105,7 @@ fn step_row_lanes(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], 
 /// Weights per block of [`step_row`].
 pub(super) const BLOCK: usize = 256;
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::rng::SplitMix;
