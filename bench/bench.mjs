@@ -20,8 +20,9 @@ const runs = Number(opt("--runs", 20));
 const only = opt("--model", null);
 
 // --passes: DFQ on EfficientNet-Lite0, AdaRound on digits_mobilenet and on EfficientNet-Lite0 (W4A8
-// per channel, with its cost in FP32 Lite0 inferences timed in the same process), by the same Rust
-// function natively and in wasm, with the ratio.
+// per channel, with its cost in FP32 Lite0 inferences timed in the same process), and one epoch of
+// W4A8 QAT of EfficientNet-Lite0 (its cost in the FP32 inferences of the AdaRound run's side), by
+// the same Rust function natively and in wasm, with the ratio.
 if (args.includes("--passes")) {
   const iters = opt("--iterations", "1000");
   const files = ["assets/models/efficientnet_lite0.onnx", "assets/models/digits_mobilenet.onnx"];
@@ -29,11 +30,22 @@ if (args.includes("--passes")) {
   const native = JSON.parse(execFileSync(path.join(root, "target/release/examples/passes"), [...files, "assets/data/digits_train_x.npy", lite0Calib, iters], { cwd: root }).toString());
   const calib = readNpy("assets/data/digits_train_x.npy").data.slice(0, 256 * 64);
   const wasm = JSON.parse(passes(fs.readFileSync(path.join(root, files[0])), fs.readFileSync(path.join(root, files[1])), calib, readNpy(lite0Calib).data, Number(iters)));
+  // One QAT epoch (40 samples, batch 2), counted in the FP32 inferences timed above on each side.
+  const qat = {
+    native: JSON.parse(execFileSync(path.join(root, "target/release/examples/train"), [files[0], lite0Calib, "1"], { cwd: root }).toString()),
+    wasm: JSON.parse(train(fs.readFileSync(path.join(root, files[0])), readNpy(lite0Calib).data, 1)),
+  };
+  for (const [side, r] of [["native", native], ["wasm", wasm]]) {
+    const ms = r.adaround_lite0.fp32_inference_ms;
+    r.qat_epoch_lite0 = { pass: "qat_epoch_lite0_w4a8_pc", epochs: 1, samples: qat[side].samples, seconds: qat[side].s_per_epoch, fp32_inference_ms: ms, cost_in_inferences: qat[side].s_per_epoch * 1e3 / ms };
+  }
   if (json) {
     console.log(JSON.stringify({ bench: "passes", native, wasm }));
     for (const [side, r] of [["native", native], ["wasm", wasm]]) {
       const a = r.adaround_lite0;
       console.log(JSON.stringify({ pass: a.pass, side, iterations: a.iterations, seconds: a.seconds, fp32_inference_ms: a.fp32_inference_ms, cost_in_inferences: a.cost_in_inferences }));
+      const q = r.qat_epoch_lite0;
+      console.log(JSON.stringify({ pass: q.pass, side, epochs: q.epochs, seconds: q.seconds, fp32_inference_ms: q.fp32_inference_ms, cost_in_inferences: q.cost_in_inferences }));
     }
   } else {
     console.log("pass                                          native        wasm   wasm/native");
@@ -47,7 +59,10 @@ if (args.includes("--passes")) {
     console.log(`AdaRound Lite0 W4A8 pc, s in all`.padEnd(40) + `${a.seconds.toFixed(1).padStart(9)} s  ${b.seconds.toFixed(1).padStart(8)} s  ${(b.seconds / a.seconds).toFixed(2).padStart(8)}x`);
     console.log(`  one FP32 Lite0 inference`.padEnd(40) + `${a.fp32_inference_ms.toFixed(1).padStart(9)} ms ${b.fp32_inference_ms.toFixed(1).padStart(8)} ms`);
     console.log(`  cost in FP32 inferences (bar: 3,000)`.padEnd(40) + `${a.cost_in_inferences.toFixed(0).padStart(9)}    ${b.cost_in_inferences.toFixed(0).padStart(8)}`);
-    console.log(`(AdaRound: digits ${n.layers} layers x ${iters} iterations, batches of 32 digits; Lite0 ${a.samples} samples, one per iteration; DFQ: median of 5, model already loaded)`);
+    const [qn, qw] = [native.qat_epoch_lite0, wasm.qat_epoch_lite0];
+    console.log(`QAT Lite0 W4A8 pc, s per epoch`.padEnd(40) + `${qn.seconds.toFixed(1).padStart(9)} s  ${qw.seconds.toFixed(1).padStart(8)} s  ${(qw.seconds / qn.seconds).toFixed(2).padStart(8)}x`);
+    console.log(`  cost in FP32 inferences`.padEnd(40) + `${qn.cost_in_inferences.toFixed(0).padStart(9)}    ${qw.cost_in_inferences.toFixed(0).padStart(8)}`);
+    console.log(`(AdaRound: digits ${n.layers} layers x ${iters} iterations, batches of 32 digits; Lite0 ${a.samples} samples, one per iteration; QAT: one epoch of the ${qn.samples} samples, batch 2, distilled from FP32; DFQ: median of 5, model already loaded)`);
   }
   process.exit(0);
 }
