@@ -18,8 +18,8 @@ run() { "$@" 2>&1 | tee -a "$log"; }
 say "native tests"
 # The test binaries run two at a time: several hold one long test that leaves a core idle. Each
 # binary's output is kept whole and printed when it ends.
-run cargo test --release -p qplay-core -p qplay-cli --no-run
-mapfile -t bins < <(cargo test --release -p qplay-core -p qplay-cli --no-run --message-format=json 2>/dev/null | grep -E '"profile":\{[^}]*"test":true' | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//')
+run cargo test --profile ci -p qplay-core -p qplay-cli --no-run
+mapfile -t bins < <(cargo test --profile ci -p qplay-core -p qplay-cli --no-run --message-format=json 2>/dev/null | grep -E '"profile":\{[^}]*"test":true' | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//')
 # Longest first (compression, OCR, mixed precision, training, AdaRound, interop), short ones last.
 mapfile -t bins < <(printf '%s\n' "${bins[@]}" | awk '{ print (($0 ~ /\/(compress|ocr|mixed|train|adaround|interop)-[0-9a-f]+$/) ? 0 : 1) "\t" $0 }' | sort -s -k1,1 | cut -f2)
 outs=$(mktemp -d)
@@ -35,13 +35,15 @@ done
 [ "$status" = 0 ] || exit 1
 
 say "wasm32 tests (SIMD128, under Node)"
-run cargo test --release --target wasm32-unknown-unknown -p qplay-core
+run cargo test --profile ci --target wasm32-unknown-unknown -p qplay-core
 
 say "building the playground, and the deployable site (served from a sub-path in the browser tests)"
 trunk build --release
 bash scripts/build-site.sh target/site/qplay
 
 say "browser tests (Playwright + Chromium)"
+# The zoo test compares the page with the CLI built above.
+export QPLAY_CLI="$ROOT/target/ci/qplay"
 run node --test tests/e2e/
 
 passed=$(grep -Eo '([0-9]+ passed;|^# pass [0-9]+)' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')

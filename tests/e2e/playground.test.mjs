@@ -1126,7 +1126,7 @@ const ZOO_MODELS = {
   digits_mlp: { file: "assets/models/digits_mlp.onnx", calib: "assets/zoo/digits_calib_flat.npy", test: "assets/zoo/digits_test_flat.npy" },
 };
 async function cliZoo(dir) {
-  const qplay = path.join(root, "target/release/qplay");
+  const qplay = process.env.QPLAY_CLI || path.join(root, "target/release/qplay");
   const run = async (...args) => { const r = await promisify(execFile)(qplay, args, { cwd: root, maxBuffer: 1 << 24 }); return r.stdout + r.stderr; };
   const figure = (out, re) => { const m = out.match(re); assert.ok(m, out); return m[1]; };
   const out = {};
