@@ -256,8 +256,9 @@ pub(super) fn finish_one(y: &mut f32, t: f32, (b, lo, hi): (f32, f32, f32), two:
     d * d
 }
 
-/// [`finish_one`] over a run of one channel, a block at a time (a loop the compiler
-/// vectorises, as in wasm it did not with eight running sums).
+/// [`finish_one`] over a run of one channel, a block at a time: the elements four at a time by
+/// `finish_lanes` in wasm (where the compiler leaves this loop scalar), each block's squares
+/// summed by `vmath::sum`.
 #[inline(never)]
 pub(super) fn finish_run(y: &mut [f32], t: &[f32], c: (f32, f32, f32), two: f32) -> f32 {
     let mut d2 = [0.0f32; BLOCK];
