@@ -391,11 +391,7 @@ fn transposed(a: &[f32], rows: usize, cols: usize, t: bool) -> Vec<f32> {
         return a.to_vec();
     }
     let mut out = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = a[r * cols + c];
-        }
-    }
+    crate::kernels::transpose(a, rows, cols, &mut out);
     out
 }
 
