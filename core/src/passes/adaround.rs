@@ -43,7 +43,7 @@ mod problem;
 mod step;
 
 use problem::{transpose, Problem, Work};
-use step::{prepare_row, step_row, Adam};
+use step::{sigmoid, soft, step_row, Adam};
 
 const ZETA: f32 = 1.1;
 const GAMMA: f32 = -0.1;
@@ -332,26 +332,17 @@ fn optimize(
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let (mut m1, mut m2) = (vec![0.0f32; n], vec![0.0f32; n]);
     let (mut wq, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
-    // ∂W̃/∂v and the regulariser's gradient, prepared by each step for the next.
-    let (mut dm, mut rg) = (vec![0.0f32; n], vec![0.0f32; n]);
+    // σ(v), kept from one step to the next.
+    let mut sg: Vec<f32> = v.iter().map(|&vi| sigmoid(vi)).collect();
+    // Row by row, so that the per-channel encoding is a scalar.
+    for r in 0..m {
+        let (row, e) = (r * k..(r + 1) * k, (delta[r], off[r], qmax[r]));
+        for ((wqi, &s), &fl) in wq[row.clone()].iter_mut().zip(&sg[row.clone()]).zip(&floor[row]) {
+            *wqi = soft(s, fl, e).0;
+        }
+    }
     let t_total = cfg.iterations;
     let warm = (cfg.warm_start * t_total as f32) as usize;
-    // The regulariser's (λ, β) at step t: off during the warm start, then β annealed.
-    let reg_at = |t: usize| {
-        (t >= warm).then(|| {
-            let (bs, be) = cfg.beta;
-            let frac = (t - warm) as f32 / (t_total - warm).max(1) as f32;
-            (cfg.reg_weight, be + 0.5 * (bs - be) * (1.0 + (std::f32::consts::PI * frac).cos()))
-        })
-    };
-    // Row by row, so that the per-channel encoding is a scalar. `round_next` is the sum of the
-    // regulariser's terms (over rows, each row's in f32) before the next step.
-    let rows = |r: usize| (r * k..(r + 1) * k, (delta[r], off[r], qmax[r]));
-    let mut round_next = 0.0f64;
-    for r in 0..m {
-        let (row, e) = rows(r);
-        round_next += prepare_row(&v[row.clone()], &floor[row.clone()], &mut wq[row.clone()], &mut dm[row.clone()], &mut rg[row], e, reg_at(0)) as f64;
-    }
     let every = (t_total / 100).max(1);
     let mut curve = Vec::new();
     let (mut acc_rec, mut acc_round, mut acc_n) = (0.0f64, 0.0f64, 0usize);
@@ -361,16 +352,24 @@ fn optimize(
         let items = pick(p.items[r], cfg.batch, rng);
         grad.fill(0.0);
         let recon = p.loss(r, &items, &wq, Some(&mut grad), &mut ws);
+        let reg = t >= warm;
+        let beta = if reg {
+            let (bs, be) = cfg.beta;
+            let frac = (t - warm) as f32 / (t_total - warm).max(1) as f32;
+            be + 0.5 * (bs - be) * (1.0 + (std::f32::consts::PI * frac).cos())
+        } else {
+            0.0
+        };
         b1t *= b1;
         b2t *= b2;
         // Adam with its bias corrections folded into two factors.
         let adam = Adam { b1, b2, eps, step: cfg.learning_rate / (1.0 - b1t), c2: 1.0 / (1.0 - b2t) };
-        let (reg, next) = (reg_at(t), reg_at(t + 1));
-        let round = std::mem::take(&mut round_next);
+        let reg = reg.then_some((cfg.reg_weight, beta));
+        let mut round = 0.0f64;
         for r in 0..m {
-            let (row, e) = rows(r);
-            let out = (&mut wq[row.clone()], &mut dm[row.clone()], &mut rg[row.clone()]);
-            round_next += step_row(&mut v[row.clone()], &floor[row.clone()], (&mut m1[row.clone()], &mut m2[row.clone()]), &grad[row], out, e, reg.is_some(), next, &adam) as f64;
+            let row = r * k..(r + 1) * k;
+            let e = (delta[r], off[r], qmax[r]);
+            round += step_row(&mut v[row.clone()], &mut sg[row.clone()], &floor[row.clone()], &mut m1[row.clone()], &mut m2[row.clone()], &grad[row.clone()], &mut wq[row], e, reg, &adam) as f64;
         }
         let round = if reg.is_some() { (round * cfg.reg_weight as f64) as f32 } else { 0.0 };
         acc_rec += recon;
@@ -432,57 +431,6 @@ mod tests {
             assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "n = {n}");
             let want: f64 = d2.iter().map(|&v| v as f64).sum();
             assert!((total as f64 - want).abs() <= 1e-5 * want.max(1.0), "n = {n}: {total} vs {want}");
-        }
-    }
-
-    /// Steps that use what the previous step prepared (∂W̃/∂v, the regulariser's gradient and
-    /// terms) give the bits of the direct formulation, which derives everything from `σ(v)` at
-    /// the start of each step: through the warm start, the switch to the regulariser and β's
-    /// change from step to step, over a row longer than a block.
-    #[test]
-    fn prepared_steps_match_the_direct_formulation() {
-        use step::{sigmoid, soft};
-        let mut rng = SplitMix(5);
-        let n = 300;
-        let e = (0.05, -3.0, 15.0);
-        let v0: Vec<f32> = rng.f32s(n).iter().map(|x| 4.0 * x).collect();
-        let floor: Vec<f32> = (0..n).map(|i| (i % 19) as f32 - 9.0).collect();
-        let grads: Vec<Vec<f32>> = (0..6).map(|_| rng.f32s(n).iter().map(|x| 0.1 * x).collect()).collect();
-        let reg_at = |t: usize| (t >= 2).then(|| (0.01f32, 20.0 - 3.0 * t as f32));
-        let adam = |t: usize| Adam { b1: 0.9, b2: 0.999, eps: 1e-8, step: 1e-2 / (1.0 - 0.9f32.powi(t as i32 + 1)), c2: 1.0 / (1.0 - 0.999f32.powi(t as i32 + 1)) };
-        // Direct.
-        let (mut v, mut m1, mut m2) = (v0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
-        let mut direct = Vec::new();
-        for (t, grad) in grads.iter().enumerate() {
-            let a = adam(t);
-            let mut terms = 0.0f64;
-            for i in 0..n {
-                let (_, dm, hm, h) = soft(sigmoid(v[i]), floor[i], e);
-                let mut g = grad[i] * dm;
-                if let Some((lam, beta)) = reg_at(t) {
-                    let u = 2.0 * h - 1.0;
-                    let pw = if u != 0.0 { crate::kernels::vmath::exp((beta - 1.0) * crate::kernels::vmath::ln(u.abs())) } else { 0.0 };
-                    terms += (1.0 - pw * u.abs()) as f64;
-                    g -= lam * beta * pw * 2.0 * hm * u.signum();
-                }
-                m1[i] = a.b1 * m1[i] + (1.0 - a.b1) * g;
-                m2[i] = a.b2 * m2[i] + (1.0 - a.b2) * g * g;
-                v[i] -= a.step * m1[i] / ((m2[i] * a.c2).sqrt() + a.eps);
-            }
-            let wq: Vec<f32> = v.iter().zip(&floor).map(|(&vi, &f)| soft(sigmoid(vi), f, e).0).collect();
-            direct.push((v.clone(), wq, terms));
-        }
-        // Prepared.
-        let (mut v, mut m1, mut m2) = (v0, vec![0.0f32; n], vec![0.0f32; n]);
-        let (mut wq, mut dm, mut rg) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-        let mut next_terms = prepare_row(&v, &floor, &mut wq, &mut dm, &mut rg, e, reg_at(0));
-        for (t, grad) in grads.iter().enumerate() {
-            let terms = next_terms;
-            next_terms = step_row(&mut v, &floor, (&mut m1, &mut m2), grad, (&mut wq, &mut dm, &mut rg), e, reg_at(t).is_some(), reg_at(t + 1), &adam(t));
-            let (dv, dwq, dterms) = &direct[t];
-            assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), dv.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "v after step {t}");
-            assert_eq!(wq.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), dwq.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "W̃ after step {t}");
-            assert!((terms as f64 - dterms).abs() <= 1e-4 * dterms.max(1.0), "regulariser before step {t}: {terms} vs {dterms}");
         }
     }
 

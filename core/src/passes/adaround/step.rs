@@ -33,53 +33,22 @@ pub(super) struct Adam {
     pub(super) c2: f32,
 }
 
-/// What the next step needs of one rounding variable, from `s = σ(v)`: the soft-rounded weight
-/// `W̃`, `∂W̃/∂v`, and with `reg = Some((λ, β))` the regulariser's gradient with respect to `v`
-/// and its term `1 - |2h - 1|^β` (both 0 without it).
-#[inline(always)]
-pub(super) fn prepare(s: f32, floor: f32, e: (f32, f32, f32), reg: Option<(f32, f32)>) -> (f32, f32, f32, f32) {
-    let (wq, dm, hm, h) = soft(s, floor, e);
-    let Some((lam, beta)) = reg else { return (wq, dm, 0.0, 0.0) };
-    // d/dh of λ (1 - |2h - 1|^β), with |u|^(β-1) as exp((β-1) ln|u|).
-    let u = 2.0 * h - 1.0;
-    let au = u.abs();
-    let pw = if au > 0.0 { vmath::exp((beta - 1.0) * vmath::ln(au)) } else { 0.0 };
-    (wq, dm, lam * beta * pw * 2.0 * hm * if u < 0.0 { -1.0 } else { 1.0 }, 1.0 - pw * au)
-}
-
-/// [`prepare`] over a row of rounding variables `v` sharing encoding `e`: fills `wq`, `dm` and
-/// `rg`, and returns the sum of the regulariser's terms (0 without it).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn prepare_row(v: &[f32], floor: &[f32], wq: &mut [f32], dm: &mut [f32], rg: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>) -> f32 {
-    let mut total = 0.0;
-    let mut tb = [0.0f32; BLOCK];
-    for (i0, v) in (0..v.len()).step_by(BLOCK).zip(v.chunks(BLOCK)) {
-        for (i, &vi) in v.iter().enumerate() {
-            let (w, d, r, t) = prepare(sigmoid(vi), floor[i0 + i], e, reg);
-            (wq[i0 + i], dm[i0 + i], rg[i0 + i], tb[i]) = (w, d, r, t);
-        }
-        total += vmath::sum(&tb[..v.len()]);
-    }
-    total
-}
-
 /// One Adam step on a row of rounding variables sharing encoding `e`, from the reconstruction
-/// gradient `grad` (with respect to the weights), `∂W̃/∂v` in `dm` and, when `reg_now`, the
-/// regulariser's gradient in `rg`; then, at the new values, the weights `wq` and what the next
-/// step needs ([`prepare`] with `next`, the regulariser's `(λ, β)` of the next step). Returns
-/// the sum of the regulariser's terms at the new values (0 without `next`).
+/// gradient `grad` (with respect to the weights) and, with `reg = Some((λ, β))`, the
+/// regulariser's; then `σ(v)` and the weights at the new values. Returns the sum of the
+/// regulariser's terms `1 - |2h - 1|^β` before the step (0 without it).
 ///
 /// The work goes block by block of [`BLOCK`] weights in three short passes (gradient, Adam, new
 /// weights) through buffers on the stack: one long loop body chains exp, ln, sqrt and divisions
 /// into a latency the processor cannot hide, while short ones overlap their iterations.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn step_row(v: &mut [f32], floor: &[f32], m: (&mut [f32], &mut [f32]), grad: &[f32], out: (&mut [f32], &mut [f32], &mut [f32]), e: (f32, f32, f32), reg_now: bool, next: Option<(f32, f32)>, a: &Adam) -> f32 {
+pub(super) fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2.
-        return unsafe { step_row_avx2(v, floor, m, grad, out, e, reg_now, next, a) };
+        return unsafe { step_row_avx2(v, sg, floor, m1, m2, grad, wq, e, reg, a) };
     }
-    step_row_lanes(v, floor, m, grad, out, e, reg_now, next, a)
+    step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
 }
 
 /// [`step_row_lanes`] in 8 lanes natively where the processor has AVX2. Without FMA (and Rust
@@ -88,28 +57,35 @@ pub(super) fn step_row(v: &mut [f32], floor: &[f32], m: (&mut [f32], &mut [f32])
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-fn step_row_avx2(v: &mut [f32], floor: &[f32], m: (&mut [f32], &mut [f32]), grad: &[f32], out: (&mut [f32], &mut [f32], &mut [f32]), e: (f32, f32, f32), reg_now: bool, next: Option<(f32, f32)>, a: &Adam) -> f32 {
-    step_row_lanes(v, floor, m, grad, out, e, reg_now, next, a)
+fn step_row_avx2(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
 }
 
 /// The body of [`step_row`], inlined into each target's version.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn step_row_lanes(v: &mut [f32], floor: &[f32], (m1, m2): (&mut [f32], &mut [f32]), grad: &[f32], (wq, dm, rg): (&mut [f32], &mut [f32], &mut [f32]), e: (f32, f32, f32), reg_now: bool, next: Option<(f32, f32)>, a: &Adam) -> f32 {
+fn step_row_lanes(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
     let (mut gb, mut tb) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
     let mut total = 0.0;
-    let blocks = v.chunks_mut(BLOCK).zip(floor.chunks(BLOCK)).zip(m1.chunks_mut(BLOCK)).zip(m2.chunks_mut(BLOCK)).zip(grad.chunks(BLOCK)).zip(wq.chunks_mut(BLOCK)).zip(dm.chunks_mut(BLOCK)).zip(rg.chunks_mut(BLOCK));
-    for (((((((v, floor), m1), m2), grad), wq), dm), rg) in blocks {
+    let blocks = v.chunks_mut(BLOCK).zip(sg.chunks_mut(BLOCK)).zip(floor.chunks(BLOCK)).zip(m1.chunks_mut(BLOCK)).zip(m2.chunks_mut(BLOCK)).zip(grad.chunks(BLOCK)).zip(wq.chunks_mut(BLOCK));
+    for ((((((v, sg), floor), m1), m2), grad), wq) in blocks {
         let n = v.len();
-        let (floor, m1, m2, grad, wq, dm, rg) = (&floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n], &mut dm[..n], &mut rg[..n]);
+        let (sg, floor, m1, m2, grad, wq) = (&mut sg[..n], &floor[..n], &mut m1[..n], &mut m2[..n], &grad[..n], &mut wq[..n]);
         let (gb, tb) = (&mut gb[..n], &mut tb[..n]);
-        if reg_now {
+        if let Some((lam, beta)) = reg {
             for i in 0..n {
-                gb[i] = grad[i] * dm[i] - rg[i];
+                let (_, dm, hm, h) = soft(sg[i], floor[i], e);
+                // d/dh of λ (1 - |2h - 1|^β), with |u|^(β-1) as exp((β-1) ln|u|).
+                let u = 2.0 * h - 1.0;
+                let au = u.abs();
+                let pw = if au > 0.0 { vmath::exp((beta - 1.0) * vmath::ln(au)) } else { 0.0 };
+                tb[i] = 1.0 - pw * au;
+                gb[i] = grad[i] * dm - lam * beta * pw * 2.0 * hm * if u < 0.0 { -1.0 } else { 1.0 };
             }
+            total += vmath::sum(tb);
         } else {
             for i in 0..n {
-                gb[i] = grad[i] * dm[i];
+                gb[i] = grad[i] * soft(sg[i], floor[i], e).1;
             }
         }
         for i in 0..n {
@@ -118,16 +94,9 @@ fn step_row_lanes(v: &mut [f32], floor: &[f32], (m1, m2): (&mut [f32], &mut [f32
             m2[i] = a.b2 * m2[i] + (1.0 - a.b2) * g * g;
             v[i] -= a.step * m1[i] / ((m2[i] * a.c2).sqrt() + a.eps);
         }
-        if let Some(next) = next {
-            for i in 0..n {
-                (wq[i], dm[i], rg[i], tb[i]) = prepare(sigmoid(v[i]), floor[i], e, Some(next));
-            }
-            total += vmath::sum(tb);
-        } else {
-            for i in 0..n {
-                let (w, d, _, _) = prepare(sigmoid(v[i]), floor[i], e, None);
-                (wq[i], dm[i]) = (w, d);
-            }
+        for i in 0..n {
+            sg[i] = sigmoid(v[i]);
+            wq[i] = soft(sg[i], floor[i], e).0;
         }
     }
     total
@@ -154,20 +123,19 @@ mod tests {
         let floor: Vec<f32> = (0..n).map(|i| (i % 17) as f32 - 8.0).collect();
         let grad: Vec<f32> = rng.f32s(n).iter().map(|x| 0.1 * x).collect();
         let a = Adam { b1: 0.9, b2: 0.999, eps: 1e-8, step: 1e-3 / 0.1, c2: 1.0 / 0.001 };
-        for (reg_now, next) in [(false, None), (false, Some((0.01, 7.5))), (true, Some((0.01, 7.0)))] {
+        for reg in [None, Some((0.01, 7.5))] {
             let run = |avx: bool| {
-                let mut v = v0.clone();
-                let (mut m1, mut m2, mut wq, mut dm, mut rg) = (vec![0.01; n], vec![1e-4; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-                prepare_row(&v, &floor, &mut wq, &mut dm, &mut rg, (0.05, -3.0, 15.0), reg_now.then_some((0.01, 8.0)));
-                let (m, out) = ((&mut m1[..], &mut m2[..]), (&mut wq[..], &mut dm[..], &mut rg[..]));
+                let (mut v, mut sg) = (v0.clone(), v0.iter().map(|&x| sigmoid(x)).collect::<Vec<_>>());
+                let (mut m1, mut m2, mut wq) = (vec![0.01; n], vec![1e-4; n], vec![0.0; n]);
+                let args = (&mut v, &mut sg, &floor, &mut m1, &mut m2, &grad, &mut wq);
                 let round = if avx {
-                    unsafe { step_row_avx2(&mut v, &floor, m, &grad, out, (0.05, -3.0, 15.0), reg_now, next, &a) }
+                    unsafe { step_row_avx2(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a) }
                 } else {
-                    step_row_lanes(&mut v, &floor, m, &grad, out, (0.05, -3.0, 15.0), reg_now, next, &a)
+                    step_row_lanes(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a)
                 };
-                (round.to_bits(), [v, m1, m2, wq, dm, rg].map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
+                (round.to_bits(), [v, sg, m1, m2, wq].map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
             };
-            assert_eq!(run(true), run(false), "{reg_now} {next:?}");
+            assert_eq!(run(true), run(false), "{reg:?}");
         }
     }
 }
