@@ -1,7 +1,8 @@
 //! f32 matrix multiply `C = A * B` (row-major, A: m x k, B: k x n, C: m x n).
 //!
 //! Blocked over k (`KC`) and n (`NC`), `b` packed into panels, 4 x 8 register blocks; the micro-kernel is explicit
-//! SIMD128 on wasm32 and plain Rust (auto-vectorised) elsewhere. [`gemm_naive`] is the reference.
+//! SIMD128 on wasm32, 4 x 16 in AVX on x86-64 processors that have it, and plain Rust (auto-vectorised)
+//! elsewhere, all with the same bits. [`gemm_naive`] is the reference.
 
 const MR: usize = 4;
 const NR: usize = 8;

@@ -513,6 +513,30 @@ mod tests {
         }
     }
 
+    /// The AVX build of the loss and its gradient gives the bits of the portable one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_loss_and_gradient_are_identical_to_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx") {
+            return;
+        }
+        let mut rng = SplitMix(9);
+        for (l, shape) in cases() {
+            let x = Tensor::f32(shape.clone(), rng.f32s(shape.iter().product())).unwrap();
+            let w = rng.f32s(l.m * l.k);
+            let t: Vec<f32> = reference(&l, &x, &w).iter().map(|v| v + 0.5 * (rng.next() % 3) as f32 - 0.5).collect();
+            let t = Tensor::f32(vec![t.len()], t).unwrap();
+            let p = Problem::new(&l, &[&x], &[&t]).unwrap();
+            let items: Vec<usize> = (0..shape[0]).collect();
+            let run = |avx: bool| {
+                let (mut grad, mut ws) = (vec![0.0f32; w.len()], Work::default());
+                let loss = if avx { unsafe { p.loss_avx(0, &items, &w, Some(&mut grad), &mut ws) } } else { p.loss_body(0, &items, &w, Some(&mut grad), &mut ws) };
+                (loss.to_bits(), grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>())
+            };
+            assert_eq!(run(true), run(false), "{:?}", l.kind);
+        }
+    }
+
     #[test]
     fn subsets_are_distinct_and_seeded() {
         let (mut a, mut b) = (SplitMix(3), SplitMix(3));

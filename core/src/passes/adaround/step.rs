@@ -44,6 +44,11 @@ pub(super) struct Adam {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { step_row_avx512(v, sg, floor, m1, m2, grad, wq, e, reg, a) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2.
         return unsafe { step_row_avx2(v, sg, floor, m1, m2, grad, wq, e, reg, a) };
@@ -58,6 +63,15 @@ pub(super) fn step_row(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 fn step_row_avx2(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
+    step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
+}
+
+/// [`step_row_lanes`] in 16 lanes where the processor has AVX-512F, identical for the same
+/// reason.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn step_row_avx512(v: &mut [f32], sg: &mut [f32], floor: &[f32], m1: &mut [f32], m2: &mut [f32], grad: &[f32], wq: &mut [f32], e: (f32, f32, f32), reg: Option<(f32, f32)>, a: &Adam) -> f32 {
     step_row_lanes(v, sg, floor, m1, m2, grad, wq, e, reg, a)
 }
 
@@ -110,13 +124,15 @@ mod tests {
     use super::*;
     use crate::rng::SplitMix;
 
-    /// The AVX2 build of the step gives the same bits as the 4-lane one (on a processor with AVX2).
+    /// The AVX2 and AVX-512 builds of the step give the same bits as the 4-lane one (on a
+    /// processor with them).
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn step_row_is_identical_in_8_lanes() {
+    fn step_row_is_identical_in_8_and_16_lanes() {
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
         }
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
         let mut rng = SplitMix(11);
         let n = 1000;
         let v0: Vec<f32> = rng.f32s(n).iter().map(|x| 4.0 * x).collect();
@@ -124,18 +140,21 @@ mod tests {
         let grad: Vec<f32> = rng.f32s(n).iter().map(|x| 0.1 * x).collect();
         let a = Adam { b1: 0.9, b2: 0.999, eps: 1e-8, step: 1e-3 / 0.1, c2: 1.0 / 0.001 };
         for reg in [None, Some((0.01, 7.5))] {
-            let run = |avx: bool| {
+            let run = |lanes: usize| {
                 let (mut v, mut sg) = (v0.clone(), v0.iter().map(|&x| sigmoid(x)).collect::<Vec<_>>());
                 let (mut m1, mut m2, mut wq) = (vec![0.01; n], vec![1e-4; n], vec![0.0; n]);
                 let args = (&mut v, &mut sg, &floor, &mut m1, &mut m2, &grad, &mut wq);
-                let round = if avx {
-                    unsafe { step_row_avx2(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a) }
-                } else {
-                    step_row_lanes(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a)
+                let round = match lanes {
+                    16 => unsafe { step_row_avx512(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a) },
+                    8 => unsafe { step_row_avx2(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a) },
+                    _ => step_row_lanes(args.0, args.1, args.2, args.3, args.4, args.5, args.6, (0.05, -3.0, 15.0), reg, &a),
                 };
                 (round.to_bits(), [v, sg, m1, m2, wq].map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
             };
-            assert_eq!(run(true), run(false), "{reg:?}");
+            assert_eq!(run(8), run(4), "{reg:?}");
+            if avx512 {
+                assert_eq!(run(16), run(4), "{reg:?}");
+            }
         }
     }
 }
