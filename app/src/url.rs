@@ -20,11 +20,21 @@ pub fn get(key: &str) -> Option<String> {
 
 /// Sets (or, with `None`, removes) `key` in the fragment, keeping the other pairs.
 pub fn set(key: &str, value: Option<&str>) {
-    let mut pairs: Vec<(String, String)> = read().into_iter().filter(|(k, _)| k != key).collect();
-    if let Some(v) = value {
-        pairs.push((key.to_string(), v.to_string()));
-    }
+    set_all(&[(key, value)]);
+}
+
+/// Sets (or removes) several keys at once, keeping the other pairs; the URL is rewritten once,
+/// and only when the fragment changes (each rewrite costs the page about a millisecond).
+pub fn set_all(changes: &[(&str, Option<&str>)]) {
+    let current = read();
+    let mut pairs: Vec<(String, String)> = current.iter().filter(|(k, _)| !changes.iter().any(|(c, _)| c == k)).cloned().collect();
+    pairs.extend(changes.iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string()))));
     pairs.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+    let mut before = current;
+    before.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+    if pairs == before {
+        return;
+    }
     let frag: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", js_sys::encode_uri_component(v))).collect();
     if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("#{}", frag.join("&"))));

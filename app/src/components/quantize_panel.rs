@@ -79,9 +79,8 @@ pub fn QuantizePanel() -> impl IntoView {
     let compressed = move || state.quantize_compressed.get() && state.compress.get().is_some();
     let config = move || QuantConfig { compressed: compressed(), aimet_compatible: aimet.get(), dfq: dfq.get(), weight_bits: wbits.get(), act_bits: abits.get(), per_channel: per_channel.get(), adaround_iterations: ada.get(), bias_correction: bc.get(), cle_measured: measured.get(), scheme: scheme.get(), calib_samples: calib_n.get() };
     Effect::new(move |_| {
-        for (k, v) in crate::url::recipe(&config()) {
-            crate::url::set(k, Some(&v));
-        }
+        let recipe = crate::url::recipe(&config());
+        crate::url::set_all(&recipe.iter().map(|(k, v)| (*k, Some(v.as_str()))).collect::<Vec<_>>());
     });
     // A size from a link that this kind of model does not offer falls back to "all".
     Effect::new(move |_| {
