@@ -326,7 +326,7 @@ fn micro_4x8(kc: usize, a: [&[f32]; MR], panel: &[f32], c: [&mut [f32]; MR]) {
 }
 
 /// [`micro_4x8`] over two adjacent panels (`pair`, 2 x kc x NR) into 16 columns of `c`, in AVX:
-/// eight 8-lane accumulators where 4 x 8 has four, so twice the independent additions in
+/// eight 8-lane accumulators, twice the lanes of the portable kernel's eight 4-lane ones in
 /// flight. Multiplies and adds stay separate (no FMA), so every sum rounds as in 4 x 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
