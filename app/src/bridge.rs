@@ -92,6 +92,10 @@ pub fn start(state: AppState) -> Result<(), String> {
     onerr.forget();
     READY.with(|r| r.set(false));
     WORKER.with(|slot| *slot.borrow_mut() = Some(w));
+    // `#workers=N` sets the pool's size (the default: one worker per core).
+    if let Some(n) = crate::url::get("workers").and_then(|v| v.parse::<u32>().ok()) {
+        send(&Request::Workers { job: next_job(), workers: n }, JsValue::UNDEFINED)?;
+    }
     Ok(())
 }
 
@@ -382,6 +386,8 @@ fn apply(state: AppState, r: Response) {
             state.idle();
         }
         Response::Panicked { message } => PANIC.with(|p| *p.borrow_mut() = Some(message)),
+        // Answers that change nothing on the page.
+        Response::Pool { .. } | Response::HelpCalibrated { .. } => {}
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

@@ -70,6 +70,12 @@ pub enum Request {
     /// (photos, prepared by `preprocess`, the settings JSON); without `preprocess` the model takes
     /// digits (the first 256 training digits calibrate, the test digits score).
     Zoo { job: u32, preprocess: Option<String>, recipes: Vec<QuantConfig> },
+    /// The pool's size: `workers` in all (0: one per core). Answered with Pool.
+    Workers { job: u32, workers: u32 },
+    /// To a helper worker: calibration statistics over some samples (`qplay_core::quant::calib`).
+    /// Payload: the message array's entries 1 and 2, the graph as ONNX bytes and the samples as
+    /// one Float32Array (`shapes`). Answered with HelpCalibrated.
+    HelpCalibrate { job: u32, watched: Vec<String>, scheme: Scheme, ranges: Vec<Option<(f64, f64)>>, shapes: Vec<Vec<usize>> },
 }
 
 /// An architecture search as the page asks for it (see `qplay search`).
@@ -404,6 +410,10 @@ pub enum Response {
     /// Payload: the model's bytes, to load as the current model.
     SearchModel { job: u32, name: String },
     Failed { job: u32, message: String },
+    /// The pool's size in use (this worker and its helpers).
+    Pool { job: u32, workers: usize },
+    /// A helper's calibration part. Payload: a Float64Array (`calib::Part::to_f64s`).
+    HelpCalibrated { job: u32 },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },
 }
@@ -413,6 +423,12 @@ pub struct QuantReport {
     pub config: QuantConfig,
     pub bn_folded: usize,
     pub calibration_samples: usize,
+    /// Wall time of calibration (the first, before any bias correction) and the workers it
+    /// split over.
+    #[serde(default)]
+    pub calibration_seconds: f64,
+    #[serde(default)]
+    pub workers: usize,
     pub weight_encodings: usize,
     pub activation_encodings: usize,
     /// Steps of the integer engine that run in integers / fall back to float.

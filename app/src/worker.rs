@@ -22,6 +22,7 @@ mod compress;
 mod mixed;
 mod quantize;
 mod data;
+pub(crate) mod pool;
 mod search;
 mod train;
 
@@ -99,6 +100,16 @@ pub fn start() {
             let req: Result<Request, _> = serde_wasm_bindgen::from_value(data.get(0));
             let resp = match req {
                 Err(e) => Response::Failed { job: 0, message: format!("bad request: {e}") },
+                Ok(Request::HelpCalibrate { job, watched, scheme, ranges, shapes }) => {
+                    match pool::help_calibrate(watched, scheme, ranges, &shapes, &data) {
+                        Ok(part) => {
+                            let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpCalibrated { job }).unwrap_or(JsValue::NULL), &part);
+                            let _ = scope().post_message_with_transfer(&msg, &Array::of1(&part.buffer()));
+                            return;
+                        }
+                        Err(message) => Response::Failed { job, message },
+                    }
+                }
                 Ok(req) => {
                     let job = job_of(&req);
                     handle(&state, req, data.get(1)).await.unwrap_or_else(|message| Response::Failed { job, message })
@@ -170,7 +181,9 @@ fn job_of(r: &Request) -> u32 {
         | Request::ApplyMixed { job, .. }
         | Request::Search { job, .. }
         | Request::SearchModel { job, .. }
-        | Request::Zoo { job, .. } => *job,
+        | Request::Zoo { job, .. }
+        | Request::Workers { job, .. }
+        | Request::HelpCalibrate { job, .. } => *job,
     }
 }
 
@@ -192,6 +205,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             summary.graph = graph_nodes(&graph, &info, shapes.as_deref(), summary.layer_costs.as_slice());
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
+            pool::warm();
             *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None, mixed: None });
             Ok(Response::Loaded { job, summary })
         }
@@ -399,6 +413,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             PAYLOAD.with(|p| *p.borrow_mut() = Some(Uint8Array::from(bytes.as_slice())));
             Ok(if load { Response::SearchModel { job, name } } else { Response::Exported { job, file_name: name } })
         }
+        Request::Workers { job, workers } => Ok(Response::Pool { job, workers: pool::set_workers(workers as usize) }),
+        Request::HelpCalibrate { .. } => Err("calibration parts are computed by helper workers".into()),
         Request::Zoo { job, preprocess, recipes } => Ok(Response::Zoo { job, result: zoo(job, preprocess.as_deref(), &recipes, &payload).await? }),
         Request::ApplyMixed { job, index } => {
             let mut guard = state.borrow_mut();
@@ -461,7 +477,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let t0 = now();
             // The chain compress -> quantize: the compressed model in place of the loaded one.
             let source = if config.compressed { loaded.compressed.clone().ok_or("compress the model first")? } else { loaded.graph.clone() };
-            let quantize::Quantized { sim, bn_folded, cle, cle_choices, adaround, bias_corrected } = quantize::run(job, source, &config, &samples)?;
+            let quantize::Quantized { sim, bn_folded, cle, cle_choices, adaround, bias_corrected, calibration_seconds, workers } = quantize::run(job, source, &config, &samples).await?;
             let total = samples.iter().map(|t| t.shape().first().copied().unwrap_or(1)).sum();
             let int8 = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
             post(&Response::Progress { job, stage: "Measuring per-layer error".into(), done: 0, total: 1 });
@@ -492,6 +508,8 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 cle_choices,
                 adaround,
                 bias_corrected,
+                calibration_seconds,
+                workers,
             };
             loaded.int8 = Some(int8);
             loaded.sim = Some(sim);
@@ -544,7 +562,7 @@ async fn zoo(job: u32, preprocess: Option<&str>, recipes: &[crate::protocol::Qua
     let mut figures = Vec::with_capacity(recipes.len());
     for config in recipes {
         let t0 = now();
-        let q = quantize::run(job, graph.clone(), config, &calib)?;
+        let q = quantize::run(job, graph.clone(), config, &calib).await?;
         let mut int8 = Int8Executor::new(&q.sim).map_err(|e| e.to_string())?;
         let outs = test.iter().map(|x| int8.run(vec![x.clone()]).map(|mut y| y.remove(0))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
         let (flat, top1) = rows(outs);

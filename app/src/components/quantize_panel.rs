@@ -220,6 +220,10 @@ pub fn QuantizePanel() -> impl IntoView {
                             {format!(": {} BatchNorms folded, {} weight and {} activation encodings from {} calibration samples in {:.1} s; {} of {} steps run in integers.",
                                 r.bn_folded, r.weight_encodings, r.activation_encodings, r.calibration_samples, r.seconds, r.integer_steps, r.integer_steps + r.float_steps)}
                             " "
+                            <span data-testid="calibration-time" title="Calibration splits its samples over this many workers (one per core); the merged statistics are those of one worker, bit for bit.">
+                                {format!("Calibration: {:.2} s on {} worker{}.", r.calibration_seconds, r.workers, if r.workers == 1 { "" } else { "s" })}
+                            </span>
+                            " "
                             <a data-testid="download-encodings" download="encodings.json" href=json_data_url(&r.encodings_json)>"Download encodings (AIMET JSON)"</a>
                             " · report "
                             <a data-testid="download-report" download="report.json" href=json_data_url(&report_json)>"JSON"</a>

@@ -13,10 +13,13 @@ pub(super) struct Quantized {
     pub cle_choices: Vec<CleChoice>,
     pub adaround: Vec<AdaroundLayer>,
     pub bias_corrected: usize,
+    /// The first calibration's wall time in seconds, and the workers it ran on.
+    pub calibration_seconds: f64,
+    pub workers: usize,
 }
 
 /// Quantizes `source` by `config`, calibrated on `samples`; progress is posted as job `job`.
-pub(super) fn run(job: u32, source: Graph, config: &QuantConfig, samples: &[Tensor]) -> Result<Quantized, String> {
+pub(super) async fn run(job: u32, source: Graph, config: &QuantConfig, samples: &[Tensor]) -> Result<Quantized, String> {
     let mode = if config.aimet_compatible { qplay_core::quant::Mode::Aimet } else { qplay_core::quant::Mode::Qplay };
     let cfg = QuantSimConfig { mode, weight_bits: config.weight_bits, act_bits: config.act_bits, per_channel: config.per_channel, scheme: config.scheme.core(), ..Default::default() };
     let mut cle_choices = Vec::new();
@@ -73,21 +76,15 @@ pub(super) fn run(job: u32, source: Graph, config: &QuantConfig, samples: &[Tens
     } else {
         Vec::new()
     };
-    sim.calibrate_with_progress(samples, &mut |done, total| {
-        post(&Response::Progress { job, stage: "Calibrating".into(), done, total });
-        true
-    })
-    .map_err(|e| e.to_string())?;
+    let t0 = super::now();
+    let workers = super::pool::calibrate(&mut sim, samples, config.scheme, job, "Calibrating").await?;
+    let calibration_seconds = (super::now() - t0) / 1e3;
     let bias_corrected = if config.bias_correction {
         let r = qplay_core::quant::bias_correction::correct_biases_analytical(&mut sim, &stats).map_err(|e| e.to_string())?;
-        sim.calibrate_with_progress(samples, &mut |done, total| {
-            post(&Response::Progress { job, stage: "Recalibrating after bias correction".into(), done, total });
-            true
-        })
-        .map_err(|e| e.to_string())?;
+        super::pool::calibrate(&mut sim, samples, config.scheme, job, "Recalibrating after bias correction").await?;
         r.layers.len()
     } else {
         0
     };
-    Ok(Quantized { sim, bn_folded, cle, cle_choices, adaround, bias_corrected })
+    Ok(Quantized { sim, bn_folded, cle, cle_choices, adaround, bias_corrected, calibration_seconds, workers })
 }

@@ -4,6 +4,7 @@
 pub mod amp;
 pub mod analysis;
 pub mod bias_correction;
+pub mod calib;
 pub mod encoding;
 pub mod observer;
 pub mod sim;

@@ -41,6 +41,8 @@ pub const HIST_BINS: usize = 512;
 pub struct Histogram {
     pub lo: f64,
     pub bin: f64,
+    /// The range is fixed (by the first batch, or given: [`Histogram::with_range`]).
+    pub ranged: bool,
     pub pdf: Vec<f64>,
     pub batches: u32,
     pub saw_nan: bool,
@@ -48,27 +50,41 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { lo: 0.0, bin: 0.0, pdf: vec![0.0; HIST_BINS], batches: 0, saw_nan: false }
+        Histogram { lo: 0.0, bin: 0.0, ranged: false, pdf: vec![0.0; HIST_BINS], batches: 0, saw_nan: false }
     }
 }
 
 impl Histogram {
+    /// An empty histogram over the range `(lo, bin)` another one fixed.
+    pub fn with_range(lo: f64, bin: f64) -> Self {
+        Histogram { lo, bin, ranged: true, ..Default::default() }
+    }
+
     pub fn observe(&mut self, xs: &[f32]) {
+        if let Some((counts, inside)) = self.count(xs) {
+            self.add(&counts, inside);
+        }
+    }
+
+    /// The batch's bin counts and how many values fell inside the range (fixing the range from
+    /// this batch if none is), or None if the batch is empty or holds a NaN (then recorded).
+    pub fn count(&mut self, xs: &[f32]) -> Option<(Vec<u32>, u64)> {
         if xs.iter().any(|x| x.is_nan()) {
             self.saw_nan = true;
-            return;
+            return None;
         }
         if xs.is_empty() {
-            return;
+            return None;
         }
-        if self.batches == 0 {
+        if !self.ranged {
             let (mn, mx) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x as f64), b.max(x as f64)));
             let c = (mn + mx) / 2.0;
             let (lo, hi) = (c - 3.0 * (c - mn), c + 3.0 * (mx - c));
             self.lo = lo;
             self.bin = ((hi - lo) / HIST_BINS as f64).max(f64::MIN_POSITIVE);
+            self.ranged = true;
         }
-        let mut counts = vec![0u64; HIST_BINS];
+        let mut counts = vec![0u32; HIST_BINS];
         let mut inside = 0u64;
         for &x in xs {
             let i = ((x as f64 - self.lo) / self.bin).round();
@@ -77,8 +93,13 @@ impl Histogram {
                 inside += 1;
             }
         }
+        Some((counts, inside))
+    }
+
+    /// Adds one batch's normalised counts (as [`Histogram::count`] gave them).
+    pub fn add(&mut self, counts: &[u32], inside: u64) {
         if inside > 0 {
-            for (p, c) in self.pdf.iter_mut().zip(&counts) {
+            for (p, c) in self.pdf.iter_mut().zip(counts) {
                 *p += *c as f64 / inside as f64;
             }
         }
@@ -93,12 +114,11 @@ impl Histogram {
 }
 
 /// Per-batch percentiles, averaged over batches: the range keeps `percentile` % of the values
-/// on each side (e.g. 99.99 drops the 0.01 % most extreme values at each end).
+/// on each side (e.g. 99.99 drops the 0.01 % most extreme values at each end). Each batch's pair
+/// is kept, so that parts observed apart merge into exactly the sums of one pass.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Percentile {
-    pub sum_lo: f64,
-    pub sum_hi: f64,
-    pub batches: u32,
+    pub batches: Vec<(f64, f64)>,
     pub saw_nan: bool,
 }
 
@@ -118,13 +138,12 @@ impl Percentile {
         let lo_i = (((n - 1) as f64) * (1.0 - q)).round() as usize;
         let hi = *v.select_nth_unstable_by(hi_i, f32::total_cmp).1;
         let lo = *v.select_nth_unstable_by(lo_i, f32::total_cmp).1;
-        self.sum_lo += lo as f64;
-        self.sum_hi += hi as f64;
-        self.batches += 1;
+        self.batches.push((lo as f64, hi as f64));
     }
 
     pub fn range(&self) -> (f32, f32) {
-        let b = self.batches.max(1) as f64;
-        ((self.sum_lo / b) as f32, (self.sum_hi / b) as f32)
+        let b = self.batches.len().max(1) as f64;
+        let (lo, hi) = self.batches.iter().fold((0.0, 0.0), |(l, h), (a, b)| (l + a, h + b));
+        ((lo / b) as f32, (hi / b) as f32)
     }
 }

@@ -20,7 +20,8 @@
 //! integers and requantized in f64.
 
 use super::encoding::{check_bits, sqnr_search, Encoding, QuantScheme};
-use super::observer::{Histogram, MinMax, Percentile};
+use super::calib;
+use super::observer::{Histogram, MinMax};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::graph::{Graph, Op, UnaryOp, ValueId};
@@ -73,55 +74,6 @@ impl Default for QuantSimConfig {
     }
 }
 
-/// Statistics of one activation quantizer, by scheme.
-enum Stats {
-    MinMax(MinMax),
-    Hist(Histogram),
-    Pct(Percentile),
-}
-
-impl Stats {
-    fn new(scheme: CalibScheme) -> Self {
-        match scheme {
-            CalibScheme::MinMax => Stats::MinMax(MinMax::default()),
-            CalibScheme::Sqnr => Stats::Hist(Histogram::default()),
-            CalibScheme::Percentile(_) => Stats::Pct(Percentile::default()),
-        }
-    }
-    fn observe(&mut self, xs: &[f32], scheme: CalibScheme) {
-        match (self, scheme) {
-            (Stats::MinMax(m), _) => m.observe(xs),
-            (Stats::Hist(h), _) => h.observe(xs),
-            (Stats::Pct(p), CalibScheme::Percentile(q)) => p.observe(xs, q),
-            (Stats::Pct(p), _) => p.observe(xs, 100.0),
-        }
-    }
-    fn saw_nan(&self) -> bool {
-        match self {
-            Stats::MinMax(m) => m.saw_nan,
-            Stats::Hist(h) => h.saw_nan,
-            Stats::Pct(p) => p.saw_nan,
-        }
-    }
-    fn seen(&self) -> bool {
-        match self {
-            Stats::MinMax(m) => m.count > 0,
-            Stats::Hist(h) => h.batches > 0,
-            Stats::Pct(p) => p.batches > 0,
-        }
-    }
-    fn encoding(&self, bw: u8) -> Result<Encoding> {
-        match self {
-            Stats::MinMax(m) => Encoding::from_min_max(m.min, m.max, bw, QuantScheme::Asymmetric),
-            Stats::Hist(h) => sqnr_search(h, bw, QuantScheme::Asymmetric),
-            Stats::Pct(p) => {
-                let (lo, hi) = p.range();
-                Encoding::from_min_max(lo, hi, bw, QuantScheme::Asymmetric)
-            }
-        }
-    }
-}
-
 /// A weight quantizer: one encoding, or one per slice along `axis`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamQuantizer {
@@ -150,6 +102,19 @@ pub struct QuantSim {
     params_frozen: bool,
     /// Resource limits of every execution of the simulated model.
     limits: Limits,
+}
+
+/// An activation's encoding from what calibration saw (the sequence merged and in order).
+fn encoding_of(s: &calib::Seen, bw: u8) -> Result<Encoding> {
+    match s {
+        calib::Seen::MinMax(m) => Encoding::from_min_max(m.min, m.max, bw, QuantScheme::Asymmetric),
+        calib::Seen::Hist { later, .. } if !later.is_empty() => Err(Error::Quant("histogram batches left unmerged".into())),
+        calib::Seen::Hist { hist, .. } => sqnr_search(hist, bw, QuantScheme::Asymmetric),
+        calib::Seen::Pct(p) => {
+            let (lo, hi) = p.range();
+            Encoding::from_min_max(lo, hi, bw, QuantScheme::Asymmetric)
+        }
+    }
 }
 
 const IGNORED_OUTPUT_OPS: &[&str] =
@@ -261,7 +226,25 @@ impl QuantSim {
     /// [`QuantSim::calibrate`], calling `progress(done, total)` after each sample; returning
     /// false from it cancels calibration (the simulation is then left uncalibrated).
     pub fn calibrate_with_progress(&mut self, samples: &[Tensor], progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<()> {
-        if samples.is_empty() {
+        let frozen = self.params_frozen;
+        let plan = self.calibration_plan(samples.len())?;
+        match calib::observe(&plan, samples, None, progress) {
+            Ok(part) => self.finish_calibration(part),
+            Err(e) => {
+                if !frozen {
+                    for p in &mut self.params {
+                        p.encodings.clear();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The first step of calibration in parts (see [`calib`]): computes the weight encodings
+    /// (unless frozen) and returns the graph to run on the `samples` calibration samples.
+    pub fn calibration_plan(&mut self, samples: usize) -> Result<calib::Plan> {
+        if samples == 0 {
             return Err(Error::Quant("the calibration set is empty".into()));
         }
         if let CalibScheme::Percentile(p) = self.config.scheme {
@@ -269,45 +252,40 @@ impl QuantSim {
                 return Err(Error::Quant(format!("percentile {p} is out of range (50 to 100)")));
             }
         }
-        let scheme = self.config.scheme;
         if !self.params_frozen {
             self.compute_param_encodings()?;
         }
-        let mut stats: Vec<Stats> = self.acts.iter().map(|_| Stats::new(scheme)).collect();
-        let slot: std::collections::HashMap<ValueId, usize> = self.acts.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
-        for (i, a) in self.acts.iter().enumerate() {
-            if let Some(t) = &self.graph.consts[a.value] {
-                // Constants (e.g. Clip bounds) are encoded from their exact range.
-                stats[i] = Stats::MinMax(MinMax::default());
-                stats[i].observe(&t.to_f32_vec(), scheme);
-            }
+        let watched = self.acts.iter().filter(|a| self.graph.consts[a.value].is_none()).map(|a| self.graph.values[a.value].name.clone()).collect();
+        Ok(calib::Plan { graph: self.quantized_weights_graph(), watched, scheme: self.config.scheme, limits: self.limits.clone() })
+    }
+
+    /// The last step of calibration in parts: activation encodings from what the merged `part`
+    /// (over every calibration sample, in order) saw; constants are encoded from their values.
+    pub fn finish_calibration(&mut self, part: calib::Part) -> Result<()> {
+        let scheme = self.config.scheme;
+        let watched = self.acts.iter().filter(|a| self.graph.consts[a.value].is_none()).count();
+        if part.seen.len() != watched {
+            return Err(Error::Quant(format!("the calibration part holds {} values, the simulation watches {watched}", part.seen.len())));
         }
-        let mut exec = Executor::with_fusion(self.quantized_weights_graph(), self.limits.clone(), false)?;
-        for (done, x) in samples.iter().enumerate() {
-            exec.run_with_hook(vec![x.clone()], &mut |id, t| {
-                if let (Some(&i), Some(d)) = (slot.get(&id), t.as_f32()) {
-                    stats[i].observe(d, scheme);
-                }
-                Ok(())
-            })?;
-            if !progress(done + 1, samples.len()) {
-                if !self.params_frozen {
-                    for p in &mut self.params {
-                        p.encodings.clear();
-                    }
-                }
-                return Err(Error::Quant("calibration was cancelled".into()));
-            }
-        }
-        for (a, s) in self.acts.iter_mut().zip(&stats) {
+        let mut seen = part.seen.into_iter();
+        for a in &mut self.acts {
             let name = &self.graph.values[a.value].name;
+            let s = match &self.graph.consts[a.value] {
+                // Constants (e.g. Clip bounds) are encoded from their exact range.
+                Some(t) => {
+                    let mut s = calib::Seen::MinMax(MinMax::default());
+                    s.observe(&t.to_f32_vec(), scheme);
+                    s
+                }
+                None => seen.next().ok_or_else(|| Error::Quant("calibration part too short".into()))?,
+            };
             if s.saw_nan() {
                 return Err(Error::Quant(format!("tensor '{name}': NaN in the calibration data")));
             }
             if !s.seen() {
                 continue; // never computed (e.g. an unused branch)
             }
-            a.encoding = Some(s.encoding(self.act_bits).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
+            a.encoding = Some(encoding_of(&s, self.act_bits).map_err(|e| Error::Quant(format!("tensor '{name}': {e}")))?);
         }
         self.adjust_weight_scales_against_overflow();
         Ok(())

@@ -1,0 +1,82 @@
+//! Calibration in parts (as a pool of workers runs it) against one sequential pass: every scheme
+//! gives the same encodings, bit for bit, when the samples are split, the graph travels as ONNX
+//! and the parts as numbers.
+
+mod common;
+
+use common::{calib_batches, MOBILENET};
+use qplay_core::quant::calib::{observe, Part, Plan};
+use qplay_core::quant::{CalibScheme, QuantSim, QuantSimConfig};
+use qplay_core::{load_model, Limits};
+
+fn sim(scheme: CalibScheme) -> QuantSim {
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    let (g, _) = qplay_core::passes::bn_fold::fold_batch_norms(g);
+    QuantSim::new(g, QuantSimConfig { weight_bits: 4, per_channel: true, scheme, ..Default::default() }).unwrap()
+}
+
+/// The plan as a worker sees it: the graph written as ONNX and read back.
+fn through_onnx(plan: &Plan) -> Plan {
+    let bytes = qplay_core::onnx::export::fp32_model(&plan.graph).unwrap();
+    Plan { graph: load_model(&bytes, &Limits::default()).unwrap().0, ..plan.clone() }
+}
+
+fn encodings(s: &QuantSim) -> Vec<(String, i64, u64)> {
+    s.acts.iter().filter_map(|a| a.encoding.map(|e| (s.graph().values[a.value].name.clone(), e.offset, e.scale.to_bits()))).collect()
+}
+
+#[test]
+fn parts_merge_into_the_sequential_encodings_for_every_scheme() {
+    let samples = calib_batches(false);
+    for scheme in [CalibScheme::MinMax, CalibScheme::Sqnr, CalibScheme::Percentile(99.9)] {
+        let mut whole = sim(scheme);
+        whole.calibrate(&samples).unwrap();
+        let want = encodings(&whole);
+        assert!(want.len() >= 10, "{scheme:?}: {} encodings", want.len());
+
+        let mut split = sim(scheme);
+        let plan = split.calibration_plan(samples.len()).unwrap();
+        let remote = through_onnx(&plan);
+        // The first sample starts the sequence; the rest goes to two "workers" given its ranges.
+        let mut part = observe(&plan, &samples[..1], None, &mut |_, _| true).unwrap();
+        let ranges = part.ranges();
+        for chunk in [&samples[1..4], &samples[4..]] {
+            let p = observe(&remote, chunk, Some(&ranges), &mut |_, _| true).unwrap();
+            part.merge(Part::from_f64s(&p.to_f64s()).unwrap()).unwrap();
+        }
+        assert_eq!(part.samples, samples.len());
+        // The statistics themselves, not only the encodings drawn from them, are those of one pass.
+        assert!(part == observe(&plan, &samples, None, &mut |_, _| true).unwrap(), "{scheme:?}: the merged statistics differ");
+        split.finish_calibration(part).unwrap();
+        assert_eq!(encodings(&split), want, "{scheme:?}");
+    }
+}
+
+#[test]
+fn a_histogram_part_left_unmerged_or_binned_apart_is_refused() {
+    let samples = calib_batches(false);
+    let mut s = sim(CalibScheme::Sqnr);
+    let plan = s.calibration_plan(samples.len()).unwrap();
+    let first = observe(&plan, &samples[..1], None, &mut |_, _| true).unwrap();
+    // A later part on its own (its counts never added to a sequence).
+    let later = observe(&plan, &samples[1..2], Some(&first.ranges()), &mut |_, _| true).unwrap();
+    let err = s.finish_calibration(later).unwrap_err().to_string();
+    assert!(err.contains("unmerged"), "{err}");
+    // Two parts that each started a sequence.
+    let mut a = first.clone();
+    let err = a.merge(observe(&plan, &samples[1..2], None, &mut |_, _| true).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("own histogram sequence"), "{err}");
+}
+
+#[test]
+fn malformed_parts_are_errors_not_panics() {
+    let samples = calib_batches(false);
+    let mut s = sim(CalibScheme::Sqnr);
+    let plan = s.calibration_plan(samples.len()).unwrap();
+    let good = observe(&plan, &samples[..1], None, &mut |_, _| true).unwrap().to_f64s();
+    assert!(Part::from_f64s(&good).is_ok());
+    for bad in [vec![], vec![1.0, 1e300], vec![1.0, 1.0, 7.0], good[..good.len() - 1].to_vec(), [good.clone(), vec![0.0]].concat(), vec![-1.0, 0.0], vec![1.0, 1.0, 1.0, 0.0, f64::NAN]] {
+        assert!(Part::from_f64s(&bad).is_err(), "{:?}", &bad[..bad.len().min(4)]);
+    }
+    assert!(observe(&plan, &samples[..1], Some(&[None]), &mut |_, _| true).is_err());
+}
