@@ -387,7 +387,7 @@ fn apply(state: AppState, r: Response) {
         }
         Response::Panicked { message } => PANIC.with(|p| *p.borrow_mut() = Some(message)),
         // Answers that change nothing on the page.
-        Response::Pool { .. } | Response::HelpCalibrated { .. } => {}
+        Response::Pool { .. } | Response::HelpCalibrated { .. } | Response::HelpRan { .. } => {}
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

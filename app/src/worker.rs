@@ -49,12 +49,31 @@ struct Loaded {
     compressed: Option<Graph>,
     /// The last mixed-precision search (to apply its points).
     mixed: Option<mixed::Search>,
+    /// Versions of `exec` and `int8`, for the helper workers' copies (see `pool::run_batch`).
+    stamps: (u32, u32),
 }
 
 impl Loaded {
+    /// Makes `sim` the last quantization, run by the integer engine.
+    fn set_quantized(&mut self, sim: QuantSim) -> Result<(), String> {
+        self.int8 = Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?);
+        self.sim = Some(sim);
+        self.stamps.1 = next_stamp();
+        Ok(())
+    }
+
     fn preprocess(&self, height: usize, width: usize) -> Result<Preprocess, String> {
         self.preprocess.clone().map_or_else(|| crate::protocol::default_preprocess(height, width), Ok)
     }
+}
+
+/// A new version number for a model held by the helper workers.
+fn next_stamp() -> u32 {
+    thread_local!(static STAMP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    STAMP.with(|s| {
+        s.set(s.get() + 1);
+        s.get()
+    })
 }
 
 thread_local! {
@@ -93,34 +112,57 @@ pub fn start() {
         post(&Response::Panicked { message: info.to_string() });
     }));
     let state: Rc<RefCell<Option<Loaded>>> = Rc::new(RefCell::new(None));
+    // Requests run one after another: a job that waits for helper workers must not let the next
+    // request in while it holds the model.
+    let queue: Rc<RefCell<std::collections::VecDeque<Array>>> = Rc::default();
+    let running = Rc::new(std::cell::Cell::new(false));
     let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-        let state = state.clone();
+        queue.borrow_mut().push_back(ev.data().unchecked_into());
+        if running.replace(true) {
+            return;
+        }
+        let (state, queue, running) = (state.clone(), queue.clone(), running.clone());
         wasm_bindgen_futures::spawn_local(async move {
-            let data: Array = ev.data().unchecked_into();
-            let req: Result<Request, _> = serde_wasm_bindgen::from_value(data.get(0));
-            let resp = match req {
-                Err(e) => Response::Failed { job: 0, message: format!("bad request: {e}") },
-                Ok(Request::HelpCalibrate { job, watched, scheme, ranges, shapes }) => {
-                    match pool::help_calibrate(watched, scheme, ranges, &shapes, &data) {
-                        Ok(part) => {
-                            let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpCalibrated { job }).unwrap_or(JsValue::NULL), &part);
-                            let _ = scope().post_message_with_transfer(&msg, &Array::of1(&part.buffer()));
-                            return;
-                        }
-                        Err(message) => Response::Failed { job, message },
-                    }
+            loop {
+                let Some(data) = queue.borrow_mut().pop_front() else { break };
+                if let Some(resp) = respond(&state, &data).await {
+                    post(&resp);
                 }
-                Ok(req) => {
-                    let job = job_of(&req);
-                    handle(&state, req, data.get(1)).await.unwrap_or_else(|message| Response::Failed { job, message })
-                }
-            };
-            post(&resp);
+            }
+            running.set(false);
         });
     });
     scope().set_onmessage(Some(handler.as_ref().unchecked_ref()));
     handler.forget();
     post(&Response::Ready);
+}
+
+/// Answers one message (None when the answer was posted already, with its payload).
+async fn respond(state: &Rc<RefCell<Option<Loaded>>>, data: &Array) -> Option<Response> {
+    let req: Result<Request, _> = serde_wasm_bindgen::from_value(data.get(0));
+    Some(match req {
+        Err(e) => Response::Failed { job: 0, message: format!("bad request: {e}") },
+        Ok(Request::HelpCalibrate { job, watched, scheme, ranges, shapes }) => match pool::help_calibrate(watched, scheme, ranges, &shapes, data) {
+            Ok(part) => {
+                let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpCalibrated { job }).unwrap_or(JsValue::NULL), &part);
+                let _ = scope().post_message_with_transfer(&msg, &Array::of1(&part.buffer()));
+                return None;
+            }
+            Err(message) => Response::Failed { job, message },
+        },
+        Ok(Request::HelpRun { job, int8, stamp, shapes, state: sim_state }) => match pool::help_run(int8, stamp, &shapes, sim_state, data) {
+            Ok((shape, out)) => {
+                let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpRan { job, shape }).unwrap_or(JsValue::NULL), &out);
+                let _ = scope().post_message_with_transfer(&msg, &Array::of1(&out.buffer()));
+                return None;
+            }
+            Err(message) => Response::Failed { job, message },
+        },
+        Ok(req) => {
+            let job = job_of(&req);
+            handle(state, req, data.get(1)).await.unwrap_or_else(|message| Response::Failed { job, message })
+        }
+    })
 }
 
 /// The settings photos are prepared with for the loaded model (an error if it takes no image).
@@ -183,7 +225,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::SearchModel { job, .. }
         | Request::Zoo { job, .. }
         | Request::Workers { job, .. }
-        | Request::HelpCalibrate { job, .. } => *job,
+        | Request::HelpCalibrate { job, .. }
+        | Request::HelpRun { job, .. } => *job,
     }
 }
 
@@ -206,7 +249,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let exec = Executor::new(graph.clone(), limits).map_err(|e| e.to_string())?;
             summary.load_ms = now() - t0;
             pool::warm();
-            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None, mixed: None });
+            *state.borrow_mut() = Some(Loaded { exec, kind: summary.input_kind.clone(), graph, int8: None, last_input: None, sim: None, probe: Vec::new(), name, preprocess: None, compressed: None, mixed: None, stamps: (next_stamp(), 0) });
             Ok(Response::Loaded { job, summary })
         }
         Request::Classify { job } => {
@@ -261,10 +304,11 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let n = y.len();
             let x = data::digits_tensor(data::input_rank(loaded.exec.graph()), &read_npy(DIGITS_X, 1 << 20).map_err(|e| e.to_string())?.to_f32_vec())?;
             loaded.last_input = Some(x.clone());
+            // The batch splits over the pool of workers.
             let t0 = now();
-            let out = loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?;
+            let out = pool::run_batch(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &x, job).await?;
             let infer_ms = now() - t0;
-            let logits = out.first().map(Tensor::to_f32_vec).unwrap_or_default();
+            let logits = out.to_f32_vec();
             if logits.len() != n * 10 {
                 return Err(format!("expected {n}x10 logits, got {} values", logits.len()));
             }
@@ -272,13 +316,13 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let pred: Vec<usize> = logits.chunks(10).map(|r| top_k(r, 1)[0].class).collect();
             let correct = correct_of(&logits);
             let samples = y.iter().zip(&pred).take(24).map(|(&t, &p)| (t as u8, p)).collect();
-            let int8 = match loaded.int8.as_mut() {
-                None => None,
-                Some(e) => {
+            let int8 = match (loaded.int8.as_mut(), loaded.sim.as_ref()) {
+                (Some(exec), Some(sim)) => {
                     let t1 = now();
-                    let q = e.run(vec![x]).map_err(|e| e.to_string())?.first().map(Tensor::to_f32_vec).unwrap_or_default();
+                    let q = pool::run_batch(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &x, job).await?.to_f32_vec();
                     Some((correct_of(&q), now() - t1, sqnr_db(&logits, &q)))
                 }
+                _ => None,
             };
             Ok(Response::DigitsEvaluated { job, result: DigitsEval { n, correct, infer_ms, samples, int8 } })
         }
@@ -414,7 +458,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             Ok(if load { Response::SearchModel { job, name } } else { Response::Exported { job, file_name: name } })
         }
         Request::Workers { job, workers } => Ok(Response::Pool { job, workers: pool::set_workers(workers as usize) }),
-        Request::HelpCalibrate { .. } => Err("calibration parts are computed by helper workers".into()),
+        Request::HelpCalibrate { .. } | Request::HelpRun { .. } => Err("this request is for helper workers".into()),
         Request::Zoo { job, preprocess, recipes } => Ok(Response::Zoo { job, result: zoo(job, preprocess.as_deref(), &recipes, &payload).await? }),
         Request::ApplyMixed { job, index } => {
             let mut guard = state.borrow_mut();
@@ -423,8 +467,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let (sim, applied) = mixed::apply(search, &loaded.graph, &loaded.kind, index)?;
             // The point becomes the last quantization: its downloads and the integer engine's
             // speed.
-            loaded.int8 = Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?);
-            loaded.sim = Some(sim);
+            loaded.set_quantized(sim)?;
             Ok(Response::MixedApplied { job, applied })
         }
         Request::Train { job, settings, photos, classes } => {
@@ -451,10 +494,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             match sim {
                 // QAT: the trained model and its encodings become the last quantization (its
                 // QDQ and FP32 downloads, the INT8 speed).
-                Some(sim) => {
-                    loaded.int8 = Some(Int8Executor::new(&sim).map_err(|e| e.to_string())?);
-                    loaded.sim = Some(sim);
-                }
+                Some(sim) => loaded.set_quantized(sim)?,
                 // A fine-tuned compressed model replaces the compressed one (download, quantize it).
                 None => loaded.compressed = Some(g),
             }
@@ -513,6 +553,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             };
             loaded.int8 = Some(int8);
             loaded.sim = Some(sim);
+            loaded.stamps.1 = next_stamp();
             loaded.probe = probe;
             Ok(Response::Quantized { job, report })
         }

@@ -12,7 +12,9 @@ use super::post;
 use crate::protocol::{Request, Response, Scheme};
 use js_sys::{Array, Float32Array, Float64Array, Function, Promise, Uint8Array};
 use qplay_core::quant::calib::{observe, Part};
+use qplay_core::exec::int8::Int8Executor;
 use qplay_core::quant::QuantSim;
+use qplay_core::Graph;
 use qplay_core::Tensor;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -33,12 +35,17 @@ struct Helper {
     inbox: RefCell<Option<Function>>,
     /// What the helper's panic hook reported before it died.
     panic: RefCell<Option<String>>,
+    /// The versions of the loaded model (FP32, INT8) the helper holds a copy of.
+    mirrored: Cell<(u32, u32)>,
 }
 
 thread_local! {
     static HELPERS: RefCell<Vec<Rc<Helper>>> = const { RefCell::new(Vec::new()) };
     /// Workers the page asked for (0: as many as the machine has cores).
     static WANTED: Cell<usize> = const { Cell::new(0) };
+    /// In a helper: its copies of the loaded model, FP32 and INT8, with their versions.
+    static FP32: RefCell<Option<(u32, qplay_core::Executor)>> = const { RefCell::new(None) };
+    static INT8: RefCell<Option<(u32, Int8Executor)>> = const { RefCell::new(None) };
 }
 
 /// Sets the pool's size (0: one per core, up to [`MAX_WORKERS`]); returns the size in use.
@@ -79,7 +86,7 @@ pub fn warm() {
 fn spawn() -> Result<Rc<Helper>, String> {
     // Relative to this worker's own script, which trunk's loader shim is.
     let worker = Worker::new("./worker_loader.js").map_err(|e| format!("{e:?}"))?;
-    let h = Rc::new(Helper { worker, ready: Cell::new(false), queue: RefCell::new(Vec::new()), inbox: RefCell::new(None), panic: RefCell::new(None) });
+    let h = Rc::new(Helper { worker, ready: Cell::new(false), queue: RefCell::new(Vec::new()), inbox: RefCell::new(None), panic: RefCell::new(None), mirrored: Cell::new((0, 0)) });
     let weak = Rc::downgrade(&h);
     let onmsg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let Some(h) = weak.upgrade() else { return };
@@ -180,9 +187,11 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
     }
     let n = helpers.len() + 1;
     let plan = sim.calibration_plan(total).map_err(|e| e.to_string())?;
-    let mut part = observe(&plan, &samples[..1], None, &mut progress).map_err(|e| e.to_string())?;
-    let ranges = part.ranges();
-    let rest = &samples[1..];
+    // The SQNR scheme's histogram ranges come from the first sample: it runs here first, and
+    // the rest is split. Min-max and percentile parts need nothing from each other.
+    let (lead, rest) = if plan.scheme == qplay_core::quant::CalibScheme::Sqnr { samples.split_at(1) } else { samples.split_at(0) };
+    let first = if lead.is_empty() { None } else { Some(observe(&plan, lead, None, &mut progress).map_err(|e| e.to_string())?) };
+    let ranges = first.as_ref().map(Part::ranges);
     let cut = |i: usize| i * rest.len() / n;
     let graph = qplay_core::onnx::export::fp32_model(&plan.graph).map_err(|e| e.to_string())?;
     let answers: Vec<JsFuture> = helpers
@@ -196,8 +205,14 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
             ask(h, msg, Array::of2(&bytes.buffer(), &data.buffer()))
         })
         .collect();
-    let mine = observe(&plan, &rest[..cut(1)], Some(&ranges), &mut |done, _| progress(1 + done * n, total)).map_err(|e| e.to_string())?;
-    part.merge(mine).map_err(|e| e.to_string())?;
+    let mine = observe(&plan, &rest[..cut(1)], ranges.as_deref(), &mut |done, _| progress(lead.len() + done * n, total)).map_err(|e| e.to_string())?;
+    let mut part = match first {
+        Some(mut p) => {
+            p.merge(mine).map_err(|e| e.to_string())?;
+            p
+        }
+        None => mine,
+    };
     for answer in answers {
         let data: Array = answer.await.map_err(|e| format!("a helper worker failed: {e:?}"))?.unchecked_into();
         match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
@@ -215,13 +230,178 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
 
 /// A helper's side of [`calibrate`]: the graph (ONNX bytes) and samples in `payload`; answers
 /// with the part as a Float64Array (set as the response's payload).
-pub(super) fn help_calibrate(watched: Vec<String>, scheme: Scheme, ranges: Vec<Option<(f64, f64)>>, shapes: &[Vec<usize>], payload: &Array) -> Result<Float64Array, String> {
+pub(super) fn help_calibrate(watched: Vec<String>, scheme: Scheme, ranges: Option<Vec<Option<(f64, f64)>>>, shapes: &[Vec<usize>], payload: &Array) -> Result<Float64Array, String> {
     let bytes = payload.get(1).dyn_into::<Uint8Array>().map_err(|_| "no graph was sent")?.to_vec();
     let data = payload.get(2).dyn_into::<Float32Array>().map_err(|_| "no samples were sent")?.to_vec();
     let limits = qplay_core::Limits::default();
     let (graph, _) = qplay_core::load_model(&bytes, &limits).map_err(|e| e.to_string())?;
     let samples = unpack(&data, shapes)?;
     let plan = qplay_core::quant::calib::Plan { graph, watched, scheme: scheme.core(), limits };
-    let part = observe(&plan, &samples, Some(&ranges), &mut |_, _| true).map_err(|e| e.to_string())?;
+    let part = observe(&plan, &samples, ranges.as_deref(), &mut |_, _| true).map_err(|e| e.to_string())?;
     Ok(Float64Array::from(part.to_f64s().as_slice()))
+}
+
+/// What a batch runs on: the loaded model in FP32, or its quantization on the integer engine.
+pub enum Engine<'a> {
+    Fp32 { graph: &'a Graph, exec: &'a mut qplay_core::Executor },
+    Int8 { sim: &'a QuantSim, exec: &'a mut Int8Executor },
+}
+
+/// The first output of `engine` on the batch `x`, split along its first axis over the pool: this
+/// worker runs the first slice, each helper one more (sent its copy of the model when it does not
+/// hold version `stamp`). The slices' outputs are joined in order: the same values as one run of
+/// the whole batch (every sample is computed alone). If a helper fails, this worker runs the
+/// whole batch itself.
+pub async fn run_batch(mut engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32) -> Result<Tensor, String> {
+    let batch = x.shape().first().copied().unwrap_or(1);
+    let n = workers().min(batch).max(1);
+    let helpers: Vec<Rc<Helper>> = if n > 1 {
+        warm();
+        HELPERS.with(|hs| hs.borrow().iter().take(n - 1).cloned().collect())
+    } else {
+        Vec::new()
+    };
+    let int8 = matches!(engine, Engine::Int8 { .. });
+    if helpers.is_empty() {
+        return run_local(&mut engine, x.clone());
+    }
+    let n = helpers.len() + 1;
+    let per: usize = x.shape()[1..].iter().product();
+    let data = x.as_f32().ok_or("the batch is not float")?;
+    let cut = |i: usize| i * batch / n;
+    let slice = |i: usize| -> Result<Tensor, String> {
+        let mut shape = x.shape().to_vec();
+        shape[0] = cut(i + 1) - cut(i);
+        Tensor::f32(shape, data[cut(i) * per..cut(i + 1) * per].to_vec()).map_err(|e| e.to_string())
+    };
+    let mut answers = Vec::with_capacity(helpers.len());
+    for (k, h) in helpers.iter().enumerate() {
+        let (samples, shapes) = pack(std::slice::from_ref(&slice(k + 1)?));
+        let held = if int8 { h.mirrored.get().1 } else { h.mirrored.get().0 };
+        let (model, state) = if held == stamp {
+            (JsValue::UNDEFINED, None)
+        } else {
+            match &engine {
+                Engine::Fp32 { graph, .. } => (model_bytes(graph)?.into(), None),
+                Engine::Int8 { sim, .. } => (model_bytes(sim.graph())?.into(), Some(serde_json::to_string(&sim.to_state()).map_err(|e| e.to_string())?)),
+            }
+        };
+        let req = Request::HelpRun { job, int8, stamp, shapes, state };
+        let transfer = Array::of1(&samples.buffer());
+        if let Some(m) = model.dyn_ref::<Uint8Array>() {
+            transfer.push(&m.buffer());
+        }
+        let msg = Array::of3(&serde_wasm_bindgen::to_value(&req).unwrap_or(JsValue::NULL), &samples, &model);
+        answers.push(ask(h, msg, transfer));
+    }
+    let first = run_local(&mut engine, slice(0)?)?;
+    let mut shape = first.shape().to_vec();
+    let mut out = first.to_f32_vec();
+    let mut failed = None;
+    for (answer, h) in answers.into_iter().zip(&helpers) {
+        let got = async {
+            let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
+            match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
+                Ok(Response::HelpRan { shape: s, .. }) => Ok((s, data.get(1).dyn_into::<Float32Array>().map_err(|_| "no outputs".to_string())?.to_vec())),
+                Ok(Response::Failed { message, .. }) => Err(message),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        }
+        .await;
+        match got {
+            Ok((s, v)) if s.get(1..) == shape.get(1..) && s.iter().product::<usize>() == v.len() => {
+                let m = h.mirrored.get();
+                h.mirrored.set(if int8 { (m.0, stamp) } else { (stamp, m.1) });
+                shape[0] += s[0];
+                out.extend(v);
+            }
+            Ok((s, _)) => failed = Some(format!("outputs of shape {s:?} beside {shape:?}")),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some(why) = failed {
+        web_sys::console::warn_1(&format!("a helper worker failed ({why}); the batch runs here").into());
+        return run_local(&mut engine, x.clone());
+    }
+    Tensor::f32(shape, out).map_err(|e| e.to_string())
+}
+
+fn run_local(engine: &mut Engine<'_>, x: Tensor) -> Result<Tensor, String> {
+    match engine {
+        Engine::Fp32 { exec, .. } => in_chunks(x, &mut |t| exec_first(exec, t)),
+        Engine::Int8 { exec, .. } => in_chunks(x, &mut |t| exec_first_int8(exec, t)),
+    }
+}
+
+/// Samples per run: a big batch runs in chunks whose activations stay in the core's cache
+/// (the outputs are the same: every sample is computed alone).
+const CHUNK: usize = 64;
+
+fn in_chunks(x: Tensor, run: &mut dyn FnMut(Tensor) -> Result<Tensor, String>) -> Result<Tensor, String> {
+    let batch = x.shape().first().copied().unwrap_or(1);
+    let Some(data) = x.as_f32().filter(|_| batch > CHUNK) else { return run(x) };
+    let per: usize = x.shape()[1..].iter().product();
+    let mut shape = Vec::new();
+    let mut out = Vec::new();
+    for start in (0..batch).step_by(CHUNK) {
+        let end = (start + CHUNK).min(batch);
+        let mut s = x.shape().to_vec();
+        s[0] = end - start;
+        let y = run(Tensor::f32(s, data[start * per..end * per].to_vec()).map_err(|e| e.to_string())?)?;
+        if shape.is_empty() {
+            shape = y.shape().to_vec();
+        } else if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&(end - start)) {
+            return Err(format!("outputs of shape {:?} beside {shape:?}", y.shape()));
+        } else {
+            shape[0] += end - start;
+        }
+        out.extend(y.to_f32_vec());
+    }
+    Tensor::f32(shape, out).map_err(|e| e.to_string())
+}
+
+fn exec_first(exec: &mut qplay_core::Executor, x: Tensor) -> Result<Tensor, String> {
+    exec.run(vec![x]).map_err(|e| e.to_string())?.into_iter().next().ok_or_else(|| "the model has no output".into())
+}
+
+fn exec_first_int8(exec: &mut Int8Executor, x: Tensor) -> Result<Tensor, String> {
+    let t = exec.run(vec![x]).map_err(|e| e.to_string())?.into_iter().next().ok_or("the model has no output")?;
+    Tensor::f32(t.shape().to_vec(), t.to_f32_vec()).map_err(|e| e.to_string())
+}
+
+fn model_bytes(g: &Graph) -> Result<Uint8Array, String> {
+    Ok(Uint8Array::from(qplay_core::onnx::export::fp32_model(g).map_err(|e| e.to_string())?.as_slice()))
+}
+
+/// A helper's side of [`run_batch`]: rebuilds its copy of the model when sent one, runs the
+/// slice, and answers with the first output's shape and values.
+pub(super) fn help_run(int8: bool, stamp: u32, shapes: &[Vec<usize>], state: Option<String>, payload: &Array) -> Result<(Vec<usize>, Float32Array), String> {
+    let data = payload.get(1).dyn_into::<Float32Array>().map_err(|_| "no inputs were sent")?.to_vec();
+    let x = unpack(&data, shapes)?.into_iter().next().ok_or("no input")?;
+    if let Some(bytes) = payload.get(2).dyn_ref::<Uint8Array>() {
+        let limits = qplay_core::Limits::default();
+        let (graph, _) = qplay_core::load_model(&bytes.to_vec(), &limits).map_err(|e| e.to_string())?;
+        if int8 {
+            let state: qplay_core::quant::SimState = serde_json::from_str(state.as_deref().ok_or("no simulation state was sent")?).map_err(|e| e.to_string())?;
+            let sim = QuantSim::from_state(graph, state).map_err(|e| e.to_string())?;
+            let exec = Int8Executor::new(&sim).map_err(|e| e.to_string())?;
+            INT8.with(|m| *m.borrow_mut() = Some((stamp, exec)));
+        } else {
+            let exec = qplay_core::Executor::new(graph, limits).map_err(|e| e.to_string())?;
+            FP32.with(|m| *m.borrow_mut() = Some((stamp, exec)));
+        }
+    }
+    let stale = || format!("this helper does not hold version {stamp} of the model");
+    let out = if int8 {
+        INT8.with(|m| match m.borrow_mut().as_mut() {
+            Some((s, exec)) if *s == stamp => in_chunks(x, &mut |t| exec_first_int8(exec, t)),
+            _ => Err(stale()),
+        })?
+    } else {
+        FP32.with(|m| match m.borrow_mut().as_mut() {
+            Some((s, exec)) if *s == stamp => in_chunks(x, &mut |t| exec_first(exec, t)),
+            _ => Err(stale()),
+        })?
+    };
+    Ok((out.shape().to_vec(), Float32Array::from(out.to_f32_vec().as_slice())))
 }

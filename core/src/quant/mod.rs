@@ -10,4 +10,4 @@ pub mod observer;
 pub mod sim;
 
 pub use encoding::{Encoding, QuantScheme};
-pub use sim::{CalibScheme, Mode, QuantSim, QuantSimConfig};
+pub use sim::{CalibScheme, Mode, QuantSim, QuantSimConfig, SimState};

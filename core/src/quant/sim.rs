@@ -74,6 +74,21 @@ impl Default for QuantSimConfig {
     }
 }
 
+/// A simulation's quantizers, with values named rather than numbered, so that another worker
+/// holding the same graph can rebuild the simulation ([`QuantSim::from_state`]). The calibration
+/// scheme is not kept: it only matters while calibrating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimState {
+    pub mode: Mode,
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub per_channel: bool,
+    pub skip: Vec<String>,
+    pub params: Vec<(String, Option<usize>, Vec<Encoding>)>,
+    pub acts: Vec<(String, Option<Encoding>)>,
+    pub params_frozen: bool,
+}
+
 /// A weight quantizer: one encoding, or one per slice along `axis`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamQuantizer {
@@ -195,6 +210,35 @@ impl QuantSim {
             }
         }
         Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts, params_frozen: false, limits: Limits::default() })
+    }
+
+    /// The quantizers by value name (see [`SimState`]).
+    pub fn to_state(&self) -> SimState {
+        let name = |v: ValueId| self.graph.values[v].name.clone();
+        let c = &self.config;
+        SimState {
+            mode: c.mode,
+            weight_bits: c.weight_bits,
+            act_bits: c.act_bits,
+            per_channel: c.per_channel,
+            skip: c.skip.clone(),
+            params: self.params.iter().map(|p| (name(p.value), p.axis, p.encodings.clone())).collect(),
+            acts: self.acts.iter().map(|a| (name(a.value), a.encoding)).collect(),
+            params_frozen: self.params_frozen,
+        }
+    }
+
+    /// The simulation of `graph` (the same graph as the state's, e.g. read back from ONNX) with
+    /// the quantizers of `state`: it runs exactly as the original.
+    pub fn from_state(graph: Graph, state: SimState) -> Result<Self> {
+        let weight_bits = check_bits(state.weight_bits)?;
+        let act_bits = check_bits(state.act_bits)?;
+        let ids: std::collections::HashMap<&str, ValueId> = graph.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+        let id = |n: &str| ids.get(n).copied().ok_or_else(|| Error::Quant(format!("the simulation's value '{n}' is not in the graph")));
+        let params = state.params.iter().map(|(n, axis, encodings)| Ok(ParamQuantizer { value: id(n)?, axis: *axis, encodings: encodings.clone() })).collect::<Result<_>>()?;
+        let acts = state.acts.iter().map(|(n, encoding)| Ok(ActQuantizer { value: id(n)?, encoding: *encoding })).collect::<Result<_>>()?;
+        let config = QuantSimConfig { mode: state.mode, weight_bits: state.weight_bits, act_bits: state.act_bits, per_channel: state.per_channel, skip: state.skip, ..Default::default() };
+        Ok(QuantSim { graph, config, weight_bits, act_bits, params, acts, params_frozen: state.params_frozen, limits: Limits::default() })
     }
 
     pub fn graph(&self) -> &Graph {

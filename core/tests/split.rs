@@ -1,6 +1,6 @@
-//! Calibration in parts (as a pool of workers runs it) against one sequential pass: every scheme
-//! gives the same encodings, bit for bit, when the samples are split, the graph travels as ONNX
-//! and the parts as numbers.
+//! Work split over a pool of workers, against the same work done in one: calibration in parts
+//! (every scheme, the graph travelling as ONNX and the parts as numbers), and inference of a batch
+//! in slices by a simulation rebuilt in another worker from the ONNX graph and its named state.
 
 mod common;
 
@@ -79,4 +79,42 @@ fn malformed_parts_are_errors_not_panics() {
         assert!(Part::from_f64s(&bad).is_err(), "{:?}", &bad[..bad.len().min(4)]);
     }
     assert!(observe(&plan, &samples[..1], Some(&[None]), &mut |_, _| true).is_err());
+}
+
+/// A simulation rebuilt from its graph read back from ONNX and its state gives the same INT8
+/// outputs, and a batch split in slices gives the outputs of the whole batch, FP32 and INT8; with
+/// DFQ (per-channel Clip bounds, written to ONNX as Max/Min) and per-channel W4A8.
+#[test]
+fn a_simulation_rebuilt_elsewhere_runs_slices_of_a_batch_as_the_whole() {
+    use qplay_core::exec::int8::Int8Executor;
+    use qplay_core::passes::cle::{equalize_with, CleMode};
+    let (g, _) = load_model(MOBILENET, &Limits::default()).unwrap();
+    let (g, _) = equalize_with(g, CleMode::Preserving);
+    let mut sim = QuantSim::new(g, QuantSimConfig { weight_bits: 4, per_channel: true, ..Default::default() }).unwrap();
+    sim.calibrate(&calib_batches(false)).unwrap();
+    let (x, _) = common::test_set(false);
+    let want = Int8Executor::new(&sim).unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec();
+
+    let bytes = qplay_core::onnx::export::fp32_model(sim.graph()).unwrap();
+    let (g2, _) = load_model(&bytes, &Limits::default()).unwrap();
+    let state: qplay_core::quant::SimState = serde_json::from_str(&serde_json::to_string(&sim.to_state()).unwrap()).unwrap();
+    let rebuilt = QuantSim::from_state(g2.clone(), state).unwrap();
+    let mut int8 = Int8Executor::new(&rebuilt).unwrap();
+    let mut fp32 = qplay_core::Executor::new(g2, Limits::default()).unwrap();
+    let fp32_whole = qplay_core::Executor::new(sim.graph().clone(), Limits::default()).unwrap().run(vec![x.clone()]).unwrap().remove(0).to_f32_vec();
+    let d = x.to_f32_vec();
+    let (mut got, mut got_fp32) = (Vec::new(), Vec::new());
+    for (a, b) in [(0, 150), (150, 301), (301, 450)] {
+        let slice = qplay_core::Tensor::f32(vec![b - a, 1, 8, 8], d[a * 64..b * 64].to_vec()).unwrap();
+        got.extend(int8.run(vec![slice.clone()]).unwrap().remove(0).to_f32_vec());
+        got_fp32.extend(fp32.run(vec![slice]).unwrap().remove(0).to_f32_vec());
+    }
+    assert_eq!(want.len(), 4500);
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "INT8 outputs differ");
+    assert!(got_fp32.iter().zip(&fp32_whole).all(|(a, b)| a.to_bits() == b.to_bits()), "FP32 outputs differ");
+    // A state naming a value the graph lacks is refused.
+    let mut bad = sim.to_state();
+    bad.acts[0].0 = "no such value".into();
+    let err = QuantSim::from_state(sim.graph().clone(), bad).unwrap_err().to_string();
+    assert!(err.contains("no such value"), "{err}");
 }
