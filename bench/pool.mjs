@@ -1,8 +1,12 @@
 // `bench/run --workers [--rounds N] [--json]`: the playground's pool of workers in headless
-// Chromium (Debian's), on the built page (dist/): EfficientNet-Lite0 calibrated on all its
-// calibration samples (the 10 bundled photos and their mirror images) (W8A8 per-channel, the page's calibration step) with 1 worker and with 2,
-// alternating, N rounds each; the encodings of the two must be identical. Prints the medians and
-// their ratio.
+// Chromium (Debian's), on the built page (dist/), one page with 1 worker and one with 2, used in
+// turn, N rounds each:
+// - EfficientNet-Lite0 calibrated on all its calibration samples (the 10 bundled photos and their
+//   mirror images; W8A8 per-channel): the page's own calibration time, and its encodings, which
+//   must be identical with 1 and 2 workers;
+// - digits MobileNet (W8A8 per-channel) on the 450 test digits, FP32 and INT8: the page's own
+//   times, and its accuracies and output SQNR, which must be identical.
+// Prints the medians and their ratios (the machine is shared: the ratios of one run compare).
 import path from "node:path";
 import fs from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -14,73 +18,100 @@ const dist = path.join(root, "dist");
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const json = args.includes("--json");
-const rounds = Number(opt("--rounds", 3));
+const rounds = Number(opt("--rounds", 5));
 if (!fs.existsSync(path.join(dist, "index.html"))) throw new Error("dist/ is missing: run trunk build --release first");
 
 const srv = await serve(dist);
 const browser = await launch();
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const recipe = "w=8&a=8&pc=1&dfq=0&bc=0&ada=0&aimet=0&cm=0&cs=minmax&n=0";
 
 // One page per pool size, kept across rounds: its helpers stay warm, as in a user's session.
-async function openPage(workers) {
+async function openPage(workers, model, label) {
   const p = await browser.newPage();
   p.setDefaultTimeout(600_000);
-  if (process.env.POOL_DEBUG) p.on("console", (m) => console.log(`[${workers}] ${m.text()}`));
   p.on("pageerror", (e) => console.error(`page error (${workers} workers): ${e.message}`));
-  await p.goto(`${srv.url}#workers=${workers}&model=efficientnet_lite0&w=8&a=8&pc=1&dfq=0&bc=0&ada=0&aimet=0&cm=0&cs=minmax&n=0`);
-  await p.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
-  if (process.env.NO_SPIN) await p.addStyleTag({ content: ".spinner { animation: none !important; }" });
+  await p.goto(`${srv.url}#workers=${workers}&model=${model}&${recipe}`);
+  await p.locator(`[data-testid="model-name"]:has-text("${label}")`).waitFor();
   return p;
 }
 
+// Resolves when the button's job is over (it is disabled while the job runs).
+async function clickAndWait(p, testid) {
+  await p.bringToFront();
+  await p.evaluate((id) => {
+    const b = document.querySelector(`[data-testid="${id}"]`);
+    window.__jobDone = false;
+    window.__jobWatch = new MutationObserver(() => { if (!b.disabled) window.__jobDone = true; });
+    window.__jobWatch.observe(b, { attributes: true, attributeFilter: ["disabled"] });
+  }, testid);
+  await p.click(`[data-testid="${testid}"]`);
+  await p.waitForFunction(() => window.__jobDone);
+  await p.evaluate(() => window.__jobWatch.disconnect());
+}
+
 async function calibrate(p) {
-  const before = await p.locator('[data-testid="calibration-time"]').count() ? await p.textContent('[data-testid="calibration-time"]') : null;
-  await p.click('[data-testid="quantize"]');
-  await p.waitForFunction((b) => {
-    const e = document.querySelector('[data-testid="calibration-time"]');
-    return e && e.textContent !== b && !document.querySelector('[data-testid="progress"]');
-  }, before);
+  await clickAndWait(p, "quantize");
   const text = await p.textContent('[data-testid="calibration-time"]');
   const m = text.match(/Calibration: ([\d.]+) s on (\d+) worker/);
   if (!m) throw new Error(`unreadable calibration time: ${text}`);
   const href = await p.getAttribute('[data-testid="download-encodings"]', "href");
   const summary = await p.textContent('[data-testid="quant-summary"]');
-  return { seconds: Number(m[1]), workers: Number(m[2]), encodings: decodeURIComponent(href.slice(href.indexOf(",") + 1)), summary };
+  return { seconds: Number(m[1]), workers: Number(m[2]), samples: Number((summary.match(/from (\d+) calibration samples/) ?? [])[1]), encodings: decodeURIComponent(href.slice(href.indexOf(",") + 1)) };
 }
 
-let result, used;
-try {
-  const pages = { 1: await openPage(1), 2: await openPage(2) };
-  const times = { 1: [], 2: [] };
-  const enc = {};
+async function evalDigits(p) {
+  await clickAndWait(p, "eval-digits");
+  const fp32 = await p.textContent(".top1");
+  const int8 = await p.locator('[data-testid="int8-accuracy"]').locator("..").textContent();
+  const ms = (t) => Number(t.match(/in ([\d.]+) ms/)[1]);
+  return { fp32_ms: ms(fp32), int8_ms: ms(int8), figures: `${fp32.replace(/in [\d.]+ ms/, "")} | ${int8.replace(/in [\d.]+ ms/, "")}` };
+}
+
+// Runs `f` on both pages in turn for `rounds` rounds; checks the pool size and that `same` (the
+// results) never changes, across rounds and pool sizes.
+async function alternate(pages, f, same) {
+  const runs = { 1: [], 2: [] };
+  let ref;
   for (let r = 0; r < rounds; r++) {
     for (const n of [1, 2]) {
-      const c = await calibrate(pages[n]);
-      if (c.workers !== n) throw new Error(`asked for ${n} workers, the page used ${c.workers}`);
-      const samples = Number((c.summary.match(/from (\d+) calibration samples/) ?? [])[1]);
-      if (!(samples >= 20)) throw new Error(`calibrated on fewer than 20 samples: ${c.summary}`);
-      used = samples;
-      times[n].push(c.seconds);
-      if (enc[n] && enc[n] !== c.encodings) throw new Error(`${n} workers: the encodings changed between rounds`);
-      enc[n] = c.encodings;
+      const x = await f(pages[n]);
+      runs[n].push(x);
+      if (ref !== undefined && same(x) !== ref) throw new Error(`results differ (${n} workers, round ${r + 1})`);
+      ref = same(x);
     }
   }
-  const identical = enc[1] === enc[2];
-  result = { bench: "pool-lite0-calibration-chromium", samples: used, rounds, one_worker_s: median(times[1]), two_workers_s: median(times[2]), identical };
-  result.speedup = result.one_worker_s / result.two_workers_s;
-  result.cores = await pages[1].evaluate(() => navigator.hardwareConcurrency);
-  result.runs = times;
+  return runs;
+}
+
+const out = [];
+try {
+  const lite = { 1: await openPage(1, "efficientnet_lite0", "EfficientNet-Lite0"), 2: await openPage(2, "efficientnet_lite0", "EfficientNet-Lite0") };
+  const cal = await alternate(lite, calibrate, (c) => c.encodings);
+  for (const n of [1, 2]) if (cal[n].some((c) => c.workers !== n)) throw new Error(`asked for ${n} workers, the page used ${cal[n].map((c) => c.workers)}`);
+  await lite[1].close(); await lite[2].close();
+  const t = (n) => median(cal[n].map((c) => c.seconds));
+  out.push({ bench: "pool-lite0-calibration-chromium", samples: cal[1][0].samples, one_worker_s: t(1), two_workers_s: t(2), speedup: t(1) / t(2), identical: true, runs: rounds });
+
+  const dig = { 1: await openPage(1, "digits_mobilenet", "Digits MobileNet"), 2: await openPage(2, "digits_mobilenet", "Digits MobileNet") };
+  for (const n of [1, 2]) await clickAndWait(dig[n], "quantize");
+  const ev = await alternate(dig, evalDigits, (e) => e.figures);
+  for (const kind of ["fp32", "int8"]) {
+    const m = (n) => median(ev[n].map((e) => e[`${kind}_ms`]));
+    out.push({ bench: `pool-digits-eval-${kind}-chromium`, samples: 450, one_worker_ms: m(1), two_workers_ms: m(2), speedup: m(1) / m(2), identical: true, runs: rounds });
+  }
+  out.cores = await dig[1].evaluate(() => navigator.hardwareConcurrency);
 } finally {
   await browser.close();
   srv.server.close();
 }
 
 if (json) {
-  console.log(JSON.stringify(result));
+  for (const r of out) console.log(JSON.stringify(r));
 } else {
-  console.log(`EfficientNet-Lite0 calibration (${result.samples} samples, W8A8 per-channel) in the page, headless Chromium, ${result.cores} cores, median of ${rounds} rounds:`);
-  console.log(`  1 worker:  ${result.one_worker_s.toFixed(2)} s   (${result.runs[1].map((t) => t.toFixed(2)).join(", ")})`);
-  console.log(`  2 workers: ${result.two_workers_s.toFixed(2)} s   (${result.runs[2].map((t) => t.toFixed(2)).join(", ")})`);
-  console.log(`  speed-up ${result.speedup.toFixed(2)}x; encodings ${result.identical ? "identical" : "DIFFER"}`);
+  console.log(`The page's pool of workers, 1 against 2, headless Chromium on ${out.cores} cores, medians of ${rounds} rounds (results identical in every round):`);
+  const [c, f, i] = out;
+  console.log(`  EfficientNet-Lite0 calibration, ${c.samples} samples: ${c.one_worker_s.toFixed(2)} s -> ${c.two_workers_s.toFixed(2)} s, ${c.speedup.toFixed(2)}x`);
+  console.log(`  digits test set (450), FP32: ${f.one_worker_ms.toFixed(1)} ms -> ${f.two_workers_ms.toFixed(1)} ms, ${f.speedup.toFixed(2)}x`);
+  console.log(`  digits test set (450), INT8: ${i.one_worker_ms.toFixed(1)} ms -> ${i.two_workers_ms.toFixed(1)} ms, ${i.speedup.toFixed(2)}x`);
 }
-if (!result.identical) process.exit(1);

@@ -405,6 +405,41 @@ test("calibration scheme and set size: the SQNR search on 64 digits", async () =
   assert.equal(await page.locator('[data-testid="recipe-compare"] thead th').count(), 3);
 });
 
+test("a pool of helper workers: calibration (SQNR on digits, percentile on EfficientNet-Lite0) and the digits evaluation give the same figures with 1 worker and with 2", async () => {
+  const run = async (workers, model, label, recipe, digits) => {
+    const p = await browser.newPage();
+    p.setDefaultTimeout(TIMEOUT);
+    p.on("pageerror", (e) => consoleErrors.push(String(e)));
+    await p.goto(`${srv.url}#workers=${workers}&model=${model}&${recipe}`);
+    await p.locator(`[data-testid="model-name"]:has-text("${label}")`).waitFor();
+    await p.click('[data-testid="quantize"]');
+    await p.locator('[data-testid="calibration-time"]').waitFor();
+    const used = await p.textContent('[data-testid="calibration-time"]');
+    assert.match(used, new RegExp(`on ${workers} workers?\\.`));
+    const href = await p.getAttribute('[data-testid="download-encodings"]', "href");
+    let figures = null;
+    if (digits) {
+      await p.click('[data-testid="eval-digits"]');
+      await p.locator('[data-testid="int8-accuracy"]').waitFor();
+      const strip = (t) => t.replace(/in [\d.]+ ms/, "");
+      figures = `${strip(await p.textContent(".top1"))} | ${strip(await p.locator('[data-testid="int8-accuracy"]').locator("..").textContent())}`;
+    }
+    await p.close();
+    return { encodings: decodeURIComponent(href.slice(href.indexOf(",") + 1)), figures };
+  };
+  const digits = "w=8&a=8&pc=1&dfq=0&bc=0&ada=0&aimet=0&cm=0&cs=sqnr&n=0";
+  const one = await run(1, "digits_mobilenet", "Digits MobileNet", digits, true);
+  const two = await run(2, "digits_mobilenet", "Digits MobileNet", digits, true);
+  assert.ok(JSON.parse(one.encodings).activation_encodings.length >= 8);
+  assert.equal(two.encodings, one.encodings, "SQNR encodings differ between 1 and 2 workers");
+  assert.match(one.figures, /\(\d+ of 450 correct\)/);
+  assert.equal(two.figures, one.figures, "digits figures differ between 1 and 2 workers");
+  const lite = "w=8&a=8&pc=1&dfq=0&bc=1&ada=0&aimet=0&cm=0&cs=p99.99&n=0";
+  const lone = await run(1, "efficientnet_lite0", "EfficientNet-Lite0", lite, false);
+  const ltwo = await run(2, "efficientnet_lite0", "EfficientNet-Lite0", lite, false);
+  assert.equal(ltwo.encodings, lone.encodings, "percentile encodings (with bias correction's recalibration) differ between 1 and 2 workers");
+});
+
 test("DFQ measured per layer set: every set tried both ways, the better kept", async () => {
   await page.click('[data-testid="preset-int8-dfq"]');
   await page.check('[data-testid="cle-measured"]');
