@@ -76,8 +76,8 @@ pub enum Request {
     /// Payload: the message array's entries 1 and 2, the graph as ONNX bytes and the samples as
     /// one Float32Array (`shapes`). Answered with HelpCalibrated.
     HelpCalibrate { job: u32, watched: Vec<String>, scheme: Scheme, ranges: Option<Vec<Option<(f64, f64)>>>, shapes: Vec<Vec<usize>> },
-    /// To a helper worker: the loaded model's FP32 or INT8 outputs (the first output) on a
-    /// slice of a batch. Payload: entry 1, the inputs as one Float32Array (`shapes`); entry 2,
+    /// To a helper worker: the loaded model's FP32 or INT8 outputs (the first output) on some
+    /// inputs. Payload: entry 1, the inputs as one Float32Array (`shapes`); entry 2,
     /// when the helper's copy of that model is not version `stamp`, the graph as ONNX bytes
     /// (with `state`, the simulation's `SimState` as JSON, for INT8). Answered with HelpRan.
     HelpRun { job: u32, int8: bool, stamp: u32, shapes: Vec<Vec<usize>>, state: Option<String> },
@@ -419,8 +419,8 @@ pub enum Response {
     Pool { job: u32, workers: usize },
     /// A helper's calibration part. Payload: a Float64Array (`calib::Part::to_f64s`).
     HelpCalibrated { job: u32 },
-    /// A helper's outputs. Payload: a Float32Array of `shape`.
-    HelpRan { job: u32, shape: Vec<usize> },
+    /// A helper's outputs. Payload: one Float32Array holding them end to end (`shapes`).
+    HelpRan { job: u32, shapes: Vec<Vec<usize>> },
     /// Sent by the worker's panic hook just before the worker dies.
     Panicked { message: String },
 }

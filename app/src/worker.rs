@@ -151,8 +151,8 @@ async fn respond(state: &Rc<RefCell<Option<Loaded>>>, data: &Array) -> Option<Re
             Err(message) => Response::Failed { job, message },
         },
         Ok(Request::HelpRun { job, int8, stamp, shapes, state: sim_state }) => match pool::help_run(int8, stamp, &shapes, sim_state, data) {
-            Ok((shape, out)) => {
-                let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpRan { job, shape }).unwrap_or(JsValue::NULL), &out);
+            Ok((shapes, out)) => {
+                let msg = Array::of2(&serde_wasm_bindgen::to_value(&Response::HelpRan { job, shapes }).unwrap_or(JsValue::NULL), &out);
                 let _ = scope().post_message_with_transfer(&msg, &Array::of1(&out.buffer()));
                 return None;
             }
@@ -398,19 +398,19 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let loaded = guard.as_mut().ok_or("load a model first")?;
             let threshold = pre.threshold.unwrap_or(0.5) as f32;
             let n = samples.len();
-            let (mut fp32, mut int8) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            let (mut fp32_ms, mut int8_ms) = (0.0, 0.0);
-            for (i, x) in samples.iter().enumerate() {
-                post(&Response::Progress { job, stage: "Running your test set".into(), done: i, total: n });
-                let t0 = now();
-                fp32.push(loaded.exec.run(vec![x.clone()]).map_err(|e| e.to_string())?.remove(0));
-                fp32_ms += now() - t0;
-                if let Some(e) = loaded.int8.as_mut() {
+            // The set splits over the pool of workers; the times are the whole set's.
+            let t0 = now();
+            let mut progress = |done: usize, total: usize| post(&Response::Progress { job, stage: "Running your test set".into(), done, total });
+            let fp32 = pool::run_all(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &samples, job, &mut progress).await?;
+            let fp32_ms = now() - t0;
+            let (int8, int8_ms) = match (loaded.int8.as_mut(), loaded.sim.as_ref()) {
+                (Some(exec), Some(sim)) => {
                     let t1 = now();
-                    int8.push(e.run(vec![x.clone()]).map_err(|e| e.to_string())?.remove(0));
-                    int8_ms += now() - t1;
+                    let mut progress = |done: usize, total: usize| post(&Response::Progress { job, stage: "Running your test set in INT8".into(), done, total });
+                    (pool::run_all(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &samples, job, &mut progress).await?, now() - t1)
                 }
-            }
+                _ => (Vec::new(), 0.0),
+            };
             let map = fp32.first().and_then(|y| mapview::map_shape(y.shape()));
             let (is_map, heat) = (map.is_some(), map.is_some_and(|s| s.channels == 1));
             let top1 = |ys: &[Tensor]| -> Vec<usize> { ys.iter().map(|y| qplay_core::metrics::argmax(&y.to_f32_vec())).collect() };

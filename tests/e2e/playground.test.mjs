@@ -357,7 +357,9 @@ test("the worker runs out of memory: the page says so, restarts it, and keeps th
   await waitReady();
   // Take every page of the worker's wasm memory from under its allocator: the next large
   // allocation inside Rust fails, and the worker dies with a trap.
-  const worker = page.workers().at(-1);
+  // The compute worker, not one of its helpers (named "qplay helper N").
+  let worker;
+  for (const w of page.workers()) if (!(await w.evaluate(() => self.name)).startsWith("qplay helper")) worker = w;
   const mb = await worker.evaluate(async () => {
     const mem = (await wasm_bindgen()).memory;
     for (let step = 1 << 14; step >= 1; step >>= 1) {

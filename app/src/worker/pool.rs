@@ -72,7 +72,7 @@ pub fn warm() {
     HELPERS.with(|hs| {
         let mut hs = hs.borrow_mut();
         while hs.len() < need {
-            match spawn() {
+            match spawn(hs.len() + 1) {
                 Ok(h) => hs.push(h),
                 Err(e) => {
                     web_sys::console::warn_1(&format!("no helper worker: {e}").into());
@@ -83,9 +83,12 @@ pub fn warm() {
     });
 }
 
-fn spawn() -> Result<Rc<Helper>, String> {
+fn spawn(number: usize) -> Result<Rc<Helper>, String> {
     // Relative to this worker's own script, which trunk's loader shim is.
-    let worker = Worker::new("./worker_loader.js").map_err(|e| format!("{e:?}"))?;
+    // Named, so that tools (and the page tests) tell the helpers from the worker that runs them.
+    let opts = web_sys::WorkerOptions::new();
+    opts.set_name(&format!("qplay helper {number}"));
+    let worker = Worker::new_with_options("./worker_loader.js", &opts).map_err(|e| format!("{e:?}"))?;
     let h = Rc::new(Helper { worker, ready: Cell::new(false), queue: RefCell::new(Vec::new()), inbox: RefCell::new(None), panic: RefCell::new(None), mirrored: Cell::new((0, 0)) });
     let weak = Rc::downgrade(&h);
     let onmsg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -247,36 +250,26 @@ pub enum Engine<'a> {
     Int8 { sim: &'a QuantSim, exec: &'a mut Int8Executor },
 }
 
-/// The first output of `engine` on the batch `x`, split along its first axis over the pool: this
-/// worker runs the first slice, each helper one more (sent its copy of the model when it does not
-/// hold version `stamp`). The slices' outputs are joined in order: the same values as one run of
-/// the whole batch (every sample is computed alone). If a helper fails, this worker runs the
-/// whole batch itself.
-pub async fn run_batch(mut engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32) -> Result<Tensor, String> {
-    let batch = x.shape().first().copied().unwrap_or(1);
-    let n = workers().min(batch).max(1);
+/// The first output of `engine` on each of `xs`, the list split over the pool in contiguous
+/// slices: this worker runs the first, each helper one more (sent its copy of the model when it
+/// does not hold version `stamp`). The outputs come back in order and are the ones this worker
+/// alone computes (every input runs alone). `progress(done, total)` counts this worker's inputs,
+/// scaled to the list. If a helper fails, this worker runs its slice too.
+pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], job: u32, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Tensor>, String> {
+    let total = xs.len();
+    let n = workers().min(total).max(1);
     let helpers: Vec<Rc<Helper>> = if n > 1 {
         warm();
         HELPERS.with(|hs| hs.borrow().iter().take(n - 1).cloned().collect())
     } else {
         Vec::new()
     };
-    let int8 = matches!(engine, Engine::Int8 { .. });
-    if helpers.is_empty() {
-        return run_local(&mut engine, x.clone());
-    }
     let n = helpers.len() + 1;
-    let per: usize = x.shape()[1..].iter().product();
-    let data = x.as_f32().ok_or("the batch is not float")?;
-    let cut = |i: usize| i * batch / n;
-    let slice = |i: usize| -> Result<Tensor, String> {
-        let mut shape = x.shape().to_vec();
-        shape[0] = cut(i + 1) - cut(i);
-        Tensor::f32(shape, data[cut(i) * per..cut(i + 1) * per].to_vec()).map_err(|e| e.to_string())
-    };
+    let int8 = matches!(engine, Engine::Int8 { .. });
+    let cut = |i: usize| i * total / n;
     let mut answers = Vec::with_capacity(helpers.len());
     for (k, h) in helpers.iter().enumerate() {
-        let (samples, shapes) = pack(std::slice::from_ref(&slice(k + 1)?));
+        let (samples, shapes) = pack(&xs[cut(k + 1)..cut(k + 2)]);
         let held = if int8 { h.mirrored.get().1 } else { h.mirrored.get().0 };
         let (model, state) = if held == stamp {
             (JsValue::UNDEFINED, None)
@@ -294,70 +287,78 @@ pub async fn run_batch(mut engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32)
         let msg = Array::of3(&serde_wasm_bindgen::to_value(&req).unwrap_or(JsValue::NULL), &samples, &model);
         answers.push(ask(h, msg, transfer));
     }
-    let first = run_local(&mut engine, slice(0)?)?;
-    let mut shape = first.shape().to_vec();
-    let mut out = first.to_f32_vec();
-    let mut failed = None;
-    for (answer, h) in answers.into_iter().zip(&helpers) {
+    let mut out = Vec::with_capacity(total);
+    for (i, x) in xs[..cut(1)].iter().enumerate() {
+        progress(i * n, total);
+        out.push(run_one(&mut engine, x.clone())?);
+    }
+    for (k, (answer, h)) in answers.into_iter().zip(&helpers).enumerate() {
         let got = async {
             let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
             match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
-                Ok(Response::HelpRan { shape: s, .. }) => Ok((s, data.get(1).dyn_into::<Float32Array>().map_err(|_| "no outputs".to_string())?.to_vec())),
+                Ok(Response::HelpRan { shapes, .. }) => unpack(&data.get(1).dyn_into::<Float32Array>().map_err(|_| "no outputs".to_string())?.to_vec(), &shapes),
                 Ok(Response::Failed { message, .. }) => Err(message),
                 other => Err(format!("unexpected answer {other:?}")),
             }
         }
         .await;
+        let (lo, hi) = (cut(k + 1), cut(k + 2));
         match got {
-            Ok((s, v)) if s.get(1..) == shape.get(1..) && s.iter().product::<usize>() == v.len() => {
+            Ok(ys) if ys.len() == hi - lo => {
                 let m = h.mirrored.get();
                 h.mirrored.set(if int8 { (m.0, stamp) } else { (stamp, m.1) });
-                shape[0] += s[0];
-                out.extend(v);
+                out.extend(ys);
             }
-            Ok((s, _)) => failed = Some(format!("outputs of shape {s:?} beside {shape:?}")),
-            Err(e) => failed = Some(e),
+            other => {
+                let why = other.err().unwrap_or_else(|| "a wrong number of outputs".into());
+                web_sys::console::warn_1(&format!("a helper worker failed ({why}); its inputs run here").into());
+                for x in &xs[lo..hi] {
+                    out.push(run_one(&mut engine, x.clone())?);
+                }
+            }
         }
     }
-    if let Some(why) = failed {
-        web_sys::console::warn_1(&format!("a helper worker failed ({why}); the batch runs here").into());
-        return run_local(&mut engine, x.clone());
-    }
-    Tensor::f32(shape, out).map_err(|e| e.to_string())
+    progress(total, total);
+    Ok(out)
 }
 
-fn run_local(engine: &mut Engine<'_>, x: Tensor) -> Result<Tensor, String> {
-    match engine {
-        Engine::Fp32 { exec, .. } => in_chunks(x, &mut |t| exec_first(exec, t)),
-        Engine::Int8 { exec, .. } => in_chunks(x, &mut |t| exec_first_int8(exec, t)),
-    }
-}
-
-/// Samples per run: a big batch runs in chunks whose activations stay in the core's cache
-/// (the outputs are the same: every sample is computed alone).
-const CHUNK: usize = 64;
-
-fn in_chunks(x: Tensor, run: &mut dyn FnMut(Tensor) -> Result<Tensor, String>) -> Result<Tensor, String> {
+/// [`run_all`] on one batch: split along its first axis in chunks of [`CHUNK`] samples (whose
+/// activations stay in a core's cache), the outputs joined back.
+pub async fn run_batch(engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32) -> Result<Tensor, String> {
     let batch = x.shape().first().copied().unwrap_or(1);
-    let Some(data) = x.as_f32().filter(|_| batch > CHUNK) else { return run(x) };
-    let per: usize = x.shape()[1..].iter().product();
-    let mut shape = Vec::new();
+    let data = x.as_f32().ok_or("the batch is not float")?;
+    let per: usize = x.shape().iter().skip(1).product();
+    let chunks = (0..batch)
+        .step_by(CHUNK)
+        .map(|start| {
+            let end = (start + CHUNK).min(batch);
+            let mut s = x.shape().to_vec();
+            s[0] = end - start;
+            Tensor::f32(s, data[start * per..end * per].to_vec()).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ys = run_all(engine, stamp, &chunks, job, &mut |_, _| {}).await?;
+    let mut shape = ys.first().ok_or("the batch is empty")?.shape().to_vec();
+    shape[0] = 0;
     let mut out = Vec::new();
-    for start in (0..batch).step_by(CHUNK) {
-        let end = (start + CHUNK).min(batch);
-        let mut s = x.shape().to_vec();
-        s[0] = end - start;
-        let y = run(Tensor::f32(s, data[start * per..end * per].to_vec()).map_err(|e| e.to_string())?)?;
-        if shape.is_empty() {
-            shape = y.shape().to_vec();
-        } else if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&(end - start)) {
+    for y in ys {
+        if y.shape().get(1..) != shape.get(1..) {
             return Err(format!("outputs of shape {:?} beside {shape:?}", y.shape()));
-        } else {
-            shape[0] += end - start;
         }
+        shape[0] += y.shape().first().copied().unwrap_or(1);
         out.extend(y.to_f32_vec());
     }
     Tensor::f32(shape, out).map_err(|e| e.to_string())
+}
+
+/// Samples per run of a big batch.
+const CHUNK: usize = 64;
+
+fn run_one(engine: &mut Engine<'_>, x: Tensor) -> Result<Tensor, String> {
+    match engine {
+        Engine::Fp32 { exec, .. } => exec_first(exec, x),
+        Engine::Int8 { exec, .. } => exec_first_int8(exec, x),
+    }
 }
 
 fn exec_first(exec: &mut qplay_core::Executor, x: Tensor) -> Result<Tensor, String> {
@@ -373,11 +374,11 @@ fn model_bytes(g: &Graph) -> Result<Uint8Array, String> {
     Ok(Uint8Array::from(qplay_core::onnx::export::fp32_model(g).map_err(|e| e.to_string())?.as_slice()))
 }
 
-/// A helper's side of [`run_batch`]: rebuilds its copy of the model when sent one, runs the
-/// slice, and answers with the first output's shape and values.
-pub(super) fn help_run(int8: bool, stamp: u32, shapes: &[Vec<usize>], state: Option<String>, payload: &Array) -> Result<(Vec<usize>, Float32Array), String> {
+/// A helper's side of [`run_all`]: rebuilds its copy of the model when sent one, runs each input,
+/// and answers with the outputs' shapes and their values end to end.
+pub(super) fn help_run(int8: bool, stamp: u32, shapes: &[Vec<usize>], state: Option<String>, payload: &Array) -> Result<(Vec<Vec<usize>>, Float32Array), String> {
     let data = payload.get(1).dyn_into::<Float32Array>().map_err(|_| "no inputs were sent")?.to_vec();
-    let x = unpack(&data, shapes)?.into_iter().next().ok_or("no input")?;
+    let xs = unpack(&data, shapes)?;
     if let Some(bytes) = payload.get(2).dyn_ref::<Uint8Array>() {
         let limits = qplay_core::Limits::default();
         let (graph, _) = qplay_core::load_model(&bytes.to_vec(), &limits).map_err(|e| e.to_string())?;
@@ -392,16 +393,20 @@ pub(super) fn help_run(int8: bool, stamp: u32, shapes: &[Vec<usize>], state: Opt
         }
     }
     let stale = || format!("this helper does not hold version {stamp} of the model");
-    let out = if int8 {
-        INT8.with(|m| match m.borrow_mut().as_mut() {
-            Some((s, exec)) if *s == stamp => in_chunks(x, &mut |t| exec_first_int8(exec, t)),
-            _ => Err(stale()),
-        })?
-    } else {
-        FP32.with(|m| match m.borrow_mut().as_mut() {
-            Some((s, exec)) if *s == stamp => in_chunks(x, &mut |t| exec_first(exec, t)),
-            _ => Err(stale()),
-        })?
-    };
-    Ok((out.shape().to_vec(), Float32Array::from(out.to_f32_vec().as_slice())))
+    let mut ys = Vec::with_capacity(xs.len());
+    for x in xs {
+        ys.push(if int8 {
+            INT8.with(|m| match m.borrow_mut().as_mut() {
+                Some((s, exec)) if *s == stamp => exec_first_int8(exec, x),
+                _ => Err(stale()),
+            })?
+        } else {
+            FP32.with(|m| match m.borrow_mut().as_mut() {
+                Some((s, exec)) if *s == stamp => exec_first(exec, x),
+                _ => Err(stale()),
+            })?
+        });
+    }
+    let (data, shapes) = pack(&ys);
+    Ok((shapes, data))
 }
