@@ -49,7 +49,7 @@ struct Loaded {
     compressed: Option<Graph>,
     /// The last mixed-precision search (to apply its points).
     mixed: Option<mixed::Search>,
-    /// Versions of `exec` and `int8`, for the helper workers' copies (see `pool::run_batch`).
+    /// Versions of `exec` and `int8`, for the helper workers' copies (see `pool::run_all`).
     stamps: (u32, u32),
 }
 
@@ -306,7 +306,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             loaded.last_input = Some(x.clone());
             // The batch splits over the pool of workers.
             let t0 = now();
-            let out = pool::run_batch(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &x, job).await?;
+            let out = pool::run_batch(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &x).await?;
             let infer_ms = now() - t0;
             let logits = out.to_f32_vec();
             if logits.len() != n * 10 {
@@ -319,7 +319,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             let int8 = match (loaded.int8.as_mut(), loaded.sim.as_ref()) {
                 (Some(exec), Some(sim)) => {
                     let t1 = now();
-                    let q = pool::run_batch(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &x, job).await?.to_f32_vec();
+                    let q = pool::run_batch(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &x).await?.to_f32_vec();
                     Some((correct_of(&q), now() - t1, sqnr_db(&logits, &q)))
                 }
                 _ => None,
@@ -401,13 +401,13 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             // The set splits over the pool of workers; the times are the whole set's.
             let t0 = now();
             let mut progress = |done: usize, total: usize| post(&Response::Progress { job, stage: "Running your test set".into(), done, total });
-            let fp32 = pool::run_all(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &samples, job, &mut progress).await?;
+            let fp32 = pool::run_all(pool::Engine::Fp32 { graph: &loaded.graph, exec: &mut loaded.exec }, loaded.stamps.0, &samples, &mut progress).await?;
             let fp32_ms = now() - t0;
             let (int8, int8_ms) = match (loaded.int8.as_mut(), loaded.sim.as_ref()) {
                 (Some(exec), Some(sim)) => {
                     let t1 = now();
                     let mut progress = |done: usize, total: usize| post(&Response::Progress { job, stage: "Running your test set in INT8".into(), done, total });
-                    (pool::run_all(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &samples, job, &mut progress).await?, now() - t1)
+                    (pool::run_all(pool::Engine::Int8 { sim, exec }, loaded.stamps.1, &samples, &mut progress).await?, now() - t1)
                 }
                 _ => (Vec::new(), 0.0),
             };

@@ -3,7 +3,9 @@
 //! contiguous slices, one per worker, this worker taking the first; the parts are merged in
 //! sample order, so the result is the one a single worker computes, bit for bit.
 //!
-//! Used by calibration ([`calibrate`]). The pool has `navigator.hardwareConcurrency` workers
+//! Used by calibration ([`calibrate`]) and by runs over many inputs ([`run_all`]: the digits
+//! test set, your own test set), where each helper keeps a copy of the loaded model. If a helper
+//! fails, this worker does its share. The pool has `navigator.hardwareConcurrency` workers
 //! (at most [`MAX_WORKERS`]) unless the page sets a number ([`set_workers`]). Helpers start when
 //! a model loads and live as long as this worker: cancelling a job terminates this worker, and
 //! its helpers with it.
@@ -31,8 +33,9 @@ struct Helper {
     ready: Cell<bool>,
     /// Messages posted before the helper said Ready.
     queue: RefCell<Vec<(Array, Array)>>,
-    /// The resolve function of the task in flight (a helper runs one at a time).
-    inbox: RefCell<Option<Function>>,
+    /// The task in flight (a helper runs one at a time): its number and the resolve function of
+    /// its answer. An answer to an older task (one a failed job stopped waiting for) is dropped.
+    inbox: RefCell<Option<(u32, Function)>>,
     /// What the helper's panic hook reported before it died.
     panic: RefCell<Option<String>>,
     /// The versions of the loaded model (FP32, INT8) the helper holds a copy of.
@@ -84,8 +87,8 @@ pub fn warm() {
 }
 
 fn spawn(number: usize) -> Result<Rc<Helper>, String> {
-    // Relative to this worker's own script, which trunk's loader shim is.
-    // Named, so that tools (and the page tests) tell the helpers from the worker that runs them.
+    // The script is this worker's own (trunk's loader shim), relative to it. Named, so that tools
+    // (and the page tests) tell the helpers from the worker that runs them.
     let opts = web_sys::WorkerOptions::new();
     opts.set_name(&format!("qplay helper {number}"));
     let worker = Worker::new_with_options("./worker_loader.js", &opts).map_err(|e| format!("{e:?}"))?;
@@ -101,13 +104,14 @@ fn spawn(number: usize) -> Result<Rc<Helper>, String> {
                     let _ = h.worker.post_message_with_transfer(&msg, &transfer);
                 }
             }
-            Ok(Response::Progress { .. }) => {}
             Ok(Response::Panicked { message }) => *h.panic.borrow_mut() = Some(message),
-            _ => {
-                if let Some(resolve) = h.inbox.take() {
+            Ok(Response::HelpCalibrated { job } | Response::HelpRan { job, .. } | Response::Failed { job, .. }) => {
+                let current = h.inbox.borrow().as_ref().is_some_and(|(task, _)| *task == job);
+                if let Some((_, resolve)) = if current { h.inbox.take() } else { None } {
                     let _ = resolve.call1(&JsValue::NULL, &data);
                 }
             }
+            _ => {}
         }
     });
     h.worker.set_onmessage(Some(onmsg.as_ref().unchecked_ref()));
@@ -120,8 +124,8 @@ fn spawn(number: usize) -> Result<Rc<Helper>, String> {
         let why = h.panic.take().unwrap_or_else(|| ev.message());
         HELPERS.with(|hs| hs.borrow_mut().retain(|x| !Rc::ptr_eq(x, &h)));
         h.worker.terminate();
-        if let Some(resolve) = h.inbox.take() {
-            let failed = Response::Failed { job: 0, message: format!("a helper worker died: {why}") };
+        if let Some((task, resolve)) = h.inbox.take() {
+            let failed = Response::Failed { job: task, message: format!("a helper worker died: {why}") };
             let _ = resolve.call1(&JsValue::NULL, &Array::of1(&serde_wasm_bindgen::to_value(&failed).unwrap_or(JsValue::NULL)));
         }
     });
@@ -130,12 +134,21 @@ fn spawn(number: usize) -> Result<Rc<Helper>, String> {
     Ok(h)
 }
 
-/// Posts a task to `h` now (or once it is ready) and returns the future of its answer: the
+/// A new task number: the `job` of a request to a helper, which its answer repeats.
+fn next_task() -> u32 {
+    thread_local!(static TASK: Cell<u32> = const { Cell::new(0) });
+    TASK.with(|t| {
+        t.set(t.get().wrapping_add(1));
+        t.get()
+    })
+}
+
+/// Posts task `task` to `h` now (or once it is ready) and returns the future of its answer: the
 /// message array the helper posted back.
-fn ask(h: &Helper, msg: Array, transfer: Array) -> JsFuture {
+fn ask(h: &Helper, task: u32, msg: Array, transfer: Array) -> JsFuture {
     let mut resolve_fn = None;
     let promise = Promise::new(&mut |resolve, _| resolve_fn = Some(resolve));
-    *h.inbox.borrow_mut() = resolve_fn;
+    *h.inbox.borrow_mut() = resolve_fn.map(|r| (task, r));
     if h.ready.get() {
         let _ = h.worker.post_message_with_transfer(&msg, &transfer);
     } else {
@@ -202,10 +215,11 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
         .enumerate()
         .map(|(k, h)| {
             let (data, shapes) = pack(&rest[cut(k + 1)..cut(k + 2)]);
-            let req = Request::HelpCalibrate { job, watched: plan.watched.clone(), scheme, ranges: ranges.clone(), shapes };
+            let task = next_task();
+            let req = Request::HelpCalibrate { job: task, watched: plan.watched.clone(), scheme, ranges: ranges.clone(), shapes };
             let bytes = Uint8Array::from(graph.as_slice());
             let msg = Array::of3(&serde_wasm_bindgen::to_value(&req).unwrap_or(JsValue::NULL), &bytes, &data);
-            ask(h, msg, Array::of2(&bytes.buffer(), &data.buffer()))
+            ask(h, task, msg, Array::of2(&bytes.buffer(), &data.buffer()))
         })
         .collect();
     let mine = observe(&plan, &rest[..cut(1)], ranges.as_deref(), &mut |done, _| progress(lead.len() + done * n, total)).map_err(|e| e.to_string())?;
@@ -216,16 +230,25 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
         }
         None => mine,
     };
-    for answer in answers {
-        let data: Array = answer.await.map_err(|e| format!("a helper worker failed: {e:?}"))?.unchecked_into();
-        match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
-            Ok(Response::HelpCalibrated { .. }) => {
-                let numbers = data.get(1).dyn_into::<Float64Array>().map_err(|_| "a helper worker sent no calibration part")?.to_vec();
-                part.merge(Part::from_f64s(&numbers).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    for (k, answer) in answers.into_iter().enumerate() {
+        let got = async {
+            let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
+            match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
+                Ok(Response::HelpCalibrated { .. }) => Part::from_f64s(&data.get(1).dyn_into::<Float64Array>().map_err(|_| "no calibration part".to_string())?.to_vec()).map_err(|e| e.to_string()),
+                Ok(Response::Failed { message, .. }) => Err(message),
+                other => Err(format!("unexpected answer {other:?}")),
             }
-            Ok(Response::Failed { message, .. }) => return Err(message),
-            other => return Err(format!("unexpected answer from a helper worker: {other:?}")),
         }
+        .await;
+        let next = match got {
+            Ok(p) => p,
+            Err(why) => {
+                // The slice is observed here instead: the same part.
+                web_sys::console::warn_1(&format!("a helper worker failed ({why}); its calibration samples run here").into());
+                observe(&plan, &rest[cut(k + 1)..cut(k + 2)], ranges.as_deref(), &mut |_, _| true).map_err(|e| e.to_string())?
+            }
+        };
+        part.merge(next).map_err(|e| e.to_string())?;
     }
     sim.finish_calibration(part).map_err(|e| e.to_string())?;
     Ok(n)
@@ -255,7 +278,7 @@ pub enum Engine<'a> {
 /// does not hold version `stamp`). The outputs come back in order and are the ones this worker
 /// alone computes (every input runs alone). `progress(done, total)` counts this worker's inputs,
 /// scaled to the list. If a helper fails, this worker runs its slice too.
-pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], job: u32, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Tensor>, String> {
+pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Tensor>, String> {
     let total = xs.len();
     let n = workers().min(total).max(1);
     let helpers: Vec<Rc<Helper>> = if n > 1 {
@@ -279,13 +302,14 @@ pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], job: u32
                 Engine::Int8 { sim, .. } => (model_bytes(sim.graph())?.into(), Some(serde_json::to_string(&sim.to_state()).map_err(|e| e.to_string())?)),
             }
         };
-        let req = Request::HelpRun { job, int8, stamp, shapes, state };
+        let task = next_task();
+        let req = Request::HelpRun { job: task, int8, stamp, shapes, state };
         let transfer = Array::of1(&samples.buffer());
         if let Some(m) = model.dyn_ref::<Uint8Array>() {
             transfer.push(&m.buffer());
         }
         let msg = Array::of3(&serde_wasm_bindgen::to_value(&req).unwrap_or(JsValue::NULL), &samples, &model);
-        answers.push(ask(h, msg, transfer));
+        answers.push(ask(h, task, msg, transfer));
     }
     let mut out = Vec::with_capacity(total);
     for (i, x) in xs[..cut(1)].iter().enumerate() {
@@ -324,7 +348,7 @@ pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], job: u32
 
 /// [`run_all`] on one batch: split along its first axis in chunks of [`CHUNK`] samples (whose
 /// activations stay in a core's cache), the outputs joined back.
-pub async fn run_batch(engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32) -> Result<Tensor, String> {
+pub async fn run_batch(engine: Engine<'_>, stamp: u32, x: &Tensor) -> Result<Tensor, String> {
     let batch = x.shape().first().copied().unwrap_or(1);
     let data = x.as_f32().ok_or("the batch is not float")?;
     let per: usize = x.shape().iter().skip(1).product();
@@ -337,7 +361,7 @@ pub async fn run_batch(engine: Engine<'_>, stamp: u32, x: &Tensor, job: u32) -> 
             Tensor::f32(s, data[start * per..end * per].to_vec()).map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ys = run_all(engine, stamp, &chunks, job, &mut |_, _| {}).await?;
+    let ys = run_all(engine, stamp, &chunks, &mut |_, _| {}).await?;
     let mut shape = ys.first().ok_or("the batch is empty")?.shape().to_vec();
     shape[0] = 0;
     let mut out = Vec::new();
