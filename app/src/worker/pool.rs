@@ -157,6 +157,27 @@ fn ask(h: &Helper, task: u32, msg: Array, transfer: Array) -> JsFuture {
     JsFuture::from(promise)
 }
 
+/// The helpers of a job split `n` ways (this worker and `n - 1` of them; fewer if some could not
+/// start), started if need be.
+fn helpers_for(n: usize) -> Vec<Rc<Helper>> {
+    if n <= 1 {
+        return Vec::new();
+    }
+    warm();
+    HELPERS.with(|hs| hs.borrow().iter().take(n - 1).cloned().collect())
+}
+
+/// A helper's answer to [`ask`]: the response and the whole message (its payload after it), or
+/// why the task failed.
+async fn answer_of(answer: JsFuture) -> Result<(Response, Array), String> {
+    let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
+    match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
+        Ok(Response::Failed { message, .. }) => Err(message),
+        Ok(r) => Ok((r, data)),
+        Err(e) => Err(format!("unreadable answer: {e}")),
+    }
+}
+
 /// The samples as one Float32Array and their shapes.
 fn pack(samples: &[Tensor]) -> (Float32Array, Vec<Vec<usize>>) {
     let all: Vec<f32> = samples.iter().flat_map(Tensor::to_f32_vec).collect();
@@ -180,18 +201,12 @@ pub(super) fn unpack(data: &[f32], shapes: &[Vec<usize>]) -> Result<Vec<Tensor>,
     Ok(out)
 }
 
-/// Calibrates `sim` on `samples` over the pool: this worker runs the first sample (which fixes
-/// the SQNR scheme's histogram ranges) and the first slice of the rest, the helpers one slice
-/// each; the parts merge in order into exactly the statistics of one pass. Returns the workers
+/// Calibrates `sim` on `samples` over the pool: this worker runs the first slice, the helpers
+/// one slice each (with the SQNR scheme, this worker first runs the first sample alone, which
+/// fixes the histogram ranges, and the rest is split); the parts merge in order into exactly the statistics of one pass. Returns the workers
 /// used. Progress counts this worker's samples, scaled to the whole set.
 pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, job: u32, stage: &str) -> Result<usize, String> {
-    let n = workers().min(samples.len().saturating_sub(1)).max(1);
-    let helpers: Vec<Rc<Helper>> = if n > 1 {
-        warm();
-        HELPERS.with(|hs| hs.borrow().iter().take(n - 1).cloned().collect())
-    } else {
-        Vec::new()
-    };
+    let helpers = helpers_for(workers().min(samples.len().saturating_sub(1)));
     let total = samples.len();
     let mut progress = |done: usize, _| {
         post(&Response::Progress { job, stage: stage.into(), done: done.min(total), total });
@@ -231,15 +246,11 @@ pub async fn calibrate(sim: &mut QuantSim, samples: &[Tensor], scheme: Scheme, j
         None => mine,
     };
     for (k, answer) in answers.into_iter().enumerate() {
-        let got = async {
-            let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
-            match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
-                Ok(Response::HelpCalibrated { .. }) => Part::from_f64s(&data.get(1).dyn_into::<Float64Array>().map_err(|_| "no calibration part".to_string())?.to_vec()).map_err(|e| e.to_string()),
-                Ok(Response::Failed { message, .. }) => Err(message),
-                other => Err(format!("unexpected answer {other:?}")),
-            }
-        }
-        .await;
+        let got = match answer_of(answer).await {
+            Ok((Response::HelpCalibrated { .. }, data)) => data.get(1).dyn_into::<Float64Array>().map_err(|_| "no calibration part".to_string()).and_then(|a| Part::from_f64s(&a.to_vec()).map_err(|e| e.to_string())),
+            Ok((other, _)) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e),
+        };
         let next = match got {
             Ok(p) => p,
             Err(why) => {
@@ -280,13 +291,7 @@ pub enum Engine<'a> {
 /// scaled to the list. If a helper fails, this worker runs its slice too.
 pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Tensor>, String> {
     let total = xs.len();
-    let n = workers().min(total).max(1);
-    let helpers: Vec<Rc<Helper>> = if n > 1 {
-        warm();
-        HELPERS.with(|hs| hs.borrow().iter().take(n - 1).cloned().collect())
-    } else {
-        Vec::new()
-    };
+    let helpers = helpers_for(workers().min(total));
     let n = helpers.len() + 1;
     let int8 = matches!(engine, Engine::Int8 { .. });
     let cut = |i: usize| i * total / n;
@@ -317,15 +322,11 @@ pub async fn run_all(mut engine: Engine<'_>, stamp: u32, xs: &[Tensor], progress
         out.push(run_one(&mut engine, x.clone())?);
     }
     for (k, (answer, h)) in answers.into_iter().zip(&helpers).enumerate() {
-        let got = async {
-            let data: Array = answer.await.map_err(|e| format!("{e:?}"))?.unchecked_into();
-            match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {
-                Ok(Response::HelpRan { shapes, .. }) => unpack(&data.get(1).dyn_into::<Float32Array>().map_err(|_| "no outputs".to_string())?.to_vec(), &shapes),
-                Ok(Response::Failed { message, .. }) => Err(message),
-                other => Err(format!("unexpected answer {other:?}")),
-            }
-        }
-        .await;
+        let got = match answer_of(answer).await {
+            Ok((Response::HelpRan { shapes, .. }, data)) => data.get(1).dyn_into::<Float32Array>().map_err(|_| "no outputs".to_string()).and_then(|a| unpack(&a.to_vec(), &shapes)),
+            Ok((other, _)) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e),
+        };
         let (lo, hi) = (cut(k + 1), cut(k + 2));
         match got {
             Ok(ys) if ys.len() == hi - lo => {
@@ -414,6 +415,14 @@ pub(super) fn help_run(int8: bool, stamp: u32, shapes: &[Vec<usize>], state: Opt
         } else {
             let exec = qplay_core::Executor::new(graph, limits).map_err(|e| e.to_string())?;
             FP32.with(|m| *m.borrow_mut() = Some((stamp, exec)));
+            // FP32 versions change only when a model loads: an older INT8 copy belongs to the
+            // model before, and its memory is freed.
+            INT8.with(|m| {
+                let mut m = m.borrow_mut();
+                if m.as_ref().is_some_and(|(s, _)| *s < stamp) {
+                    *m = None;
+                }
+            });
         }
     }
     let stale = || format!("this helper does not hold version {stamp} of the model");
