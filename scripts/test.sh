@@ -37,6 +37,10 @@ done
 say "wasm32 tests (SIMD128, under Node)"
 run cargo test --profile ci --target wasm32-unknown-unknown -p qplay-core
 
+say "wasm32 tests of the relaxed-SIMD build (under Node 22, where relaxed SIMD is on)"
+# The kernels against their naive twins, and whole networks against the simulation.
+PATH="$NODE_RELAXED:$PATH" run cargo test --profile ci --target wasm32-unknown-unknown -p qplay-core --features relaxed --test kernels --test int8
+
 say "building the playground, and the deployable site (served from a sub-path in the browser tests)"
 trunk build --release
 bash scripts/build-site.sh target/site/qplay

@@ -41,6 +41,8 @@ pub struct PackedWeights {
     kp: usize,
     data: Vec<i16>,
     nib: Vec<u8>,
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+    relaxed: Option<relaxed::Packed>,
 }
 
 impl PackedWeights {
@@ -59,11 +61,27 @@ impl PackedWeights {
                     data[at + 1] = w[j * kp + 2 * k2 + 1];
                 }
             }
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+            let relaxed = relaxed::Packed::new(m, kp, w);
             if data.iter().all(|v| (-8..=7).contains(v)) {
                 let nib = data.chunks_exact(16).flat_map(|p| (0..8).map(|i| (p[i] as u8 & 0xF) | ((p[8 + i] as u8) << 4))).collect();
-                return PackedWeights { m, kp, data: Vec::new(), nib };
+                return PackedWeights {
+                    m,
+                    kp,
+                    data: Vec::new(),
+                    nib,
+                    #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+                    relaxed,
+                };
             }
-            PackedWeights { m, kp, data, nib: Vec::new() }
+            PackedWeights {
+                m,
+                kp,
+                data,
+                nib: Vec::new(),
+                #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+                relaxed,
+            }
         }
         #[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
         PackedWeights { m, kp, data: w[..m * kp].to_vec(), nib: Vec::new() }
@@ -71,7 +89,11 @@ impl PackedWeights {
 
     /// Bytes the weights occupy (half a byte each when packed in 4 bits, else two).
     pub fn bytes(&self) -> usize {
-        self.data.len() * 2 + self.nib.len()
+        #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+        let extra = self.relaxed.as_ref().map_or(0, relaxed::Packed::bytes);
+        #[cfg(not(all(target_arch = "wasm32", feature = "relaxed")))]
+        let extra = 0;
+        self.data.len() * 2 + self.nib.len() + extra
     }
 
     /// Stored two per byte.
@@ -130,7 +152,23 @@ fn tile<const R: usize>(xr: [&[i16]; R], pair: impl Fn(usize) -> (V, V), pairs: 
 /// Rows go 4 at a time (8 accumulators), the last ones one at a time.
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"))]
 #[inline(always)]
-fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, emit: impl FnMut(usize, usize, [V; 2])) {
+#[cfg_attr(not(all(target_arch = "wasm32", feature = "relaxed")), allow(unused_mut))]
+fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, mut emit: impl FnMut(usize, usize, [V; 2])) {
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+    if let Some(r) = &w.relaxed {
+        let done = relaxed::PLANES.with_borrow_mut(|planes| {
+            let ok = relaxed::split(p, w.kp, x, planes);
+            if ok {
+                // SAFETY: this build requires an engine with relaxed SIMD (the page loads it only
+                // where `WebAssembly.validate` accepts relaxed opcodes).
+                unsafe { relaxed::blocks(p, w.m, w.kp, planes, r, &mut emit) };
+            }
+            ok
+        });
+        if done {
+            return;
+        }
+    }
     let pairs = w.kp / 2;
     let blocks = w.m.div_ceil(8);
     if w.nib.is_empty() {
@@ -147,6 +185,135 @@ fn gemm_blocks(p: usize, x: &[i16], w: &PackedWeights, emit: impl FnMut(usize, u
             let v = unsafe { load_u8x8(w.nib.as_ptr().add((b * pairs + k2) * 8)) };
             (nibble_lo(v), nibble_hi(v))
         }, emit)
+    }
+}
+
+/// The GEMM with relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s` (16 products of an i8 by
+/// a 7-bit unsigned value per instruction; `vpdpbusd` on x86 with AVX-VNNI, `sdot` on ARM), in
+/// the build with the `relaxed` feature. An engine may read the second operand's top bit as
+/// signed or unsigned, so it only ever holds 0..=127 and every engine gives the same sums, equal
+/// to the SIMD128 kernel's. Weights are the first operand (i8); an activation `v` in -256..=255
+/// is split as `v = lo + 128 * hi - 256` with `lo = v & 127` and `hi = (v >> 7) + 2` in 0..=3,
+/// so a sum is `Σ w lo + 128 Σ w hi - 256 Σ w`: two dots and a per-channel constant.
+#[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+mod relaxed {
+    use core::arch::wasm32::*;
+    use std::cell::RefCell;
+
+    std::thread_local! {
+        /// The split rows of the current product, kept between calls (no allocation per inference).
+        pub static PLANES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Blocks of 8 output channels; per block and group of 4 k, two vectors of 16 i8: channels
+    /// 0..4 then 4..8, each with its 4 consecutive weights. `corr[j] = -256 Σ_k w[j][k]`.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Packed {
+        data: Vec<i8>,
+        corr: Vec<i32>,
+    }
+
+    impl Packed {
+        /// None when a weight does not fit in i8 (the SIMD128 kernel then runs).
+        pub fn new(m: usize, kp: usize, w: &[i16]) -> Option<Packed> {
+            let w = &w[..m * kp];
+            if w.iter().any(|&v| i8::try_from(v).is_err()) {
+                return None;
+            }
+            let (blocks, quads) = (m.div_ceil(8), kp / 4);
+            let mut data = vec![0i8; blocks * quads * 32];
+            let mut corr = vec![0i32; blocks * 8];
+            for j in 0..m {
+                let (b, jj) = (j / 8, j % 8);
+                let row = &w[j * kp..(j + 1) * kp];
+                for (k, &v) in row.iter().enumerate() {
+                    data[(b * quads + k / 4) * 32 + jj * 4 + k % 4] = v as i8;
+                }
+                corr[j] = -256 * row.iter().map(|&v| v as i32).sum::<i32>();
+            }
+            Some(Packed { data, corr })
+        }
+
+        pub fn bytes(&self) -> usize {
+            self.data.len() + self.corr.len() * 4
+        }
+    }
+
+    /// Row `i` of `x` (`kp` values) becomes `planes[2 kp i..]`: its `lo` bytes, then its `hi`
+    /// bytes. False (and `planes` unusable) if a value lies outside -256..=255.
+    pub fn split(p: usize, kp: usize, x: &[i16], planes: &mut Vec<u8>) -> bool {
+        planes.resize(2 * p * kp, 0);
+        let mut bad = 0i16;
+        for (row, out) in x[..p * kp].chunks_exact(kp).zip(planes.chunks_exact_mut(2 * kp)) {
+            let (lo, hi) = out.split_at_mut(kp);
+            for ((&v, l), h) in row.iter().zip(lo).zip(hi) {
+                bad |= (v < -256) as i16 | (v > 255) as i16;
+                *l = (v & 127) as u8;
+                *h = ((v >> 7) + 2) as u8;
+            }
+        }
+        bad == 0
+    }
+
+    /// The blocked product on split rows: `emit(row, block, sums)` as in `gemm_blocks`.
+    /// # Safety
+    /// The engine must support relaxed SIMD.
+    #[target_feature(enable = "relaxed-simd")]
+    pub unsafe fn blocks(p: usize, m: usize, kp: usize, planes: &[u8], w: &Packed, emit: &mut impl FnMut(usize, usize, [v128; 2])) {
+        let (blocks, quads) = (m.div_ceil(8), kp / 4);
+        assert!(planes.len() >= 2 * p * kp && w.data.len() >= blocks * quads * 32 && w.corr.len() >= blocks * 8);
+        let row = |i: usize| planes[2 * kp * i..].as_ptr();
+        let mut finish = |i: usize, b: usize, sums: &[[v128; 4]]| {
+            // SAFETY: b < blocks, within `corr`'s asserted length.
+            let (c0, c1) = unsafe { (v128_load(w.corr.as_ptr().add(b * 8) as *const v128), v128_load(w.corr.as_ptr().add(b * 8 + 4) as *const v128)) };
+            for (r, a) in sums.iter().enumerate() {
+                let s0 = i32x4_add(i32x4_add(a[0], i32x4_shl(a[2], 7)), c0);
+                let s1 = i32x4_add(i32x4_add(a[1], i32x4_shl(a[3], 7)), c1);
+                emit(i + r, b, [s0, s1]);
+            }
+        };
+        let mut i = 0;
+        while i + 2 <= p {
+            for b in 0..blocks {
+                // SAFETY: rows i, i + 1 < p and block b are within the lengths asserted above.
+                let sums = unsafe { tile::<2>([row(i), row(i + 1)], kp, w.data[b * quads * 32..].as_ptr(), quads) };
+                finish(i, b, &sums);
+            }
+            i += 2;
+        }
+        if i < p {
+            for b in 0..blocks {
+                // SAFETY: as above, for the last row.
+                let sums = unsafe { tile::<1>([row(i)], kp, w.data[b * quads * 32..].as_ptr(), quads) };
+                finish(i, b, &sums);
+            }
+        }
+    }
+
+    /// Sums of `R` split rows against one block: per row, the `lo` and `hi` dots of channels
+    /// 0..4 and 4..8 (8R accumulators in registers, within x64's 16 for R = 2).
+    /// # Safety
+    /// Each row holds `2 kp` bytes, `wb` `32 quads` bytes; the engine has relaxed SIMD.
+    #[target_feature(enable = "relaxed-simd")]
+    #[inline]
+    unsafe fn tile<const R: usize>(rows: [*const u8; R], kp: usize, wb: *const i8, quads: usize) -> [[v128; 4]; R] {
+        let mut acc = [[i32x4_splat(0); 4]; R];
+        for q in 0..quads {
+            // SAFETY: the caller's bounds.
+            unsafe {
+                let w0 = v128_load(wb.add(q * 32) as *const v128);
+                let w1 = v128_load(wb.add(q * 32 + 16) as *const v128);
+                for r in 0..R {
+                    let lo = v128_load32_splat(rows[r].add(4 * q) as *const u32);
+                    let hi = v128_load32_splat(rows[r].add(kp + 4 * q) as *const u32);
+                    acc[r][0] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, lo, acc[r][0]);
+                    acc[r][1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, lo, acc[r][1]);
+                    acc[r][2] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, hi, acc[r][2]);
+                    acc[r][3] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, hi, acc[r][3]);
+                }
+            }
+        }
+        acc
     }
 }
 
