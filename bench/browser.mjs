@@ -1,7 +1,8 @@
 // `bench/run --browser [--json] [--runs N]`: EfficientNet-Lite0 in one headless Chromium page
 // (Debian's), single thread: qplay FP32 and INT8 (W8A8 per-channel, the integer engine) and
 // onnxruntime-web FP32 and INT8 (its own QDQ model), round-robin, with top-1 checked on every
-// engine, then the INT8 GEMM micro-benchmark. The page is cross-origin isolated (the server sends
+// engine; qplay INT8's relaxed-SIMD build too where Chromium validates it (its output must equal
+// the SIMD128 build's bit for bit); then the INT8 GEMM micro-benchmark of both builds. The page is cross-origin isolated (the server sends
 // COOP/COEP), which also gives a finer clock; a second page times onnxruntime-web's multi-thread
 // path beside qplay INT8 (single thread), for reference.
 import path from "node:path";
@@ -46,7 +47,8 @@ try {
 
 if (json) {
   for (const r of rows) console.log(JSON.stringify(r));
-  console.log(JSON.stringify({ bench: "int8-gemm-chromium", ...gemm }));
+  console.log(JSON.stringify({ bench: "int8-gemm-chromium", ...gemm.simd128 }));
+  if (gemm.relaxed) console.log(JSON.stringify({ bench: "int8-gemm-relaxed-chromium", ...gemm.relaxed }));
 } else {
   console.log(`${model} in headless Chromium ${version} (batch 1, single thread, ${runs} runs after 3 warm-up, round-robin; INT8 = W8A8 per-channel)`);
   console.log("engine                          median ms    p90 ms   top-1 vs FP32 reference");
@@ -58,7 +60,16 @@ if (json) {
   console.log(`qplay INT8 vs onnxruntime-web's faster single-thread path (${ortBest}): ${ratio(ortBest, "qplay-int8-chromium")}x faster`);
   console.log(`qplay FP32 vs onnxruntime-web FP32: ${ratio("ortweb-fp32-chromium", "qplay-fp32-chromium")}x faster`);
   if (by["ortweb-fp32-mt-chromium"]) console.log(`(the -mt rows: onnxruntime-web with ${threads} threads, timed in a second page beside qplay INT8 on one thread)`);
-  console.log(`\nINT8 GEMM in Chromium (wasm SIMD128, i32x4.dot_i16x8_s): measured ceiling ${gemm.peak_gmacs.toFixed(2)} GMAC/s`);
-  for (const s of gemm.shapes) console.log(`  ${s.p}x${s.m}x${s.k}: ${s.gmacs.toFixed(2)} GMAC/s = ${(100 * s.of_peak).toFixed(0)} % of the ceiling`);
+  if (by["qplay-int8-relaxed-chromium"]) console.log(`qplay INT8, relaxed-SIMD build, vs onnxruntime-web's faster single-thread path: ${ratio(ortBest, "qplay-int8-relaxed-chromium")}x faster; vs the SIMD128 build: ${ratio("qplay-int8-chromium", "qplay-int8-relaxed-chromium")}x`);
+  const gemmRows = (g) => g.shapes.forEach((s) => console.log(`  ${s.p}x${s.m}x${s.k}: ${s.gmacs.toFixed(2)} GMAC/s = ${(100 * s.of_peak).toFixed(0)} % of the ceiling`));
+  console.log(`\nINT8 GEMM in Chromium (wasm SIMD128, i32x4.dot_i16x8_s): measured ceiling ${gemm.simd128.peak_gmacs.toFixed(2)} GMAC/s`);
+  gemmRows(gemm.simd128);
+  if (gemm.relaxed) {
+    console.log(`INT8 GEMM, relaxed-SIMD build (i32x4.relaxed_dot_i8x16_i7x16_add_s, 16 MACs each; the kernel needs two per 16 products): measured ceiling ${gemm.relaxed.peak_gmacs.toFixed(2)} GMAC/s`);
+    gemmRows(gemm.relaxed);
+  } else {
+    console.log("(this Chromium does not validate relaxed SIMD: no relaxed rows)");
+  }
 }
 if (rows.some((r) => !r.top1_ok && r.engine.includes("fp32"))) { console.error("an FP32 top-1 differs from onnxruntime's reference"); process.exit(1); }
+if (rows.some((r) => r.identical_to_simd128 === false)) { console.error("the relaxed-SIMD build's INT8 output differs from the SIMD128 build's"); process.exit(1); }

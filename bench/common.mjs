@@ -69,9 +69,10 @@ export function gmacs(fn, macs, now = () => performance.now()) {
 // The INT8 GEMM micro-benchmark at EfficientNet-Lite0's 1x1 shapes ([pixels, outputs, K, reps]),
 // against the measured ceiling of the SIMD128 dot-product step.
 export const GEMM_SHAPES = [[256, 256, 512, 4], [3136, 96, 24, 2], [784, 240, 40, 4], [49, 1152, 192, 8]];
-export function gemmBench(int8_gemm, int8_peak) {
+// `peakMacs`: the MACs of one round of the ceiling loop (12 dot instructions).
+export function gemmBench(int8_gemm, int8_peak, peakMacs = 96) {
   const peakReps = 20_000_000;
-  const peak = gmacs(() => int8_peak(peakReps), peakReps * 96);
+  const peak = gmacs(() => int8_peak(peakReps), peakReps * peakMacs);
   const shapes = GEMM_SHAPES.map(([p, m, k, reps]) => {
     const g = gmacs(() => int8_gemm(p, m, k, reps), reps * p * m * Math.ceil(k / 8) * 8);
     return { p, m, k, gmacs: +g.toFixed(2), of_peak: +(g / peak).toFixed(3) };

@@ -53,7 +53,13 @@ fn eta(done: usize, total: usize) -> Option<f64> {
 
 /// Starts the worker and routes its responses into `state`.
 pub fn start(state: AppState) -> Result<(), String> {
-    let w = Worker::new("./worker_loader.js").map_err(|e| format!("cannot start the worker: {e:?}"))?;
+    // `#simd=relaxed` or `#simd=baseline` overrides the loader's choice of build (its helpers
+    // inherit the query).
+    let script = match crate::url::get("simd").as_deref() {
+        Some(b @ ("relaxed" | "baseline")) => format!("./worker_loader.js?simd={b}"),
+        _ => "./worker_loader.js".to_string(),
+    };
+    let w = Worker::new(&script).map_err(|e| format!("cannot start the worker: {e:?}"))?;
     let onmsg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let data: Array = ev.data().unchecked_into();
         match serde_wasm_bindgen::from_value::<Response>(data.get(0)) {

@@ -509,6 +509,8 @@ pub struct SpeedResult {
     /// (median, p90) milliseconds.
     pub fp32: (f64, f64),
     pub int8: Option<(f64, f64)>,
+    /// Which build of the engine ran: "relaxed SIMD" or "SIMD128".
+    pub simd: String,
 }
 
 /// The quantized model's answer next to the FP32 one.

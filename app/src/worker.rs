@@ -28,6 +28,9 @@ mod train;
 
 use data::{decode_image, labelled_set, npy_file, npy_samples_of, read_user_npy, samples_for, MAX_TEST_SAMPLES};
 
+/// This worker's build, chosen by the loader (`worker_loader.js`).
+const SIMD_BUILD: &str = if cfg!(feature = "relaxed") { "relaxed SIMD" } else { "SIMD128" };
+
 const DIGITS_X: &[u8] = include_bytes!("../../assets/data/digits_test_x.npy");
 const DIGITS_Y: &[u8] = include_bytes!("../../assets/data/digits_test_y.npy");
 
@@ -348,7 +351,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
                 None => None,
                 Some(e) => Some(times(&mut || e.run(vec![x.clone()]).map(|_| ()).map_err(|e| e.to_string()))?),
             };
-            Ok(Response::Speed { job, result: SpeedResult { runs, fp32, int8 } })
+            Ok(Response::Speed { job, result: SpeedResult { runs, fp32, int8, simd: SIMD_BUILD.into() } })
         }
         Request::Export { job, qdq } => {
             let guard = state.borrow();

@@ -61,7 +61,7 @@ fs.writeFileSync(path.join(out, "index.html"), html);
 // them for the others.
 fs.writeFileSync(path.join(out, "_headers"), `/*\n  Content-Security-Policy: ${CSP}\n  Cross-Origin-Opener-Policy: same-origin\n  Cross-Origin-Embedder-Policy: require-corp\n`);
 
-// sw.js: precaches every file (the models, photos and both wasm files included) under a name
+// sw.js: precaches every file (the models, photos and every wasm file, both builds of the worker included) under a name
 // versioned by their contents, serves the site's own GET requests from that cache first, and
 // deletes older versions once a new build takes over.
 const cached = files(out).filter((f) => !precompressed(f) && f !== "_headers" && f !== "sw.js");

@@ -442,6 +442,46 @@ test("a pool of helper workers: calibration (SQNR on digits, percentile on Effic
   assert.equal(ltwo.encodings, lone.encodings, "percentile encodings (with bias correction's recalibration) differ between 1 and 2 workers");
 });
 
+test("the relaxed-SIMD build of the worker gives the INT8 results of the SIMD128 build, and the page says which build runs", async () => {
+  const run = async (simd) => {
+    const p = await browser.newPage();
+    p.setDefaultTimeout(TIMEOUT);
+    p.on("pageerror", (e) => consoleErrors.push(String(e)));
+    const hash = simd ? `simd=${simd}&` : "";
+    await p.goto(`${srv.url}#${hash}model=efficientnet_lite0&w=8&a=8&pc=1&dfq=0&bc=1&ada=0&aimet=0&cm=0&cs=p99.99&n=0`);
+    await p.locator('[data-testid="model-name"]:has-text("EfficientNet-Lite0")').waitFor();
+    // What the worker's loader found: relaxed opcodes accepted, and the probe's answer.
+    const worker = p.workers().find((w) => !w.url().includes("helper") && w.url().includes("worker_loader.js"));
+    const probe = await worker.evaluate(() => self.qplaySimd);
+    await p.click('[data-testid="quantize"]');
+    await p.locator('[data-testid="quant-summary"]').waitFor();
+    const out = {};
+    for (const photo of ["coffee", "chelsea"]) {
+      await p.click(`[data-testid="photo-${photo}"]`);
+      await p.locator(`[data-testid="results"] h2:has-text("${photo}")`).waitFor();
+      await p.locator('[data-testid="int8-top1"]').waitFor();
+      // The INT8 logits' SQNR against FP32 at full precision, and the INT8 top 5 as shown.
+      out[photo] = `${await p.getAttribute('[data-testid="sqnr"]', "data-db")} | ${await p.locator('[data-testid="int8-title"]').locator("..").locator("ol.top5").textContent()}`;
+    }
+    await p.click('[data-testid="speed"]');
+    await p.locator('[data-testid="speed-result"]').waitFor();
+    const build = await p.textContent('[data-testid="simd-build"]');
+    await p.close();
+    return { probe, out, build };
+  };
+  const base = await run("baseline");
+  const relaxed = await run("relaxed");
+  const auto = await run(null);
+  assert.ok(relaxed.probe.valid, "Chromium accepts relaxed SIMD");
+  assert.equal(base.build, "SIMD128");
+  assert.equal(relaxed.build, "relaxed SIMD");
+  // The default: the relaxed build only where the dot product reads the 7-bit operand as signed.
+  assert.equal(auto.build, auto.probe.answer === 512 ? "relaxed SIMD" : "SIMD128", `probe ${JSON.stringify(auto.probe)}`);
+  assert.ok(Number(base.out.coffee.split(" | ")[0]) > 3 && /espresso/.test(base.out.coffee), base.out.coffee);
+  assert.deepEqual(relaxed.out, base.out, "INT8 outputs differ between the builds");
+  assert.deepEqual(auto.out, base.out);
+});
+
 test("DFQ measured per layer set: every set tried both ways, the better kept", async () => {
   await page.click('[data-testid="preset-int8-dfq"]');
   await page.check('[data-testid="cle-measured"]');

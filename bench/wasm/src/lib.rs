@@ -104,6 +104,31 @@ pub fn int8_peak(reps: usize) -> i32 {
     acc.iter().fold(0i32, |s, v| s.wrapping_add(i32x4_extract_lane::<0>(*v)))
 }
 
+/// The relaxed-SIMD ceiling (the build with the `relaxed` feature): `reps` rounds of 12
+/// independent `i32x4.relaxed_dot_i8x16_i7x16_add_s` chains on registers (16 MACs each).
+/// MACs = reps * 12 * 16. (The GEMM splits activations into two 7-bit planes: two of these per 16
+/// products, so at most half this ceiling.)
+#[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+#[wasm_bindgen]
+pub fn int8_peak_relaxed(reps: usize) -> i32 {
+    // SAFETY: this build is only loaded where the engine validates relaxed SIMD.
+    unsafe { peak_relaxed(reps) }
+}
+
+#[cfg(all(target_arch = "wasm32", feature = "relaxed"))]
+#[target_feature(enable = "relaxed-simd")]
+unsafe fn peak_relaxed(reps: usize) -> i32 {
+    use core::arch::wasm32::*;
+    let b = i8x16_splat(3);
+    let mut acc: [v128; 12] = core::array::from_fn(|i| i32x4_splat(i as i32));
+    for _ in 0..reps {
+        for a in acc.iter_mut() {
+            *a = i32x4_relaxed_dot_i8x16_i7x16_add(*a, b, *a);
+        }
+    }
+    acc.iter().fold(0i32, |s, v| s.wrapping_add(i32x4_extract_lane::<0>(*v)))
+}
+
 #[wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_namespace = performance)]
