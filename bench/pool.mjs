@@ -7,6 +7,9 @@
 // - digits MobileNet (W8A8 per-channel) on the 450 test digits, FP32 and INT8: the page's own
 //   times, and its accuracies and output SQNR, which must be identical.
 // Prints the medians and their ratios (the machine is shared: the ratios of one run compare).
+// With --compress, also once per pool size (a few minutes each): EfficientNet-Lite0 compressed by
+// channel pruning to 0.75 of its MACs over 4 candidates, whose sensitivity table the pool shares:
+// the page's own time, and the table and choices, which must be identical.
 import path from "node:path";
 import fs from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -84,8 +87,34 @@ async function alternate(pages, f, same) {
   return runs;
 }
 
+// The page's compression of its model (settings as in the header); the page's time, the
+// heatmap's cells and the choices.
+async function compressOnce(p) {
+  await p.selectOption('[data-testid="compress-method"]', "channel-pruning");
+  await p.fill('[data-testid="compress-target"]', "0.75");
+  await p.selectOption('[data-testid="compress-candidates"]', "4");
+  await clickAndWait(p, "compress-run");
+  const text = await p.textContent('[data-testid="compress-summary"]');
+  const m = text.match(/in (\d+) s on (\d+) worker/);
+  if (!m) throw new Error(`unreadable compression summary: ${text}`);
+  const cells = await p.locator('[data-testid="heat-cell"]').evaluateAll((cs) => cs.map((c) => `${c.dataset.layer}@${c.dataset.ratio}=${c.dataset.score}${c.dataset.chosen}`));
+  const choices = await p.locator('[data-testid="compress-layer"]').evaluateAll((rs) => rs.map((r) => r.textContent));
+  return { seconds: Number(m[1]), workers: Number(m[2]), same: JSON.stringify([cells, choices, text.replace(/in \d+ s on \d+ workers?/, "")]) };
+}
+
 const out = [];
 try {
+  if (args.includes("--compress")) {
+    const runs = {};
+    for (const n of [1, 2]) {
+      const p = await openPage(n, "efficientnet_lite0", "EfficientNet-Lite0");
+      runs[n] = await compressOnce(p);
+      await p.close();
+      if (runs[n].workers !== n) throw new Error(`asked for ${n} workers, the page used ${runs[n].workers}`);
+    }
+    if (runs[1].same !== runs[2].same) throw new Error("the compression differs between 1 and 2 workers");
+    out.compress = { bench: "pool-lite0-compress-chromium", one_worker_s: runs[1].seconds, two_workers_s: runs[2].seconds, speedup: runs[1].seconds / runs[2].seconds, identical: true, runs: 1 };
+  }
   const lite = { 1: await openPage(1, "efficientnet_lite0", "EfficientNet-Lite0"), 2: await openPage(2, "efficientnet_lite0", "EfficientNet-Lite0") };
   const cal = await alternate(lite, calibrate, (c) => c.encodings);
   for (const n of [1, 2]) if (cal[n].some((c) => c.workers !== n)) throw new Error(`asked for ${n} workers, the page used ${cal[n].map((c) => c.workers)}`);
@@ -108,10 +137,13 @@ try {
 
 if (json) {
   for (const r of out) console.log(JSON.stringify(r));
+  if (out.compress) console.log(JSON.stringify(out.compress));
 } else {
   console.log(`The page's pool of workers, 1 against 2, headless Chromium on ${out.cores} cores, medians of ${rounds} rounds (results identical in every round):`);
   const [c, f, i] = out;
   console.log(`  EfficientNet-Lite0 calibration, ${c.samples} samples: ${c.one_worker_s.toFixed(2)} s -> ${c.two_workers_s.toFixed(2)} s, ${c.speedup.toFixed(2)}x`);
   console.log(`  digits test set (450), FP32: ${f.one_worker_ms.toFixed(1)} ms -> ${f.two_workers_ms.toFixed(1)} ms, ${f.speedup.toFixed(2)}x`);
   console.log(`  digits test set (450), INT8: ${i.one_worker_ms.toFixed(1)} ms -> ${i.two_workers_ms.toFixed(1)} ms, ${i.speedup.toFixed(2)}x`);
+  const k = out.compress;
+  if (k) console.log(`  EfficientNet-Lite0 channel pruning to 0.75 (4 candidates; one run each, the whole job): ${k.one_worker_s} s -> ${k.two_workers_s} s, ${k.speedup.toFixed(2)}x`);
 }

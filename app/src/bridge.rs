@@ -393,7 +393,7 @@ fn apply(state: AppState, r: Response) {
         }
         Response::Panicked { message } => PANIC.with(|p| *p.borrow_mut() = Some(message)),
         // Answers that change nothing on the page.
-        Response::Pool { .. } | Response::HelpCalibrated { .. } | Response::HelpRan { .. } => {}
+        Response::Pool { .. } | Response::HelpCalibrated { .. } | Response::HelpRan { .. } | Response::HelpCompressed { .. } => {}
         Response::Failed { message, .. } => {
             PENDING.with(|p| p.borrow_mut().take());
             state.fail(message)

@@ -81,6 +81,10 @@ pub enum Request {
     /// when the helper's copy of that model is not version `stamp`, the graph as ONNX bytes
     /// (with `state`, the simulation's `SimState` as JSON, for INT8). Answered with HelpRan.
     HelpRun { job: u32, int8: bool, stamp: u32, shapes: Vec<Vec<usize>>, state: Option<String> },
+    /// To a helper: rows `rows` of compression's sensitivity table, for the model (ONNX bytes),
+    /// calibration samples and evaluation photos that follow as one Uint8Array and two
+    /// Float32Arrays (`shapes`, `probe_shapes`). Answered with HelpCompressed.
+    HelpCompress { job: u32, settings: CompressSettings, kind: InputKind, rows: (usize, usize), shapes: Vec<Vec<usize>>, probe_shapes: Vec<Vec<usize>> },
 }
 
 /// An architecture search as the page asks for it (see `qplay search`).
@@ -419,6 +423,8 @@ pub enum Response {
     Pool { job: u32, workers: usize },
     /// A helper's calibration part. Payload: a Float64Array (`calib::Part::to_f64s`).
     HelpCalibrated { job: u32 },
+    /// A helper's rows of the sensitivity table (`scores[layer][ratio]`).
+    HelpCompressed { job: u32, scores: Vec<Vec<f64>> },
     /// A helper's outputs. Payload: one Float32Array holding them end to end (`shapes`).
     HelpRan { job: u32, shapes: Vec<Vec<usize>> },
     /// Sent by the worker's panic hook just before the worker dies.
@@ -729,6 +735,8 @@ pub struct CompressResult {
     pub eval_samples: usize,
     pub points: Option<usize>,
     pub seconds: f64,
+    /// Workers the sensitivity table was scored on (this one and its helpers).
+    pub workers: usize,
     /// Median milliseconds of one inference: (original, compressed), FP32 and INT8 (W8A8).
     pub fp32_ms: (f64, f64),
     pub int8_ms: (f64, f64),

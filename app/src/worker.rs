@@ -161,6 +161,10 @@ async fn respond(state: &Rc<RefCell<Option<Loaded>>>, data: &Array) -> Option<Re
             }
             Err(message) => Response::Failed { job, message },
         },
+        Ok(Request::HelpCompress { job, settings, kind, rows, shapes, probe_shapes }) => match compress::help(&settings, &kind, rows, &shapes, &probe_shapes, data) {
+            Ok(scores) => Response::HelpCompressed { job, scores },
+            Err(message) => Response::Failed { job, message },
+        },
         Ok(req) => {
             let job = job_of(&req);
             handle(state, req, data.get(1)).await.unwrap_or_else(|message| Response::Failed { job, message })
@@ -229,7 +233,8 @@ fn job_of(r: &Request) -> u32 {
         | Request::Zoo { job, .. }
         | Request::Workers { job, .. }
         | Request::HelpCalibrate { job, .. }
-        | Request::HelpRun { job, .. } => *job,
+        | Request::HelpRun { job, .. }
+        | Request::HelpCompress { job, .. } => *job,
     }
 }
 
@@ -434,10 +439,15 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
         }
         Request::Compress { job, settings, photos } => {
             let (samples, probe) = samples_for(state, job, &photos, settings.calib_samples as usize, &payload).await?;
-            let mut guard = state.borrow_mut();
-            let loaded = guard.as_mut().ok_or("load a model first")?;
-            let (out, result) = compress::run(job, &loaded.graph, &loaded.kind, &settings, &samples, &probe)?;
-            loaded.compressed = Some(out);
+            // A copy of the model: the job awaits its helpers (requests are answered one at a
+            // time, so nothing else changes the model meanwhile).
+            let (graph, kind) = {
+                let guard = state.borrow();
+                let loaded = guard.as_ref().ok_or("load a model first")?;
+                (loaded.graph.clone(), loaded.kind.clone())
+            };
+            let (out, result) = compress::run(job, &graph, &kind, &settings, &samples, &probe).await?;
+            state.borrow_mut().as_mut().ok_or("load a model first")?.compressed = Some(out);
             Ok(Response::Compressed { job, result })
         }
         Request::Mixed { job, settings, photos } => {
@@ -461,7 +471,7 @@ async fn handle(state: &Rc<RefCell<Option<Loaded>>>, req: Request, payload: JsVa
             Ok(if load { Response::SearchModel { job, name } } else { Response::Exported { job, file_name: name } })
         }
         Request::Workers { job, workers } => Ok(Response::Pool { job, workers: pool::set_workers(workers as usize) }),
-        Request::HelpCalibrate { .. } | Request::HelpRun { .. } => Err("this request is for helper workers".into()),
+        Request::HelpCalibrate { .. } | Request::HelpRun { .. } | Request::HelpCompress { .. } => Err("this request is for helper workers".into()),
         Request::Zoo { job, preprocess, recipes } => Ok(Response::Zoo { job, result: zoo(job, preprocess.as_deref(), &recipes, &payload).await? }),
         Request::ApplyMixed { job, index } => {
             let mut guard = state.borrow_mut();

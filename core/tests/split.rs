@@ -118,3 +118,37 @@ fn a_simulation_rebuilt_elsewhere_runs_slices_of_a_batch_as_the_whole() {
     let err = QuantSim::from_state(sim.graph().clone(), bad).unwrap_err().to_string();
     assert!(err.contains("no such value"), "{err}");
 }
+
+/// Compression's sensitivity table shared out by rows, the later rows scored on the graph read
+/// back from ONNX (as a helper worker gets it), then the search from the whole table: the same
+/// report (table, choices, scores, costs) and the same compressed model as one pass.
+#[test]
+fn compression_from_a_table_scored_in_rows_equals_one_pass() {
+    use qplay_core::cost::{infer_shapes, input_shapes};
+    use qplay_core::eval::{Evaluator, Target};
+    use qplay_core::search::compress::{compress, compress_scored, sensitivity_rows, sensitivity_size, CompressConfig, Method};
+    let limits = Limits::default();
+    let (g, _) = load_model(MOBILENET, &limits).unwrap();
+    let remote = load_model(&qplay_core::onnx::export::fp32_model(&g).unwrap(), &limits).unwrap().0;
+    let shapes_of = |g: &qplay_core::Graph| infer_shapes(g, &input_shapes(g, &[]).unwrap(), &limits).unwrap();
+    let (x, labels) = common::test_set(false);
+    let eval = Evaluator { batches: vec![x.clone()], target: Target::Labels(labels), limits: limits.clone() };
+    let calib = calib_batches(false);
+    for method in [Method::ChannelPruning, Method::SpatialSvd] {
+        let cfg = CompressConfig { candidates: 5, ..CompressConfig::new(method, 0.6) };
+        let (want_g, want) = compress(&g, &shapes_of(&g), &cfg, &eval, &calib, &mut |_, _, _| true).unwrap();
+        let n = sensitivity_size(&g, &shapes_of(&g), &cfg, &eval, &calib).unwrap();
+        assert!(n >= 3, "{method:?}: {n} layers");
+        let mut rows = sensitivity_rows(&g, &shapes_of(&g), &cfg, &eval, &calib, 0..n / 3, &mut |_, _, _| true).unwrap();
+        rows.extend(sensitivity_rows(&remote, &shapes_of(&remote), &cfg, &eval, &calib, n / 3..n, &mut |_, _, _| true).unwrap());
+        assert_eq!(rows, want.table.scores, "{method:?}: the table");
+        let (got_g, got) = compress_scored(&g, &shapes_of(&g), &cfg, &eval, &calib, Some(rows.clone()), &mut |_, _, _| true).unwrap();
+        assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap(), "{method:?}: the report");
+        let run = |g: &qplay_core::Graph| qplay_core::Executor::new(g.clone(), limits.clone()).unwrap().run(vec![x.clone()]).unwrap()[0].to_f32_vec();
+        assert!(run(&got_g).iter().zip(run(&want_g)).all(|(a, b)| a.to_bits() == b.to_bits()), "{method:?}: the compressed model");
+        // A table of the wrong size, and rows past the end, are errors.
+        rows.pop();
+        assert!(compress_scored(&g, &shapes_of(&g), &cfg, &eval, &calib, Some(rows), &mut |_, _, _| true).is_err());
+        assert!(sensitivity_rows(&g, &shapes_of(&g), &cfg, &eval, &calib, n - 1..n + 1, &mut |_, _, _| true).is_err());
+    }
+}

@@ -482,6 +482,36 @@ test("the relaxed-SIMD build of the worker gives the INT8 results of the SIMD128
   assert.deepEqual(auto.out, base.out);
 });
 
+test("compression's sensitivity table shared by a pool of workers: the same table, choices and compressed model with 1 worker and with 2", async () => {
+  const run = async (workers, model, label, method, target, candidates) => {
+    const p = await browser.newPage();
+    p.setDefaultTimeout(TIMEOUT);
+    p.on("pageerror", (e) => consoleErrors.push(String(e)));
+    await p.goto(`${srv.url}#workers=${workers}&model=${model}`);
+    await p.locator(`[data-testid="model-name"]:has-text("${label}")`).waitFor();
+    await p.selectOption('[data-testid="compress-method"]', method);
+    await p.fill('[data-testid="compress-target"]', String(target));
+    await p.selectOption('[data-testid="compress-candidates"]', String(candidates));
+    await p.click('[data-testid="compress-run"]');
+    const summary = p.locator('[data-testid="compress-summary"]');
+    await summary.waitFor({ timeout: 600_000 });
+    const text = await summary.textContent();
+    assert.match(text, new RegExp(`on ${workers} workers?[;.]`), text);
+    const cells = await p.locator('[data-testid="heat-cell"]').evaluateAll((cs) => cs.map((c) => `${c.dataset.layer}@${c.dataset.ratio}=${c.dataset.score}${c.dataset.chosen === "true" ? "*" : ""}`));
+    const choices = await p.locator('[data-testid="compress-layer"]').evaluateAll((rs) => rs.map((r) => r.textContent));
+    await p.close();
+    return { text: text.replace(/in \d+ s on \d+ workers?/, ""), cells, choices };
+  };
+  for (const [model, label, method, target, candidates] of [["digits_mobilenet", "Digits MobileNet", "channel-pruning", 0.5, 10], ["digits_mobilenet", "Digits MobileNet", "weight-svd", 0.6, 5]]) {
+    const one = await run(1, model, label, method, target, candidates);
+    const two = await run(2, model, label, method, target, candidates);
+    assert.ok(one.cells.length >= 3 * (candidates - 1), `${model}: ${one.cells.length} cells`);
+    assert.deepEqual(two.cells, one.cells, `${model}: the sensitivity table`);
+    assert.deepEqual(two.choices, one.choices, `${model}: the choices`);
+    assert.equal(two.text, one.text, `${model}: the summary`);
+  }
+});
+
 test("DFQ measured per layer set: every set tried both ways, the better kept", async () => {
   await page.click('[data-testid="preset-int8-dfq"]');
   await page.check('[data-testid="cle-measured"]');

@@ -289,9 +289,9 @@ pub fn CompressPanel() -> impl IntoView {
                     let ratio = r.macs_after as f64 / r.macs_before.max(1) as f64;
                     view! {
                         <p class="quant-summary" data-testid="compress-summary" data-macs-ratio=format!("{ratio:.4}") data-score=format!("{:.3}", r.score)>
-                            {format!("{}: MACs {:.1} M → {:.1} M ({:.3} of the original, target {:.2}), parameters {:.3}. Score {:.2} {} (original: {}; AIMET's greedy selection {:.2}); top-1 agreement with the original {:.0} %. {} evaluations on {} samples in {:.0} s{}.",
+                            {format!("{}: MACs {:.1} M → {:.1} M ({:.3} of the original, target {:.2}), parameters {:.3}. Score {:.2} {} (original: {}; AIMET's greedy selection {:.2}); top-1 agreement with the original {:.0} %. {} evaluations on {} samples in {:.0} s on {} worker{}{}.",
                                 r.method, r.macs_before as f64 / 1e6, r.macs_after as f64 / 1e6, ratio, r.target, r.params_after as f64 / r.params_before.max(1) as f64,
-                                r.score, r.unit, if r.unit == "dB" { "the reference".to_string() } else { format!("{:.2}", r.baseline) }, r.selection_score, r.top1_agreement * 100.0, r.evaluations, r.eval_samples, r.seconds,
+                                r.score, r.unit, if r.unit == "dB" { "the reference".to_string() } else { format!("{:.2}", r.baseline) }, r.selection_score, r.top1_agreement * 100.0, r.evaluations, r.eval_samples, r.seconds, r.workers, if r.workers == 1 { "" } else { "s" },
                                 r.points.map(|p| format!("; least squares on up to {p} points per layer")).unwrap_or_default())}
                         </p>
                         <Latency r=r.clone()/>

@@ -2,12 +2,14 @@
 //! both models timed here, FP32 and INT8.
 
 use super::data::{digits_test, input_rank};
-use super::{now, post};
-use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Prediction, Response};
+use super::{now, pool, post};
+use crate::protocol::{CompressLayer, CompressResult, CompressSettings, InputKind, Prediction, Request, Response};
+use js_sys::{Array, Float32Array, Uint8Array};
+use wasm_bindgen::JsCast;
 use qplay_core::eval::{Evaluator, ScoreKind, Target};
 use qplay_core::exec::int8::Int8Executor;
 use qplay_core::quant::{QuantSim, QuantSimConfig};
-use qplay_core::search::compress::{compress, CompressConfig, Method};
+use qplay_core::search::compress::{compress_scored, sensitivity_rows, sensitivity_size, CompressConfig, Method};
 use qplay_core::timing::median_ms;
 use qplay_core::{Executor, Graph, Limits, Tensor};
 
@@ -34,22 +36,51 @@ pub(super) fn evaluator(g: &Graph, kind: &InputKind, probe: &[Tensor], limits: &
     })
 }
 
-/// Runs the compression of `g` (input kind `kind`) with `samples` for reconstruction and INT8
-/// calibration and `probe` as the photos scored against the original (digits: the test split).
-pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, CompressResult), String> {
+/// What a compression of `g` works with: the evaluator, one input item, the value shapes and the
+/// settings in the core's terms. The same in this worker and in its helpers.
+struct Setup {
+    eval: Evaluator,
+    x: Tensor,
+    shapes: Vec<Option<Vec<usize>>>,
+    cfg: CompressConfig,
+}
+
+fn setup(g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor], limits: &Limits) -> Result<Setup, String> {
     let method = match settings.method.as_str() {
         "spatial-svd" => Method::SpatialSvd,
         "weight-svd" => Method::WeightSvd,
         "channel-pruning" => Method::ChannelPruning,
         other => return Err(format!("unknown compression method '{other}'")),
     };
+    let eval = evaluator(g, kind, probe, limits)?;
+    let x = samples.first().ok_or("no calibration samples")?.first_item().map_err(|e| e.to_string())?;
+    let shapes = qplay_core::cost::infer_shapes(g, &[x.shape().to_vec()], limits).map_err(|e| e.to_string())?;
+    let cfg = CompressConfig { candidates: settings.candidates.clamp(2, 100) as usize, ..CompressConfig::new(method, settings.target) };
+    Ok(Setup { eval, x, shapes, cfg })
+}
+
+/// A helper's share of the sensitivity table: the model, samples and photos in `payload`
+/// (see `Request::HelpCompress`).
+pub(super) fn help(settings: &CompressSettings, kind: &InputKind, rows: (usize, usize), shapes: &[Vec<usize>], probe_shapes: &[Vec<usize>], payload: &Array) -> Result<Vec<Vec<f64>>, String> {
+    let bytes = payload.get(1).dyn_into::<Uint8Array>().map_err(|_| "no model was sent")?.to_vec();
+    let floats = |i: u32| payload.get(i).dyn_into::<Float32Array>().map(|a| a.to_vec()).map_err(|_| "no samples were sent".to_string());
+    let samples = pool::unpack(&floats(2)?, shapes)?;
+    let probe = pool::unpack(&floats(3)?, probe_shapes)?;
+    let limits = Limits::default();
+    let (g, _) = qplay_core::load_model(&bytes, &limits).map_err(|e| e.to_string())?;
+    let s = setup(&g, kind, settings, &samples, &probe, &limits)?;
+    sensitivity_rows(&g, &s.shapes, &s.cfg, &s.eval, &samples, rows.0..rows.1, &mut |_, _, _| true).map_err(|e| e.to_string())
+}
+
+/// Runs the compression of `g` (input kind `kind`) with `samples` for reconstruction and INT8
+/// calibration and `probe` as the photos scored against the original (digits: the test split).
+/// The sensitivity table, rows of independent evaluations, is shared with the pool's helpers.
+pub(super) async fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, CompressResult), String> {
     let limits = Limits::default();
     let t0 = now();
-    let eval = evaluator(g, kind, probe, &limits)?;
-    let x = samples.first().ok_or("no calibration samples")?.first_item().map_err(|e| e.to_string())?;
-    let shapes = qplay_core::cost::infer_shapes(g, &[x.shape().to_vec()], &limits).map_err(|e| e.to_string())?;
-    let cfg = CompressConfig { candidates: settings.candidates.clamp(2, 100) as usize, ..CompressConfig::new(method, settings.target) };
-    let (out, report) = compress(g, &shapes, &cfg, &eval, samples, &mut |stage, done, total| {
+    let Setup { eval, x, shapes, cfg } = setup(g, kind, settings, samples, probe, &limits)?;
+    let method = cfg.method;
+    let mut progress = |stage: &str, done, total| {
         let stage = match stage {
             "sensitivity" => "Scoring each layer at each ratio",
             "tilts" => "Leaning the uniform ratio by sensitivity (each model refitted)",
@@ -57,8 +88,35 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         };
         post(&Response::Progress { job, stage: stage.into(), done, total });
         true
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    let n = sensitivity_size(g, &shapes, &cfg, &eval, samples).map_err(|e| e.to_string())?;
+    let (rows, workers) = if pool::workers() > 1 && n > 1 {
+        let model = pool::model_bytes(g)?;
+        let request = |task: u32, rows: (usize, usize)| -> Result<(Array, Array), String> {
+            let (data, shapes) = pool::pack(samples);
+            let (photos, probe_shapes) = pool::pack(probe);
+            let req = Request::HelpCompress { job: task, settings: settings.clone(), kind: kind.clone(), rows, shapes, probe_shapes };
+            let bytes = Uint8Array::new(&model);
+            let msg = Array::of4(&serde_wasm_bindgen::to_value(&req).map_err(|e| e.to_string())?, &bytes, &data, &photos);
+            Ok((msg, Array::of3(&bytes.buffer(), &data.buffer(), &photos.buffer())))
+        };
+        // Progress counts this worker's rows, scaled to the table.
+        let (total, scale) = (n * cfg.candidates.saturating_sub(1).max(1), pool::workers());
+        let (rows, w) = pool::share_rows(n, &request, &mut |range, mine| {
+            let mut report = |_: &str, done: usize, _: usize| {
+                if mine {
+                    post(&Response::Progress { job, stage: "Scoring each layer at each ratio".into(), done: (done * scale).min(total), total });
+                }
+                true
+            };
+            sensitivity_rows(g, &shapes, &cfg, &eval, samples, range, &mut report).map_err(|e| e.to_string())
+        })
+        .await?;
+        (Some(rows), w)
+    } else {
+        (None, 1)
+    };
+    let (out, report) = compress_scored(g, &shapes, &cfg, &eval, samples, rows, &mut progress).map_err(|e| e.to_string())?;
     post(&Response::Progress { job, stage: "Timing both models (FP32 and INT8)".into(), done: 0, total: 2 });
     let calib = &samples[..samples.len().min(4)];
     let before = latency(g, &x, calib, &limits)?;
@@ -100,6 +158,7 @@ pub(super) fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSett
         eval_samples: eval.batches.iter().map(|b| b.shape()[0]).sum(),
         points: report.points,
         seconds: (now() - t0) / 1e3,
+        workers,
         fp32_ms: (before.0, after.0),
         int8_ms: (before.1, after.1),
         top1_agreement: side.top1_agreement,

@@ -107,7 +107,7 @@ fn spawn(number: usize) -> Result<Rc<Helper>, String> {
                 }
             }
             Ok(Response::Panicked { message }) => *h.panic.borrow_mut() = Some(message),
-            Ok(Response::HelpCalibrated { job } | Response::HelpRan { job, .. } | Response::Failed { job, .. }) => {
+            Ok(Response::HelpCalibrated { job } | Response::HelpRan { job, .. } | Response::HelpCompressed { job, .. } | Response::Failed { job, .. }) => {
                 let current = h.inbox.borrow().as_ref().is_some_and(|(task, _)| *task == job);
                 if let Some((_, resolve)) = if current { h.inbox.take() } else { None } {
                     let _ = resolve.call1(&JsValue::NULL, &data);
@@ -181,7 +181,7 @@ async fn answer_of(answer: JsFuture) -> Result<(Response, Array), String> {
 }
 
 /// The samples as one Float32Array and their shapes.
-fn pack(samples: &[Tensor]) -> (Float32Array, Vec<Vec<usize>>) {
+pub(super) fn pack(samples: &[Tensor]) -> (Float32Array, Vec<Vec<usize>>) {
     let all: Vec<f32> = samples.iter().flat_map(Tensor::to_f32_vec).collect();
     (Float32Array::from(all.as_slice()), samples.iter().map(|t| t.shape().to_vec()).collect())
 }
@@ -278,6 +278,44 @@ pub(super) fn help_calibrate(watched: Vec<String>, scheme: Scheme, ranges: Optio
     let plan = qplay_core::quant::calib::Plan { graph, watched, scheme: scheme.core(), limits };
     let part = observe(&plan, &samples, ranges.as_deref(), &mut |_, _| true).map_err(|e| e.to_string())?;
     Ok(Float64Array::from(part.to_f64s().as_slice()))
+}
+
+/// Rows `0..n` of a table whose rows are independent (compression's sensitivity table), split
+/// over the pool in contiguous ranges: this worker computes the first with `local(range, true)`
+/// (true: report progress), each helper one more, asked by `request(task, range)` (the request
+/// and its payload). The rows come back in order; a helper that fails has its range computed
+/// here (`local(range, false)`). Returns the rows and the workers used.
+pub async fn share_rows(
+    n: usize,
+    request: &dyn Fn(u32, (usize, usize)) -> Result<(Array, Array), String>,
+    local: &mut dyn FnMut(std::ops::Range<usize>, bool) -> Result<Vec<Vec<f64>>, String>,
+) -> Result<(Vec<Vec<f64>>, usize), String> {
+    let helpers = helpers_for(workers().min(n));
+    let w = helpers.len() + 1;
+    let cut = |i: usize| i * n / w;
+    let mut answers = Vec::with_capacity(helpers.len());
+    for (k, h) in helpers.iter().enumerate() {
+        let task = next_task();
+        let (msg, transfer) = request(task, (cut(k + 1), cut(k + 2)))?;
+        answers.push(ask(h, task, msg, transfer));
+    }
+    let mut rows = local(0..cut(1), true)?;
+    for (k, answer) in answers.into_iter().enumerate() {
+        let range = cut(k + 1)..cut(k + 2);
+        let got = match answer_of(answer).await {
+            Ok((Response::HelpCompressed { scores, .. }, _)) if scores.len() == range.len() => Ok(scores),
+            Ok((other, _)) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e),
+        };
+        rows.extend(match got {
+            Ok(r) => r,
+            Err(why) => {
+                web_sys::console::warn_1(&format!("a helper worker failed ({why}); its rows are scored here").into());
+                local(range, false)?
+            }
+        });
+    }
+    Ok((rows, w))
 }
 
 /// What a batch runs on: the loaded model in FP32, or its quantization on the integer engine.
@@ -397,7 +435,7 @@ fn exec_first_int8(exec: &mut Int8Executor, x: Tensor) -> Result<Tensor, String>
     Tensor::f32(t.shape().to_vec(), t.to_f32_vec()).map_err(|e| e.to_string())
 }
 
-fn model_bytes(g: &Graph) -> Result<Uint8Array, String> {
+pub(super) fn model_bytes(g: &Graph) -> Result<Uint8Array, String> {
     Ok(Uint8Array::from(qplay_core::onnx::export::fp32_model(g).map_err(|e| e.to_string())?.as_slice()))
 }
 

@@ -305,6 +305,42 @@ impl Plan for PrunePlan<'_> {
 /// `shapes` are `g`'s value shapes ([`cost::infer_shapes`]). `progress(stage, done, total)`
 /// returning false cancels.
 pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, calib: &[Tensor], progress: &mut greedy_ratio::Progress) -> Result<(Graph, CompressReport)> {
+    compress_scored(g, shapes, cfg, eval, calib, None, progress)
+}
+
+/// How many layers [`compress`]'s sensitivity table has (one row each, a column per candidate
+/// ratio of `cfg`).
+pub fn sensitivity_size(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, calib: &[Tensor]) -> Result<usize> {
+    Ok(make_plan(g, shapes, cfg, eval, calib)?.0.names().len())
+}
+
+/// Rows `layers` of [`compress`]'s sensitivity table, scored as `compress` scores them: each
+/// layer alone at each candidate ratio. Rows are independent, so workers can share the table
+/// and [`compress_scored`] takes it whole, with the same result as `compress`.
+pub fn sensitivity_rows(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, calib: &[Tensor], layers: std::ops::Range<usize>, progress: &mut greedy_ratio::Progress) -> Result<Vec<Vec<f64>>> {
+    let (mut plan, _) = make_plan(g, shapes, cfg, eval, calib)?;
+    let n = plan.names().len();
+    if layers.start > layers.end || layers.end > n {
+        return Err(Error::Graph(format!("sensitivity rows {layers:?}: the table has {n} layers")));
+    }
+    let ratios = candidates(cfg.candidates);
+    let total = layers.len() * ratios.len();
+    let mut rows = Vec::with_capacity(layers.len());
+    for (i, li) in layers.enumerate() {
+        let mut row = Vec::with_capacity(ratios.len());
+        for (ri, &r) in ratios.iter().enumerate() {
+            if !progress("sensitivity", i * ratios.len() + ri, total) {
+                return Err(Error::Graph("cancelled".into()));
+            }
+            row.push(eval.score(&plan.single(li, r)?)?);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The plan of `cfg` on `g` and `g`'s cost, once the settings are checked.
+fn make_plan<'a>(g: &'a Graph, shapes: &'a [Option<Vec<usize>>], cfg: &'a CompressConfig, eval: &'a Evaluator, calib: &'a [Tensor]) -> Result<(Box<dyn Plan + 'a>, CostReport)> {
     if !(cfg.target > 0.0 && cfg.target <= 1.0) {
         return Err(Error::Graph(format!("the MAC target {} is not in (0, 1]", cfg.target)));
     }
@@ -317,7 +353,7 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
     if before.macs == 0 {
         return Err(Error::Graph("the model has no multiply-accumulates to compress (no Conv, Gemm or MatMul)".into()));
     }
-    let mut plan: Box<dyn Plan> = match cfg.method {
+    let plan: Box<dyn Plan + 'a> = match cfg.method {
         Method::SpatialSvd | Method::WeightSvd => {
             let kind = if cfg.method == Method::SpatialSvd { SvdKind::Spatial } else { SvdKind::Weight };
             let layers = svd_layers(g, shapes, kind, &cfg.skip);
@@ -351,23 +387,41 @@ pub fn compress(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, 
             Box::new(PrunePlan { g, shapes, units, fits: (0..n).map(|_| None).collect(), scale, calib, eval, cfg, solved: Default::default() })
         }
     };
+    Ok((plan, before))
+}
+
+/// [`compress`], with the sensitivity table's scores given (`rows`, from
+/// [`sensitivity_rows`]) instead of computed; None computes them.
+pub fn compress_scored(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &CompressConfig, eval: &Evaluator, calib: &[Tensor], rows: Option<Vec<Vec<f64>>>, progress: &mut greedy_ratio::Progress) -> Result<(Graph, CompressReport)> {
+    let (mut plan, before) = make_plan(g, shapes, cfg, eval, calib)?;
     let total = before.macs as f64;
     let mut evaluations = 1;
     let baseline = eval.score(g)?;
     let names = plan.names();
     let n = names.len();
-    let table = {
-        let plan = &mut plan;
-        greedy_ratio::sensitivity(
-            names,
-            candidates(cfg.candidates),
-            baseline,
-            &mut |li, r| {
-                evaluations += 1;
-                eval.score(&plan.single(li, r)?)
-            },
-            progress,
-        )?
+    let table = match rows {
+        Some(scores) => {
+            let ratios = candidates(cfg.candidates);
+            if scores.len() != n || scores.iter().any(|r| r.len() != ratios.len()) {
+                return Err(Error::Graph(format!("the sensitivity scores given are not {n} rows of {} ratios", ratios.len())));
+            }
+            evaluations += n * ratios.len();
+            progress("sensitivity", n * ratios.len(), n * ratios.len());
+            SensitivityTable { layers: names, ratios, scores, baseline }
+        }
+        None => {
+            let plan = &mut plan;
+            greedy_ratio::sensitivity(
+                names,
+                candidates(cfg.candidates),
+                baseline,
+                &mut |li, r| {
+                    evaluations += 1;
+                    eval.score(&plan.single(li, r)?)
+                },
+                progress,
+            )?
+        }
     };
     let selection = table.select(cfg.target, &mut |rs| plan.model_macs(rs) as f64 / total);
     let selection_quick = eval.score(&plan.quick(&selection.ratios)?)?;
