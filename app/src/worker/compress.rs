@@ -74,7 +74,8 @@ pub(super) fn help(settings: &CompressSettings, kind: &InputKind, rows: (usize, 
 
 /// Runs the compression of `g` (input kind `kind`) with `samples` for reconstruction and INT8
 /// calibration and `probe` as the photos scored against the original (digits: the test split).
-/// The sensitivity table, rows of independent evaluations, is shared with the pool's helpers.
+/// The sensitivity table of the SVD methods, rows of independent evaluations, is shared with
+/// the pool's helpers.
 pub(super) async fn run(job: u32, g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Tensor], probe: &[Tensor]) -> Result<(Graph, CompressResult), String> {
     let limits = Limits::default();
     let t0 = now();
@@ -90,7 +91,10 @@ pub(super) async fn run(job: u32, g: &Graph, kind: &InputKind, settings: &Compre
         true
     };
     let n = sensitivity_size(g, &shapes, &cfg, &eval, samples).map_err(|e| e.to_string())?;
-    let (rows, workers) = if pool::workers() > 1 && n > 1 {
+    // Channel pruning stays on this worker: most of a row's cost is its group's least-squares
+    // statistics, which the search needs again afterwards (a helper would have to send them
+    // back, megabytes per group).
+    let (rows, workers) = if pool::workers() > 1 && n > 1 && cfg.method != Method::ChannelPruning {
         let model = pool::model_bytes(g)?;
         let request = |task: u32, rows: (usize, usize)| -> Result<(Array, Array), String> {
             let (data, shapes) = pool::pack(samples);
