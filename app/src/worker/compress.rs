@@ -63,9 +63,9 @@ fn setup(g: &Graph, kind: &InputKind, settings: &CompressSettings, samples: &[Te
 /// (see `Request::HelpCompress`).
 pub(super) fn help(settings: &CompressSettings, kind: &InputKind, rows: (usize, usize), shapes: &[Vec<usize>], probe_shapes: &[Vec<usize>], payload: &Array) -> Result<Vec<Vec<f64>>, String> {
     let bytes = payload.get(1).dyn_into::<Uint8Array>().map_err(|_| "no model was sent")?.to_vec();
-    let floats = |i: u32| payload.get(i).dyn_into::<Float32Array>().map(|a| a.to_vec()).map_err(|_| "no samples were sent".to_string());
-    let samples = pool::unpack(&floats(2)?, shapes)?;
-    let probe = pool::unpack(&floats(3)?, probe_shapes)?;
+    let floats = |i: u32, what: &str| payload.get(i).dyn_into::<Float32Array>().map(|a| a.to_vec()).map_err(|_| format!("no {what} were sent"));
+    let samples = pool::unpack(&floats(2, "calibration samples")?, shapes)?;
+    let probe = pool::unpack(&floats(3, "evaluation photos")?, probe_shapes)?;
     let limits = Limits::default();
     let (g, _) = qplay_core::load_model(&bytes, &limits).map_err(|e| e.to_string())?;
     let s = setup(&g, kind, settings, &samples, &probe, &limits)?;

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, Worker};
+use web_sys::{MessageEvent, Worker};
 
 /// The most workers a pool takes, whatever the machine has.
 pub const MAX_WORKERS: usize = 8;
@@ -92,7 +92,7 @@ fn spawn(number: usize) -> Result<Rc<Helper>, String> {
     let opts = web_sys::WorkerOptions::new();
     opts.set_name(&format!("qplay helper {number}"));
     // The same build as this worker's: the loader's query (a forced build) is passed on.
-    let search = js_sys::global().unchecked_into::<DedicatedWorkerGlobalScope>().location().search();
+    let search = super::scope().location().search();
     let worker = Worker::new_with_options(&format!("./worker_loader.js{search}"), &opts).map_err(|e| format!("{e:?}"))?;
     let h = Rc::new(Helper { worker, ready: Cell::new(false), queue: RefCell::new(Vec::new()), inbox: RefCell::new(None), panic: RefCell::new(None), mirrored: Cell::new((0, 0)) });
     let weak = Rc::downgrade(&h);
