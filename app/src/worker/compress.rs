@@ -95,12 +95,13 @@ pub(super) async fn run(job: u32, g: &Graph, kind: &InputKind, settings: &Compre
     // statistics, which the search needs again afterwards (a helper would have to send them
     // back, megabytes per group).
     let (rows, workers) = if pool::workers() > 1 && n > 1 && cfg.method != Method::ChannelPruning {
+        // Packed once; each helper gets its own copy of the buffers (posting transfers them).
         let model = pool::model_bytes(g)?;
+        let (data, sample_shapes) = pool::pack(samples);
+        let (photos, probe_shapes) = pool::pack(probe);
         let request = |task: u32, rows: (usize, usize)| -> Result<(Array, Array), String> {
-            let (data, shapes) = pool::pack(samples);
-            let (photos, probe_shapes) = pool::pack(probe);
-            let req = Request::HelpCompress { job: task, settings: settings.clone(), kind: kind.clone(), rows, shapes, probe_shapes };
-            let bytes = Uint8Array::new(&model);
+            let req = Request::HelpCompress { job: task, settings: settings.clone(), kind: kind.clone(), rows, shapes: sample_shapes.clone(), probe_shapes: probe_shapes.clone() };
+            let (bytes, data, photos) = (Uint8Array::new(&model), Float32Array::new(&data), Float32Array::new(&photos));
             let msg = Array::of4(&serde_wasm_bindgen::to_value(&req).map_err(|e| e.to_string())?, &bytes, &data, &photos);
             Ok((msg, Array::of3(&bytes.buffer(), &data.buffer(), &photos.buffer())))
         };

@@ -323,20 +323,10 @@ pub fn sensitivity_rows(g: &Graph, shapes: &[Option<Vec<usize>>], cfg: &Compress
     if layers.start > layers.end || layers.end > n {
         return Err(Error::Graph(format!("sensitivity rows {layers:?}: the table has {n} layers")));
     }
-    let ratios = candidates(cfg.candidates);
-    let total = layers.len() * ratios.len();
-    let mut rows = Vec::with_capacity(layers.len());
-    for (i, li) in layers.enumerate() {
-        let mut row = Vec::with_capacity(ratios.len());
-        for (ri, &r) in ratios.iter().enumerate() {
-            if !progress("sensitivity", i * ratios.len() + ri, total) {
-                return Err(Error::Graph("cancelled".into()));
-            }
-            row.push(eval.score(&plan.single(li, r)?)?);
-        }
-        rows.push(row);
-    }
-    Ok(rows)
+    let names = plan.names()[layers.clone()].to_vec();
+    // The baseline is not needed for the rows alone.
+    let part = greedy_ratio::sensitivity(names, candidates(cfg.candidates), f64::NAN, &mut |i, r| eval.score(&plan.single(layers.start + i, r)?), progress)?;
+    Ok(part.scores)
 }
 
 /// The plan of `cfg` on `g` and `g`'s cost, once the settings are checked.
